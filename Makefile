@@ -1,0 +1,42 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Both build .venv first.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.quantcrew-installed
+
+.PHONY: install demo test test-fast server bench lint typecheck clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: the CPU wheel; an unpinned torch would pull GBs of CUDA packages.
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/quantcrew run --symbol SP500
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+server: $(STAMP)
+	$(VENV)/bin/quantcrew-server
+
+bench: $(STAMP)
+	$(PY) bench/regime_accuracy.py
+	$(PY) bench/regime_latency.py
+	$(PY) bench/import_cost.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check quantcrew tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

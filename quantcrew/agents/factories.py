@@ -1,0 +1,48 @@
+"""One factory per agent role, reading crewAI YAML from config/agents.yaml.
+
+Factories are plain functions: nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import yaml
+from crewai import Agent
+from crewai.tools import BaseTool
+
+from quantcrew.config.paths import AGENTS_YAML
+from quantcrew.config.settings import Settings
+
+__all__ = ["AGENT_FACTORIES", "agent_config", "make_regime_analyst"]
+
+
+@lru_cache(maxsize=1)
+def _agents_yaml() -> dict[str, dict[str, str]]:
+    with AGENTS_YAML.open(encoding="utf-8") as fh:
+        loaded: dict[str, dict[str, str]] = yaml.safe_load(fh)
+    return loaded
+
+
+def agent_config(role_key: str) -> dict[str, str]:
+    """The YAML entry of one agent (role, goal, backstory), by its key."""
+    config = _agents_yaml()
+    if role_key not in config:
+        raise KeyError(f"no agent '{role_key}' in {AGENTS_YAML}; defined: {sorted(config)}")
+    return dict(config[role_key])
+
+
+def make_regime_analyst(settings: Settings, *, tools: list[BaseTool], llm: Any) -> Agent:
+    """The regime analyst: detects the current regime through RegimeDetectionTool."""
+    return Agent(
+        config=agent_config("regime_analyst"),
+        tools=tools,
+        llm=llm,
+        allow_delegation=False,
+        verbose=settings.crew.verbose,
+        max_iter=6,
+    )
+
+
+AGENT_FACTORIES = {"regime_analyst": make_regime_analyst}

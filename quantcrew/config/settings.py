@@ -1,0 +1,234 @@
+"""One settings tree for the whole project, passed explicitly, failing fast.
+
+Sources, highest first: keyword overrides, environment (``QUANTCREW_`` prefix, ``__``
+between nested names, e.g. ``QUANTCREW_SERVER__PORT=9000``), a ``.env`` file, an optional
+YAML file (``QUANTCREW_CONFIG_FILE`` or ``load_settings(config_file=...)``), then the
+defaults below. Invalid values stop start-up with a message naming the setting.
+
+This is the only module that reads the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+__all__ = [
+    "apply_crewai_environment",
+    "ClientSettings",
+    "CrewSettings",
+    "DataSettings",
+    "ServerSettings",
+    "Settings",
+    "SettingsError",
+    "get_settings",
+    "load_settings",
+]
+
+CONFIG_FILE_ENV = "QUANTCREW_CONFIG_FILE"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names each bad setting."""
+
+
+class _Section(BaseModel):
+    """A settings section: unknown keys are typos, refused at start-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _default_home() -> Path:
+    return Path.home() / ".quantcrew"
+
+
+class ServerSettings(_Section):
+    """The ML server: where it binds, what it accepts, where artifacts live."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address; loopback unless told otherwise.")
+    port: int = Field(default=8765, ge=0, le=65535)
+    api_key: SecretStr | None = Field(default=None, description="Bearer key required on /v1 when set.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Larger bodies get 413.")
+    max_rows: int = Field(default=100_000, gt=0, description="Most bars (rows) in one request.")
+    max_columns: int = Field(default=64, gt=0, description="Most columns (series, features) in one request.")
+    min_rows: int = Field(default=30, ge=3, description="Fewest bars a fit accepts.")
+    artifacts_dir: Path | None = Field(default=None, description="Model artifacts; default <home>/artifacts.")
+    registry_db: Path | None = Field(default=None, description="Registry SQLite file; default <home>/registry.db.")
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_blank(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
+            return None
+        return v
+
+
+class ClientSettings(_Section):
+    """How tools reach the ML server."""
+
+    url: str | None = Field(default=None, description="Base URL; unset means the CLI starts a local server.")
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=10, description="Retries for idempotent calls only.")
+    backoff_s: float = Field(default=0.1, ge=0)
+    breaker_failures: int = Field(default=3, ge=1, description="Consecutive failures that open the breaker.")
+    breaker_reset_s: float = Field(default=30.0, gt=0, description="Seconds before an open breaker lets one call try.")
+    max_connections: int = Field(default=32, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+
+class DataSettings(_Section):
+    """Where market data comes from and how strictly it is checked."""
+
+    data_dir: Path | None = Field(default=None, description="Folder of <SYMBOL>.csv / .parquet files.")
+    max_gap_days: int = Field(default=7, ge=1, description="Calendar-day gap between bars reported as a gap.")
+
+
+class CrewSettings(_Section):
+    """The crew: its LLM, its runs store."""
+
+    llm: str = Field(default="planner", description="'planner' (offline, deterministic) or a CrewAI LLM string.")
+    llm_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL for the LLM.")
+    llm_api_key: SecretStr | None = None
+    telemetry: bool = Field(default=False, description="CrewAI telemetry; off unless asked for.")
+    runs_db: Path | None = Field(default=None, description="Runs store; default <home>/runs.db.")
+    verbose: bool = False
+
+
+class Settings(BaseSettings):
+    """The root of the settings tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUANTCREW_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(default_factory=_default_home, description="Default folder for registry, artifacts, runs.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    client: ClientSettings = Field(default_factory=ClientSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    crew: CrewSettings = Field(default_factory=CrewSettings)
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Settings:
+        home = self.home.expanduser()
+        self.home = home
+        if self.server.artifacts_dir is None:
+            self.server.artifacts_dir = home / "artifacts"
+        if self.server.registry_db is None:
+            self.server.registry_db = home / "registry.db"
+        if self.crew.runs_db is None:
+            self.crew.runs_db = home / "runs.db"
+        if self.client.api_key is None and self.server.api_key is not None:
+            self.client.api_key = self.server.api_key
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = _yaml_file_var.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        assert self.server.artifacts_dir is not None  # filled by _fill_paths
+        return self.server.artifacts_dir
+
+    @property
+    def registry_db(self) -> Path:
+        assert self.server.registry_db is not None
+        return self.server.registry_db
+
+    @property
+    def runs_db(self) -> Path:
+        assert self.crew.runs_db is not None
+        return self.crew.runs_db
+
+
+# The YAML path is chosen per load, not per class; pydantic-settings builds sources in a
+# classmethod, so the chosen path is handed over through this small holder.
+_yaml_file_var: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from overrides, environment, .env and an optional YAML file.
+
+    Raises:
+        SettingsError: a setting is invalid or the YAML file is missing; the message
+            lists every bad setting by its dotted name and env variable.
+    """
+    path = config_file if config_file is not None else os.environ.get(CONFIG_FILE_ENV)
+    yaml_path = Path(path).expanduser() if path else None
+    if yaml_path is not None and not yaml_path.is_file():
+        raise SettingsError(f"config file not found: {yaml_path} (from {CONFIG_FILE_ENV} or --config)")
+    _yaml_file_var["path"] = yaml_path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from exc
+    finally:
+        _yaml_file_var["path"] = None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid settings:"]
+    for err in exc.errors():
+        dotted = ".".join(str(p) for p in err["loc"])
+        env = "QUANTCREW_" + "__".join(str(p) for p in err["loc"]).upper()
+        lines.append(f"  {dotted} ({env}): {err['msg']}")
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built once on first use (never at import)."""
+    return load_settings()
+
+
+def apply_crewai_environment(settings: Settings) -> None:
+    """Turn CrewAI's telemetry and tracing off unless ``crew.telemetry`` is true.
+
+    CrewAI reads these variables itself when a crew runs, so they are set in the
+    process environment; a value the user exported explicitly is left alone.
+    """
+    if settings.crew.telemetry:
+        return
+    for name, value in (("CREWAI_DISABLE_TELEMETRY", "true"), ("CREWAI_DISABLE_TRACKING", "true"),
+                        ("CREWAI_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true")):
+        os.environ.setdefault(name, value)

@@ -1,0 +1,158 @@
+"""The ``quantcrew`` command line: run the crew, serve the models, inspect past runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from quantcrew.config.settings import Settings, SettingsError, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(name="quantcrew", help="CrewAI agents for quantitative research, over the quantcrew ML server.",
+                  no_args_is_help=True, add_completion=False)
+runs_app = typer.Typer(help="Inspect stored runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file.")]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        settings = load_settings(config)
+    except SettingsError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition("__")
+        setattr(getattr(settings, section), key, value)
+    return settings
+
+
+@app.command()
+def run(
+    symbol: Annotated[str, typer.Option(help="Bundled series (SP500, NASDAQ, VIX, CRUDE), data-folder symbol or file.")]
+    = "SP500",
+    lookback: Annotated[int, typer.Option(min=60, help="Daily bars to analyse.")] = 750,
+    end_date: Annotated[str | None, typer.Option(help="Analyse as of this date (YYYY-MM-DD).")] = None,
+    server_url: Annotated[str | None, typer.Option(help="ML server URL; default: start one locally.")] = None,
+    llm: Annotated[str | None, typer.Option(help="'planner' (offline) or a CrewAI LLM string, e.g. openai/gpt-4o.")]
+    = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for --llm.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the structured result as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the regime crew on one symbol and print its report."""
+    from quantcrew.crew.kickoff import CrewRunError
+    from quantcrew.crew.kickoff import run as kickoff
+    from quantcrew.crew.server_process import LocalServer, ServerStartError
+
+    settings = _settings(config, client__url=server_url, crew__llm=llm, crew__llm_base_url=llm_base_url)
+    inputs = {"symbol": symbol, "lookback": lookback, "end_date": end_date}
+    server: LocalServer | None = None
+    try:
+        if settings.client.url is None:
+            server = LocalServer(env=_child_env(settings), config_file=config,
+                                 log_path=settings.home / "logs" / "server.log")
+            with console.status("Starting the ML server on a free loopback port..."):
+                server.start()
+            settings.client.url = server.url
+            console.print(f"[dim]ML server started at {server.url}[/dim]")
+        with console.status(f"Running the regime crew on {symbol} (fitting the HMM on the ML server)...") as status:
+            outcome = kickoff(inputs, settings,
+                              on_tool_result=lambda r: status.update(f"{r.tool} answered; writing the report..."))
+    except (CrewRunError, ServerStartError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted; stopping the ML server[/yellow]")
+        raise typer.Exit(130) from None
+    finally:
+        if server is not None:
+            server.stop()
+    if as_json:
+        console.print_json(json.dumps({
+            "run_id": outcome.run_id, "status": outcome.status, "inputs": outcome.inputs,
+            "output": outcome.output, "tool_results": [r.model_dump(mode="json") for r in outcome.tool_results],
+        }, default=str))
+        return
+    degraded = " [yellow](DEGRADED: fallback answer)[/yellow]" if outcome.degraded else ""
+    console.print(Panel(outcome.output, title=f"Regime report: {symbol}{degraded}", expand=False))
+    console.print(f"[dim]run {outcome.run_id} stored in {settings.runs_db}[/dim]")
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    """Settings the child server must share with us (home decides registry and artifacts)."""
+    env = {"QUANTCREW_HOME": str(settings.home)}
+    if settings.server.api_key is not None:
+        env["QUANTCREW_SERVER__API_KEY"] = settings.server.api_key.get_secret_value()
+    return env
+
+
+@app.command()
+def server(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8765).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the ML server in the foreground (same as quantcrew-server)."""
+    from quantcrew.ml_server.__main__ import main as server_main
+
+    argv: list[str] = []
+    if host:
+        argv += ["--host", host]
+    if port is not None:
+        argv += ["--port", str(port)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    raise typer.Exit(server_main(argv))
+
+
+@runs_app.command("list")
+def runs_list(limit: Annotated[int, typer.Option(min=1)] = 20, config: ConfigOpt = None) -> None:
+    """The latest runs."""
+    from quantcrew.crew.runs import RunsStore
+
+    settings = _settings(config)
+    store = RunsStore(settings.runs_db)
+    table = Table("run_id", "kind", "status", "started_at", "inputs")
+    for row in store.list_runs(limit):
+        table.add_row(row["run_id"], row["kind"], row["status"], row["started_at"], row["inputs"])
+    store.close()
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, config: ConfigOpt = None) -> None:
+    """One run with its tool calls, as JSON."""
+    from quantcrew.crew.runs import RunsStore
+
+    settings = _settings(config)
+    store = RunsStore(settings.runs_db)
+    found = store.get_run(run_id)
+    store.close()
+    if found is None:
+        err_console.print(f"[red]no run '{run_id}' in {settings.runs_db}[/red]")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(found, default=str))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="quantcrew")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

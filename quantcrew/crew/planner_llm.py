@@ -1,0 +1,245 @@
+"""The crew's embedded default "LLM": an offline, deterministic planner.
+
+``PlannerLLM`` implements CrewAI's ``BaseLLM`` interface but is not a language model: it
+generates no text from a model, reads no prompt semantics and never touches the network.
+It speaks CrewAI's native function-calling protocol (``supports_function_calling()`` is
+true, so the agent executor passes the agent's tools as OpenAI-style schemas and runs the
+tool calls this class returns):
+
+1. first call of a task (no tool call in the conversation yet): one call to each selected
+   tool, in the order the tools were offered (or the order of ``tool_plan``), with
+   arguments taken from the kickoff ``inputs`` whose names match the tool's argument names
+   (arguments with no matching input are left out, so the tool's defaults apply);
+2. any later call (tool results present): a short report with each tool's observation
+   verbatim under a heading, failures stated, and a closing line naming the planner.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from crewai.events.types.llm_events import LLMCallType
+from crewai.llms.base_llm import BaseLLM, llm_call_context
+from crewai.utilities.message_utils import message_content_text
+from crewai.utilities.string_utils import sanitize_tool_name
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from crewai.agents.agent_builder.base_agent import BaseAgent
+    from crewai.task import Task
+    from crewai.tools.base_tool import BaseTool
+    from crewai.utilities.types import LLMMessage
+    from pydantic import BaseModel
+
+__all__ = ["PLANNER_MODEL", "PLANNER_SIGNATURE", "PlannerLLM"]
+
+PLANNER_MODEL = "quantcrew-planner"
+PLANNER_SIGNATURE = "Written by the quantcrew offline planner (deterministic; no language model was used)."
+
+# Tools CrewAI adds to an agent by itself (delegation, memory, skills, files): never called
+# unless ``tool_plan`` names them, since kickoff inputs cannot fill their arguments.
+_CREWAI_INTERNAL_TOOLS = frozenset(
+    sanitize_tool_name(name)
+    for name in ("Delegate work to coworker", "Ask question to coworker", "Read a deferred tool result",
+                 "Search memory", "Save to memory", "load_skill", "read_file")
+)
+
+
+class PlannerLLM(BaseLLM):
+    """Offline, deterministic planner that drives a CrewAI agent; not a language model.
+
+    It calls the agent's tools once per task with arguments matched by name from the
+    kickoff inputs, then writes a structured report from the tools' observations.
+
+    Args:
+        inputs: The crew's kickoff inputs, e.g. ``{"symbol": "SP500", "lookback": 750}``.
+        tool_plan: Optional narrowing: task name or agent role -> tool names to call, in
+            that order. A task name takes precedence over the agent's role; a task or agent
+            the plan does not mention gets every tool it is offered.
+        **kwargs: Other ``BaseLLM`` fields (rarely needed).
+
+    Example:
+        >>> llm = PlannerLLM({"symbol": "SP500", "lookback": 750})
+        >>> llm.model, llm.is_planner
+        ('quantcrew-planner', True)
+    """
+
+    is_planner: ClassVar[bool] = True
+
+    llm_type: str = "planner"
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    tool_plan: dict[str, list[str]] | None = None
+
+    def __init__(
+        self, inputs: Mapping[str, Any] | None = None, *, tool_plan: Mapping[str, Sequence[str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("model", PLANNER_MODEL)
+        kwargs.setdefault("provider", "quantcrew")
+        kwargs["inputs"] = dict(inputs or {})
+        kwargs["tool_plan"] = {key: list(names) for key, names in tool_plan.items()} if tool_plan is not None else None
+        super().__init__(**kwargs)
+
+    def call(
+        self,
+        messages: str | list[LLMMessage],
+        tools: list[dict[str, BaseTool]] | None = None,
+        callbacks: list[Any] | None = None,
+        available_functions: dict[str, Any] | None = None,
+        from_task: Task | None = None,
+        from_agent: BaseAgent | None = None,
+        response_model: type[BaseModel] | None = None,
+    ) -> str | Any:
+        """Plan the next step: tool calls on a task's first turn, the report afterwards.
+
+        Args:
+            messages: The conversation so far (a string is one user message).
+            tools: OpenAI-style tool schemas offered by the agent executor.
+            callbacks: Unused; accepted for interface compatibility.
+            available_functions: When given (callers outside the agent executor), the
+                planned tools are run here and the report is returned directly.
+            from_task: The task being worked on (its name is a ``tool_plan`` key).
+            from_agent: The agent asking (its role is a ``tool_plan`` key).
+            response_model: Unused: the planner writes text, never structured output.
+
+        Returns:
+            A list of OpenAI-style tool calls, or the report text.
+        """
+        with llm_call_context():
+            self._emit_call_started_event(messages=messages, tools=tools, callbacks=callbacks,
+                                          available_functions=available_functions,
+                                          from_task=from_task, from_agent=from_agent)
+            history = self._format_messages(messages)
+            self._invoke_before_llm_call_hooks(history, from_agent)
+            answer = self._next_step(history, tools, available_functions, from_task, from_agent)
+            if isinstance(answer, str):
+                answer = self._invoke_after_llm_call_hooks(history, answer, from_agent)
+            call_type = LLMCallType.TOOL_CALL if isinstance(answer, list) else LLMCallType.LLM_CALL
+            self._emit_call_completed_event(response=answer, call_type=call_type, from_task=from_task,
+                                            from_agent=from_agent, messages=history)
+            return answer
+
+    async def acall(
+        self,
+        messages: str | list[LLMMessage],
+        tools: list[dict[str, BaseTool]] | None = None,
+        callbacks: list[Any] | None = None,
+        available_functions: dict[str, Any] | None = None,
+        from_task: Task | None = None,
+        from_agent: BaseAgent | None = None,
+        response_model: type[BaseModel] | None = None,
+    ) -> str | Any:
+        """Same as :meth:`call`; planning does no I/O, so nothing is awaited."""
+        return self.call(messages, tools, callbacks, available_functions, from_task, from_agent, response_model)
+
+    def supports_function_calling(self) -> bool:
+        """True: the executor passes tool schemas and runs the tool calls returned."""
+        return True
+
+    def supports_stop_words(self) -> bool:
+        """False: the planner writes no free text that stop words could cut."""
+        return False
+
+    def get_context_window_size(self) -> int:
+        """A large window, so CrewAI never summarises or defers tool results for the planner."""
+        return 1_000_000
+
+    def get_input_tokens_count(
+        self,
+        messages: str | list[LLMMessage],
+        tools: list[dict[str, BaseTool]] | None = None,
+        response_model: type[BaseModel] | None = None,
+    ) -> int:
+        """Four characters per token, without the base class's per-call warning."""
+        texts = [messages] if isinstance(messages, str) else [message_content_text(m) for m in messages]
+        return (sum(len(text) for text in texts) + 3) // 4
+
+    def _next_step(
+        self,
+        history: list[LLMMessage],
+        tools: list[dict[str, BaseTool]] | None,
+        available_functions: dict[str, Any] | None,
+        task: Task | None,
+        agent: BaseAgent | None,
+    ) -> str | list[dict[str, Any]]:
+        results = _tool_results(history)
+        if results or any(message.get("tool_calls") for message in history):
+            return self._report(results, task)
+        calls = [self._tool_call(index, schema) for index, schema in enumerate(self._select(tools, task, agent))]
+        if not calls:
+            return self._report([], task)
+        if available_functions is None:
+            return calls
+        ran: list[tuple[str, str]] = []
+        for call in calls:
+            name, args = call["function"]["name"], json.loads(call["function"]["arguments"])
+            result = self._handle_tool_execution(name, args, available_functions, task, agent)
+            ran.append((name, result if result is not None else f"Error: tool '{name}' failed or is unavailable"))
+        return self._report(ran, task)
+
+    def _select(
+        self, tools: list[dict[str, BaseTool]] | None, task: Task | None, agent: BaseAgent | None
+    ) -> list[dict[str, Any]]:
+        offered: dict[str, dict[str, Any]] = {}
+        for tool in tools or []:
+            function = dict(tool).get("function")
+            if isinstance(function, Mapping) and function.get("name"):
+                offered.setdefault(str(function["name"]), dict(function))
+        plan = self.tool_plan or {}
+        keys = [key for key in (getattr(task, "name", None), getattr(agent, "role", None)) if key]
+        planned = next((plan[key] for key in keys if key in plan), None)
+        if planned is None:
+            return [schema for name, schema in offered.items() if name not in _CREWAI_INTERNAL_TOOLS]
+        names = dict.fromkeys(sanitize_tool_name(name) for name in planned)
+        return [offered[name] for name in names if name in offered]
+
+    def _tool_call(self, index: int, schema: Mapping[str, Any]) -> dict[str, Any]:
+        parameters = schema.get("parameters")
+        properties = (parameters.get("properties") or {}) if isinstance(parameters, Mapping) else {}
+        args = {name: self.inputs[name] for name in properties if name in self.inputs}
+        name = str(schema["name"])
+        return {
+            "id": f"planner_call_{index}_{name}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args, default=str)},
+        }
+
+    def _report(self, results: list[tuple[str, str]], task: Task | None) -> str:
+        title = getattr(task, "name", None) or "task"
+        lines = [f"# Planner report: {title}"]
+        if self.inputs:
+            lines.append("Inputs: " + ", ".join(f"{key}={value}" for key, value in self.inputs.items()))
+        if not results:
+            lines += ["", "No tools were called for this task."]
+        failed = []
+        for name, observation in results:
+            is_error = _looks_like_error(observation)
+            if is_error:
+                failed.append(name)
+            lines += ["", f"## {name}" + (" (failed)" if is_error else ""), observation.strip()]
+        if failed:
+            lines += ["", f"Errors: {len(failed)} of {len(results)} tool calls failed ({', '.join(failed)})."]
+        lines += ["", PLANNER_SIGNATURE]
+        return "\n".join(lines)
+
+
+def _tool_results(history: list[LLMMessage]) -> list[tuple[str, str]]:
+    """(tool name, observation) for every tool result in the conversation, in order."""
+    names_by_id: dict[str, str] = {}
+    results: list[tuple[str, str]] = []
+    for message in history:
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
+                names_by_id[str(call.get("id"))] = str(call["function"].get("name", "tool"))
+        if message.get("role") == "tool":
+            name = message.get("name") or names_by_id.get(str(message.get("tool_call_id")), "tool")
+            results.append((str(name), message_content_text(message)))
+    return results
+
+
+def _looks_like_error(observation: str) -> bool:
+    """CrewAI reports a failed tool as 'Error executing tool: ...' (or a usage/hook refusal)."""
+    head = observation.lstrip().lower()
+    return head.startswith(("error", "tool execution blocked")) or "has reached its usage limit" in head

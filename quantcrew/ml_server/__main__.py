@@ -1,0 +1,45 @@
+"""``quantcrew-server`` / ``python -m quantcrew.ml_server``: run the ML server with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, load settings (failing fast with a clear message), serve."""
+    parser = argparse.ArgumentParser(prog="quantcrew-server", description="Run the quantcrew ML server.")
+    parser.add_argument("--host", help="bind address (default from settings: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (0 picks a free one; default from settings: 8765)")
+    parser.add_argument("--config", help="YAML settings file")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    args = parser.parse_args(argv)
+
+    from quantcrew.config.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"quantcrew-server: {exc}", file=sys.stderr)
+        return 2
+    server = settings.server
+    if args.host:
+        server.host = args.host
+    if args.port is not None:
+        server.port = args.port
+    if args.log_level:
+        server.log_level = args.log_level
+
+    import uvicorn
+
+    from quantcrew.ml_server.app import create_app
+
+    uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level=server.log_level,
+                access_log=False, timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The FastAPI application factory and its lifespan; nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from quantcrew import __version__
+from quantcrew.config.settings import Settings, get_settings
+from quantcrew.ml_server.device import resolve_device
+from quantcrew.ml_server.handlers import install_error_handlers
+from quantcrew.ml_server.limits import BodySizeLimitMiddleware
+from quantcrew.ml_server.metrics import Metrics, MetricsMiddleware
+from quantcrew.ml_server.registry import ModelRegistry
+from quantcrew.ml_server.routes import health, models, regime
+from quantcrew.ml_server.security import require_api_key
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("quantcrew.ml_server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ML server app. Models, registry and device are set up in the lifespan.
+
+    Args:
+        settings: The settings tree; defaults to :func:`get_settings` (environment).
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.registry = ModelRegistry(settings.registry_db, settings.artifacts_dir)
+        app.state.device = resolve_device(settings.server.device)
+        logger.info("quantcrew ML server ready on device %s with %d models",
+                    app.state.device, app.state.registry.count())
+        try:
+            yield
+        finally:
+            app.state.registry.close()
+            app.state.device = None
+
+    app = FastAPI(
+        title="quantcrew ML server",
+        version=__version__,
+        summary="Regime, risk, RL, ensemble and execution models for quantcrew's agents.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.device = None
+    key = settings.server.api_key
+    app.state.api_key = key.get_secret_value().encode() if key is not None else None
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    v1.include_router(regime.router)
+    v1.include_router(models.router)
+    app.include_router(health.router)
+    app.include_router(v1)
+    install_error_handlers(app)
+    # Outermost first: the size limit must refuse a body before anything reads it.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    return app

@@ -1,0 +1,36 @@
+"""Typed dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from quantcrew.config.settings import Settings
+from quantcrew.ml_server.errors import ModelNotReadyError
+from quantcrew.ml_server.metrics import Metrics
+from quantcrew.ml_server.registry import ModelRegistry
+
+__all__ = ["MetricsDep", "RegistryDep", "SettingsDep"]
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry | None = getattr(request.app.state, "registry", None)
+    if registry is None:
+        raise ModelNotReadyError("server is starting: the model registry is not open yet")
+    return registry
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

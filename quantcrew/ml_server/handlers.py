@@ -1,0 +1,69 @@
+"""The one map from exceptions to HTTP statuses and the one error body."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from quantcrew.ml_server.errors import MLServerError
+
+__all__ = ["error_response", "install_error_handlers"]
+
+logger = logging.getLogger("quantcrew.ml_server")
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    """Serialise ``{"error": {...}}`` with orjson."""
+    body = orjson.dumps({"error": {"code": code, "message": message, "details": details}},
+                        option=orjson.OPT_SERIALIZE_NUMPY, default=str)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+async def _domain_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MLServerError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
+
+
+def _loc_str(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in loc if p != "body") or "body"
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+               for e in exc.errors()]
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    message = f"{_loc_str(first['loc'])}: {first['msg']}{more}"
+    return error_response(422, "invalid_input", message, details)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    # The last line of defence: log the traceback, answer with the one error body.
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", f"unexpected server error: {type(exc).__name__}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the map: domain errors, request validation, HTTP errors, anything else."""
+    app.add_exception_handler(MLServerError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

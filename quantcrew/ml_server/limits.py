@@ -1,0 +1,89 @@
+"""Request size limits: bytes at the ASGI edge (413), rows and columns per payload (422)."""
+
+from __future__ import annotations
+
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from quantcrew.ml_server.errors import InvalidInputError
+from quantcrew.ml_server.schemas.common import OHLCVPayload
+
+__all__ = ["BodySizeLimitMiddleware", "check_columns", "check_rows"]
+
+
+class BodySizeLimitMiddleware:
+    """Refuses bodies over ``max_bytes`` with 413 before they are parsed.
+
+    Checks Content-Length first, then counts streamed chunks (chunked uploads carry no
+    length), so an oversized body is never buffered whole.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await _too_large(send, declared, self.max_bytes)
+                    return
+        received = 0
+        responded = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, responded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    responded = True
+                    await _too_large(send, received, self.max_bytes)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not responded:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+async def _too_large(send: Send, size: int, limit: int) -> None:
+    body = orjson.dumps({"error": {
+        "code": "payload_too_large",
+        "message": f"request body of {size} bytes exceeds the limit of {limit} bytes (QUANTCREW_SERVER__MAX_BODY_BYTES)",
+        "details": {"limit_bytes": limit, "received_bytes": size},
+    }})
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def check_rows(payload: OHLCVPayload, *, max_rows: int, field: str = "data") -> None:
+    """Refuse a payload with more bars than the configured limit (422 naming the field)."""
+    n = len(payload.timestamps)
+    if n > max_rows:
+        raise InvalidInputError(
+            f"{field} has {n} rows; the limit is {max_rows} (QUANTCREW_SERVER__MAX_ROWS)",
+            details=[{"loc": ["body", field, "timestamps"], "msg": f"at most {max_rows} rows", "rows": n}],
+        )
+
+
+def check_columns(n_columns: int, *, max_columns: int, field: str) -> None:
+    """Refuse a matrix with more columns than the configured limit."""
+    if n_columns > max_columns:
+        raise InvalidInputError(
+            f"{field} has {n_columns} columns; the limit is {max_columns} (QUANTCREW_SERVER__MAX_COLUMNS)",
+            details=[{"loc": ["body", field], "msg": f"at most {max_columns} columns"}],
+        )
+
+

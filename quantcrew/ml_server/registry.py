@@ -1,0 +1,253 @@
+"""The model registry: one SQLite table (sqlite-utils, WAL) plus an artifact folder.
+
+Artifacts are written by the server only. Each one's SHA-256 is recorded at write and
+checked before it is loaded; a file that no longer matches is refused
+(:class:`ArtifactIntegrityError`, HTTP 409). Formats:
+
+- ``skops``: scikit-learn and hmmlearn estimators, loaded with the allow-list
+  :data:`TRUSTED_TYPES` kept here in code (never read from the artifact itself);
+- ``torch``: a state dict, loaded with ``torch.load(weights_only=True)``;
+- ``json``: plain parameters (e.g. a rule-based fallback model).
+
+No request ever names a path or URL: artifacts are addressed by ``model_id`` only, and the
+file name is derived from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+import threading
+import uuid
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from quantcrew.ml_server.errors import ArtifactIntegrityError, ModelNotFoundError
+from quantcrew.ml_server.schemas.common import ModelInfo
+
+__all__ = ["TRUSTED_TYPES", "ArtifactFormat", "ModelRegistry"]
+
+ArtifactFormat = Literal["skops", "torch", "json"]
+
+# The skops allow-list: every type a stored estimator may contain, by family. Anything else
+# found in an artifact is refused. Extend it here, in code, when a family adds a model type.
+TRUSTED_TYPES: dict[str, tuple[str, ...]] = {
+    "regime": ("hmmlearn.hmm.GaussianHMM", "hmmlearn.base.ConvergenceMonitor", "collections.deque"),
+}
+
+# Containers and arrays any estimator holds; trusted for every family.
+_BASE_TYPES = frozenset({
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int", "builtins.float",
+    "builtins.bool", "builtins.NoneType", "numpy.ndarray", "numpy.dtype",
+})
+
+_SUFFIX: dict[str, str] = {"skops": ".skops", "torch": ".pt", "json": ".json"}
+_CACHE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    """What a cached artifact looked like when it was last verified."""
+
+    sha256: str
+    mtime_ns: int
+    size: int
+
+
+class ModelRegistry:
+    """Stores, versions, verifies and loads model artifacts.
+
+    Args:
+        db_path: SQLite file holding the ``models`` table.
+        artifacts_dir: Folder the artifacts are written to.
+    """
+
+    def __init__(self, db_path: Path, artifacts_dir: Path) -> None:
+        self.db_path = Path(db_path)
+        self.artifacts_dir = Path(artifacts_dir)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.db_path), check_same_thread=False, timeout=30)
+        self._db = sqlite_utils.Database(conn)
+        self._db.enable_wal()
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[str, tuple[_Stamp, Any]] = OrderedDict()
+        if "models" not in self._db.table_names():
+            self._db["models"].create(  # type: ignore[union-attr]
+                {"model_id": str, "name": str, "version": int, "family": str, "method": str, "format": str,
+                 "sha256": str, "file": str, "created_at": str, "stage": str, "metadata": str},
+                pk="model_id",
+            )
+            self._db["models"].create_index(["name", "version"], unique=True)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.conn.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def save(self, *, family: str, name: str, method: str, obj: Any, fmt: ArtifactFormat,
+             metadata: dict[str, Any] | None = None, stage: str = "full") -> ModelInfo:
+        """Serialise ``obj``, write it, record its SHA-256 and a new version of ``name``."""
+        payload = _serialise(obj, fmt)
+        sha = hashlib.sha256(payload).hexdigest()
+        model_id = f"{family}-{uuid.uuid4().hex[:12]}"
+        file_name = model_id + _SUFFIX[fmt]
+        path = self.artifacts_dir / file_name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(payload)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+        created = datetime.now(UTC)
+        with self._lock, self._db.conn:
+            row = self._db.execute("select max(version) from models where name = ?", [name]).fetchone()
+            version = int(row[0] or 0) + 1
+            self._db["models"].insert({  # type: ignore[union-attr]
+                "model_id": model_id, "name": name, "version": version, "family": family, "method": method,
+                "format": fmt, "sha256": sha, "file": file_name, "created_at": created.isoformat(),
+                "stage": stage, "metadata": json.dumps(metadata or {}),
+            })
+        return ModelInfo(model_id=model_id, name=name, version=version, family=family, method=method,
+                         sha256=sha, created_at=created, stage=stage, metadata=metadata or {})
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, model_id: str) -> ModelInfo:
+        """The entry for ``model_id``, or :class:`ModelNotFoundError` (404)."""
+        return _info(self._row(model_id))
+
+    def list(self, family: str | None = None) -> list[ModelInfo]:
+        """Every entry, newest first, optionally of one family."""
+        with self._lock:
+            if family is None:
+                rows = list(self._db["models"].rows_where(order_by="created_at desc"))
+            else:
+                rows = list(self._db["models"].rows_where("family = ?", [family], order_by="created_at desc"))
+        return [_info(r) for r in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db["models"].count)
+
+    def load(self, model_id: str, *, family: str | None = None) -> tuple[Any, ModelInfo]:
+        """Verify and load an artifact; returns the object and its entry.
+
+        Raises:
+            ModelNotFoundError: unknown id, or an id of another family.
+            ArtifactIntegrityError: the file is missing, changed since it was written, or
+                holds a type outside the allow-list.
+        """
+        row = self._row(model_id)
+        if family is not None and row["family"] != family:
+            raise ModelNotFoundError(
+                f"model '{model_id}' is a {row['family']} model, not a {family} model",
+                details={"model_id": model_id, "family": row["family"]},
+            )
+        info = _info(row)
+        path = self.artifacts_dir / row["file"]
+        try:
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise ArtifactIntegrityError(f"artifact of model '{model_id}' is missing", details={"model_id": model_id}) from exc
+        with self._lock:
+            cached = self._cache.get(model_id)
+            if cached is not None and cached[0] == _Stamp(row["sha256"], st.st_mtime_ns, st.st_size):
+                self._cache.move_to_end(model_id)
+                return cached[1], info
+        payload = path.read_bytes()
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != row["sha256"]:
+            raise ArtifactIntegrityError(
+                f"artifact of model '{model_id}' does not match its recorded SHA-256; refusing to load it",
+                details={"model_id": model_id, "expected_sha256": row["sha256"], "actual_sha256": actual},
+            )
+        obj = _deserialise(payload, row["format"], row["family"], model_id)
+        with self._lock:
+            self._cache[model_id] = (_Stamp(actual, st.st_mtime_ns, st.st_size), obj)
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return obj, info
+
+    def _row(self, model_id: str) -> dict[str, Any]:
+        with self._lock:
+            rows = list(self._db["models"].rows_where("model_id = ?", [model_id]))
+        if not rows:
+            raise ModelNotFoundError(f"no model with id '{model_id}'", details={"model_id": model_id})
+        return rows[0]
+
+
+def _info(row: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(
+        model_id=row["model_id"], name=row["name"], version=row["version"], family=row["family"],
+        method=row["method"], sha256=row["sha256"], created_at=datetime.fromisoformat(row["created_at"]),
+        stage=row["stage"], metadata=json.loads(row["metadata"]),
+    )
+
+
+def _serialise(obj: Any, fmt: ArtifactFormat) -> bytes:
+    if fmt == "skops":
+        import skops.io as sio
+
+        return bytes(sio.dumps(obj))
+    if fmt == "torch":
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return buf.getvalue()
+    if fmt == "json":
+        return json.dumps(obj, sort_keys=True).encode()
+    raise ValueError(f"unknown artifact format {fmt!r}; valid: {sorted(_SUFFIX)}")
+
+
+def _skops_types(payload: bytes, model_id: str) -> set[str]:
+    """Every type named anywhere in a skops file's schema (read as JSON, nothing executed).
+
+    skops itself trusts many scikit-learn types by default; reading the schema ourselves
+    makes the allow-list above the only authority.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+            schema = json.loads(zf.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ArtifactIntegrityError(f"artifact of model '{model_id}' is not a valid skops file") from exc
+    found: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node and "__module__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _deserialise(payload: bytes, fmt: str, family: str, model_id: str) -> Any:
+    if fmt == "skops":
+        import skops.io as sio
+
+        found = _skops_types(payload, model_id)
+        allowed = set(TRUSTED_TYPES.get(family, ())) | _BASE_TYPES
+        refused = sorted(found - allowed)
+        if refused:
+            raise ArtifactIntegrityError(
+                f"artifact of model '{model_id}' holds types outside the {family} allow-list: {refused}",
+                details={"model_id": model_id, "untrusted_types": refused},
+            )
+        return sio.loads(payload, trusted=sorted(found))
+    if fmt == "torch":
+        import torch
+
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    if fmt == "json":
+        return json.loads(payload)
+    raise ArtifactIntegrityError(f"artifact of model '{model_id}' has unknown format {fmt!r}")

@@ -1,0 +1,37 @@
+"""Liveness, readiness and Prometheus metrics (no auth: probes and scrapers call these)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from quantcrew import __version__
+from quantcrew.ml_server.deps import MetricsDep, RegistryDep
+from quantcrew.ml_server.errors import ModelNotReadyError
+from quantcrew.ml_server.schemas.common import HealthResponse, ReadyResponse
+
+router = APIRouter(tags=["health"])
+
+FAMILIES = ["regime"]
+
+
+@router.get("/health")
+def health() -> HealthResponse:
+    """Liveness: the process is up and answering."""
+    return HealthResponse(status="ok", version=__version__)
+
+
+@router.get("/ready", responses={503: {"description": "Not ready yet"}})
+def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
+    """Readiness: registry open and the compute device resolved."""
+    device: str | None = getattr(request.app.state, "device", None)
+    if device is None:
+        raise ModelNotReadyError("server is starting: device not resolved yet")
+    return ReadyResponse(ready=True, device=device, models=registry.count(), families=FAMILIES)
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(metrics: MetricsDep, registry: RegistryDep) -> Response:
+    """Prometheus exposition of request counts, latencies and model fits."""
+    metrics.models.set(registry.count())
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,486 @@
+"""Typed HTTP clients for the ML server: ``MLClient`` (sync) and ``AsyncMLClient``.
+
+Both share ``_MLClientBase``, which owns everything but I/O: the endpoint table, request
+building, response parsing into the error tree (``quantcrew.tools.errors``) or the reply's
+pydantic model, the retry policy and the circuit-breaker bookkeeping. Each subclass adds one
+``_call`` loop that sends and sleeps, sync or async, and one thin method per endpoint.
+
+Retries: only for idempotent endpoints (``regime_fit`` creates a registry version and is
+never retried), only after a retryable fault (unavailable, timeout, 503 not ready; never a
+4xx, another 5xx or an open breaker), at most ``retries`` times, with exponential backoff
+and jitter. Every attempt passes through the breaker; a retry is not made once it has opened.
+The probes ``health`` and ``ready`` make one attempt and bypass the breaker: they exist to
+ask "is it up now?", and an open breaker must not hide the answer.
+
+The HTTP client is injected: ``make_client(settings)`` builds the production one (keep-alive
+pool, timeouts, bearer key, User-Agent); tests pass an ``httpx.MockTransport`` client or
+Starlette's ``TestClient``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from quantcrew.config.settings import ClientSettings
+from quantcrew.ml_server.schemas.common import HealthResponse, ModelInfo, ReadyResponse, WireModel
+from quantcrew.ml_server.schemas.regime import (
+    RegimeFitRequest,
+    RegimeFitResponse,
+    RegimeLabelRequest,
+    RegimeLabelResponse,
+    RegimePredictRequest,
+)
+from quantcrew.tools.breaker import BreakerState, CircuitBreaker
+from quantcrew.tools.errors import (
+    MLClientError,
+    MLResponseError,
+    MLServerFault,
+    error_from_response,
+    map_transport_errors,
+)
+
+__all__ = ["AsyncMLClient", "CallInfo", "MLClient", "make_async_client", "make_client"]
+
+_T = TypeVar("_T")
+_H = TypeVar("_H", httpx.Client, httpx.AsyncClient)
+
+_JSON_HEADERS = {"content-type": "application/json"}
+_DEFAULT_MAX_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint(Generic[_T]):
+    """One row of the endpoint table."""
+
+    name: str
+    method: str
+    path: str  # may hold a {model_id} placeholder
+    request_type: type[WireModel] | None
+    parse: Callable[[bytes], _T]  # the response type's JSON validator
+    idempotent: bool  # may be retried after a retryable fault
+    probe: bool = False  # one attempt, no breaker
+
+
+_MODEL_LIST: TypeAdapter[list[ModelInfo]] = TypeAdapter(list[ModelInfo])
+
+_HEALTH = _Endpoint("health", "GET", "/health", None, HealthResponse.model_validate_json, True, probe=True)
+_READY = _Endpoint("ready", "GET", "/ready", None, ReadyResponse.model_validate_json, True, probe=True)
+_REGIME_LABEL = _Endpoint(
+    "regime_label", "POST", "/v1/regime/label", RegimeLabelRequest, RegimeLabelResponse.model_validate_json, True
+)
+_REGIME_FIT = _Endpoint(
+    "regime_fit", "POST", "/v1/regime/fit", RegimeFitRequest, RegimeFitResponse.model_validate_json, False
+)
+_REGIME_PREDICT = _Endpoint(
+    "regime_predict", "POST", "/v1/regime/predict", RegimePredictRequest, RegimeLabelResponse.model_validate_json,
+    True,
+)
+_LIST_MODELS = _Endpoint("list_models", "GET", "/v1/models", None, _MODEL_LIST.validate_json, True)
+_GET_MODEL = _Endpoint("get_model", "GET", "/v1/models/{model_id}", None, ModelInfo.model_validate_json, True)
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the last call on a client did, for a tool's metadata.
+
+    Attributes:
+        endpoint: Endpoint name, e.g. ``"regime_label"``.
+        attempts: Requests sent (0 when the breaker refused the call).
+        elapsed_ms: Wall time of the whole call, retries and backoff included.
+        status_code: Status of the last reply, or None when there was none.
+        ok: Whether the call returned a result.
+    """
+
+    endpoint: str
+    attempts: int
+    elapsed_ms: float
+    status_code: int | None
+    ok: bool
+
+
+class _MLClientBase(Generic[_H]):
+    """Everything the sync and async clients share: building, parsing, retrying, breaking."""
+
+    def __init__(
+        self,
+        http: _H,
+        *,
+        retries: int,
+        backoff_s: float,
+        breaker: CircuitBreaker | None,
+        max_backoff_s: float,
+        rng: random.Random | None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if backoff_s < 0 or max_backoff_s < 0:
+            raise ValueError(f"backoff_s and max_backoff_s must be >= 0, got {backoff_s} and {max_backoff_s}")
+        self._http: _H = http
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.breaker = breaker
+        self._rng = rng if rng is not None else random.Random()
+        self.last_call: CallInfo | None = None
+
+    @property
+    def base_url(self) -> httpx.URL:
+        """The server's base URL, from the injected HTTP client."""
+        return self._http.base_url
+
+    @property
+    def last_call_ms(self) -> float | None:
+        """Wall time of the last call in milliseconds (last writer wins under concurrency)."""
+        return self.last_call.elapsed_ms if self.last_call is not None else None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={str(self.base_url)!r}, retries={self.retries})"
+
+    def _build_request(self, endpoint: _Endpoint[Any], body: WireModel | None, model_id: str | None) -> httpx.Request:
+        if endpoint.request_type is not None and type(body) is not endpoint.request_type:
+            raise TypeError(f"{endpoint.name} takes a {endpoint.request_type.__name__}, got {type(body).__name__}")
+        path = endpoint.path
+        if model_id is not None:
+            if not model_id:
+                raise ValueError("model_id must not be empty")
+            path = path.format(model_id=quote(model_id, safe=""))
+        if body is None:
+            return self._http.build_request(endpoint.method, path)
+        return self._http.build_request(
+            endpoint.method, path, content=body.model_dump_json().encode(), headers=_JSON_HEADERS
+        )
+
+    def _guard(self, endpoint: _Endpoint[Any]) -> AbstractContextManager[None]:
+        if self.breaker is None or endpoint.probe:
+            return nullcontext()
+        return self.breaker.guard()
+
+    @staticmethod
+    def _parse(endpoint: _Endpoint[_T], response: httpx.Response) -> _T:
+        if not response.is_success:
+            raise error_from_response(response)
+        try:
+            return endpoint.parse(response.content)
+        except ValidationError as exc:
+            raise MLServerFault(
+                f"the reply of {endpoint.name} does not match the wire contract: {exc.error_count()} errors, "
+                f"first: {_first_error(exc)}",
+                status_code=response.status_code,
+                code="invalid_response",
+                details=exc.errors(include_url=False, include_input=False),
+                endpoint=f"{endpoint.method} {endpoint.path}",
+            ) from exc
+
+    def _retry_delay(self, endpoint: _Endpoint[Any], exc: MLClientError, attempt: int) -> float | None:
+        """Seconds to wait before retry number ``attempt + 1``, or None to give up and raise ``exc``."""
+        if not (endpoint.idempotent and not endpoint.probe and exc.retryable and attempt < self.retries):
+            return None
+        if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
+            return None  # the next attempt would only be refused; report the real fault instead
+        ceiling = min(self.max_backoff_s, self.backoff_s * 2.0**attempt)
+        delay = ceiling * self._rng.uniform(0.5, 1.0)  # jitter keeps clients from retrying in step
+        if isinstance(exc, MLResponseError) and exc.retry_after_s is not None:  # the server said when
+            delay = min(max(delay, exc.retry_after_s), self.max_backoff_s)
+        return delay
+
+    def _record(self, endpoint: _Endpoint[Any], attempts: int, started: float, status: int | None, ok: bool) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        self.last_call = CallInfo(endpoint.name, attempts, elapsed_ms, status, ok)
+
+
+class MLClient(_MLClientBase[httpx.Client]):
+    """Blocking client for the ML server; one method per endpoint.
+
+    Args:
+        http: The HTTP client to send through; its ``base_url`` is the server's. The
+            ``MLClient`` owns it from now on and closes it in ``close``.
+        retries: Retries of an idempotent call after a retryable fault.
+        backoff_s: First backoff; doubled each retry, jittered to 50-100 %.
+        breaker: Circuit breaker shared by the calls, or None for none.
+        max_backoff_s: Cap on one backoff (and on a server's Retry-After).
+        sleep: How to wait between attempts (tests pass a recorder).
+        rng: Source of jitter (tests pass a seeded one).
+
+    Raises:
+        quantcrew.tools.errors.MLClientError: from every endpoint method; see that module's tree.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        retries: int = 2,
+        backoff_s: float = 0.1,
+        breaker: CircuitBreaker | None = None,
+        max_backoff_s: float = _DEFAULT_MAX_BACKOFF_S,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(
+            http, retries=retries, backoff_s=backoff_s, breaker=breaker, max_backoff_s=max_backoff_s, rng=rng
+        )
+        self._sleep = sleep
+
+    def health(self) -> HealthResponse:
+        """Liveness: one attempt, no breaker."""
+        return self._call(_HEALTH)
+
+    def ready(self) -> ReadyResponse:
+        """Readiness: one attempt, no breaker; a server not ready raises ``ModelNotReady``."""
+        return self._call(_READY)
+
+    def regime_label(self, request: RegimeLabelRequest) -> RegimeLabelResponse:
+        """Fit an HMM on the bars and label each one (stateless; retried)."""
+        return self._call(_REGIME_LABEL, request)
+
+    def regime_fit(self, request: RegimeFitRequest) -> RegimeFitResponse:
+        """Fit an HMM and store it as a new registry version (never retried)."""
+        return self._call(_REGIME_FIT, request)
+
+    def regime_predict(self, request: RegimePredictRequest) -> RegimeLabelResponse:
+        """Label bars with a stored model (retried)."""
+        return self._call(_REGIME_PREDICT, request)
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every registry entry."""
+        return self._call(_LIST_MODELS)
+
+    def get_model(self, model_id: str) -> ModelInfo:
+        """One registry entry; an unknown id raises ``ModelNotFound``."""
+        return self._call(_GET_MODEL, model_id=model_id)
+
+    def close(self) -> None:
+        """Close the HTTP client and its connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, endpoint: _Endpoint[_T], body: WireModel | None = None, *, model_id: str | None = None) -> _T:
+        request = self._build_request(endpoint, body, model_id)
+        started = time.perf_counter()
+        attempts, status = 0, None
+        try:
+            while True:
+                try:
+                    with self._guard(endpoint):
+                        attempts += 1
+                        with map_transport_errors():
+                            response = self._http.send(request)
+                        status = response.status_code
+                        result = self._parse(endpoint, response)
+                except MLClientError as exc:
+                    delay = self._retry_delay(endpoint, exc, attempts - 1)
+                    if delay is None:
+                        raise
+                    self._sleep(delay)
+                    continue
+                self._record(endpoint, attempts, started, status, True)
+                return result
+        except BaseException:
+            self._record(endpoint, attempts, started, status, False)
+            raise
+
+
+class AsyncMLClient(_MLClientBase[httpx.AsyncClient]):
+    """Asyncio client for the ML server: ``MLClient``'s methods as coroutines.
+
+    Args:
+        http: The async HTTP client to send through; owned from now on, closed in ``aclose``.
+        retries: Retries of an idempotent call after a retryable fault.
+        backoff_s: First backoff; doubled each retry, jittered to 50-100 %.
+        breaker: Circuit breaker shared by the calls (thread- and task-safe), or None.
+        max_backoff_s: Cap on one backoff (and on a server's Retry-After).
+        sleep: How to wait between attempts (tests pass a recorder).
+        rng: Source of jitter (tests pass a seeded one).
+
+    Raises:
+        quantcrew.tools.errors.MLClientError: from every endpoint method; see that module's tree.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        retries: int = 2,
+        backoff_s: float = 0.1,
+        breaker: CircuitBreaker | None = None,
+        max_backoff_s: float = _DEFAULT_MAX_BACKOFF_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(
+            http, retries=retries, backoff_s=backoff_s, breaker=breaker, max_backoff_s=max_backoff_s, rng=rng
+        )
+        self._sleep = sleep
+
+    async def health(self) -> HealthResponse:
+        """Liveness: one attempt, no breaker."""
+        return await self._call(_HEALTH)
+
+    async def ready(self) -> ReadyResponse:
+        """Readiness: one attempt, no breaker; a server not ready raises ``ModelNotReady``."""
+        return await self._call(_READY)
+
+    async def regime_label(self, request: RegimeLabelRequest) -> RegimeLabelResponse:
+        """Fit an HMM on the bars and label each one (stateless; retried)."""
+        return await self._call(_REGIME_LABEL, request)
+
+    async def regime_fit(self, request: RegimeFitRequest) -> RegimeFitResponse:
+        """Fit an HMM and store it as a new registry version (never retried)."""
+        return await self._call(_REGIME_FIT, request)
+
+    async def regime_predict(self, request: RegimePredictRequest) -> RegimeLabelResponse:
+        """Label bars with a stored model (retried)."""
+        return await self._call(_REGIME_PREDICT, request)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every registry entry."""
+        return await self._call(_LIST_MODELS)
+
+    async def get_model(self, model_id: str) -> ModelInfo:
+        """One registry entry; an unknown id raises ``ModelNotFound``."""
+        return await self._call(_GET_MODEL, model_id=model_id)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and its connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _call(
+        self, endpoint: _Endpoint[_T], body: WireModel | None = None, *, model_id: str | None = None
+    ) -> _T:
+        request = self._build_request(endpoint, body, model_id)
+        started = time.perf_counter()
+        attempts, status = 0, None
+        try:
+            while True:
+                try:
+                    with self._guard(endpoint):
+                        attempts += 1
+                        with map_transport_errors():
+                            response = await self._http.send(request)
+                        status = response.status_code
+                        result = self._parse(endpoint, response)
+                except MLClientError as exc:
+                    delay = self._retry_delay(endpoint, exc, attempts - 1)
+                    if delay is None:
+                        raise
+                    await self._sleep(delay)
+                    continue
+                self._record(endpoint, attempts, started, status, True)
+                return result
+        except BaseException:
+            self._record(endpoint, attempts, started, status, False)
+            raise
+
+
+def make_client(
+    settings: ClientSettings,
+    *,
+    base_url: str | None = None,
+    breaker: CircuitBreaker | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> MLClient:
+    """Build the production ``MLClient`` from settings.
+
+    Args:
+        settings: Timeouts, pool size, retries, backoff, breaker and API key.
+        base_url: Server URL; wins over ``settings.url`` (the CLI passes the local server's).
+        breaker: A breaker to share with other clients; default a new one from settings.
+        transport: An httpx transport to send through instead of the network (tests, or
+            ``httpx.WSGITransport``); the pool limits then belong to that transport.
+
+    Raises:
+        ValueError: neither ``base_url`` nor ``settings.url`` is set.
+    """
+    http = httpx.Client(transport=transport, **_http_options(settings, base_url))
+    return MLClient(
+        http,
+        retries=settings.retries,
+        backoff_s=settings.backoff_s,
+        breaker=breaker if breaker is not None else _breaker_from(settings),
+    )
+
+
+def make_async_client(
+    settings: ClientSettings,
+    *,
+    base_url: str | None = None,
+    breaker: CircuitBreaker | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncMLClient:
+    """Build the production ``AsyncMLClient`` from settings (arguments as ``make_client``).
+
+    ``transport`` may be an ``httpx.ASGITransport(app)`` to talk to the app in process.
+
+    Raises:
+        ValueError: neither ``base_url`` nor ``settings.url`` is set.
+    """
+    http = httpx.AsyncClient(transport=transport, **_http_options(settings, base_url))
+    return AsyncMLClient(
+        http,
+        retries=settings.retries,
+        backoff_s=settings.backoff_s,
+        breaker=breaker if breaker is not None else _breaker_from(settings),
+    )
+
+
+def _http_options(settings: ClientSettings, base_url: str | None) -> dict[str, Any]:
+    url = base_url or settings.url
+    if not url:
+        raise ValueError("no ML server URL: set QUANTCREW_CLIENT__URL (client.url) or pass base_url")
+    headers = {"user-agent": f"quantcrew/{_package_version()}", "accept": "application/json"}
+    if settings.api_key is not None:
+        headers["authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+    return {
+        "base_url": url,
+        "headers": headers,
+        "timeout": httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
+        "limits": httpx.Limits(
+            max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
+        ),
+    }
+
+
+def _breaker_from(settings: ClientSettings) -> CircuitBreaker:
+    return CircuitBreaker(failure_threshold=settings.breaker_failures, reset_timeout_s=settings.breaker_reset_s)
+
+
+@lru_cache(maxsize=1)
+def _package_version() -> str:
+    try:
+        return version("quantcrew")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+    return f"{loc}: {first['msg']}"

@@ -1,0 +1,124 @@
+"""RegimeDetectionTool: which market regime a symbol is in, from the ML server's HMM."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from quantcrew.data.loaders import load_symbol, to_payload_dict
+from quantcrew.data.ohlcv import OHLCV
+from quantcrew.ml_server.schemas.regime import RegimeLabelRequest, RegimeLabelResponse
+from quantcrew.tools.base import QuantTool, ToolResult
+from quantcrew.tools.fallbacks import regime_fallback
+
+__all__ = ["RegimeDetectionInput", "RegimeDetectionTool"]
+
+_RECENT = 20
+
+
+class RegimeDetectionInput(BaseModel):
+    """What an agent says to ask for a regime."""
+
+    symbol: str = Field(
+        default="SP500",
+        description="Market to analyse: a bundled series (SP500, NASDAQ, VIX, CRUDE), a symbol with a CSV/Parquet "
+                    "file in the data folder, or a file path.",
+    )
+    lookback: int = Field(default=750, ge=60, le=20_000, description="Number of most recent daily bars to use.")
+    n_states: int | None = Field(
+        default=None, ge=2, le=6, description="Hidden states of the HMM; leave empty to choose by BIC.",
+    )
+    end_date: str | None = Field(
+        default=None, description="Analyse as of this date (YYYY-MM-DD); empty means the latest bar.",
+    )
+
+    @field_validator("end_date")
+    @classmethod
+    def _iso_date(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        import datetime as _dt
+
+        try:
+            _dt.date.fromisoformat(v.strip()[:10])
+        except ValueError as exc:
+            raise ValueError(f"end_date must be YYYY-MM-DD, got {v!r}") from exc
+        return v.strip()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    bars: OHLCV
+    request: RegimeLabelRequest
+
+
+class RegimeDetectionTool(QuantTool):
+    """Detects the market regime (bull, bear, sideways, volatile) of a symbol."""
+
+    name: str = "regime_detection"
+    description: str = (
+        "Detect the current market regime of a symbol (bull, bear, sideways or volatile) with a Gaussian hidden "
+        "Markov model on the ML server, using only past bars (filtered probabilities). Use it before sizing risk or "
+        "choosing a strategy. Returns the current regime with its probability, how the last bars were labelled, "
+        "each regime's expected duration, and the model's provenance."
+    )
+    args_schema: type[BaseModel] = RegimeDetectionInput
+
+    def _run(self, symbol: str = "SP500", lookback: int = 750, n_states: int | None = None,
+             end_date: str | None = None) -> str:
+        started = time.perf_counter()
+        args = {"symbol": symbol, "lookback": lookback, "n_states": n_states, "end_date": end_date}
+        prepared, failed = self._prepare_or_fail(args, started)
+        if failed is not None:
+            return failed
+        return self._execute(args, lambda client, p: client.regime_label(p.request), prepared, started)
+
+    async def _arun(self, symbol: str = "SP500", lookback: int = 750, n_states: int | None = None,
+                    end_date: str | None = None) -> str:
+        started = time.perf_counter()
+        args = {"symbol": symbol, "lookback": lookback, "n_states": n_states, "end_date": end_date}
+        prepared, failed = self._prepare_or_fail(args, started)
+        if failed is not None:
+            return failed
+        return await self._aexecute(args, lambda client, p: client.regime_label(p.request), prepared, started)
+
+    def _prepare(self, arguments: dict[str, Any]) -> _Prepared:
+        data = self._settings().data
+        bars = load_symbol(arguments["symbol"], data_dir=data.data_dir, max_gap_days=data.max_gap_days)
+        if arguments.get("end_date"):
+            bars = bars.between(None, arguments["end_date"])
+        bars = bars.tail(int(arguments["lookback"]) + 1)  # +1: the first bar only seeds the first return
+        request = RegimeLabelRequest.model_validate(
+            {"data": to_payload_dict(bars), "n_states": arguments.get("n_states")}
+        )
+        return _Prepared(bars, request)
+
+    def _answer(self, arguments: dict[str, Any], prepared: _Prepared, reply: RegimeLabelResponse) -> ToolResult:
+        recent = Counter(reply.labels[-_RECENT:])
+        recent_txt = ", ".join(f"{label} {count}" for label, count in recent.most_common())
+        durations = {s.label: round(s.expected_duration, 1) for s in reply.state_info}
+        method = reply.method_used + (f" (FALLBACK: {reply.fallback_reason})" if reply.fallback else "")
+        as_of = reply.as_of.date().isoformat() if reply.as_of else "?"
+        summary = (
+            f"{prepared.bars.symbol} regime as of {as_of}: {reply.current_label.upper()} "
+            f"(filtered probability {reply.current_probability:.2f}). "
+            f"Last {min(_RECENT, len(reply.labels))} bars: {recent_txt}. "
+            f"Model: {reply.n_states}-state {method} on {len(reply.labels)} bars; "
+            f"expected regime durations (bars): {durations}. degraded: false"
+        )
+        data = reply.model_dump(mode="json", exclude={"state_probabilities", "label_probabilities", "states"})
+        return ToolResult(tool=self.name, ok=True, summary=summary, arguments=arguments, data=data)
+
+    def _fallback(self, arguments: dict[str, Any], prepared: _Prepared, reason: str) -> ToolResult:
+        result = regime_fallback(prepared.bars)
+        summary = (
+            f"{prepared.bars.symbol} regime as of {result['as_of']}: {str(result['current_label']).upper()} "
+            f"(rule-based estimate: {result['rule']}). degraded: true ({reason}); "
+            "treat this as a rough estimate until the ML server is back."
+        )
+        return ToolResult(tool=self.name, ok=True, degraded=True, degraded_reason=reason, summary=summary,
+                          arguments=arguments, data=result)

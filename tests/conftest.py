@@ -1,0 +1,33 @@
+"""Shared fixtures: a clean environment, settings in a temp home, real bars."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quantcrew.config.settings import Settings, get_settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No QUANTCREW_* from the developer's shell; CrewAI telemetry off; a throwaway home."""
+    for name in list(os.environ):
+        if name.startswith("QUANTCREW_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("QUANTCREW_HOME", str(tmp_path_factory.mktemp("home")))
+    for name, value in (("CREWAI_DISABLE_TELEMETRY", "true"), ("CREWAI_DISABLE_TRACKING", "true"),
+                        ("CREWAI_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # no stray .env is read
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings with home, registry and artifacts under tmp_path."""
+    return load_settings(home=tmp_path / "home")

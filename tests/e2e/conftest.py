@@ -1,0 +1,18 @@
+"""A real ML server: ``quantcrew-server`` in a child process on a free loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quantcrew.crew.server_process import LocalServer
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    home = tmp_path_factory.mktemp("server-home")
+    server = LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=Path(home) / "server.log")
+    with server:
+        yield server

@@ -1,0 +1,96 @@
+"""``quantcrew run`` as a user runs it: a child ML server, the crew, the report, the stored run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from quantcrew.crew.runs import RunsStore
+
+pytestmark = pytest.mark.e2e
+
+CLI = [sys.executable, "-m", "quantcrew.crew.cli"]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTCREW_")}
+    env.update(QUANTCREW_HOME=str(home), COLUMNS="200")
+    return env
+
+
+def _server_children(pid: int) -> list[int]:
+    """PIDs of quantcrew ML servers whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and "quantcrew.ml_server" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_run_starts_server_prints_report_and_stores_run(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "run", "--symbol", "SP500", "--lookback", "400"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "Regime report: SP500" in out
+    assert "regime as of 2018-12-31" in out
+    assert "offline planner" in out.lower()
+    store = RunsStore(tmp_path / "runs.db")
+    runs = store.list_runs()
+    assert len(runs) == 1 and runs[0]["status"] == "succeeded"
+    run = store.get_run(runs[0]["run_id"])
+    assert run is not None
+    calls = run["tool_calls"]
+    assert [c["tool"] for c in calls] == ["regime_detection"]
+    assert calls[0]["degraded"] is False and calls[0]["arguments"]["lookback"] == 400
+    assert calls[0]["data"]["method_used"] in {"gaussian_hmm", "threshold_rules"}
+    shown = subprocess.run([*CLI, "runs", "show", runs[0]["run_id"]], env=_env(tmp_path), capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0 and "regime_detection" in shown.stdout
+
+
+def test_run_with_unknown_symbol_reports_data_error(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "run", "--symbol", "NOPE", "--server-url", "http://127.0.0.1:9"],
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot use the data" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_ctrl_c_stops_the_child_server(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*CLI, "run", "--symbol", "SP500", "--lookback", "400"], env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children: list[int] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not children:
+        children = _server_children(proc.pid)
+        time.sleep(0.05)
+    assert children, "the CLI never started an ML server"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode in (0, 130)  # interrupted, or it had already finished
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_bad_settings_exit_2_with_message(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env["QUANTCREW_CLIENT__TIMEOUT_S"] = "-1"
+    proc = subprocess.run([*CLI, "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "QUANTCREW_CLIENT__TIMEOUT_S" in proc.stderr

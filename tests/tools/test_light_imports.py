@@ -1,0 +1,41 @@
+"""The agent side stays light: no ML framework is imported by tools, agents, crew, data or config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "sklearn", "hmmlearn", "stable_baselines3", "gymnasium")
+
+
+def test_agent_side_imports_no_ml_framework() -> None:
+    code = (
+        "import sys\n"
+        "import quantcrew.tools, quantcrew.agents, quantcrew.crew, quantcrew.data, quantcrew.config\n"
+        "import quantcrew.crew.cli, quantcrew.crew.planner_llm, quantcrew.tools.regime\n"
+        "from quantcrew.data import load_sample\n"
+        "load_sample('SP500')\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"agent side imported: {proc.stdout.strip()}"
+
+
+def test_schemas_import_without_fastapi_or_ml() -> None:
+    code = (
+        "import sys\n"
+        "import quantcrew.ml_server.schemas.common, quantcrew.ml_server.schemas.regime\n"
+        f"print(','.join(m for m in {HEAVY + ('fastapi', 'starlette')!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
+
+
+def test_importing_the_server_app_does_not_load_torch() -> None:
+    # Devices and models are resolved in the lifespan, never at import.
+    code = "import sys\nimport quantcrew.ml_server.app\nprint('torch' in sys.modules)\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
