@@ -19,8 +19,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPat
             monkeypatch.delenv(name)
     monkeypatch.setenv("QUANTCREW_HOME", str(tmp_path_factory.mktemp("home")))
     for name, value in (("CREWAI_DISABLE_TELEMETRY", "true"), ("CREWAI_DISABLE_TRACKING", "true"),
-                        ("CREWAI_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true")):
+                        ("CREWAI_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true"),
+                        ("CREWAI_DISABLE_VERSION_CHECK", "true")):
         monkeypatch.setenv(name, value)
+    # crewAI writes kickoff outputs under XDG_DATA_HOME: keep them out of the real home
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # no stray .env is read
     get_settings.cache_clear()
     yield

@@ -230,5 +230,6 @@ def apply_crewai_environment(settings: Settings) -> None:
     if settings.crew.telemetry:
         return
     for name, value in (("CREWAI_DISABLE_TELEMETRY", "true"), ("CREWAI_DISABLE_TRACKING", "true"),
-                        ("CREWAI_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true")):
+                        ("CREWAI_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true"),
+                        ("CREWAI_DISABLE_VERSION_CHECK", "true")):
         os.environ.setdefault(name, value)

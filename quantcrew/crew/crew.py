@@ -68,6 +68,7 @@ def build_regime_crew(settings: Settings, *, tools: list[QuantTool], llm: Any) -
     """The regime analyst and its one task, run sequentially."""
     analyst = make_regime_analyst(settings, tools=list(tools), llm=llm)
     cfg = task_config("regime_analysis")
-    task = Task(description=cfg["description"], expected_output=cfg["expected_output"], agent=analyst)
+    task = Task(name="regime_analysis", description=cfg["description"], expected_output=cfg["expected_output"],
+                agent=analyst)
     return Crew(agents=[analyst], tasks=[task], process=Process.sequential, verbose=settings.crew.verbose,
                 memory=False)

@@ -12,6 +12,10 @@ tool calls this class returns):
    (arguments with no matching input are left out, so the tool's defaults apply);
 2. any later call (tool results present): a short report with each tool's observation
    verbatim under a heading, failures stated, and a closing line naming the planner.
+
+An agent with no tools gets the report at once (CrewAI's text protocol takes text that
+names no action as the final answer). Structured output (``response_model``) is not
+produced: tasks run by the planner should not ask for ``output_pydantic`` / ``output_json``.
 """
 
 from __future__ import annotations
@@ -166,10 +170,10 @@ class PlannerLLM(BaseLLM):
     ) -> str | list[dict[str, Any]]:
         results = _tool_results(history)
         if results or any(message.get("tool_calls") for message in history):
-            return self._report(results, task)
+            return self._report(results, task, agent)
         calls = [self._tool_call(index, schema) for index, schema in enumerate(self._select(tools, task, agent))]
         if not calls:
-            return self._report([], task)
+            return self._report([], task, agent)
         if available_functions is None:
             return calls
         ran: list[tuple[str, str]] = []
@@ -177,7 +181,7 @@ class PlannerLLM(BaseLLM):
             name, args = call["function"]["name"], json.loads(call["function"]["arguments"])
             result = self._handle_tool_execution(name, args, available_functions, task, agent)
             ran.append((name, result if result is not None else f"Error: tool '{name}' failed or is unavailable"))
-        return self._report(ran, task)
+        return self._report(ran, task, agent)
 
     def _select(
         self, tools: list[dict[str, BaseTool]] | None, task: Task | None, agent: BaseAgent | None
@@ -206,13 +210,13 @@ class PlannerLLM(BaseLLM):
             "function": {"name": name, "arguments": json.dumps(args, default=str)},
         }
 
-    def _report(self, results: list[tuple[str, str]], task: Task | None) -> str:
-        title = getattr(task, "name", None) or "task"
+    def _report(self, results: list[tuple[str, str]], task: Task | None, agent: BaseAgent | None) -> str:
+        title = getattr(task, "name", None) or getattr(agent, "role", None) or "task"
         lines = [f"# Planner report: {title}"]
         if self.inputs:
             lines.append("Inputs: " + ", ".join(f"{key}={value}" for key, value in self.inputs.items()))
         if not results:
-            lines += ["", "No tools were called for this task."]
+            lines += ["", "No tool results were received for this task."]
         failed = []
         for name, observation in results:
             is_error = _looks_like_error(observation)

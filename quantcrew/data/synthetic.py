@@ -65,7 +65,7 @@ class RegimeParams:
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.mu) and np.isfinite(self.sigma) and self.sigma > 0):
-            raise ValueError(f"RegimeParams needs a finite mu and a positive sigma, got mu={self.mu} sigma={self.sigma}")
+            raise ValueError(f"RegimeParams needs a finite mu and a positive sigma, got {self.mu}, {self.sigma}")
         if not self.volume_level > 0:
             raise ValueError(f"volume_level must be positive, got {self.volume_level}")
 

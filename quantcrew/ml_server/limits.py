@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -60,7 +59,8 @@ class BodySizeLimitMiddleware:
 async def _too_large(send: Send, size: int, limit: int) -> None:
     body = orjson.dumps({"error": {
         "code": "payload_too_large",
-        "message": f"request body of {size} bytes exceeds the limit of {limit} bytes (QUANTCREW_SERVER__MAX_BODY_BYTES)",
+        "message": f"request body of {size} bytes exceeds the limit of {limit} bytes "
+                   "(QUANTCREW_SERVER__MAX_BODY_BYTES)",
         "details": {"limit_bytes": limit, "received_bytes": size},
     }})
     await send({"type": "http.response.start", "status": 413,

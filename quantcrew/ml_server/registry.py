@@ -155,7 +155,8 @@ class ModelRegistry:
         try:
             st = path.stat()
         except FileNotFoundError as exc:
-            raise ArtifactIntegrityError(f"artifact of model '{model_id}' is missing", details={"model_id": model_id}) from exc
+            raise ArtifactIntegrityError(f"artifact of model '{model_id}' is missing",
+                                         details={"model_id": model_id}) from exc
         with self._lock:
             cached = self._cache.get(model_id)
             if cached is not None and cached[0] == _Stamp(row["sha256"], st.st_mtime_ns, st.st_size):

@@ -4,12 +4,15 @@ Reuse in any CrewAI crew::
 
     from quantcrew.tools import RegimeDetectionTool
     tool = RegimeDetectionTool()          # reads QUANTCREW_CLIENT__URL etc.
+
+Names resolve lazily, so ``import quantcrew.tools.client`` does not pay for importing
+crewai (several seconds) when only the client is wanted.
 """
 
-from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient, make_async_client, make_client
-from quantcrew.tools.errors import MLClientError
-from quantcrew.tools.regime import RegimeDetectionInput, RegimeDetectionTool
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "AsyncMLClient",
@@ -22,3 +25,34 @@ __all__ = [
     "make_async_client",
     "make_client",
 ]
+
+_WHERE = {
+    "AsyncMLClient": "quantcrew.tools.client",
+    "MLClient": "quantcrew.tools.client",
+    "make_async_client": "quantcrew.tools.client",
+    "make_client": "quantcrew.tools.client",
+    "MLClientError": "quantcrew.tools.errors",
+    "QuantTool": "quantcrew.tools.base",
+    "ToolResult": "quantcrew.tools.base",
+    "RegimeDetectionInput": "quantcrew.tools.regime",
+    "RegimeDetectionTool": "quantcrew.tools.regime",
+}
+
+if TYPE_CHECKING:
+    from quantcrew.tools.base import QuantTool, ToolResult
+    from quantcrew.tools.client import AsyncMLClient, MLClient, make_async_client, make_client
+    from quantcrew.tools.errors import MLClientError
+    from quantcrew.tools.regime import RegimeDetectionInput, RegimeDetectionTool
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quantcrew.tools' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -206,7 +206,9 @@ class MLClient(_MLClientBase[httpx.Client]):
 
     Args:
         http: The HTTP client to send through; its ``base_url`` is the server's. The
-            ``MLClient`` owns it from now on and closes it in ``close``.
+            ``MLClient`` owns it from now on and closes it in ``close``. Starlette's
+            ``TestClient`` works too: it subclasses ``httpx2.Client`` (starlette >= 1.x), and
+            only ``base_url``, ``build_request``, ``send`` and ``close`` are used.
         retries: Retries of an idempotent call after a retryable fault.
         backoff_s: First backoff; doubled each retry, jittered to 50-100 %.
         breaker: Circuit breaker shared by the calls, or None for none.

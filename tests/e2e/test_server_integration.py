@@ -11,7 +11,7 @@ import pytest
 
 from quantcrew.config.settings import Settings
 from quantcrew.crew.server_process import LocalServer
-from quantcrew.data.loaders import load_sample, to_payload_dict
+from quantcrew.data import load_sample, to_payload_dict
 from quantcrew.ml_server.schemas.regime import RegimeFitRequest, RegimeLabelRequest, RegimePredictRequest
 from quantcrew.tools import RegimeDetectionTool
 from quantcrew.tools.client import make_async_client, make_client

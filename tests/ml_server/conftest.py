@@ -21,6 +21,6 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture(scope="session")
 def sp500_payload() -> dict[str, Any]:
     """The last 300 real S&P 500 bars as a wire payload."""
-    from quantcrew.data.loaders import load_sample, to_payload_dict
+    from quantcrew.data import load_sample, to_payload_dict
 
     return to_payload_dict(load_sample("SP500").tail(300))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -35,6 +36,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 def breaker(clock: FakeClock) -> CircuitBreaker:
     return CircuitBreaker(failure_threshold=3, reset_timeout_s=10.0, clock=clock)
+
+
+def _state(breaker: CircuitBreaker) -> BreakerState:
+    # Read through a call: mypy narrows a property across statements and would flag the next read.
+    return breaker.state
 
 
 def _fail(breaker: CircuitBreaker, exc: Exception | None = None) -> None:
@@ -124,7 +130,7 @@ def test_breaker_half_opens_after_reset_timeout(breaker: CircuitBreaker, clock: 
     clock.advance(9.99)
     assert breaker.state is BreakerState.OPEN
     clock.advance(0.01)
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert _state(breaker) is BreakerState.HALF_OPEN
 
 
 def test_breaker_half_open_lets_exactly_one_trial_through(breaker: CircuitBreaker, clock: FakeClock) -> None:
@@ -164,7 +170,7 @@ def test_breaker_trial_failure_reopens_for_full_timeout(breaker: CircuitBreaker,
         breaker.before_call()
     assert info.value.retry_in_s == pytest.approx(10.0)
     clock.advance(10.0)
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert _state(breaker) is BreakerState.HALF_OPEN
 
 
 def test_breaker_cancelled_trial_frees_the_slot(breaker: CircuitBreaker, clock: FakeClock) -> None:
@@ -184,7 +190,7 @@ def test_breaker_straggler_results_while_open_change_nothing(breaker: CircuitBre
     clock.advance(5.0)
     breaker.record_failure(False)
     clock.advance(5.0)
-    assert breaker.state is BreakerState.HALF_OPEN  # the pause was not restarted
+    assert _state(breaker) is BreakerState.HALF_OPEN  # the pause was not restarted
 
 
 def test_breaker_reset_closes(breaker: CircuitBreaker) -> None:
@@ -208,7 +214,11 @@ def test_breaker_threshold_one_opens_on_first_fault(clock: FakeClock) -> None:
 
 def test_breaker_concurrent_failures_are_all_counted() -> None:
     breaker = CircuitBreaker(failure_threshold=10**9, reset_timeout_s=1.0)
-    threads = [threading.Thread(target=lambda: [breaker.record_failure() for _ in range(2000)]) for _ in range(8)]
+    def hammer() -> None:
+        for _ in range(2000):
+            breaker.record_failure()
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -225,10 +235,8 @@ def test_breaker_concurrent_half_open_admits_one_trial(clock: FakeClock) -> None
 
     def attempt() -> None:
         barrier.wait()
-        try:
+        with contextlib.suppress(CircuitOpenError):
             admitted.append(breaker.before_call())
-        except CircuitOpenError:
-            pass
 
     threads = [threading.Thread(target=attempt) for _ in range(16)]
     for t in threads:

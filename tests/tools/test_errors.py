@@ -46,7 +46,7 @@ def _body(code: str, message: str, details: object = None) -> dict[str, object]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
-def _all_subclasses(cls: type[BaseException]) -> Iterator[type[BaseException]]:
+def _all_subclasses(cls: type[httpx.TransportError]) -> Iterator[type[httpx.TransportError]]:
     for sub in cls.__subclasses__():
         yield sub
         yield from _all_subclasses(sub)
@@ -211,13 +211,12 @@ def test_error_from_response_reads_retry_after_http_date_in_past_as_zero() -> No
 
 
 def test_map_transport_errors_every_transport_error_maps_with_cause() -> None:
-    classes = [httpx.TransportError, *_all_subclasses(httpx.TransportError)]
+    classes: list[type[httpx.TransportError]] = [httpx.TransportError, *_all_subclasses(httpx.TransportError)]
     assert len(classes) >= 15  # the walk really found httpx's tree
     for cls in classes:
-        original = cls("boom", request=_REQUEST)  # type: ignore[call-arg]
-        with pytest.raises(MLClientError) as info:
-            with map_transport_errors():
-                raise original
+        original = cls("boom", request=_REQUEST)
+        with pytest.raises(MLClientError) as info, map_transport_errors():
+            raise original
         exc = info.value
         expected = MLServerTimeout if issubclass(cls, httpx.TimeoutException) else MLServerUnavailable
         assert type(exc) is expected, cls

@@ -81,7 +81,9 @@ class OHLCVPayload(WireModel):
         ts = self.timestamps
         for i in range(1, n):
             if ts[i] <= ts[i - 1]:
-                raise ValueError(f"timestamps must be strictly increasing; row {i} ({ts[i].isoformat()}) is not after row {i - 1}")
+                raise ValueError(
+                    f"timestamps must be strictly increasing; row {i} ({ts[i].isoformat()}) is not after row {i - 1}"
+                )
         for i in range(n):
             hi, lo = self.high[i], self.low[i]
             if hi < max(self.open[i], self.close[i]) or lo > min(self.open[i], self.close[i]) or lo > hi:
@@ -95,9 +97,11 @@ class OHLCVPayload(WireModel):
 class Provenance(WireModel):
     """Where an answer came from. Every inference reply carries these fields."""
 
-    model_id: str | None = Field(description="Registry id of the model used; null for a stateless fit that was not saved.")
+    model_id: str | None = Field(
+        description="Registry id of the model used; null for a stateless fit that was not saved.")
     model_version: int | None = Field(description="Version of that model name in the registry.")
-    method_used: str = Field(description="The method that actually produced the answer (never the one merely asked for).")
+    method_used: str = Field(
+        description="The method that actually produced the answer (never the one merely asked for).")
     fallback: bool = Field(description="True when the server fell back from the requested method.")
     fallback_reason: str | None = Field(default=None, description="Why it fell back, when it did.")
     data_hash: str = Field(description="SHA-256 of the input bars as the server received them.")

@@ -43,7 +43,8 @@ class RegimeLabelRequest(WireModel):
         description="Per-bar features the HMM sees; see the README's regime section.",
     )
     seed: int = Field(default=0, ge=0, description="Seed of the first restart; restart k uses seed + k.")
-    n_restarts: int = Field(default=4, ge=1, le=32, description="Random restarts per state count; the best likelihood wins.")
+    n_restarts: int = Field(default=4, ge=1, le=32,
+                            description="Random restarts per state count; the best likelihood wins.")
 
     @model_validator(mode="after")
     def _state_range(self) -> RegimeLabelRequest:
@@ -85,8 +86,10 @@ class RegimeLabelResponse(Provenance):
     """Per-bar regimes from FILTERED probabilities: bar t uses bars <= t only."""
 
     n_states: int
-    timestamps: list[str] = Field(description="Time of each labelled bar (the first bar has no return and is not labelled).")
-    labels: list[RegimeLabel] = Field(description="Semantic label of each bar: the label with the highest filtered probability.")
+    timestamps: list[str] = Field(
+        description="Time of each labelled bar (the first bar has no return and is not labelled).")
+    labels: list[RegimeLabel] = Field(
+        description="Semantic label of each bar: the label with the highest filtered probability.")
     states: list[int] = Field(description="Filtered MAP hidden state of each bar.")
     label_probabilities: dict[RegimeLabel, list[float]] = Field(
         description="Filtered probability of each semantic label per bar (states sharing a label are summed).",

@@ -1,0 +1,126 @@
+"""Per-bar features of the regime HMM, built on the server from OHLCV bars.
+
+Every feature of bar ``t`` uses bars ``<= t`` only (causal), so a filtered label never sees
+the future. Bar 0 has no return and gets no row: row ``i`` is bar ``i + 1``.
+
+* ``log_return``: ``100 * log(close_t / close_{t-1})``, the daily log return in percent
+  (in percent because hmmlearn's covariance floor and priors would swamp daily variances).
+* ``realized_vol``: ``100 * sqrt(mean(r^2))`` over the last ``vol_window`` returns ending at
+  ``t`` (fewer at the start of the series), variance-stabilised by the vol transform.
+* ``range``: ``100 * log(high_t / low_t)``, the intraday range in percent (Parkinson's
+  volatility proxy, about 5x as efficient as one squared return), variance-stabilised by
+  the vol transform.
+
+The two volatility features enter the HMM through a variance-stabilising transform, ``log``
+or ``sqrt``, chosen at fit time by likelihood (see :mod:`quantcrew.ml_server.services.regime`):
+real daily ranges mix volatility within a regime and are close to log-normal (Alizadeh,
+Brandt & Diebold, 2002), while the range of a constant-volatility Brownian day is close to
+Gaussian after a square root. Zeros (``high == low``, flat runs) are floored for ``log``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from quantcrew.ml_server.services.bars import Bars
+
+__all__ = ["VOL_FEATURES", "VOL_TRANSFORMS", "FeatureMatrix", "build_features", "vol_floor"]
+
+FloatArray = npt.NDArray[np.float64]
+
+VOL_FEATURES: frozenset[str] = frozenset({"realized_vol", "range"})
+VOL_TRANSFORMS: tuple[str, ...] = ("log", "sqrt")
+_FLOOR_QUANTILE = 0.01  # log floor: 1st percentile of the positive values seen at fit
+_MIN_FLOOR = 1e-6  # percent; used when a column has no positive value at all
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """Features of bars ``1..T-1`` and what the likelihood needs to compare transforms.
+
+    Attributes:
+        values: Transformed features, shape ``(T - 1, len(names))``.
+        names: Feature names, in column order.
+        returns: Daily log returns (decimal, not percent), shape ``(T - 1,)``.
+        log_jacobian: ``sum_t log |d transform / d raw|`` per column, so that likelihoods of
+            models fitted under different transforms can be compared on the raw scale.
+    """
+
+    values: FloatArray
+    names: tuple[str, ...]
+    returns: FloatArray
+    log_jacobian: FloatArray
+
+
+def _raw_columns(bars: Bars, names: Sequence[str], vol_window: int) -> tuple[dict[str, FloatArray], FloatArray]:
+    returns = np.diff(np.log(bars.close))
+    pct = 100.0 * returns
+    cols: dict[str, FloatArray] = {}
+    if "log_return" in names:
+        cols["log_return"] = pct
+    if "realized_vol" in names:
+        csum = np.concatenate([[0.0], np.cumsum(pct**2)])
+        end = np.arange(1, pct.shape[0] + 1)
+        begin = np.maximum(end - vol_window, 0)
+        cols["realized_vol"] = np.sqrt(np.maximum(csum[end] - csum[begin], 0.0) / (end - begin))
+    if "range" in names:
+        cols["range"] = 100.0 * np.log(bars.high[1:] / bars.low[1:])
+    return cols, returns
+
+
+def vol_floor(raw: FloatArray) -> float:
+    """Floor of a volatility column before ``log``: the 1st percentile of its positive values.
+
+    A zero (``high == low``, a flat run) then reads as a very calm bar, not as an outlier
+    ``log(0)`` that would get a hidden state of its own.
+    """
+    positive = raw[raw > 0]
+    return max(float(np.quantile(positive, _FLOOR_QUANTILE)), _MIN_FLOOR) if positive.size else _MIN_FLOOR
+
+
+def build_features(
+    bars: Bars,
+    names: Sequence[str],
+    *,
+    vol_window: int,
+    vol_transform: str,
+    floors: dict[str, float] | None = None,
+) -> tuple[FeatureMatrix, dict[str, float]]:
+    """Compute the selected features of every bar but the first.
+
+    Args:
+        bars: At least two bars.
+        names: Selected features (any of ``log_return``, ``realized_vol``, ``range``).
+        vol_window: Trailing window of ``realized_vol``, in returns.
+        vol_transform: ``"log"`` or ``"sqrt"``, applied to the volatility features.
+        floors: Floors of the log transform learned at fit; None learns them from ``bars``.
+
+    Returns:
+        The feature matrix and the floors used (to store at fit and reuse at predict).
+    """
+    if vol_transform not in VOL_TRANSFORMS:
+        raise ValueError(f"vol_transform must be one of {VOL_TRANSFORMS}, got {vol_transform!r}")
+    raw, returns = _raw_columns(bars, names, vol_window)
+    used_floors = dict(floors or {})
+    columns: list[FloatArray] = []
+    jacobian: list[float] = []
+    for name in names:
+        x = raw[name]
+        if name not in VOL_FEATURES:
+            columns.append(x)
+            jacobian.append(0.0)
+            continue
+        floor = used_floors.setdefault(name, vol_floor(x))
+        x = np.maximum(x, floor)
+        if vol_transform == "log":
+            columns.append(np.log(x))
+            jacobian.append(float(-np.log(x).sum()))
+        else:
+            columns.append(np.sqrt(x))
+            jacobian.append(float((-np.log(2.0) - 0.5 * np.log(x)).sum()))
+    values = np.column_stack(columns) if columns else np.empty((returns.shape[0], 0))
+    return FeatureMatrix(values, tuple(names), returns, np.asarray(jacobian)), used_floors
