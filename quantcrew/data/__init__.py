@@ -7,18 +7,24 @@ from quantcrew.data.errors import DataError, UnknownSymbolError
 from quantcrew.data.loaders import load_csv, load_file, load_parquet, load_symbol, to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.data.samples import SAMPLES, load_sample
+from quantcrew.data.synthetic import PARAM_SETS, RegimeParams, SyntheticMarket, generate_regime_market, oracle_filter
 from quantcrew.data.validate import validate_ohlcv
 
 __all__ = [
     "OHLCV",
+    "PARAM_SETS",
     "SAMPLES",
     "DataError",
+    "RegimeParams",
+    "SyntheticMarket",
     "UnknownSymbolError",
+    "generate_regime_market",
     "load_csv",
     "load_file",
     "load_parquet",
     "load_sample",
     "load_symbol",
+    "oracle_filter",
     "to_payload_dict",
     "validate_ohlcv",
 ]

@@ -1,4 +1,8 @@
-"""Typed dependencies shared by the routers."""
+"""Typed dependencies shared by the routers.
+
+They are `async def` on purpose: FastAPI runs a sync dependency in a worker thread, and
+these only read app state, so a thread hop per dependency would cost more than the work.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +18,19 @@ from quantcrew.ml_server.registry import ModelRegistry
 __all__ = ["MetricsDep", "RegistryDep", "SettingsDep"]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry | None = getattr(request.app.state, "registry", None)
     if registry is None:
         raise ModelNotReadyError("server is starting: the model registry is not open yet")
     return registry
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 

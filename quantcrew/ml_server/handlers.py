@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -35,7 +36,7 @@ async def _domain_error(_: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
 
 
-def _loc_str(loc: tuple[Any, ...] | list[Any]) -> str:
+def _loc_str(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in loc if p != "body") or "body"
 
 

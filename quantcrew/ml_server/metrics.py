@@ -58,8 +58,17 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
+            method, template = scope.get("method", ""), _template(scope)
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+
+
+def _template(scope: Scope) -> str:
+    """The matched route's full path template (ids would explode label cardinality).
+
+    FastAPI (>= 0.16x) includes routers lazily: ``scope["route"].path`` is then the path
+    inside the included router, and the full template sits in FastAPI's route context.
+    """
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    template = getattr(context, "path", None) or getattr(scope.get("route"), "path", None)
+    return str(template) if template else "unmatched"

@@ -11,7 +11,7 @@ from quantcrew.ml_server.errors import AuthError
 __all__ = ["require_api_key"]
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """Dependency for every /v1 route: checks ``Authorization: Bearer <key>``."""
     expected: bytes | None = request.app.state.api_key
     if expected is None:

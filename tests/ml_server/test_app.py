@@ -45,9 +45,10 @@ def test_ready_is_503_before_the_lifespan_ran(settings: Settings) -> None:
 
 def test_metrics_exposes_request_counts(client: TestClient) -> None:
     client.get("/health")
+    client.get("/v1/models/regime-abc")
     text = client.get("/metrics").text
-    assert "quantcrew_http_requests_total" in text
-    assert 'route="/health"' in text
+    assert 'quantcrew_http_requests_total{method="GET",route="/health",status="200"} 1.0' in text
+    assert 'quantcrew_http_requests_total{method="GET",route="/v1/models/{model_id}",status="404"} 1.0' in text
 
 
 def test_openapi_lists_versioned_regime_routes(client: TestClient) -> None:

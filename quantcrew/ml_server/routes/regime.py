@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from quantcrew.ml_server.deps import MetricsDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
+from quantcrew.ml_server.routing import ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.common import ErrorBody
 from quantcrew.ml_server.schemas.regime import (
     RegimeFitRequest,
@@ -17,24 +18,24 @@ from quantcrew.ml_server.schemas.regime import (
 from quantcrew.ml_server.services import regime as service
 from quantcrew.ml_server.services.bars import bars_from_payload
 
-router = APIRouter(prefix="/regime", tags=["regime"])
+router = APIRouter(prefix="/regime", tags=["regime"], route_class=ORJSONRoute)
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
 }
 
 
-@router.post("/label", responses=_ERRORS)
-def label(req: RegimeLabelRequest, settings: SettingsDep, metrics: MetricsDep) -> RegimeLabelResponse:
+@router.post("/label", response_model=RegimeLabelResponse, responses=_ERRORS)
+def label(req: RegimeLabelRequest, settings: SettingsDep, metrics: MetricsDep) -> Response:
     """Fit an HMM on the bars and label each one from filtered probabilities (nothing kept)."""
     check_rows(req.data, max_rows=settings.server.max_rows)
     detector, _, response = service.label_bars(req, min_rows=settings.server.min_rows)
     metrics.fits.labels("regime", detector.method_used_, str(detector.fallback_).lower()).inc()
-    return response
+    return model_response(response)
 
 
-@router.post("/fit", responses=_ERRORS)
-def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep) -> RegimeFitResponse:
+@router.post("/fit", response_model=RegimeFitResponse, responses=_ERRORS)
+def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep) -> Response:
     """Fit an HMM, store it as a new version of ``name``, and label the training bars."""
     check_rows(req.data, max_rows=settings.server.max_rows)
     detector, bars, _ = service.label_bars(req, min_rows=settings.server.min_rows)
@@ -48,15 +49,15 @@ def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, met
         info = registry.save(family="regime", name=req.name, method=detector.method_used_, obj=metadata,
                              fmt="json", metadata=metadata)
     response = detector.to_response(bars, model_id=info.model_id, model_version=info.version)
-    return RegimeFitResponse(**response.model_dump(), model=info)
+    return model_response(RegimeFitResponse(**response.model_dump(), model=info))
 
 
-@router.post("/predict", responses=_ERRORS)
-def predict(req: RegimePredictRequest, settings: SettingsDep, registry: RegistryDep) -> RegimeLabelResponse:
+@router.post("/predict", response_model=RegimeLabelResponse, responses=_ERRORS)
+def predict(req: RegimePredictRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
     """Label new bars with a stored model: filtered probabilities, no refit."""
     check_rows(req.data, max_rows=settings.server.max_rows)
     stored, info = registry.load(req.model_id, family="regime")
     hmm = None if isinstance(stored, dict) else stored
     detector = service.RegimeDetector.from_parts(hmm, info.metadata)
     bars = bars_from_payload(req.data, min_rows=2)
-    return detector.to_response(bars, model_id=info.model_id, model_version=info.version)
+    return model_response(detector.to_response(bars, model_id=info.model_id, model_version=info.version))

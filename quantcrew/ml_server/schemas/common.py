@@ -1,6 +1,7 @@
 """Shared pieces of the wire contract: the error body, provenance, OHLCV payloads.
 
-Pydantic only: importable by the agent side without FastAPI, torch or scikit-learn.
+Pydantic (and numpy for checks) only: importable by the agent side without FastAPI, torch
+or scikit-learn.
 Arrays travel as lists of finite floats; NaN and infinity are refused by the schema
 (422 with the field path), ragged or empty series likewise. Configured size limits
 (rows, columns) are checked by the server, which knows its settings.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
@@ -50,9 +52,9 @@ class ErrorBody(WireModel):
 
 
 def _positive(values: list[float]) -> list[float]:
-    for i, v in enumerate(values):
-        if v <= 0.0:
-            raise ValueError(f"prices must be positive; row {i} has {v}")
+    if min(values) <= 0.0:
+        i = next(i for i, v in enumerate(values) if v <= 0.0)
+        raise ValueError(f"prices must be positive; row {i} has {values[i]}")
     return values
 
 
@@ -79,15 +81,16 @@ class OHLCVPayload(WireModel):
             if col is not None and len(col) != n:
                 raise ValueError(f"column '{name}' has {len(col)} values but 'timestamps' has {n}: rows are ragged")
         ts = self.timestamps
-        for i in range(1, n):
-            if ts[i] <= ts[i - 1]:
-                raise ValueError(
-                    f"timestamps must be strictly increasing; row {i} ({ts[i].isoformat()}) is not after row {i - 1}"
-                )
-        for i in range(n):
-            hi, lo = self.high[i], self.low[i]
-            if hi < max(self.open[i], self.close[i]) or lo > min(self.open[i], self.close[i]) or lo > hi:
-                raise ValueError(f"row {i}: high must be >= max(open, close) and low <= min(open, close)")
+        if any(b <= a for a, b in zip(ts, ts[1:], strict=False)):
+            i = next(i for i in range(1, n) if ts[i] <= ts[i - 1])
+            raise ValueError(
+                f"timestamps must be strictly increasing; row {i} ({ts[i].isoformat()}) is not after row {i - 1}"
+            )
+        o, h, lo, c = (np.asarray(x, dtype=np.float64) for x in (self.open, self.high, self.low, self.close))
+        bad = (h < np.maximum(o, c)) | (lo > np.minimum(o, c))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"row {i}: high must be >= max(open, close) and low <= min(open, close)")
         return self
 
     def __len__(self) -> int:

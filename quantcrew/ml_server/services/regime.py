@@ -72,14 +72,9 @@ from quantcrew.ml_server.schemas.regime import (
     RegimeStateInfo,
 )
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
-from quantcrew.ml_server.services.hmm_filter import (
-    forward_filter,
-    gaussian_log_likelihood,
-    n_parameters,
-    stationary_distribution,
-)
-from quantcrew.ml_server.services.regime_features import VOL_FEATURES, VOL_TRANSFORMS, build_features
-from quantcrew.ml_server.services.regime_fit import HMMFit, fit_restarts, is_usable
+from quantcrew.ml_server.services.hmm_filter import forward_filter, gaussian_log_likelihood, stationary_distribution
+from quantcrew.ml_server.services.regime_features import VOL_FEATURES, VOL_TRANSFORMS, build_features, usable_features
+from quantcrew.ml_server.services.regime_fit import is_usable, select_model
 from quantcrew.ml_server.services.regime_labels import ThresholdRules, label_states, state_statistics
 
 __all__ = ["DEFAULT_FEATURES", "METHOD_HMM", "METHOD_RULES", "RegimeDetector", "RegimeFiltering", "label_bars"]
@@ -87,13 +82,11 @@ __all__ = ["DEFAULT_FEATURES", "METHOD_HMM", "METHOD_RULES", "RegimeDetector", "
 FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_FEATURES: tuple[RegimeFeature, ...] = ("range",)
-"""Features used when none are named: ``realized_vol`` is left out (see the module docstring)."""
+"""Features used when none are named: the intraday range alone (see the module docstring)."""
 METHOD_HMM = "gaussian_hmm"
 METHOD_RULES = "threshold_rules"
 _METADATA_FORMAT = 1
 _MIN_BARS = 3
-_DEGENERATE_STD = 1e-9
-_MAX_FLAT_SHARE = 0.10
 _MAX_DURATION = 1e12
 
 
@@ -116,14 +109,6 @@ class RegimeFiltering:
     timestamps: list[str]
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    fit: HMMFit
-    transform: str
-    bic: float
-    log_likelihood: float
-
-
 class RegimeDetector:
     """Gaussian-HMM regime detector following scikit-learn's estimator contract.
 
@@ -139,6 +124,19 @@ class RegimeDetector:
         covariance_type: hmmlearn covariance type (``"full"`` by default; see the module docstring).
         n_iter: EM iteration cap per restart.
         tol: EM convergence threshold on the log-likelihood gain per step.
+
+    Attributes (learned by :meth:`fit`):
+        hmm_: The fitted hmmlearn ``GaussianHMM``; None on the threshold-rules fallback.
+        features_: Features actually used (see the module docstring for when they differ).
+        vol_transform_: ``"log"`` or ``"sqrt"``.
+        feature_floors_, feature_mean_, feature_scale_: Feature preparation stored at fit.
+        n_states_: Number of states (4 label-states on fallback).
+        state_labels_: Semantic label of each state.
+        state_mean_return_, state_volatility_, state_weight_: Daily log-return mean and
+            standard deviation of each state, and its effective number of fit bars.
+        converged_, log_likelihood_, bic_: Fit diagnostics (``bic_`` per state count tried).
+        method_used_, fallback_, fallback_reason_: Provenance of the answer.
+        rules_, rules_transmat_: The fallback rules and their label transition matrix.
     """
 
     def __init__(
@@ -207,21 +205,31 @@ class RegimeDetector:
         self.fallback_reason_: str | None = None
 
         returns = np.diff(np.log(bars.close))
-        used, notes = self._usable_features(bars)
+        used, notes = usable_features(bars, self.features, vol_window=self.vol_window)
         if not used:
             return self._fit_rules(bars, returns, "; ".join(notes))
-        best, failures = self._select(bars, used)
-        if best is None:
+        transforms = (
+            VOL_TRANSFORMS if self.vol_transform == "auto" and any(f in VOL_FEATURES for f in used)
+            else ("log" if self.vol_transform == "auto" else self.vol_transform,)
+        )
+        counts = [self.n_states] if self.n_states is not None else list(range(self.min_states, self.max_states + 1))
+        choice, failures = select_model(
+            bars, used, transforms=transforms, counts=counts, vol_window=self.vol_window, seed=self.seed,
+            n_restarts=self.n_restarts, covariance_type=self.covariance_type, n_iter=self.n_iter, tol=self.tol,
+        )
+        if choice is None:
             detail = "; ".join(failures[:3]) or "no state count is small enough for the number of bars"
             notes.append(f"no Gaussian HMM could be fitted ({detail})")
             return self._fit_rules(bars, returns, "; ".join(notes))
 
         self.features_ = used
-        self.vol_transform_ = best.transform
-        self.hmm_ = best.fit.model
-        self.n_states_ = best.fit.n_states
-        self.converged_ = best.fit.converged
-        self.log_likelihood_ = best.log_likelihood
+        self.vol_transform_ = choice.transform
+        self.feature_mean_, self.feature_scale_, self.feature_floors_ = choice.mean, choice.scale, choice.floors
+        self.hmm_ = choice.fit.model
+        self.n_states_ = choice.fit.n_states
+        self.converged_ = choice.fit.converged
+        self.log_likelihood_ = choice.log_likelihood
+        self.bic_ = dict(choice.bic)
         self.method_used_ = METHOD_HMM
         self.fallback_ = bool(notes)
         self.fallback_reason_ = "; ".join(notes) or None
@@ -242,79 +250,6 @@ class RegimeDetector:
             raise ValueError(f"vol_transform must be 'auto' or one of {VOL_TRANSFORMS}, got {self.vol_transform!r}")
         if self.vol_window < 1 or self.n_restarts < 1:
             raise ValueError("vol_window and n_restarts must be at least 1")
-
-    def _usable_features(self, bars: Bars) -> tuple[tuple[str, ...], list[str]]:
-        """The selected features that carry information, and a note per change to the selection.
-
-        A feature is dropped when it is constant over the fit bars; ``range`` also when more
-        than 10 % of the bars have ``high == low`` (close-only or stale data). When nothing is
-        left but prices move, ``log_return`` stands in, so close-only data still get an HMM.
-        """
-        raw, _ = build_features(bars, self.features, vol_window=self.vol_window, vol_transform="log")
-        used: list[str] = []
-        notes: list[str] = []
-        for i, name in enumerate(self.features):
-            if float(np.std(raw.values[:, i])) <= _DEGENERATE_STD:
-                notes.append(f"feature '{name}' is constant over the fit bars and was dropped")
-            elif name == "range" and float(np.mean(bars.high[1:] <= bars.low[1:])) > _MAX_FLAT_SHARE:
-                notes.append("feature 'range' was dropped: high == low on more than 10% of the bars")
-            else:
-                used.append(name)
-        if not used:
-            if float(np.std(np.diff(np.log(bars.close)))) > _DEGENERATE_STD and "log_return" not in self.features:
-                used.append("log_return")
-                notes.append("fitted on 'log_return' instead")
-            else:
-                notes.append("prices are constant: no feature varies, so no HMM can be fitted")
-        return tuple(used), notes
-
-    def _select(self, bars: Bars, used: tuple[str, ...]) -> tuple[_Candidate | None, list[str]]:
-        """Fit every (transform, state count) and keep the lowest BIC."""
-        has_vol = any(f in VOL_FEATURES for f in used)
-        transforms = VOL_TRANSFORMS if self.vol_transform == "auto" and has_vol else (
-            (self.vol_transform if self.vol_transform != "auto" else "log"),
-        )
-        counts = [self.n_states] if self.n_states is not None else list(range(self.min_states, self.max_states + 1))
-        failures: list[str] = []
-        best: _Candidate | None = None
-        best_table: dict[int, float] = {}
-        for transform in transforms:
-            matrix, floors = build_features(bars, used, vol_window=self.vol_window, vol_transform=transform)
-            mean, scale = matrix.values.mean(axis=0), matrix.values.std(axis=0)
-            scale = np.where(scale > _DEGENERATE_STD, scale, 1.0)
-            z = (matrix.values - mean) / scale
-            key = z[:, _key_column(used)]
-            if used[_key_column(used)] == "log_return":
-                key = np.abs(key)
-            n_obs = z.shape[0]
-            # log-likelihood of the raw features = that of z + Jacobians of the transform and scaling
-            offset = float(matrix.log_jacobian.sum()) - n_obs * float(np.log(scale).sum())
-            table: dict[int, float] = {}
-            candidates: list[_Candidate] = []
-            for k in counts:
-                p = n_parameters(k, z.shape[1], self.covariance_type)
-                if n_obs < 2 * p:
-                    failures.append(f"{k} states need at least {2 * p} bars, got {n_obs}")
-                    continue
-                fit, errors = fit_restarts(
-                    z, key, k, seed=self.seed, n_restarts=self.n_restarts,
-                    covariance_type=self.covariance_type, n_iter=self.n_iter, tol=self.tol,
-                )
-                failures.extend(errors)
-                if fit is None:
-                    continue
-                log_lik = fit.log_likelihood + offset
-                bic = -2.0 * log_lik + p * float(np.log(n_obs))
-                table[k] = bic
-                candidates.append(_Candidate(fit, transform, bic, log_lik))
-            if not candidates:
-                continue
-            winner = min(candidates, key=lambda c: (not c.fit.converged, c.bic))
-            if best is None or (not winner.fit.converged, winner.bic) < (not best.fit.converged, best.bic):
-                best, best_table = winner, table
-                self.feature_mean_, self.feature_scale_, self.feature_floors_ = mean, scale, floors
-        self.bic_ = {k: float(v) for k, v in best_table.items() if np.isfinite(v)}
-        return best, failures
 
     def _fit_rules(self, bars: Bars, returns: FloatArray, reason: str) -> RegimeDetector:
         log_range = np.log(bars.high[1:] / bars.low[1:]) if "range" in self.features else None
@@ -529,14 +464,6 @@ class RegimeDetector:
         elif det.rules_ is None or det.rules_transmat_ is None:
             raise ValueError("metadata describes threshold rules but holds none")
         return det
-
-
-def _key_column(used: tuple[str, ...]) -> int:
-    """Column whose order seeds the initial split: the best volatility measure available."""
-    for name in ("range", "realized_vol", "log_return"):
-        if name in used:
-            return used.index(name)
-    return 0
 
 
 def _floats(values: npt.ArrayLike) -> list[float]:

@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from quantcrew.ml_server.services.bars import Bars
 
-__all__ = ["VOL_FEATURES", "VOL_TRANSFORMS", "FeatureMatrix", "build_features", "vol_floor"]
+__all__ = ["VOL_FEATURES", "VOL_TRANSFORMS", "FeatureMatrix", "build_features", "usable_features", "vol_floor"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -36,6 +36,8 @@ VOL_FEATURES: frozenset[str] = frozenset({"realized_vol", "range"})
 VOL_TRANSFORMS: tuple[str, ...] = ("log", "sqrt")
 _FLOOR_QUANTILE = 0.01  # log floor: 1st percentile of the positive values seen at fit
 _MIN_FLOOR = 1e-6  # percent; used when a column has no positive value at all
+DEGENERATE_STD = 1e-9  # a feature varying less than this over the fit bars carries nothing
+_MAX_FLAT_SHARE = 0.10  # range is unusable when high == low on more bars than this
 
 
 @dataclass(frozen=True)
@@ -124,3 +126,29 @@ def build_features(
             jacobian.append(float((-np.log(2.0) - 0.5 * np.log(x)).sum()))
     values = np.column_stack(columns) if columns else np.empty((returns.shape[0], 0))
     return FeatureMatrix(values, tuple(names), returns, np.asarray(jacobian)), used_floors
+
+
+def usable_features(bars: Bars, names: Sequence[str], *, vol_window: int) -> tuple[tuple[str, ...], list[str]]:
+    """The selected features that carry information, and a note per change to the selection.
+
+    A feature is dropped when it is constant over the fit bars; ``range`` also when more than
+    10 % of the bars have ``high == low`` (close-only or stale data). When nothing is left but
+    prices move, ``log_return`` stands in, so close-only data still get an HMM.
+    """
+    raw, _ = build_features(bars, names, vol_window=vol_window, vol_transform="log")
+    used: list[str] = []
+    notes: list[str] = []
+    for i, name in enumerate(names):
+        if float(np.std(raw.values[:, i])) <= DEGENERATE_STD:
+            notes.append(f"feature '{name}' is constant over the fit bars and was dropped")
+        elif name == "range" and float(np.mean(bars.high[1:] <= bars.low[1:])) > _MAX_FLAT_SHARE:
+            notes.append("feature 'range' was dropped: high == low on more than 10% of the bars")
+        else:
+            used.append(name)
+    if not used:
+        if float(np.std(np.diff(np.log(bars.close)))) > DEGENERATE_STD and "log_return" not in names:
+            used.append("log_return")
+            notes.append("fitted on 'log_return' instead")
+        else:
+            notes.append("prices are constant: no feature varies, so no HMM can be fitted")
+    return tuple(used), notes

@@ -14,13 +14,18 @@ log-likelihood by less than ``tol``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from hmmlearn.hmm import GaussianHMM
 
-__all__ = ["HMMFit", "fit_restarts", "is_usable"]
+from quantcrew.ml_server.services.bars import Bars
+from quantcrew.ml_server.services.hmm_filter import n_parameters
+from quantcrew.ml_server.services.regime_features import DEGENERATE_STD, build_features
+
+__all__ = ["HMMFit", "ModelChoice", "fit_restarts", "is_usable", "select_model"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -49,6 +54,97 @@ class HMMFit:
     log_likelihood: float
     converged: bool
     seed: int
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model BIC chose, with what is needed to rebuild its features on new bars.
+
+    Attributes:
+        fit: The winning fit.
+        transform: Volatility transform of its features.
+        log_likelihood: Log-likelihood of the raw (untransformed, unscaled) features.
+        bic: BIC per state count tried under that transform.
+        mean: Feature means used to standardise.
+        scale: Feature scales used to standardise.
+        floors: Floors of the log transform.
+    """
+
+    fit: HMMFit
+    transform: str
+    log_likelihood: float
+    bic: dict[int, float]
+    mean: FloatArray
+    scale: FloatArray
+    floors: dict[str, float]
+
+
+def select_model(
+    bars: Bars,
+    features: tuple[str, ...],
+    *,
+    transforms: Sequence[str],
+    counts: Sequence[int],
+    vol_window: int,
+    seed: int,
+    n_restarts: int,
+    covariance_type: str,
+    n_iter: int,
+    tol: float,
+) -> tuple[ModelChoice | None, list[str]]:
+    """Fit every (transform, state count) and keep the lowest BIC, converged fits first.
+
+    BIC is ``-2 log L + p log T`` with ``L`` the likelihood of the RAW features (the
+    standardised one plus the Jacobians of the transform and of the scaling), so that fits
+    under different transforms compete on the same data.
+
+    Returns:
+        ``(choice, failures)``: the chosen model, or None when nothing could be fitted, and a
+        message per failed restart or skipped state count.
+    """
+    failures: list[str] = []
+    best: ModelChoice | None = None
+    for transform in transforms:
+        matrix, floors = build_features(bars, features, vol_window=vol_window, vol_transform=transform)
+        mean, scale = matrix.values.mean(axis=0), matrix.values.std(axis=0)
+        scale = np.where(scale > DEGENERATE_STD, scale, 1.0)
+        z = (matrix.values - mean) / scale
+        key = _init_key(z, features)
+        n_obs = z.shape[0]
+        offset = float(matrix.log_jacobian.sum()) - n_obs * float(np.log(scale).sum())
+        table: dict[int, float] = {}
+        choices: list[ModelChoice] = []
+        for k in counts:
+            p = n_parameters(k, z.shape[1], covariance_type)
+            if n_obs < 2 * p:
+                failures.append(f"{k} states need at least {2 * p} bars, got {n_obs}")
+                continue
+            fit, errors = fit_restarts(
+                z, key, k, seed=seed, n_restarts=n_restarts, covariance_type=covariance_type, n_iter=n_iter, tol=tol
+            )
+            failures.extend(errors)
+            if fit is None:
+                continue
+            log_lik = fit.log_likelihood + offset
+            table[k] = -2.0 * log_lik + p * float(np.log(n_obs))
+            choices.append(ModelChoice(fit, transform, log_lik, table, mean, scale, floors))
+        if choices:
+            winner = min(choices, key=_rank)
+            if best is None or _rank(winner) < _rank(best):
+                best = winner
+    return best, failures
+
+
+def _rank(choice: ModelChoice) -> tuple[bool, float]:
+    return (not choice.fit.converged, choice.bic[choice.fit.n_states])
+
+
+def _init_key(z: FloatArray, features: tuple[str, ...]) -> FloatArray:
+    """The column whose order seeds the initial split: the best volatility measure available."""
+    for name in ("range", "realized_vol"):
+        if name in features:
+            return np.asarray(z[:, features.index(name)])
+    return np.abs(z[:, 0])  # log_return alone: its size
 
 
 def is_usable(model: GaussianHMM) -> bool:

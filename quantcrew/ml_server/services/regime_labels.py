@@ -10,14 +10,19 @@ large as the drift itself (a 250-bar bear regime at -0.15 % / day and 1.6 % vola
 a positive sample mean about one time in ten). Drift enters only through its t-statistic
 ``t = m / s * sqrt(n)``, and overrides the volatility order only when it is strong.
 
-1. Place each state on the fit's volatility scale: ``v = log(s / s_calm) / log(s_top / s_calm)``
-   (``s_calm``: calmest state holding at least 5 % of the bars; ``s_top``: most volatile).
-   When ``s_top < 1.5 * s_calm`` the market shows no volatility structure: go to step 5.
-2. ``v >= 0.85``: ``volatile`` (the most volatile state and its near ties).
-3. ``0.5 <= v < 0.85``: elevated volatility: ``bear``, unless its drift is clearly positive
+1. Measure each state against the calm one: ``rho = s / s_calm`` (``s_calm``: the calmest state
+   holding at least 5 % of the bars) and its place on the fit's volatility scale,
+   ``v = log(rho) / log(s_top / s_calm)`` (``s_top``: the most volatile state). When
+   ``s_top < 1.5 * s_calm`` the market shows no volatility structure: go to step 5.
+2. ``volatile``: ``v >= 0.85`` (the most volatile state and its near ties) and ``rho >= 3``.
+3. Elevated, ``rho >= 1.9`` and not volatile: ``bear``, unless its drift is clearly positive
    (``t >= 2``), then ``bull``. High volatility and falling prices go together (leverage
    effect); requiring a significantly negative sample mean would mislabel most bear states.
-4. ``v < 0.5`` (calm), by volatility: the calmest calm state is ``sideways`` and the other
+   The two multiples are the relative form of the usual VIX reading for an index whose calm
+   state runs near 10 % a year: under ~20 % calm, 20-30 % elevated, over 30 % turbulent.
+   Both conditions of step 2 are needed: with a regime missing from the sample (three states
+   fitted), the most volatile state may be an ordinary bear market at 2.4x the calm volatility.
+4. Calm, ``rho < 1.9``, by volatility: the calmest calm state is ``sideways`` and the other
    calm states ``bull`` (the generator's and the textbook's picture: a quiet range-bound market,
    and a steadier rise at somewhat higher volatility); clearly negative drift (``t <= -2``) makes
    any of them ``bear``. Drift overrides the volatility order only when the evidence is strong:
@@ -25,7 +30,6 @@ a positive sample mean about one time in ten). Drift enters only through its t-s
    return factor) and the strongest drift of the calm group (the quiet rally typical of equity
    indices), it is ``bull`` and the others are ``bull`` / ``bear`` / ``sideways`` by ``t >= 2`` /
    ``t <= -2`` / otherwise (at ``t >= 2`` a flat regime would be renamed in one sample in 40).
-   A lone calm state is ``bull`` when ``t >= 1``, else ``sideways`` (``bear`` when ``t <= -2``).
 5. No volatility structure (step 1): ``bull`` / ``bear`` / ``sideways`` by ``t >= 2`` /
    ``t <= -2`` / otherwise.
 
@@ -53,11 +57,11 @@ FloatArray = npt.NDArray[np.float64]
 
 _STRUCTURE_RATIO = 1.5
 _VOLATILE_POSITION = 0.85
-_ELEVATED_POSITION = 0.5
+_VOLATILE_RATIO = 3.0
+_ELEVATED_RATIO = 1.9
 _CALM_MIN_SHARE = 0.05
 _T_CLEAR = 2.0
 _T_STRONG = 3.0  # the hurdle for overriding the volatility order (Harvey, Liu & Zhu, 2016)
-_T_LEAN = 1.0
 
 _RULE_WINDOW = 20
 _RULE_VOL_MULTIPLE = 1.75
@@ -107,29 +111,24 @@ def label_states(stats: StateStats) -> list[RegimeLabel]:
     eligible = stats.vol[(share >= _CALM_MIN_SHARE) & (stats.vol > 0)]
     s_calm = float(eligible.min()) if eligible.size else float(stats.vol.max())
     s_top = float(stats.vol.max())
-    position = np.zeros(k)
-    if s_calm > 0 and s_top >= _STRUCTURE_RATIO * s_calm:
-        with np.errstate(divide="ignore"):
-            position = np.clip(np.log(stats.vol / s_calm) / np.log(s_top / s_calm), 0.0, 1.0)
-        position = np.nan_to_num(position, nan=0.0, neginf=0.0)
-    if not np.any(position > 0):  # no volatility structure: drift alone decides
+    if not (s_calm > 0 and s_top >= _STRUCTURE_RATIO * s_calm):  # no volatility structure
         return [_drift_label(float(x)) for x in t]
+    ratio = stats.vol / s_calm
+    with np.errstate(divide="ignore", invalid="ignore"):
+        position = np.nan_to_num(np.log(ratio) / np.log(s_top / s_calm), nan=0.0, neginf=0.0)
     labels: list[RegimeLabel] = ["sideways"] * k
     calm: list[int] = []
     for i in range(k):
-        if position[i] >= _VOLATILE_POSITION:
+        if position[i] >= _VOLATILE_POSITION and ratio[i] >= _VOLATILE_RATIO:
             labels[i] = "volatile"
-        elif position[i] >= _ELEVATED_POSITION:
+        elif ratio[i] >= _ELEVATED_RATIO:
             labels[i] = "bull" if t[i] >= _T_CLEAR else "bear"
         else:
             calm.append(i)
     calm.sort(key=lambda i: stats.vol[i])
-    if len(calm) == 1:
-        only = calm[0]
-        labels[only] = "bull" if t[only] >= _T_LEAN else _drift_label(float(t[only]))
-    elif calm:
+    if calm:
         first, others = calm[0], calm[1:]
-        if t[first] >= _T_STRONG and t[first] > max(t[i] for i in others):
+        if t[first] >= _T_STRONG and all(t[first] > t[i] for i in others):
             labels[first] = "bull"
             for i in others:
                 labels[i] = _drift_label(float(t[i]))

@@ -284,8 +284,12 @@ def test_filter_before_fit_raises(market_bars) -> None:
         ([0.0015, 0.0003, 0.0, -0.004], [0.007, 0.011, 0.018, 0.034], ["bull", "sideways", "bear", "volatile"]),
         # two calm rallies
         ([0.001, 0.0008, -0.0002, -0.002], [0.004, 0.007, 0.012, 0.024], ["bull", "bull", "bear", "volatile"]),
-        # two states: calm and drifting up, and turbulent
-        ([0.0008, -0.001], [0.007, 0.025], ["bull", "volatile"]),
+        # three states (the crisis regime absent): the most volatile one is an ordinary bear market
+        ([0.0004, 0.0004, 0.001], [0.0058, 0.0091, 0.014], ["sideways", "bull", "bear"]),
+        # two states: a calm strong rally, and turbulence
+        ([0.0012, -0.001], [0.007, 0.025], ["bull", "volatile"]),
+        # two states: calm with a weak drift (t = 2.6 < 3) stays sideways
+        ([0.0008, -0.001], [0.007, 0.025], ["sideways", "volatile"]),
         # no volatility structure: drift alone decides
         ([0.002, -0.002, 0.0], [0.010, 0.011, 0.0105], ["bull", "bear", "sideways"]),
     ],
