@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from _table import print_table
 
 from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
@@ -96,38 +97,41 @@ def score(market: SyntheticMarket, features: Sequence[str] | None = None) -> Row
 
 
 def synthetic_table(seeds: int, n_bars: int) -> list[Row]:
-    rows: list[Row] = []
+    rows = [
+        replace(score(generate_regime_market(n_bars, params=name, seed=seed)), param_set=name)
+        for name in PARAM_SETS
+        for seed in range(seeds)
+    ]
     print(f"\nSynthetic markets: {n_bars} bars, default detector (features {RegimeDetector().features}, BIC 2..4)")
-    header = f"{'set':9s}{'seed':>5s}{'K':>3s}{'vol tf':>7s}{'detector':>10s}{'oracle':>8s}{'ratio':>7s}"
-    print(header + f"{'oos det':>9s}{'oos orc':>9s}{'oos ratio':>10s}{'fit s':>7s}")
-    for name in PARAM_SETS:
-        for seed in range(seeds):
-            row = replace(score(generate_regime_market(n_bars, params=name, seed=seed)), param_set=name)
-            rows.append(row)
-            print(f"{name:9s}{seed:5d}{row.n_states:3d}{row.transform:>7s}{row.detector:10.3f}{row.oracle:8.3f}"
-                  f"{row.ratio:7.3f}{row.oos_detector:9.3f}{row.oos_oracle:9.3f}{row.oos_ratio:10.3f}{row.fit_s:7.2f}")
+    print_table(
+        ["set", "seed", "K", "vol tf", "detector", "oracle", "ratio", "oos det", "oos oracle", "oos ratio", "fit s"],
+        [[r.param_set, r.seed, r.n_states, r.transform, r.detector, r.oracle, r.ratio, r.oos_detector,
+          r.oos_oracle, r.oos_ratio, round(r.fit_s, 2)] for r in rows],
+    )
     ratios = [r.ratio for r in rows]
     oos = [r.oos_ratio for r in rows]
     fits = [r.fit_s for r in rows]
     print(f"in-sample ratio: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}; "
           f"markets >= 0.95: {sum(r >= 0.95 for r in ratios)}/{len(ratios)}")
-    print(f"out-of-sample ratio (fit on first half): median {statistics.median(oos):.3f}, min {min(oos):.3f}")
+    print(f"out-of-sample ratio (fit on first half, label the second): median {statistics.median(oos):.3f}, "
+          f"min {min(oos):.3f} (low where a regime is absent from the first half)")
     print(f"fit time ({n_bars} bars, BIC 2..4 x 4 restarts x 2 transforms): "
           f"median {statistics.median(fits):.2f} s, max {max(fits):.2f} s")
     return rows
 
 
 def feature_table(seeds: int, n_bars: int) -> None:
-    print(f"\nFeature sets (in-sample ratio to the oracle over {len(PARAM_SETS)} sets x {seeds} seeds)")
-    print(f"{'features':40s}{'median':>8s}{'min':>8s}{'>= 0.95':>9s}")
+    rows = []
     for features in FEATURE_SETS:
         ratios = [
             score(generate_regime_market(n_bars, params=name, seed=seed), features).ratio
             for name in PARAM_SETS
             for seed in range(seeds)
         ]
-        print(f"{'+'.join(features):40s}{statistics.median(ratios):8.3f}{min(ratios):8.3f}"
-              f"{sum(r >= 0.95 for r in ratios):6d}/{len(ratios)}")
+        rows.append(["+".join(features), statistics.median(ratios), min(ratios),
+                     f"{sum(r >= 0.95 for r in ratios)}/{len(ratios)}"])
+    print(f"\nFeature sets (in-sample ratio to the oracle, {len(PARAM_SETS)} sets x {seeds} seeds)")
+    print_table(["features", "median", "min", ">= 0.95"], rows)
 
 
 def crisis_table() -> None:

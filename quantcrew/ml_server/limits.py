@@ -1,4 +1,8 @@
-"""Request size limits: bytes at the ASGI edge (413), rows and columns per payload (422)."""
+"""Request size limits: bytes at the ASGI edge (413), rows per payload (422).
+
+Columns of an OHLCV payload are fixed by its schema (unknown fields are refused); the
+matrix-shaped families check ``server.max_columns`` with the same kind of helper.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.schemas.common import OHLCVPayload
 
-__all__ = ["BodySizeLimitMiddleware", "check_columns", "check_rows"]
+__all__ = ["BodySizeLimitMiddleware", "check_rows"]
 
 
 class BodySizeLimitMiddleware:
@@ -76,14 +80,3 @@ def check_rows(payload: OHLCVPayload, *, max_rows: int, field: str = "data") -> 
             f"{field} has {n} rows; the limit is {max_rows} (QUANTCREW_SERVER__MAX_ROWS)",
             details=[{"loc": ["body", field, "timestamps"], "msg": f"at most {max_rows} rows", "rows": n}],
         )
-
-
-def check_columns(n_columns: int, *, max_columns: int, field: str) -> None:
-    """Refuse a matrix with more columns than the configured limit."""
-    if n_columns > max_columns:
-        raise InvalidInputError(
-            f"{field} has {n_columns} columns; the limit is {max_columns} (QUANTCREW_SERVER__MAX_COLUMNS)",
-            details=[{"loc": ["body", field], "msg": f"at most {max_columns} columns"}],
-        )
-
-

@@ -100,7 +100,8 @@ class RegimeDetectionTool(QuantTool):
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared, reply: RegimeLabelResponse) -> ToolResult:
         recent = Counter(reply.labels[-_RECENT:])
         recent_txt = ", ".join(f"{label} {count}" for label, count in recent.most_common())
-        durations = {s.label: round(s.expected_duration, 1) for s in reply.state_info}
+        states = sorted(reply.state_info, key=lambda s: -s.occupancy)
+        durations = ", ".join(f"{s.label} {s.expected_duration:.1f}" for s in states)
         method = reply.method_used + (f" (FALLBACK: {reply.fallback_reason})" if reply.fallback else "")
         as_of = reply.as_of.date().isoformat() if reply.as_of else "?"
         summary = (
@@ -108,7 +109,7 @@ class RegimeDetectionTool(QuantTool):
             f"(filtered probability {reply.current_probability:.2f}). "
             f"Last {min(_RECENT, len(reply.labels))} bars: {recent_txt}. "
             f"Model: {reply.n_states}-state {method} on {len(reply.labels)} bars; "
-            f"expected regime durations (bars): {durations}. degraded: false"
+            f"expected duration per state (bars): {durations}. degraded: false"
         )
         data = reply.model_dump(mode="json", exclude={"state_probabilities", "label_probabilities", "states"})
         return ToolResult(tool=self.name, ok=True, summary=summary, arguments=arguments, data=data)

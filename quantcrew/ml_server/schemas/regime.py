@@ -39,8 +39,9 @@ class RegimeLabelRequest(WireModel):
     min_states: int = Field(default=2, ge=2, le=6)
     max_states: int = Field(default=4, ge=2, le=6)
     features: list[RegimeFeature] = Field(
-        default_factory=lambda: list(REGIME_FEATURES), min_length=1,
-        description="Per-bar features the HMM sees; see the README's regime section.",
+        default_factory=lambda: ["range"], min_length=1,
+        description="Per-bar features the HMM sees (default: the intraday range, which identifies volatility "
+                    "regimes best; returns still name the states). See the README's regime section.",
     )
     seed: int = Field(default=0, ge=0, description="Seed of the first restart; restart k uses seed + k.")
     n_restarts: int = Field(default=4, ge=1, le=32,

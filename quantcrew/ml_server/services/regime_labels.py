@@ -7,14 +7,16 @@ the daily log return, over ``n`` effective bars), never from the state index.
 The rule is volatility-first, because volatility is what a daily HMM identifies reliably:
 a state mean is known only to about ``s / sqrt(n)``, which for a few hundred bars is as
 large as the drift itself (a 250-bar bear regime at -0.15 % / day and 1.6 % volatility shows
-a positive sample mean about one time in ten). Drift enters only through its t-statistic
+a positive sample mean in about 7 % of samples). Drift enters only through its t-statistic
 ``t = m / s * sqrt(n)``, and overrides the volatility order only when it is strong.
 
 1. Measure each state against the calm one: ``rho = s / s_calm`` (``s_calm``: the calmest state
    holding at least 5 % of the bars) and its place on the fit's volatility scale,
    ``v = log(rho) / log(s_top / s_calm)`` (``s_top``: the most volatile state). When
    ``s_top < 1.5 * s_calm`` the market shows no volatility structure: go to step 5.
-2. ``volatile``: ``v >= 0.85`` (the most volatile state and its near ties) and ``rho >= 3``.
+2. ``volatile``: ``v >= 0.85`` (the most volatile state and its near ties) and ``rho >= 3``;
+   in a two-state fit the turbulent state is ``volatile`` whatever its multiple (calm vs
+   turbulent is all two states can say).
 3. Elevated, ``rho >= 1.9`` and not volatile: ``bear``, unless its drift is clearly positive
    (``t >= 2``), then ``bull``. High volatility and falling prices go together (leverage
    effect); requiring a significantly negative sample mean would mislabel most bear states.
@@ -30,11 +32,18 @@ a positive sample mean about one time in ten). Drift enters only through its t-s
    return factor) and the strongest drift of the calm group (the quiet rally typical of equity
    indices), it is ``bull`` and the others are ``bull`` / ``bear`` / ``sideways`` by ``t >= 2`` /
    ``t <= -2`` / otherwise (at ``t >= 2`` a flat regime would be renamed in one sample in 40).
+   A lone calm state has no neighbour to be ordered against: ``bull`` / ``bear`` / ``sideways``
+   by ``t >= 2`` / ``t <= -2`` / otherwise.
 5. No volatility structure (step 1): ``bull`` / ``bear`` / ``sideways`` by ``t >= 2`` /
    ``t <= -2`` / otherwise.
 
 Several states may share a label (two states: a calm ``bull`` or ``sideways`` and a
 ``volatile`` one).
+
+Limitation: names are relative to the market's own calm state. When a regime is absent from
+the fit window (no quiet spell in 1,000 bars, say), a state can be named one step off. On the
+synthetic markets of ``bench/regime_accuracy.py`` this left 3 of 90 1,000-bar markets below
+95 % of the oracle's accuracy, and none of 195 markets of 2,000 or 2,500 bars.
 
 Fallback (no HMM could be fitted): :class:`ThresholdRules` labels each bar from trailing
 20-bar statistics of the same inputs: ``volatile`` when the trailing volatility exceeds
@@ -58,6 +67,7 @@ FloatArray = npt.NDArray[np.float64]
 _STRUCTURE_RATIO = 1.5
 _VOLATILE_POSITION = 0.85
 _VOLATILE_RATIO = 3.0
+_TWO_STATES = 2
 _ELEVATED_RATIO = 1.9
 _CALM_MIN_SHARE = 0.05
 _T_CLEAR = 2.0
@@ -119,14 +129,16 @@ def label_states(stats: StateStats) -> list[RegimeLabel]:
     labels: list[RegimeLabel] = ["sideways"] * k
     calm: list[int] = []
     for i in range(k):
-        if position[i] >= _VOLATILE_POSITION and ratio[i] >= _VOLATILE_RATIO:
+        if position[i] >= _VOLATILE_POSITION and (ratio[i] >= _VOLATILE_RATIO or k <= _TWO_STATES):
             labels[i] = "volatile"
         elif ratio[i] >= _ELEVATED_RATIO:
             labels[i] = "bull" if t[i] >= _T_CLEAR else "bear"
         else:
             calm.append(i)
     calm.sort(key=lambda i: stats.vol[i])
-    if calm:
+    if len(calm) == 1:  # no calmer or busier neighbour to compare with: drift alone decides
+        labels[calm[0]] = _drift_label(float(t[calm[0]]))
+    elif calm:
         first, others = calm[0], calm[1:]
         if t[first] >= _T_STRONG and all(t[first] > t[i] for i in others):
             labels[first] = "bull"
