@@ -36,7 +36,7 @@ def test_run_answers_from_server_and_keeps_structured_result(settings: Settings,
 
 def test_end_date_limits_data_to_that_day(settings: Settings, ml_client: MLClient) -> None:
     tool = RegimeDetectionTool(settings=settings, client=ml_client)
-    text = tool.run(symbol="SP500", lookback=250, end_date="2008-12-31")
+    text = tool.run(symbol="SP500", lookback=750, end_date="2008-12-31")
     assert "as of 2008-12-31" in text
     assert tool.last_result is not None
     assert tool.last_result.data["current_label"] in {"bear", "volatile"}

@@ -28,6 +28,10 @@ RegimeFeature = Literal["log_return", "realized_vol", "range"]
 REGIME_FEATURES: tuple[RegimeFeature, ...] = ("log_return", "realized_vol", "range")
 
 
+def _default_features() -> list[RegimeFeature]:
+    return ["range"]
+
+
 class RegimeLabelRequest(WireModel):
     """Fit an HMM on these bars and label every bar (stateless: nothing is kept)."""
 
@@ -39,7 +43,7 @@ class RegimeLabelRequest(WireModel):
     min_states: int = Field(default=2, ge=2, le=6)
     max_states: int = Field(default=4, ge=2, le=6)
     features: list[RegimeFeature] = Field(
-        default_factory=lambda: ["range"], min_length=1,
+        default_factory=_default_features, min_length=1,
         description="Per-bar features the HMM sees (default: the intraday range, which identifies volatility "
                     "regimes best; returns still name the states). See the README's regime section.",
     )

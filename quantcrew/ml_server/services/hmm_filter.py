@@ -12,7 +12,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["forward_filter", "forward_filter_numpy", "gaussian_log_likelihood", "n_parameters", "stationary_distribution"]
+__all__ = [
+    "forward_filter",
+    "forward_filter_numpy",
+    "gaussian_log_likelihood",
+    "n_parameters",
+    "stationary_distribution",
+]
 
 FloatArray = npt.NDArray[np.float64]
 

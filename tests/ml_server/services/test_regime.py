@@ -17,7 +17,12 @@ from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.schemas.common import OHLCVPayload
 from quantcrew.ml_server.schemas.regime import REGIME_LABELS, RegimeLabelRequest
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
-from quantcrew.ml_server.services.hmm_filter import forward_filter, forward_filter_numpy, n_parameters, stationary_distribution
+from quantcrew.ml_server.services.hmm_filter import (
+    forward_filter,
+    forward_filter_numpy,
+    n_parameters,
+    stationary_distribution,
+)
 from quantcrew.ml_server.services.regime import METHOD_HMM, METHOD_RULES, RegimeDetector, label_bars
 from quantcrew.ml_server.services.regime_labels import StateStats, label_states
 
