@@ -38,39 +38,47 @@ def main() -> None:
         client = make_client(settings.client, base_url=server.url)
         fitted = client.regime_fit(train)
         model_id = fitted.model_id or ""
-        request = RegimePredictRequest.model_validate({"model_id": model_id,
-                                                       "data": to_payload_dict(sp.tail(args.bars))})
+        payload = to_payload_dict(sp.tail(args.bars))
+        requests = {
+            "full reply": RegimePredictRequest.model_validate({"model_id": model_id, "data": payload}),
+            "labels only": RegimePredictRequest.model_validate(
+                {"model_id": model_id, "data": payload, "include_probabilities": False}),
+        }
         # in-process: the same registry artifact, the same service calls, no HTTP
         registry = ModelRegistry(settings.registry_db, settings.artifacts_dir)
+        rows = []
+        for variant, request in requests.items():
+            def local(request: RegimePredictRequest = request) -> object:
+                stored, info = registry.load(model_id, family="regime")
+                detector = RegimeDetector.from_parts(stored, info.metadata)
+                bars = bars_from_payload(request.data, min_rows=2)
+                return detector.to_response(bars, model_id=info.model_id, model_version=info.version,
+                                            include_probabilities=request.include_probabilities)
 
-        def local() -> object:
-            stored, info = registry.load(model_id, family="regime")
-            detector = RegimeDetector.from_parts(stored, info.metadata)
-            bars = bars_from_payload(request.data, min_rows=2)
-            return detector.to_response(bars, model_id=info.model_id, model_version=info.version)
+            def remote(request: RegimePredictRequest = request) -> object:
+                return client.regime_predict(request)
 
-        def remote() -> object:
-            return client.regime_predict(request)
-
-        for fn in (local, remote):  # warm-up: caches, connection, JIT-less but lazy imports
-            for _ in range(20):
-                fn()
-        timings: dict[str, list[float]] = {"in-process": [], "through server": []}
-        for _ in range(args.n):  # interleaved so both sides see the same machine noise
-            for name, fn in (("in-process", local), ("through server", remote)):
-                t0 = time.perf_counter()
-                fn()
-                timings[name].append((time.perf_counter() - t0) * 1000)
+            for fn in (local, remote):  # warm-up: caches, connection, lazy imports
+                for _ in range(20):
+                    fn()
+            timings: dict[str, list[float]] = {"in-process": [], "through server": []}
+            for _ in range(args.n):  # interleaved so both sides see the same machine noise
+                for name, fn in (("in-process", local), ("through server", remote)):
+                    t0 = time.perf_counter()
+                    fn()
+                    timings[name].append((time.perf_counter() - t0) * 1000)
+            loc, rem = summary(timings["in-process"]), summary(timings["through server"])
+            reply_kb = len(client._http.post(  # noqa: SLF001 - reply size for the table only
+                "/v1/regime/predict", content=request.model_dump_json(),
+                headers={"content-type": "application/json"}).content) / 1024
+            rows.append([variant, "in-process", loc["median"], loc["p95"], loc["p99"], ""])
+            rows.append([variant, "through server", rem["median"], rem["p95"], rem["p99"], f"{reply_kb:.1f} kB"])
+            rows.append([variant, "overhead (median diff)", rem["median"] - loc["median"], "", "",
+                         f"x{rem['median'] / loc['median']:.2f}"])
         client.close()
         registry.close()
-    local_s, remote_s = summary(timings["in-process"]), summary(timings["through server"])
-    print(f"regime predict on {args.bars} bars, {args.n} calls each, interleaved (ms)")
-    print_table(["path", "median", "p95", "p99", "mean"],
-                [[k, v["median"], v["p95"], v["p99"], v["mean"]] for k, v in
-                 (("in-process", local_s), ("through server", remote_s))])
-    overhead = remote_s["median"] - local_s["median"]
-    print(f"\nmedian overhead: {overhead:.3f} ms (target <= 1.5 ms); ratio server/in-process: "
-          f"{remote_s['median'] / local_s['median']:.2f}x")
+    print(f"regime predict on {args.bars} bars, {args.n} calls per path, interleaved (ms); target: overhead <= 1.5 ms")
+    print_table(["reply", "path", "median", "p95", "p99", "reply_kb / ratio"], rows)
 
 
 if __name__ == "__main__":

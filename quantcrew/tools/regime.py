@@ -93,7 +93,8 @@ class RegimeDetectionTool(QuantTool):
             bars = bars.between(None, arguments["end_date"])
         bars = bars.tail(int(arguments["lookback"]) + 1)  # +1: the first bar only seeds the first return
         request = RegimeLabelRequest.model_validate(
-            {"data": to_payload_dict(bars), "n_states": arguments.get("n_states")}
+            # the per-bar probabilities are most of the reply and the tool keeps none of them
+            {"data": to_payload_dict(bars), "n_states": arguments.get("n_states"), "include_probabilities": False}
         )
         return _Prepared(bars, request)
 
@@ -111,7 +112,7 @@ class RegimeDetectionTool(QuantTool):
             f"Model: {reply.n_states}-state {method} on {len(reply.labels)} bars; "
             f"expected duration per state (bars): {durations}. degraded: false"
         )
-        data = reply.model_dump(mode="json", exclude={"state_probabilities", "label_probabilities", "states"})
+        data = reply.model_dump(mode="json", exclude={"state_probabilities", "label_probabilities"})
         return ToolResult(tool=self.name, ok=True, summary=summary, arguments=arguments, data=data)
 
     def _fallback(self, arguments: dict[str, Any], prepared: _Prepared, reason: str) -> ToolResult:

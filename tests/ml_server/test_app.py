@@ -94,8 +94,10 @@ def test_rows_over_limit_returns_422_naming_field(tmp_path: Any, sp500_payload: 
         (lambda d: d["close"].__setitem__(3, -1.0), "positive"),
         (lambda d: d["timestamps"].__setitem__(10, d["timestamps"][9]), "increasing"),
         (lambda d: d["close"].__setitem__(4, "abc"), "close"),
+        (lambda d: d["timestamps"].__setitem__(-1, d["timestamps"][-1] + "T00:00:00+00:00"), "UTC offset"),
+        (lambda d: d["high"].__setitem__(2, d["low"][2] / 2), "high must be"),
     ],
-    ids=["nan", "inf", "ragged", "empty", "negative", "duplicate-time", "text"],
+    ids=["nan", "inf", "ragged", "empty", "negative", "duplicate-time", "text", "mixed-tz", "high-below-low"],
 )
 def test_bad_arrays_return_422_naming_the_field(client: TestClient, sp500_payload: dict[str, Any],
                                                  mutate: Any, fragment: str) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from quantcrew.ml_server.deps import MetricsDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
+from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.routing import ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.common import ErrorBody
 from quantcrew.ml_server.schemas.regime import (
@@ -17,6 +19,10 @@ from quantcrew.ml_server.schemas.regime import (
 )
 from quantcrew.ml_server.services import regime as service
 from quantcrew.ml_server.services.bars import bars_from_payload
+
+# A predict on this many bars takes a few milliseconds: cheaper on the event loop than the
+# worker-thread hop FastAPI makes for sync handlers. Longer inputs (and every fit) go to a thread.
+_INLINE_ROWS = 5_000
 
 router = APIRouter(prefix="/regime", tags=["regime"], route_class=ORJSONRoute)
 
@@ -48,16 +54,24 @@ def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, met
     else:
         info = registry.save(family="regime", name=req.name, method=detector.method_used_, obj=metadata,
                              fmt="json", metadata=metadata)
-    response = detector.to_response(bars, model_id=info.model_id, model_version=info.version)
+    response = detector.to_response(bars, model_id=info.model_id, model_version=info.version,
+                                    include_probabilities=req.include_probabilities)
     return model_response(RegimeFitResponse(**response.model_dump(), model=info))
 
 
 @router.post("/predict", response_model=RegimeLabelResponse, responses=_ERRORS)
-def predict(req: RegimePredictRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
+async def predict(req: RegimePredictRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
     """Label new bars with a stored model: filtered probabilities, no refit."""
     check_rows(req.data, max_rows=settings.server.max_rows)
+    if len(req.data) <= _INLINE_ROWS:
+        return _predict(req, registry)
+    return await run_in_threadpool(_predict, req, registry)
+
+
+def _predict(req: RegimePredictRequest, registry: ModelRegistry) -> Response:
     stored, info = registry.load(req.model_id, family="regime")
     hmm = None if isinstance(stored, dict) else stored
     detector = service.RegimeDetector.from_parts(hmm, info.metadata)
     bars = bars_from_payload(req.data, min_rows=2)
-    return model_response(detector.to_response(bars, model_id=info.model_id, model_version=info.version))
+    return model_response(detector.to_response(bars, model_id=info.model_id, model_version=info.version,
+                                               include_probabilities=req.include_probabilities))

@@ -81,6 +81,10 @@ class OHLCVPayload(WireModel):
             if col is not None and len(col) != n:
                 raise ValueError(f"column '{name}' has {len(col)} values but 'timestamps' has {n}: rows are ragged")
         ts = self.timestamps
+        aware = [t.tzinfo is not None for t in ts]
+        if any(aware) and not all(aware):
+            i = aware.index(not aware[0])
+            raise ValueError(f"timestamps mix times with and without a UTC offset (row 0 and row {i}); use one kind")
         if any(b <= a for a, b in zip(ts, ts[1:], strict=False)):
             i = next(i for i in range(1, n) if ts[i] <= ts[i - 1])
             raise ValueError(

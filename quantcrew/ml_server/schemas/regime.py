@@ -50,6 +50,9 @@ class RegimeLabelRequest(WireModel):
     seed: int = Field(default=0, ge=0, description="Seed of the first restart; restart k uses seed + k.")
     n_restarts: int = Field(default=4, ge=1, le=32,
                             description="Random restarts per state count; the best likelihood wins.")
+    include_probabilities: bool = Field(
+        default=True, description="Return the per-bar filtered probabilities (most of the reply's size).",
+    )
 
     @model_validator(mode="after")
     def _state_range(self) -> RegimeLabelRequest:
@@ -74,6 +77,9 @@ class RegimePredictRequest(WireModel):
 
     model_id: str = Field(min_length=1, max_length=64, description="Id returned by /v1/regime/fit.")
     data: OHLCVPayload
+    include_probabilities: bool = Field(
+        default=True, description="Return the per-bar filtered probabilities (most of the reply's size).",
+    )
 
 
 class RegimeStateInfo(WireModel):
@@ -96,10 +102,13 @@ class RegimeLabelResponse(Provenance):
     labels: list[RegimeLabel] = Field(
         description="Semantic label of each bar: the label with the highest filtered probability.")
     states: list[int] = Field(description="Filtered MAP hidden state of each bar.")
-    label_probabilities: dict[RegimeLabel, list[float]] = Field(
-        description="Filtered probability of each semantic label per bar (states sharing a label are summed).",
+    label_probabilities: dict[RegimeLabel, list[float]] | None = Field(
+        description="Filtered probability of each semantic label per bar (states sharing a label are summed); "
+                    "null when include_probabilities was false.",
     )
-    state_probabilities: list[list[float]] = Field(description="Filtered probability of each hidden state per bar.")
+    state_probabilities: list[list[float]] | None = Field(
+        description="Filtered probability of each hidden state per bar; null when include_probabilities was false.",
+    )
     state_info: list[RegimeStateInfo]
     transition_matrix: list[list[float]]
     current_label: RegimeLabel

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -19,9 +20,13 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Bars:
-    """OHLCV columns as float64 arrays; ``volume`` is None when the client sent none."""
+    """OHLCV columns as float64 arrays; ``volume`` is None when the client sent none.
+
+    ``times`` holds the timestamps as ``datetime64[us]`` (aware times converted to UTC).
+    """
 
     timestamps: list[datetime]
+    times: npt.NDArray[np.datetime64]
     open: FloatArray
     high: FloatArray
     low: FloatArray
@@ -37,9 +42,17 @@ class Bars:
         return self.timestamps[-1]
 
     def iso(self) -> list[str]:
-        """Timestamps as ISO strings (date only when the time is midnight)."""
-        return [t.date().isoformat() if t.hour == t.minute == t.second == t.microsecond == 0 and t.tzinfo is None
-                else t.isoformat() for t in self.timestamps]
+        """Timestamps as ISO strings: dates when every bar is at midnight (daily bars)."""
+        return list(self._iso)
+
+    @cached_property
+    def _iso(self) -> list[str]:
+        days = self.times.astype("datetime64[D]")
+        if np.array_equal(days.astype("datetime64[us]"), self.times):
+            out: list[str] = np.datetime_as_string(days, unit="D").tolist()
+        else:
+            out = np.datetime_as_string(self.times, unit="s").tolist()
+        return out
 
 
 def bars_from_payload(payload: OHLCVPayload, *, min_rows: int = 2) -> Bars:
@@ -59,8 +72,15 @@ def bars_from_payload(payload: OHLCVPayload, *, min_rows: int = 2) -> Bars:
     lo = np.asarray(payload.low, dtype=np.float64)
     c = np.asarray(payload.close, dtype=np.float64)
     v = None if payload.volume is None else np.asarray(payload.volume, dtype=np.float64)
-    digest = hashlib.sha256()
-    digest.update(",".join(t.isoformat() for t in payload.timestamps).encode())
+    times = _as_datetime64(payload.timestamps)
+    digest = hashlib.sha256(times.view(np.int64).tobytes())
     for arr in (o, h, lo, c) + ((v,) if v is not None else ()):
         digest.update(arr.tobytes())
-    return Bars(list(payload.timestamps), o, h, lo, c, v, "sha256:" + digest.hexdigest())
+    return Bars(list(payload.timestamps), times, o, h, lo, c, v, "sha256:" + digest.hexdigest())
+
+
+def _as_datetime64(stamps: list[datetime]) -> npt.NDArray[np.datetime64]:
+    """``datetime64[us]`` in one C pass; aware times are first converted to naive UTC."""
+    if any(t.tzinfo is not None for t in stamps):
+        stamps = [t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo is not None else t for t in stamps]
+    return np.array(stamps, dtype="datetime64[us]")

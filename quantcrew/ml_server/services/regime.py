@@ -345,9 +345,14 @@ class RegimeDetector:
         )
 
     def to_response(
-        self, bars: Bars, *, model_id: str | None = None, model_version: int | None = None
+        self, bars: Bars, *, model_id: str | None = None, model_version: int | None = None,
+        include_probabilities: bool = True,
     ) -> RegimeLabelResponse:
-        """Label ``bars`` and package the answer with its provenance (every float finite)."""
+        """Label ``bars`` and package the answer with its provenance (every float finite).
+
+        ``include_probabilities=False`` leaves out the per-bar probability arrays (most of the
+        reply's bytes) for callers that only need labels and the current probability.
+        """
         result = self.filter(bars)
         transmat = self.transmat
         occupancy = np.bincount(result.states, minlength=self.n_states_) / max(len(result.states), 1)
@@ -378,8 +383,10 @@ class RegimeDetector:
             timestamps=result.timestamps,
             labels=result.labels,
             states=[int(s) for s in result.states],
-            label_probabilities={k: _floats(v) for k, v in result.label_probs.items()},
-            state_probabilities=_matrix(result.state_probs),
+            label_probabilities=(
+                {k: _floats(v) for k, v in result.label_probs.items()} if include_probabilities else None
+            ),
+            state_probabilities=_matrix(result.state_probs) if include_probabilities else None,
             state_info=info,
             transition_matrix=_matrix(transmat),
             current_label=last,
@@ -504,4 +511,5 @@ def label_bars(request: RegimeLabelRequest, *, min_rows: int) -> tuple[RegimeDet
         seed=request.seed,
         n_restarts=request.n_restarts,
     ).fit(bars)
-    return detector, bars, detector.to_response(bars, model_id=None, model_version=None)
+    reply = detector.to_response(bars, include_probabilities=request.include_probabilities)
+    return detector, bars, reply

@@ -120,3 +120,15 @@ def test_fallback_is_flagged_never_dressed_up(client: TestClient, sp500_payload:
     assert "positive-definite" in body["fallback_reason"]
     metrics = client.get("/metrics").text
     assert 'quantcrew_model_fits_total{fallback="true",family="regime",method="threshold_rules"}' in metrics
+
+
+def test_probabilities_can_be_left_out_without_changing_labels(client: TestClient,
+                                                               sp500_payload: dict[str, Any]) -> None:
+    full = client.post("/v1/regime/label", json={"data": sp500_payload}).json()
+    slim = client.post("/v1/regime/label", json={"data": sp500_payload, "include_probabilities": False})
+    assert slim.status_code == 200
+    body = slim.json()
+    assert body["state_probabilities"] is None and body["label_probabilities"] is None
+    assert body["labels"] == full["labels"]
+    assert body["current_probability"] == full["current_probability"]
+    assert len(slim.content) < len(client.post("/v1/regime/label", json={"data": sp500_payload}).content) / 2
