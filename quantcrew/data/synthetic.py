@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from quantcrew.data.markov import forward_filter_numpy, stationary_distribution
 from quantcrew.data.ohlcv import OHLCV
 
 __all__ = [
@@ -226,38 +227,15 @@ def oracle_filter(market: SyntheticMarket) -> tuple[FloatArray, npt.NDArray[np.s
     mu = np.array([market.params[name].mu for name in market.regimes])
     sigma = np.array([market.params[name].sigma for name in market.regimes])
     log_lik = -0.5 * ((returns[:, None] - mu) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2.0 * np.pi)
-    probs = _forward(log_lik, market.transition, _stationary(market.transition))
+    probs, _ = forward_filter_numpy(log_lik, market.transition, stationary_distribution(market.transition))
     return probs, np.array(market.regimes)[probs.argmax(axis=1)]
-
-
-def _forward(log_lik: FloatArray, transition: FloatArray, prior: FloatArray) -> FloatArray:
-    """Normalised forward recursion: P(state_t | obs_1..t) for every t."""
-    n, k = log_lik.shape
-    out = np.empty((n, k))
-    predicted = prior
-    for t in range(n):
-        weights = predicted * np.exp(log_lik[t] - log_lik[t].max())
-        out[t] = weights / weights.sum()
-        predicted = out[t] @ transition
-    return out
-
-
-def _stationary(transition: FloatArray) -> FloatArray:
-    """Stationary distribution of a row-stochastic matrix (the left eigenvector for 1)."""
-    k = transition.shape[0]
-    system = np.vstack([transition.T - np.eye(k), np.ones(k)])
-    rhs = np.zeros(k + 1)
-    rhs[-1] = 1.0
-    pi, *_ = np.linalg.lstsq(system, rhs, rcond=None)
-    pi = np.clip(pi, 0.0, None)
-    return np.asarray(pi / pi.sum(), dtype=np.float64)
 
 
 def _simulate_chain(transition: FloatArray, n: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
     cumulative = np.cumsum(transition, axis=1)
     draws = rng.random(n)
     states = np.empty(n, dtype=np.int64)
-    states[0] = int(np.searchsorted(np.cumsum(_stationary(transition)), draws[0], side="right"))
+    states[0] = int(np.searchsorted(np.cumsum(stationary_distribution(transition)), draws[0], side="right"))
     for t in range(1, n):
         states[t] = int(np.searchsorted(cumulative[states[t - 1]], draws[t], side="right"))
     return np.minimum(states, len(REGIMES) - 1)
