@@ -25,6 +25,8 @@ print(json.dumps({{"s": elapsed, "rss_mb": resource.getrusage(resource.RUSAGE_SE
 CASES = {
     "bare python (baseline)": "pass",
     "agent side (tools+agents+crew)": "import quantcrew.tools, quantcrew.agents, quantcrew.crew",
+    "one tool (RegimeDetectionTool)": "from quantcrew.tools import RegimeDetectionTool",
+    "ML client only": "import quantcrew.tools.client",
     "crewai alone": "import crewai",
     "server ML stack": "import torch, sklearn, hmmlearn.hmm, stable_baselines3, gymnasium, quantcrew.ml_server.app",
 }
@@ -51,7 +53,7 @@ def main() -> None:
                      ",".join(heavy) or "-"])
     print(f"import cost, {args.repeat} fresh processes each (seconds, MiB)")
     print_table(["case", "median_s", "max_s", "peak_rss_mb", "rss_over_bare_mb", "heavy_modules"], rows)
-    agent, server = rows[1], rows[3]
+    agent, server = rows[1], rows[-1]
     print(f"\nserver stack / agent side: time x{server[1] / agent[1]:.2f}, peak RSS x{server[3] / agent[3]:.2f}")
 
 
