@@ -44,7 +44,7 @@ def label(req: RegimeLabelRequest, settings: SettingsDep, metrics: MetricsDep) -
 def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep) -> Response:
     """Fit an HMM, store it as a new version of ``name``, and label the training bars."""
     check_rows(req.data, max_rows=settings.server.max_rows)
-    detector, bars, _ = service.label_bars(req, min_rows=settings.server.min_rows)
+    detector, bars, labelled = service.label_bars(req, min_rows=settings.server.min_rows)
     metrics.fits.labels("regime", detector.method_used_, str(detector.fallback_).lower()).inc()
     metadata = detector.to_metadata()
     metadata.update(data_hash=bars.data_hash, data_start=bars.iso()[0], data_end=bars.iso()[-1], n_bars=len(bars))
@@ -54,9 +54,10 @@ def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, met
     else:
         info = registry.save(family="regime", name=req.name, method=detector.method_used_, obj=metadata,
                              fmt="json", metadata=metadata)
-    response = detector.to_response(bars, model_id=info.model_id, model_version=info.version,
-                                    include_probabilities=req.include_probabilities)
-    return model_response(RegimeFitResponse(**response.model_dump(), model=info))
+    # the labels are already computed: only the provenance changes once the model is stored
+    fields = {name: getattr(labelled, name) for name in type(labelled).model_fields}
+    fields.update(model_id=info.model_id, model_version=info.version, model=info)
+    return model_response(RegimeFitResponse.model_construct(**fields))
 
 
 @router.post("/predict", response_model=RegimeLabelResponse, responses=_ERRORS)

@@ -56,16 +56,8 @@ def forward_filter(log_lik: FloatArray, transmat: FloatArray, prior: FloatArray)
     about 50x faster than a Python loop over bars) and normalises each row of the log forward
     lattice, which is exactly the filtered distribution. hmmlearn's private module is used for
     the arithmetic only, never for smoothing; :func:`forward_filter_numpy` is the reference
-    implementation, used when that module is missing and checked against it in the tests.
-
-    Args:
-        log_lik: Emission log-likelihoods, shape ``(T, K)``.
-        transmat: Row-stochastic transition matrix, shape ``(K, K)``.
-        prior: Distribution of the state of the first row, shape ``(K,)``.
-
-    Returns:
-        ``(probs, log_likelihood)``: probabilities of shape ``(T, K)`` (rows sum to 1) and the
-        log-likelihood of the whole sequence under this prior.
+    implementation, used when that module is missing and checked against it in the tests;
+    arguments and return value are those of :func:`forward_filter_numpy`.
     """
     try:
         from hmmlearn import _hmmc
