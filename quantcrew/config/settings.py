@@ -61,7 +61,7 @@ class ServerSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Larger bodies get 413.")
     max_rows: int = Field(default=100_000, gt=0, description="Most bars (rows) in one request.")
-    max_columns: int = Field(default=64, gt=0, description="Most columns (series) in one matrix-shaped request.")
+    max_columns: int = Field(default=512, gt=0, description="Most columns (series) in one matrix-shaped request.")
     min_rows: int = Field(default=30, ge=3, description="Fewest bars a fit accepts.")
     artifacts_dir: Path | None = Field(default=None, description="Model artifacts; default <home>/artifacts.")
     registry_db: Path | None = Field(default=None, description="Registry SQLite file; default <home>/registry.db.")

@@ -15,7 +15,7 @@ from quantcrew.ml_server.handlers import install_error_handlers
 from quantcrew.ml_server.limits import BodySizeLimitMiddleware
 from quantcrew.ml_server.metrics import Metrics, MetricsMiddleware
 from quantcrew.ml_server.registry import ModelRegistry
-from quantcrew.ml_server.routes import health, models, regime
+from quantcrew.ml_server.routes import anomaly, cluster, decompose, health, models, regime, risk, supervised
 from quantcrew.ml_server.security import require_api_key
 
 __all__ = ["create_app"]
@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_key = key.get_secret_value().encode() if key is not None else None
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-    v1.include_router(regime.router)
+    for family in (regime, risk, decompose, cluster, anomaly, supervised):
+        v1.include_router(family.router)
     v1.include_router(models.router)
     app.include_router(health.router)
     app.include_router(v1)

@@ -11,8 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.schemas.common import OHLCVPayload
+from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
-__all__ = ["BodySizeLimitMiddleware", "check_rows"]
+__all__ = ["BodySizeLimitMiddleware", "check_matrix", "check_rows"]
 
 
 class BodySizeLimitMiddleware:
@@ -79,4 +80,19 @@ def check_rows(payload: OHLCVPayload, *, max_rows: int, field: str = "data") -> 
         raise InvalidInputError(
             f"{field} has {n} rows; the limit is {max_rows} (QUANTCREW_SERVER__MAX_ROWS)",
             details=[{"loc": ["body", field, "timestamps"], "msg": f"at most {max_rows} rows", "rows": n}],
+        )
+
+
+def check_matrix(payload: MatrixPayload, *, max_rows: int, max_columns: int, field: str = "data") -> None:
+    """Refuse a table over the configured row or column limits (422 naming the field)."""
+    rows, cols = payload.shape
+    if rows > max_rows:
+        raise InvalidInputError(
+            f"{field} has {rows} rows; the limit is {max_rows} (QUANTCREW_SERVER__MAX_ROWS)",
+            details=[{"loc": ["body", field, "values"], "msg": f"at most {max_rows} rows", "rows": rows}],
+        )
+    if cols > max_columns:
+        raise InvalidInputError(
+            f"{field} has {cols} columns; the limit is {max_columns} (QUANTCREW_SERVER__MAX_COLUMNS)",
+            details=[{"loc": ["body", field, "columns"], "msg": f"at most {max_columns} columns", "columns": cols}],
         )

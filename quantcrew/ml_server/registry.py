@@ -41,6 +41,34 @@ ArtifactFormat = Literal["skops", "torch", "json"]
 # found in an artifact is refused. Extend it here, in code, when a family adds a model type.
 TRUSTED_TYPES: dict[str, tuple[str, ...]] = {
     "regime": ("hmmlearn.hmm.GaussianHMM", "hmmlearn.base.ConvergenceMonitor", "collections.deque"),
+    "cluster": (
+        "numpy.float64", "sklearn.cluster._dbscan.DBSCAN", "sklearn.cluster._kmeans.KMeans",
+        "sklearn.mixture._gaussian_mixture.GaussianMixture", "sklearn.preprocessing._data.StandardScaler",
+    ),
+    "decompose": (
+        "numpy.float64", "sklearn.decomposition._fastica.FastICA", "sklearn.decomposition._nmf.NMF",
+        "sklearn.decomposition._pca.PCA",
+    ),
+    "anomaly": (
+        "numpy.float64", "sklearn.ensemble._iforest.IsolationForest", "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.tree._classes.ExtraTreeRegressor", "sklearn.tree._tree.Tree",
+    ),
+    "supervised": (
+        "numpy.float64", "numpy.int64", "numpy.random.mtrand.RandomState",
+        "sklearn._loss._loss.CyHalfBinomialLoss", "sklearn._loss._loss.CyHalfMultinomialLoss",
+        "sklearn._loss._loss.CyHalfSquaredError", "sklearn._loss.link.IdentityLink", "sklearn._loss.link.Interval",
+        "sklearn._loss.link.LogitLink", "sklearn._loss.link.MultinomialLogit", "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss", "sklearn._loss.loss.HalfSquaredError",
+        "sklearn.dummy.DummyClassifier", "sklearn.dummy.DummyRegressor",
+        "sklearn.ensemble._forest.RandomForestClassifier", "sklearn.ensemble._forest.RandomForestRegressor",
+        "sklearn.ensemble._gb.GradientBoostingClassifier", "sklearn.ensemble._gb.GradientBoostingRegressor",
+        "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+        "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer", "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler", "sklearn.preprocessing._label.LabelBinarizer",
+        "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.DecisionTreeRegressor",
+        "sklearn.tree._tree.Tree",
+    ),
 }
 
 # Containers and arrays any estimator holds; trusted for every family.

@@ -23,7 +23,9 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-__all__ = ["ORJSONRequest", "ORJSONRoute", "model_response"]
+from quantcrew.ml_server.schemas.common import ErrorBody
+
+__all__ = ["ERROR_RESPONSES", "ORJSONRequest", "ORJSONRoute", "model_response"]
 
 
 class ORJSONRequest(Request):
@@ -54,3 +56,9 @@ class ORJSONRoute(APIRoute):
 def model_response(model: BaseModel, status_code: int = 200) -> Response:
     """A JSON response serialised once, by pydantic-core."""
     return Response(model.model_dump_json().encode(), status_code=status_code, media_type="application/json")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
+}
+"""The error replies every model route documents in OpenAPI (one body shape for all)."""

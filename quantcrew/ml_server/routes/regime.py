@@ -8,8 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from quantcrew.ml_server.deps import MetricsDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.registry import ModelRegistry
-from quantcrew.ml_server.routing import ORJSONRoute, model_response
-from quantcrew.ml_server.schemas.common import ErrorBody
+from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.regime import (
     RegimeFitRequest,
     RegimeFitResponse,
@@ -26,12 +25,9 @@ _INLINE_ROWS = 5_000
 
 router = APIRouter(prefix="/regime", tags=["regime"], route_class=ORJSONRoute)
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
-}
 
 
-@router.post("/label", response_model=RegimeLabelResponse, responses=_ERRORS)
+@router.post("/label", response_model=RegimeLabelResponse, responses=ERROR_RESPONSES)
 def label(req: RegimeLabelRequest, settings: SettingsDep, metrics: MetricsDep) -> Response:
     """Fit an HMM on the bars and label each one from filtered probabilities (nothing kept)."""
     check_rows(req.data, max_rows=settings.server.max_rows)
@@ -40,7 +36,7 @@ def label(req: RegimeLabelRequest, settings: SettingsDep, metrics: MetricsDep) -
     return model_response(response)
 
 
-@router.post("/fit", response_model=RegimeFitResponse, responses=_ERRORS)
+@router.post("/fit", response_model=RegimeFitResponse, responses=ERROR_RESPONSES)
 def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep) -> Response:
     """Fit an HMM, store it as a new version of ``name``, and label the training bars."""
     check_rows(req.data, max_rows=settings.server.max_rows)
@@ -60,7 +56,7 @@ def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, met
     return model_response(RegimeFitResponse.model_construct(**fields))
 
 
-@router.post("/predict", response_model=RegimeLabelResponse, responses=_ERRORS)
+@router.post("/predict", response_model=RegimeLabelResponse, responses=ERROR_RESPONSES)
 async def predict(req: RegimePredictRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
     """Label new bars with a stored model: filtered probabilities, no refit."""
     check_rows(req.data, max_rows=settings.server.max_rows)

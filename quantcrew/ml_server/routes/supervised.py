@@ -1,0 +1,9 @@
+"""Supervised family (routes being written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from quantcrew.ml_server.routing import ORJSONRoute
+
+router = APIRouter(prefix="/supervised", tags=["supervised"], route_class=ORJSONRoute)
