@@ -1,5 +1,5 @@
 """Agent factories, one per role (see config/agents.yaml)."""
 
-from quantcrew.agents.factories import AGENT_FACTORIES, agent_config, make_regime_analyst
+from quantcrew.agents.factories import AGENT_FACTORIES, agent_config, make_regime_analyst, make_risk_manager
 
-__all__ = ["AGENT_FACTORIES", "agent_config", "make_regime_analyst"]
+__all__ = ["AGENT_FACTORIES", "agent_config", "make_regime_analyst", "make_risk_manager"]

@@ -15,7 +15,7 @@ from crewai.tools import BaseTool
 from quantcrew.config.paths import AGENTS_YAML
 from quantcrew.config.settings import Settings
 
-__all__ = ["AGENT_FACTORIES", "agent_config", "make_regime_analyst"]
+__all__ = ["AGENT_FACTORIES", "agent_config", "make_regime_analyst", "make_risk_manager"]
 
 
 @lru_cache(maxsize=1)
@@ -45,4 +45,16 @@ def make_regime_analyst(settings: Settings, *, tools: list[BaseTool], llm: Any) 
     )
 
 
-AGENT_FACTORIES = {"regime_analyst": make_regime_analyst}
+def make_risk_manager(settings: Settings, *, tools: list[BaseTool], llm: Any) -> Agent:
+    """The risk manager: VaR/CVaR, factors, asset groups and anomalies through the risk tools."""
+    return Agent(
+        config=agent_config("risk_manager"),
+        tools=tools,
+        llm=llm,
+        allow_delegation=False,
+        verbose=settings.crew.verbose,
+        max_iter=10,
+    )
+
+
+AGENT_FACTORIES = {"regime_analyst": make_regime_analyst, "risk_manager": make_risk_manager}

@@ -54,12 +54,52 @@ def run(
     config: ConfigOpt = None,
 ) -> None:
     """Run the regime crew on one symbol and print its report."""
+    settings = _settings(config, client__url=server_url, crew__llm=llm, crew__llm_base_url=llm_base_url)
+    inputs = {"symbol": symbol, "lookback": lookback, "end_date": end_date}
+    _run_crew("regime", inputs, settings, config=config, as_json=as_json, title=f"Regime report: {symbol}",
+              doing=f"Running the regime crew on {symbol} (fitting the HMM on the ML server)...")
+
+
+@app.command()
+def risk(
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols: bundled series, data-folder symbols or files.")]
+    = "SP500,NASDAQ",
+    weights: Annotated[str | None, typer.Option(help="Comma-separated weights, one per symbol, summing to 1; "
+                                                     "default: equal weights.")] = None,
+    normalize_weights: Annotated[bool, typer.Option(help="Rescale weights that do not sum to 1.")] = False,
+    lookback: Annotated[int, typer.Option(min=60, help="Daily returns to use.")] = 1000,
+    horizon_days: Annotated[int, typer.Option(min=1, max=250, help="VaR horizon in trading days.")] = 1,
+    end_date: Annotated[str | None, typer.Option(help="Assess as of this date (YYYY-MM-DD).")] = None,
+    server_url: Annotated[str | None, typer.Option(help="ML server URL; default: start one locally.")] = None,
+    llm: Annotated[str | None, typer.Option(help="'planner' (offline) or a CrewAI LLM string, e.g. openai/gpt-4o.")]
+    = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for --llm.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the structured result as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the risk manager on a portfolio: VaR/CVaR, factors, asset groups and anomalies."""
+    from quantcrew.tools.arguments import ToolInputError, check_weights, parse_floats, parse_names
+
+    try:  # refuse bad weights here, before a server is started for nothing
+        names = parse_names(symbols, field="symbols")
+        parsed = check_weights(parse_floats(weights, field="weights"), len(names), normalize=normalize_weights)
+    except ToolInputError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    settings = _settings(config, client__url=server_url, crew__llm=llm, crew__llm_base_url=llm_base_url)
+    inputs = {"symbols": ",".join(names), "weights": ",".join(f"{w:.6g}" for w in parsed), "lookback": lookback,
+              "horizon_days": horizon_days, "end_date": end_date}
+    _run_crew("risk", inputs, settings, config=config, as_json=as_json, title=f"Risk report: {', '.join(names)}",
+              doing=f"Running the risk manager on {', '.join(names)} (VaR, factors, clusters, anomalies)...")
+
+
+def _run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: Path | None, as_json: bool,
+              title: str, doing: str) -> None:
+    """Start a local ML server unless one is configured, run the crew, print its report."""
     from quantcrew.crew.kickoff import CrewRunError
     from quantcrew.crew.kickoff import run as kickoff
     from quantcrew.crew.server_process import LocalServer, ServerStartError
 
-    settings = _settings(config, client__url=server_url, crew__llm=llm, crew__llm_base_url=llm_base_url)
-    inputs = {"symbol": symbol, "lookback": lookback, "end_date": end_date}
     server: LocalServer | None = None
     try:
         if settings.client.url is None:
@@ -69,9 +109,9 @@ def run(
                 server.start()
             settings.client.url = server.url
             console.print(f"[dim]ML server started at {server.url}[/dim]")
-        with console.status(f"Running the regime crew on {symbol} (fitting the HMM on the ML server)...") as status:
-            outcome = kickoff(inputs, settings,
-                              on_tool_result=lambda r: status.update(f"{r.tool} answered; writing the report..."))
+        with console.status(doing) as status:
+            outcome = kickoff(inputs, settings, kind=kind,
+                              on_tool_result=lambda r: status.update(f"{r.tool} answered..."))
     except (CrewRunError, ServerStartError) as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -88,7 +128,7 @@ def run(
         }, default=str))
         return
     degraded = " [yellow](DEGRADED: fallback answer)[/yellow]" if outcome.degraded else ""
-    console.print(Panel(outcome.output, title=f"Regime report: {symbol}{degraded}", expand=False))
+    console.print(Panel(outcome.output, title=f"{title}{degraded}", expand=False))
     console.print(f"[dim]run {outcome.run_id} stored in {settings.runs_db}[/dim]")
 
 

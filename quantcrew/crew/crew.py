@@ -3,21 +3,74 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import yaml
 from crewai import LLM, Crew, Process, Task
 
-from quantcrew.agents.factories import make_regime_analyst
+from quantcrew.agents.factories import AGENT_FACTORIES
 from quantcrew.config.paths import TASKS_YAML
 from quantcrew.config.settings import Settings
 from quantcrew.crew.planner_llm import PlannerLLM
 from quantcrew.tools.base import QuantTool
 
-__all__ = ["DEFAULT_INPUTS", "build_regime_crew", "make_llm", "required_inputs", "task_config"]
+__all__ = [
+    "CREWS",
+    "DEFAULT_INPUTS",
+    "CrewSpec",
+    "build_crew",
+    "build_regime_crew",
+    "build_risk_crew",
+    "make_llm",
+    "required_inputs",
+    "task_config",
+]
 
-DEFAULT_INPUTS: dict[str, Any] = {"symbol": "SP500", "lookback": 750}
+
+def _regime_tools() -> list[type[QuantTool]]:
+    from quantcrew.tools.regime import RegimeDetectionTool
+
+    return [RegimeDetectionTool]
+
+
+def _risk_tools() -> list[type[QuantTool]]:
+    from quantcrew.tools.anomaly import AnomalyDetectionTool
+    from quantcrew.tools.clustering import ClusteringTool
+    from quantcrew.tools.factors import FactorAnalysisTool
+    from quantcrew.tools.risk import RiskMetricsTool
+
+    return [RiskMetricsTool, FactorAnalysisTool, ClusteringTool, AnomalyDetectionTool]
+
+
+@dataclass(frozen=True)
+class CrewSpec:
+    """One runnable crew: its task (config/tasks.yaml), whose agent it names, its tools and default inputs."""
+
+    kind: str
+    task: str
+    tool_classes: Callable[[], list[type[QuantTool]]]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def agent(self) -> str:
+        return task_config(self.task)["agent"]
+
+    def make_tools(self, settings: Settings, **kwargs: Any) -> list[QuantTool]:
+        """One instance of each tool, sharing ``kwargs`` (client, on_result)."""
+        return [cls(settings=settings, **kwargs) for cls in self.tool_classes()]
+
+
+CREWS: dict[str, CrewSpec] = {
+    "regime": CrewSpec("regime", "regime_analysis", _regime_tools, {"symbol": "SP500", "lookback": 750}),
+    "risk": CrewSpec("risk", "risk_assessment", _risk_tools,
+                     {"symbols": "SP500,NASDAQ", "weights": "0.6,0.4", "lookback": 1000, "horizon_days": 1}),
+}
+"""The crews ``quantcrew run`` / ``quantcrew risk`` and the scheduler can start, by kind."""
+
+DEFAULT_INPUTS: dict[str, Any] = CREWS["regime"].defaults
 
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 
@@ -64,11 +117,23 @@ def make_llm(settings: Settings, inputs: dict[str, Any]) -> Any:
     return LLM(**kwargs)
 
 
+def build_crew(kind: str, settings: Settings, *, tools: list[QuantTool], llm: Any) -> Crew:
+    """The crew of ``kind`` (a key of :data:`CREWS`): its agent with ``tools`` and ``llm``, one task."""
+    if kind not in CREWS:
+        raise KeyError(f"no crew '{kind}'; defined: {sorted(CREWS)}")
+    spec = CREWS[kind]
+    cfg = task_config(spec.task)
+    agent = AGENT_FACTORIES[cfg["agent"]](settings, tools=list(tools), llm=llm)
+    task = Task(name=spec.task, description=cfg["description"], expected_output=cfg["expected_output"], agent=agent)
+    return Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=settings.crew.verbose,
+                memory=False)
+
+
 def build_regime_crew(settings: Settings, *, tools: list[QuantTool], llm: Any) -> Crew:
     """The regime analyst and its one task, run sequentially."""
-    analyst = make_regime_analyst(settings, tools=list(tools), llm=llm)
-    cfg = task_config("regime_analysis")
-    task = Task(name="regime_analysis", description=cfg["description"], expected_output=cfg["expected_output"],
-                agent=analyst)
-    return Crew(agents=[analyst], tasks=[task], process=Process.sequential, verbose=settings.crew.verbose,
-                memory=False)
+    return build_crew("regime", settings, tools=tools, llm=llm)
+
+
+def build_risk_crew(settings: Settings, *, tools: list[QuantTool], llm: Any) -> Crew:
+    """The risk manager with the risk, factor, clustering and anomaly tools, one task."""
+    return build_crew("risk", settings, tools=tools, llm=llm)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from quantcrew.config.settings import Settings, get_settings
 from quantcrew.data.errors import DataError
+from quantcrew.tools.arguments import ToolInputError
 from quantcrew.tools.client import AsyncMLClient, MLClient, make_async_client, make_client
 from quantcrew.tools.errors import MLClientError, is_server_fault
 
@@ -83,6 +84,22 @@ class QuantTool(BaseTool):
 
     # -- the shared flow -------------------------------------------------------------------
 
+    def _run(self, **kwargs: Any) -> str:
+        """CrewAI's sync entry: ``kwargs`` are the validated ``args_schema`` fields."""
+        started = time.perf_counter()
+        prepared, failed = self._prepare_or_fail(kwargs, started)
+        if failed is not None:
+            return failed
+        return self._execute(kwargs, self._send, prepared, started)
+
+    async def _arun(self, **kwargs: Any) -> str:
+        """CrewAI's async entry: the same flow with the async client."""
+        started = time.perf_counter()
+        prepared, failed = self._prepare_or_fail(kwargs, started)
+        if failed is not None:
+            return failed
+        return await self._aexecute(kwargs, self._asend, prepared, started)
+
     def _execute(self, arguments: dict[str, Any], call: Callable[[MLClient, Any], Any], prepared: Any,
                  started: float) -> str:
         if self.client is None and self._settings().client.url is None:
@@ -104,12 +121,14 @@ class QuantTool(BaseTool):
         return self._finish(self._answer(arguments, prepared, reply), started)
 
     def _prepare_or_fail(self, arguments: dict[str, Any], started: float) -> tuple[Any, str | None]:
-        """Load data and build the request; a data error becomes the answer."""
+        """Load data and build the request; a data error or a bad argument becomes the answer."""
         try:
             return self._prepare(arguments), None
         except DataError as exc:
             text = f"{self.name}: cannot use the data: {exc}"
-            return None, self._finish(ToolResult(tool=self.name, ok=False, summary=text, arguments=arguments), started)
+        except ToolInputError as exc:
+            text = f"{self.name}: bad argument: {exc}"
+        return None, self._finish(ToolResult(tool=self.name, ok=False, summary=text, arguments=arguments), started)
 
     def _on_client_error(self, arguments: dict[str, Any], prepared: Any, exc: MLClientError, started: float) -> str:
         if not is_server_fault(exc):
@@ -129,7 +148,15 @@ class QuantTool(BaseTool):
     # -- what each tool provides -------------------------------------------------------------
 
     def _prepare(self, arguments: dict[str, Any]) -> Any:
-        """Load the data and build the wire request (raise DataError on bad data)."""
+        """Load the data and build the wire request (raise DataError on bad data, ToolInputError on bad arguments)."""
+        raise NotImplementedError
+
+    def _send(self, client: MLClient, prepared: Any) -> Any:
+        """Call the server with the prepared request(s) and return the reply."""
+        raise NotImplementedError
+
+    async def _asend(self, client: AsyncMLClient, prepared: Any) -> Any:
+        """``_send`` with the async client."""
         raise NotImplementedError
 
     def _answer(self, arguments: dict[str, Any], prepared: Any, reply: Any) -> ToolResult:

@@ -28,20 +28,52 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, overload
 from urllib.parse import quote
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from quantcrew.config.settings import ClientSettings
+from quantcrew.ml_server.schemas.anomaly import (
+    AnomalyFitRequest,
+    AnomalyFitResponse,
+    AnomalyRequest,
+    AnomalyResponse,
+    AnomalyScoreRequest,
+)
+from quantcrew.ml_server.schemas.cluster import (
+    ClusterFitRequest,
+    ClusterFitResponse,
+    ClusterPredictRequest,
+    ClusterPredictResponse,
+    ClusterRequest,
+    ClusterResponse,
+)
 from quantcrew.ml_server.schemas.common import HealthResponse, ModelInfo, ReadyResponse, WireModel
+from quantcrew.ml_server.schemas.decompose import (
+    DecomposeFitRequest,
+    DecomposeFitResponse,
+    DecomposeRequest,
+    DecomposeResponse,
+    DecomposeTransformRequest,
+    DecomposeTransformResponse,
+)
 from quantcrew.ml_server.schemas.regime import (
     RegimeFitRequest,
     RegimeFitResponse,
     RegimeLabelRequest,
     RegimeLabelResponse,
     RegimePredictRequest,
+)
+from quantcrew.ml_server.schemas.risk import CovarianceRequest, CovarianceResponse, VarRequest, VarResponse
+from quantcrew.ml_server.schemas.risk_backtest import VarBacktestRequest, VarBacktestResponse
+from quantcrew.ml_server.schemas.supervised import (
+    SupervisedAnalyzeRequest,
+    SupervisedFitRequest,
+    SupervisedFitResponse,
+    SupervisedPredictRequest,
+    SupervisedPredictResponse,
 )
 from quantcrew.tools.breaker import BreakerState, CircuitBreaker
 from quantcrew.tools.errors import (
@@ -55,6 +87,7 @@ from quantcrew.tools.errors import (
 __all__ = ["AsyncMLClient", "CallInfo", "MLClient", "make_async_client", "make_client"]
 
 _T = TypeVar("_T")
+_Req = TypeVar("_Req", bound=WireModel)
 _H = TypeVar("_H", httpx.Client, httpx.AsyncClient)
 
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -62,34 +95,77 @@ _DEFAULT_MAX_BACKOFF_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class _Endpoint(Generic[_T]):
+class _Endpoint(Generic[_Req, _T]):
     """One row of the endpoint table."""
 
     name: str
     method: str
     path: str  # may hold a {model_id} placeholder
-    request_type: type[WireModel] | None
+    request_type: type[_Req] | None
     parse: Callable[[bytes], _T]  # the response type's JSON validator
     idempotent: bool  # may be retried after a retryable fault
     probe: bool = False  # one attempt, no breaker
+    doc: str = ""  # the client method's docstring
 
 
 _MODEL_LIST: TypeAdapter[list[ModelInfo]] = TypeAdapter(list[ModelInfo])
 
-_HEALTH = _Endpoint("health", "GET", "/health", None, HealthResponse.model_validate_json, True, probe=True)
-_READY = _Endpoint("ready", "GET", "/ready", None, ReadyResponse.model_validate_json, True, probe=True)
-_REGIME_LABEL = _Endpoint(
-    "regime_label", "POST", "/v1/regime/label", RegimeLabelRequest, RegimeLabelResponse.model_validate_json, True
+_HEALTH: _Endpoint[WireModel, HealthResponse] = _Endpoint(
+    "health", "GET", "/health", None, HealthResponse.model_validate_json, True, probe=True
 )
-_REGIME_FIT = _Endpoint(
-    "regime_fit", "POST", "/v1/regime/fit", RegimeFitRequest, RegimeFitResponse.model_validate_json, False
+_READY: _Endpoint[WireModel, ReadyResponse] = _Endpoint(
+    "ready", "GET", "/ready", None, ReadyResponse.model_validate_json, True, probe=True
 )
-_REGIME_PREDICT = _Endpoint(
-    "regime_predict", "POST", "/v1/regime/predict", RegimePredictRequest, RegimeLabelResponse.model_validate_json,
-    True,
+_LIST_MODELS: _Endpoint[WireModel, list[ModelInfo]] = _Endpoint(
+    "list_models", "GET", "/v1/models", None, _MODEL_LIST.validate_json, True
 )
-_LIST_MODELS = _Endpoint("list_models", "GET", "/v1/models", None, _MODEL_LIST.validate_json, True)
-_GET_MODEL = _Endpoint("get_model", "GET", "/v1/models/{model_id}", None, ModelInfo.model_validate_json, True)
+_GET_MODEL: _Endpoint[WireModel, ModelInfo] = _Endpoint(
+    "get_model", "GET", "/v1/models/{model_id}", None, ModelInfo.model_validate_json, True
+)
+
+
+def _post(name: str, path: str, request_type: type[_Req], response_type: type[_T], doc: str, *,
+          idempotent: bool = True) -> _Endpoint[_Req, _T]:
+    parse: Callable[[bytes], _T] = response_type.model_validate_json  # type: ignore[attr-defined]
+    return _Endpoint(name, "POST", path, request_type, parse, idempotent, doc=doc)
+
+
+_REGIME_LABEL = _post("regime_label", "/v1/regime/label", RegimeLabelRequest, RegimeLabelResponse,
+                      "Fit an HMM on the bars and label each one (stateless; retried).")
+_REGIME_FIT = _post("regime_fit", "/v1/regime/fit", RegimeFitRequest, RegimeFitResponse,
+                    "Fit an HMM and store it as a new registry version (never retried).", idempotent=False)
+_REGIME_PREDICT = _post("regime_predict", "/v1/regime/predict", RegimePredictRequest, RegimeLabelResponse,
+                        "Label bars with a stored model (retried).")
+_RISK_COVARIANCE = _post("risk_covariance", "/v1/risk/covariance", CovarianceRequest, CovarianceResponse,
+                         "Sample, Ledoit-Wolf, OAS or constant-correlation covariance of returns (stateless).")
+_RISK_VAR = _post("risk_var", "/v1/risk/var", VarRequest, VarResponse,
+                  "Portfolio VaR and CVaR by the requested methods (stateless; retried).")
+_RISK_BACKTEST = _post("risk_backtest", "/v1/risk/backtest", VarBacktestRequest, VarBacktestResponse,
+                       "Rolling out-of-sample VaR with Kupiec and Christoffersen tests (stateless; retried).")
+_DECOMPOSE_ANALYZE = _post("decompose_analyze", "/v1/decompose/analyze", DecomposeRequest, DecomposeResponse,
+                           "PCA / FastICA / NMF of a returns matrix (stateless; retried).")
+_DECOMPOSE_FIT = _post("decompose_fit", "/v1/decompose/fit", DecomposeFitRequest, DecomposeFitResponse,
+                       "Fit a decomposition and store it (never retried).", idempotent=False)
+_DECOMPOSE_TRANSFORM = _post("decompose_transform", "/v1/decompose/transform", DecomposeTransformRequest,
+                             DecomposeTransformResponse, "Factor scores of new rows from a stored decomposition.")
+_CLUSTER_ANALYZE = _post("cluster_analyze", "/v1/cluster/analyze", ClusterRequest, ClusterResponse,
+                         "KMeans / DBSCAN / Gaussian-mixture clusters of rows or assets (stateless; retried).")
+_CLUSTER_FIT = _post("cluster_fit", "/v1/cluster/fit", ClusterFitRequest, ClusterFitResponse,
+                     "Fit a clustering of rows and store it (never retried).", idempotent=False)
+_CLUSTER_PREDICT = _post("cluster_predict", "/v1/cluster/predict", ClusterPredictRequest, ClusterPredictResponse,
+                         "Cluster labels of new rows from a stored model.")
+_ANOMALY_DETECT = _post("anomaly_detect", "/v1/anomaly/detect", AnomalyRequest, AnomalyResponse,
+                        "IsolationForest anomaly scores of OHLCV bars (stateless; retried).")
+_ANOMALY_FIT = _post("anomaly_fit", "/v1/anomaly/fit", AnomalyFitRequest, AnomalyFitResponse,
+                     "Fit an anomaly model on bars and store it (never retried).", idempotent=False)
+_ANOMALY_SCORE = _post("anomaly_score", "/v1/anomaly/score", AnomalyScoreRequest, AnomalyResponse,
+                       "Score new bars with a stored anomaly model.")
+_SUPERVISED_ANALYZE = _post("supervised_analyze", "/v1/supervised/analyze", SupervisedAnalyzeRequest,
+                            SupervisedFitResponse, "Fit, evaluate on a chronological holdout and predict (stateless).")
+_SUPERVISED_FIT = _post("supervised_fit", "/v1/supervised/fit", SupervisedFitRequest, SupervisedFitResponse,
+                        "Fit a supervised model and store it (never retried).", idempotent=False)
+_SUPERVISED_PREDICT = _post("supervised_predict", "/v1/supervised/predict", SupervisedPredictRequest,
+                            SupervisedPredictResponse, "Predictions of a stored supervised model.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +225,9 @@ class _MLClientBase(Generic[_H]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={str(self.base_url)!r}, retries={self.retries})"
 
-    def _build_request(self, endpoint: _Endpoint[Any], body: WireModel | None, model_id: str | None) -> httpx.Request:
+    def _build_request(
+        self, endpoint: _Endpoint[Any, Any], body: WireModel | None, model_id: str | None
+    ) -> httpx.Request:
         if endpoint.request_type is not None and type(body) is not endpoint.request_type:
             raise TypeError(f"{endpoint.name} takes a {endpoint.request_type.__name__}, got {type(body).__name__}")
         path = endpoint.path
@@ -163,13 +241,13 @@ class _MLClientBase(Generic[_H]):
             endpoint.method, path, content=body.model_dump_json().encode(), headers=_JSON_HEADERS
         )
 
-    def _guard(self, endpoint: _Endpoint[Any]) -> AbstractContextManager[None]:
+    def _guard(self, endpoint: _Endpoint[Any, Any]) -> AbstractContextManager[None]:
         if self.breaker is None or endpoint.probe:
             return nullcontext()
         return self.breaker.guard()
 
     @staticmethod
-    def _parse(endpoint: _Endpoint[_T], response: httpx.Response) -> _T:
+    def _parse(endpoint: _Endpoint[Any, _T], response: httpx.Response) -> _T:
         if not response.is_success:
             raise error_from_response(response)
         try:
@@ -184,7 +262,7 @@ class _MLClientBase(Generic[_H]):
                 endpoint=f"{endpoint.method} {endpoint.path}",
             ) from exc
 
-    def _retry_delay(self, endpoint: _Endpoint[Any], exc: MLClientError, attempt: int) -> float | None:
+    def _retry_delay(self, endpoint: _Endpoint[Any, Any], exc: MLClientError, attempt: int) -> float | None:
         """Seconds to wait before retry number ``attempt + 1``, or None to give up and raise ``exc``."""
         if not (endpoint.idempotent and not endpoint.probe and exc.retryable and attempt < self.retries):
             return None
@@ -196,9 +274,59 @@ class _MLClientBase(Generic[_H]):
             delay = min(max(delay, exc.retry_after_s), self.max_backoff_s)
         return delay
 
-    def _record(self, endpoint: _Endpoint[Any], attempts: int, started: float, status: int | None, ok: bool) -> None:
+    def _record(
+        self, endpoint: _Endpoint[Any, Any], attempts: int, started: float, status: int | None, ok: bool
+    ) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         self.last_call = CallInfo(endpoint.name, attempts, elapsed_ms, status, ok)
+
+
+class _SyncPost(Generic[_Req, _T]):
+    """A POST endpoint as a method of :class:`MLClient`: ``client.risk_var(request) -> VarResponse``."""
+
+    def __init__(self, endpoint: _Endpoint[_Req, _T]) -> None:
+        self.endpoint = endpoint
+        self.__doc__ = endpoint.doc
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> _SyncPost[_Req, _T]: ...
+    @overload
+    def __get__(self, obj: MLClient, owner: type[Any] | None = None) -> Callable[[_Req], _T]: ...
+    def __get__(self, obj: MLClient | None, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        endpoint = self.endpoint
+
+        def call(request: _Req) -> _T:
+            return obj._call(endpoint, request)
+
+        call.__name__ = call.__qualname__ = endpoint.name
+        call.__doc__ = endpoint.doc
+        return call
+
+
+class _AsyncPost(Generic[_Req, _T]):
+    """A POST endpoint as a coroutine method of :class:`AsyncMLClient`."""
+
+    def __init__(self, endpoint: _Endpoint[_Req, _T]) -> None:
+        self.endpoint = endpoint
+        self.__doc__ = endpoint.doc
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> _AsyncPost[_Req, _T]: ...
+    @overload
+    def __get__(self, obj: AsyncMLClient, owner: type[Any] | None = None) -> Callable[[_Req], Awaitable[_T]]: ...
+    def __get__(self, obj: AsyncMLClient | None, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        endpoint = self.endpoint
+
+        async def call(request: _Req) -> _T:
+            return await obj._call(endpoint, request)
+
+        call.__name__ = call.__qualname__ = endpoint.name
+        call.__doc__ = endpoint.doc
+        return call
 
 
 class MLClient(_MLClientBase[httpx.Client]):
@@ -244,17 +372,24 @@ class MLClient(_MLClientBase[httpx.Client]):
         """Readiness: one attempt, no breaker; a server not ready raises ``ModelNotReady``."""
         return self._call(_READY)
 
-    def regime_label(self, request: RegimeLabelRequest) -> RegimeLabelResponse:
-        """Fit an HMM on the bars and label each one (stateless; retried)."""
-        return self._call(_REGIME_LABEL, request)
-
-    def regime_fit(self, request: RegimeFitRequest) -> RegimeFitResponse:
-        """Fit an HMM and store it as a new registry version (never retried)."""
-        return self._call(_REGIME_FIT, request)
-
-    def regime_predict(self, request: RegimePredictRequest) -> RegimeLabelResponse:
-        """Label bars with a stored model (retried)."""
-        return self._call(_REGIME_PREDICT, request)
+    regime_label = _SyncPost(_REGIME_LABEL)
+    regime_fit = _SyncPost(_REGIME_FIT)
+    regime_predict = _SyncPost(_REGIME_PREDICT)
+    risk_covariance = _SyncPost(_RISK_COVARIANCE)
+    risk_var = _SyncPost(_RISK_VAR)
+    risk_backtest = _SyncPost(_RISK_BACKTEST)
+    decompose_analyze = _SyncPost(_DECOMPOSE_ANALYZE)
+    decompose_fit = _SyncPost(_DECOMPOSE_FIT)
+    decompose_transform = _SyncPost(_DECOMPOSE_TRANSFORM)
+    cluster_analyze = _SyncPost(_CLUSTER_ANALYZE)
+    cluster_fit = _SyncPost(_CLUSTER_FIT)
+    cluster_predict = _SyncPost(_CLUSTER_PREDICT)
+    anomaly_detect = _SyncPost(_ANOMALY_DETECT)
+    anomaly_fit = _SyncPost(_ANOMALY_FIT)
+    anomaly_score = _SyncPost(_ANOMALY_SCORE)
+    supervised_analyze = _SyncPost(_SUPERVISED_ANALYZE)
+    supervised_fit = _SyncPost(_SUPERVISED_FIT)
+    supervised_predict = _SyncPost(_SUPERVISED_PREDICT)
 
     def list_models(self) -> list[ModelInfo]:
         """Every registry entry."""
@@ -276,7 +411,7 @@ class MLClient(_MLClientBase[httpx.Client]):
     ) -> None:
         self.close()
 
-    def _call(self, endpoint: _Endpoint[_T], body: WireModel | None = None, *, model_id: str | None = None) -> _T:
+    def _call(self, endpoint: _Endpoint[Any, _T], body: WireModel | None = None, *, model_id: str | None = None) -> _T:
         request = self._build_request(endpoint, body, model_id)
         started = time.perf_counter()
         attempts, status = 0, None
@@ -342,17 +477,24 @@ class AsyncMLClient(_MLClientBase[httpx.AsyncClient]):
         """Readiness: one attempt, no breaker; a server not ready raises ``ModelNotReady``."""
         return await self._call(_READY)
 
-    async def regime_label(self, request: RegimeLabelRequest) -> RegimeLabelResponse:
-        """Fit an HMM on the bars and label each one (stateless; retried)."""
-        return await self._call(_REGIME_LABEL, request)
-
-    async def regime_fit(self, request: RegimeFitRequest) -> RegimeFitResponse:
-        """Fit an HMM and store it as a new registry version (never retried)."""
-        return await self._call(_REGIME_FIT, request)
-
-    async def regime_predict(self, request: RegimePredictRequest) -> RegimeLabelResponse:
-        """Label bars with a stored model (retried)."""
-        return await self._call(_REGIME_PREDICT, request)
+    regime_label = _AsyncPost(_REGIME_LABEL)
+    regime_fit = _AsyncPost(_REGIME_FIT)
+    regime_predict = _AsyncPost(_REGIME_PREDICT)
+    risk_covariance = _AsyncPost(_RISK_COVARIANCE)
+    risk_var = _AsyncPost(_RISK_VAR)
+    risk_backtest = _AsyncPost(_RISK_BACKTEST)
+    decompose_analyze = _AsyncPost(_DECOMPOSE_ANALYZE)
+    decompose_fit = _AsyncPost(_DECOMPOSE_FIT)
+    decompose_transform = _AsyncPost(_DECOMPOSE_TRANSFORM)
+    cluster_analyze = _AsyncPost(_CLUSTER_ANALYZE)
+    cluster_fit = _AsyncPost(_CLUSTER_FIT)
+    cluster_predict = _AsyncPost(_CLUSTER_PREDICT)
+    anomaly_detect = _AsyncPost(_ANOMALY_DETECT)
+    anomaly_fit = _AsyncPost(_ANOMALY_FIT)
+    anomaly_score = _AsyncPost(_ANOMALY_SCORE)
+    supervised_analyze = _AsyncPost(_SUPERVISED_ANALYZE)
+    supervised_fit = _AsyncPost(_SUPERVISED_FIT)
+    supervised_predict = _AsyncPost(_SUPERVISED_PREDICT)
 
     async def list_models(self) -> list[ModelInfo]:
         """Every registry entry."""
@@ -375,7 +517,7 @@ class AsyncMLClient(_MLClientBase[httpx.AsyncClient]):
         await self.aclose()
 
     async def _call(
-        self, endpoint: _Endpoint[_T], body: WireModel | None = None, *, model_id: str | None = None
+        self, endpoint: _Endpoint[Any, _T], body: WireModel | None = None, *, model_id: str | None = None
     ) -> _T:
         request = self._build_request(endpoint, body, model_id)
         started = time.perf_counter()

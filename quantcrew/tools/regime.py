@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from quantcrew.data.loaders import load_symbol, to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.ml_server.schemas.regime import RegimeLabelRequest, RegimeLabelResponse
+from quantcrew.tools.arguments import iso_date
 from quantcrew.tools.base import QuantTool, ToolResult
 from quantcrew.tools.fallbacks import regime_fallback
 
@@ -38,16 +39,8 @@ class RegimeDetectionInput(BaseModel):
 
     @field_validator("end_date")
     @classmethod
-    def _iso_date(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
-            return None
-        import datetime as _dt
-
-        try:
-            _dt.date.fromisoformat(v.strip()[:10])
-        except ValueError as exc:
-            raise ValueError(f"end_date must be YYYY-MM-DD, got {v!r}") from exc
-        return v.strip()
+    def _end_date(cls, v: str | None) -> str | None:
+        return iso_date(v)
 
 
 @dataclass(frozen=True)

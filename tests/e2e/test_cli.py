@@ -94,3 +94,21 @@ def test_bad_settings_exit_2_with_message(tmp_path: Path) -> None:
     proc = subprocess.run([*CLI, "run"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "QUANTCREW_CLIENT__TIMEOUT_S" in proc.stderr
+
+
+def test_risk_command_runs_the_risk_manager(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "risk", "--symbols", "SP500,NASDAQ", "--weights", "0.6,0.4", "--lookback", "400"],
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Risk report: SP500, NASDAQ" in proc.stdout
+    assert "filtered_historical" in proc.stdout and "degraded: false" in proc.stdout
+    store = RunsStore(tmp_path / "runs.db")
+    [row] = store.list_runs(5)
+    assert row["kind"] == "risk" and row["status"] == "succeeded"
+
+
+def test_risk_command_refuses_weights_that_do_not_sum_to_one(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "risk", "--symbols", "SP500,NASDAQ", "--weights", "0.6,0.6"],
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "sum to 1.2" in proc.stderr and "normalize" in proc.stderr

@@ -14,12 +14,6 @@ from quantcrew.tools import MLClient, RegimeDetectionTool, ToolResult
 from quantcrew.tools.client import make_client
 
 
-@pytest.fixture
-def ml_client(settings: Settings) -> Iterator[MLClient]:
-    with TestClient(create_app(settings)) as tc:
-        yield MLClient(tc)
-
-
 def test_run_answers_from_server_and_keeps_structured_result(settings: Settings, ml_client: MLClient) -> None:
     seen: list[ToolResult] = []
     tool = RegimeDetectionTool(settings=settings, client=ml_client, on_result=seen.append)
