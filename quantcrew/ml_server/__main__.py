@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level:
         server.log_level = args.log_level
 
+    from quantcrew.ml_server.threads import limit_compute_threads
+
+    limit_compute_threads(server.compute_threads)  # before any model code loads its native libraries
     import uvicorn
 
     from quantcrew.ml_server.app import create_app

@@ -17,6 +17,7 @@ from quantcrew.ml_server.metrics import Metrics, MetricsMiddleware
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.routes import anomaly, cluster, decompose, health, models, regime, risk, supervised
 from quantcrew.ml_server.security import require_api_key
+from quantcrew.ml_server.threads import limit_compute_threads
 
 __all__ = ["create_app"]
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limits = limit_compute_threads(settings.server.compute_threads)
         app.state.registry = ModelRegistry(settings.registry_db, settings.artifacts_dir)
         app.state.device = resolve_device(settings.server.device)
         logger.info("quantcrew ML server ready on device %s with %d models",
@@ -42,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.registry.close()
             app.state.device = None
+            if limits is not None:
+                limits.restore_original_limits()
 
     app = FastAPI(
         title="quantcrew ML server",
@@ -66,3 +70,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     return app
+

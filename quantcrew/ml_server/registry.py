@@ -43,15 +43,17 @@ TRUSTED_TYPES: dict[str, tuple[str, ...]] = {
     "regime": ("hmmlearn.hmm.GaussianHMM", "hmmlearn.base.ConvergenceMonitor", "collections.deque"),
     "cluster": (
         "numpy.float64", "sklearn.cluster._dbscan.DBSCAN", "sklearn.cluster._kmeans.KMeans",
-        "sklearn.mixture._gaussian_mixture.GaussianMixture", "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.mixture._gaussian_mixture.GaussianMixture", "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler",
     ),
     "decompose": (
         "numpy.float64", "sklearn.decomposition._fastica.FastICA", "sklearn.decomposition._nmf.NMF",
-        "sklearn.decomposition._pca.PCA",
+        "sklearn.decomposition._pca.PCA", "sklearn.pipeline.Pipeline", "sklearn.preprocessing._data.StandardScaler",
     ),
     "anomaly": (
-        "numpy.float64", "sklearn.ensemble._iforest.IsolationForest", "sklearn.preprocessing._data.StandardScaler",
-        "sklearn.tree._classes.ExtraTreeRegressor", "sklearn.tree._tree.Tree",
+        "numpy.float64", "sklearn.ensemble._iforest.IsolationForest", "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler", "sklearn.tree._classes.ExtraTreeRegressor",
+        "sklearn.tree._tree.Tree",
     ),
     "supervised": (
         "numpy.float64", "numpy.int64", "numpy.random.mtrand.RandomState",
@@ -59,6 +61,7 @@ TRUSTED_TYPES: dict[str, tuple[str, ...]] = {
         "sklearn._loss._loss.CyHalfSquaredError", "sklearn._loss.link.IdentityLink", "sklearn._loss.link.Interval",
         "sklearn._loss.link.LogitLink", "sklearn._loss.link.MultinomialLogit", "sklearn._loss.loss.HalfBinomialLoss",
         "sklearn._loss.loss.HalfMultinomialLoss", "sklearn._loss.loss.HalfSquaredError",
+        "sklearn.compose._target.TransformedTargetRegressor",
         "sklearn.dummy.DummyClassifier", "sklearn.dummy.DummyRegressor",
         "sklearn.ensemble._forest.RandomForestClassifier", "sklearn.ensemble._forest.RandomForestRegressor",
         "sklearn.ensemble._gb.GradientBoostingClassifier", "sklearn.ensemble._gb.GradientBoostingRegressor",

@@ -2,8 +2,8 @@
 
 Reuse in any CrewAI crew::
 
-    from quantcrew.tools import RegimeDetectionTool
-    tool = RegimeDetectionTool()          # reads QUANTCREW_CLIENT__URL etc.
+    from quantcrew.tools import RegimeDetectionTool, RiskMetricsTool
+    tools = [RegimeDetectionTool(), RiskMetricsTool()]   # read QUANTCREW_CLIENT__URL etc.
 
 Names resolve lazily, so ``import quantcrew.tools.client`` does not pay for importing
 crewai (several seconds) when only the client is wanted.
@@ -15,18 +15,36 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "AnomalyDetectionInput",
+    "AnomalyDetectionTool",
     "AsyncMLClient",
+    "ClusteringInput",
+    "ClusteringTool",
+    "FactorAnalysisInput",
+    "FactorAnalysisTool",
     "MLClient",
     "MLClientError",
     "QuantTool",
     "RegimeDetectionInput",
     "RegimeDetectionTool",
+    "RiskMetricsInput",
+    "RiskMetricsTool",
+    "ToolInputError",
     "ToolResult",
     "make_async_client",
     "make_client",
 ]
 
 _WHERE = {
+    "AnomalyDetectionInput": "quantcrew.tools.anomaly",
+    "AnomalyDetectionTool": "quantcrew.tools.anomaly",
+    "ClusteringInput": "quantcrew.tools.clustering",
+    "ClusteringTool": "quantcrew.tools.clustering",
+    "FactorAnalysisInput": "quantcrew.tools.factors",
+    "FactorAnalysisTool": "quantcrew.tools.factors",
+    "RiskMetricsInput": "quantcrew.tools.risk",
+    "RiskMetricsTool": "quantcrew.tools.risk",
+    "ToolInputError": "quantcrew.tools.arguments",
     "AsyncMLClient": "quantcrew.tools.client",
     "MLClient": "quantcrew.tools.client",
     "make_async_client": "quantcrew.tools.client",
@@ -39,10 +57,15 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
+    from quantcrew.tools.anomaly import AnomalyDetectionInput, AnomalyDetectionTool
+    from quantcrew.tools.arguments import ToolInputError
     from quantcrew.tools.base import QuantTool, ToolResult
     from quantcrew.tools.client import AsyncMLClient, MLClient, make_async_client, make_client
+    from quantcrew.tools.clustering import ClusteringInput, ClusteringTool
     from quantcrew.tools.errors import MLClientError
+    from quantcrew.tools.factors import FactorAnalysisInput, FactorAnalysisTool
     from quantcrew.tools.regime import RegimeDetectionInput, RegimeDetectionTool
+    from quantcrew.tools.risk import RiskMetricsInput, RiskMetricsTool
 
 
 def __getattr__(name: str) -> Any:

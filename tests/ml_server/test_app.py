@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -121,3 +124,33 @@ def test_unknown_field_returns_422(client: TestClient, sp500_payload: dict[str, 
     resp = client.post("/v1/regime/label", json={"data": sp500_payload, "path": "/etc/passwd"})
     err = _assert_error(resp, 422, "invalid_input")
     assert "path" in str(err["details"])
+
+
+
+def test_lifespan_caps_blas_threads_and_restores_them(settings: Settings) -> None:
+    import scipy.linalg  # noqa: F401  (a BLAS loaded before the app starts)
+    from threadpoolctl import threadpool_info
+
+    before = {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+    settings.server.compute_threads = 1
+    with TestClient(create_app(settings)):
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+    assert {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == before
+
+
+def test_server_caps_openmp_threads_of_worker_threads_before_loading_models() -> None:
+    code = (
+        "import threading\n"
+        "from quantcrew.ml_server.threads import limit_compute_threads\n"
+        "limit_compute_threads(1)\n"
+        "import sklearn.cluster\n"
+        "from threadpoolctl import threadpool_info\n"
+        "out = []\n"
+        "t = threading.Thread(target=lambda: out.extend(p['num_threads'] for p in threadpool_info()))\n"
+        "t.start(); t.join()\n"
+        "print(max(out))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"

@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "sklearn", "hmmlearn", "stable_baselines3", "gymnasium")
+HEAVY = ("torch", "sklearn", "hmmlearn", "stable_baselines3", "gymnasium", "scipy", "arch")
 
 
 def test_agent_side_imports_no_ml_framework() -> None:
     code = (
         "import sys\n"
         "import quantcrew.tools, quantcrew.agents, quantcrew.crew, quantcrew.data, quantcrew.config\n"
-        "import quantcrew.crew.cli, quantcrew.crew.planner_llm, quantcrew.tools.regime\n"
+        "import quantcrew.crew.cli, quantcrew.crew.planner_llm, quantcrew.tools.regime, quantcrew.tools.risk\n"
+        "import quantcrew.tools.factors, quantcrew.tools.clustering, quantcrew.tools.anomaly\n"
         "from quantcrew.data import load_sample\n"
         "load_sample('SP500')\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
@@ -26,6 +27,9 @@ def test_schemas_import_without_fastapi_or_ml() -> None:
     code = (
         "import sys\n"
         "import quantcrew.ml_server.schemas.common, quantcrew.ml_server.schemas.regime\n"
+        "import quantcrew.ml_server.schemas.risk, quantcrew.ml_server.schemas.risk_backtest\n"
+        "import quantcrew.ml_server.schemas.decompose, quantcrew.ml_server.schemas.cluster\n"
+        "import quantcrew.ml_server.schemas.anomaly, quantcrew.ml_server.schemas.supervised\n"
         f"print(','.join(m for m in {HEAVY + ('fastapi', 'starlette')!r} if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -1,9 +1,51 @@
-"""Decompose family (routes being written)."""
+"""Decompose family: PCA, FastICA and NMF factors of a returns matrix."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from quantcrew.ml_server.routing import ORJSONRoute
+from quantcrew.ml_server.deps import MetricsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.limits import check_matrix
+from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
+from quantcrew.ml_server.schemas.decompose import (
+    DecomposeFitRequest,
+    DecomposeFitResponse,
+    DecomposeRequest,
+    DecomposeResponse,
+    DecomposeTransformRequest,
+    DecomposeTransformResponse,
+)
+from quantcrew.ml_server.services import decompose as service
 
 router = APIRouter(prefix="/decompose", tags=["decompose"], route_class=ORJSONRoute)
+
+
+@router.post("/analyze", response_model=DecomposeResponse, responses=ERROR_RESPONSES)
+def analyze(req: DecomposeRequest, settings: SettingsDep, metrics: MetricsDep) -> Response:
+    """Decompose the matrix into components, explained variance and exposures (nothing kept)."""
+    check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
+    _, _, reply = service.analyze(req)
+    metrics.fits.labels("decompose", reply.method_used, str(reply.fallback).lower()).inc()
+    return model_response(reply)
+
+
+@router.post("/fit", response_model=DecomposeFitResponse, responses=ERROR_RESPONSES)
+def fit(req: DecomposeFitRequest, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep) -> Response:
+    """Decompose the matrix and store the fitted model (scaling and NMF shift included) as a new version."""
+    check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
+    result, matrix, reply = service.analyze(req, min_rows=settings.server.min_rows)
+    metrics.fits.labels("decompose", reply.method_used, str(reply.fallback).lower()).inc()
+    info = registry.save(family="decompose", name=req.name, method=reply.method_used, obj=result.pipeline,
+                         fmt="skops", metadata=service.fit_metadata(req, matrix, reply))
+    fields = {name: getattr(reply, name) for name in type(reply).model_fields}
+    fields.update(model_id=info.model_id, model_version=info.version, model=info)
+    return model_response(DecomposeFitResponse.model_construct(**fields))
+
+
+@router.post("/transform", response_model=DecomposeTransformResponse, responses=ERROR_RESPONSES)
+def transform(req: DecomposeTransformRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
+    """Project new rows onto a stored model's components (no refit)."""
+    check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
+    pipeline, info = registry.load(req.model_id, family="decompose")
+    return model_response(service.transform(pipeline, info.metadata, req.data, model_id=info.model_id,
+                                            model_version=info.version))
