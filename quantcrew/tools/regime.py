@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from quantcrew.data.ohlcv import OHLCV
 from quantcrew.ml_server.schemas.regime import RegimeLabelRequest, RegimeLabelResponse
 from quantcrew.tools.arguments import iso_date
 from quantcrew.tools.base import QuantTool, ToolResult
+from quantcrew.tools.client import AsyncMLClient, MLClient
 from quantcrew.tools.fallbacks import regime_fallback
 
 __all__ = ["RegimeDetectionInput", "RegimeDetectionTool"]
@@ -61,24 +61,6 @@ class RegimeDetectionTool(QuantTool):
     )
     args_schema: type[BaseModel] = RegimeDetectionInput
 
-    def _run(self, symbol: str = "SP500", lookback: int = 750, n_states: int | None = None,
-             end_date: str | None = None) -> str:
-        started = time.perf_counter()
-        args = {"symbol": symbol, "lookback": lookback, "n_states": n_states, "end_date": end_date}
-        prepared, failed = self._prepare_or_fail(args, started)
-        if failed is not None:
-            return failed
-        return self._execute(args, lambda client, p: client.regime_label(p.request), prepared, started)
-
-    async def _arun(self, symbol: str = "SP500", lookback: int = 750, n_states: int | None = None,
-                    end_date: str | None = None) -> str:
-        started = time.perf_counter()
-        args = {"symbol": symbol, "lookback": lookback, "n_states": n_states, "end_date": end_date}
-        prepared, failed = self._prepare_or_fail(args, started)
-        if failed is not None:
-            return failed
-        return await self._aexecute(args, lambda client, p: client.regime_label(p.request), prepared, started)
-
     def _prepare(self, arguments: dict[str, Any]) -> _Prepared:
         data = self._settings().data
         bars = load_symbol(arguments["symbol"], data_dir=data.data_dir, max_gap_days=data.max_gap_days)
@@ -90,6 +72,12 @@ class RegimeDetectionTool(QuantTool):
             {"data": to_payload_dict(bars), "n_states": arguments.get("n_states"), "include_probabilities": False}
         )
         return _Prepared(bars, request)
+
+    def _send(self, client: MLClient, prepared: _Prepared) -> RegimeLabelResponse:
+        return client.regime_label(prepared.request)
+
+    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> RegimeLabelResponse:
+        return await client.regime_label(prepared.request)
 
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared, reply: RegimeLabelResponse) -> ToolResult:
         recent = Counter(reply.labels[-_RECENT:])

@@ -62,7 +62,7 @@ class RiskMetricsTool(QuantTool):
         for level in levels:
             if not 0.0 < level < 1.0:
                 raise ToolInputError(f"confidence_levels: {level} is not strictly between 0 and 1 (e.g. 0.99)")
-        methods = list(VAR_METHODS)
+        methods: list[str] = list(VAR_METHODS)
         if arguments.get("var_methods"):
             methods = parse_names(arguments["var_methods"], field="var_methods")
             unknown = sorted(set(methods) - set(VAR_METHODS))
