@@ -361,7 +361,7 @@ def _historical(x: FloatArray, window: int, levels: list[float]) -> tuple[FloatA
     for lo, block in _window_blocks(x, window):
         # quantile of the losses, as historical_var takes it (linear interpolation)
         out[lo:lo + block.shape[0]] = np.quantile(-block, levels, axis=1, method="weibull").T
-    return out, {"quantile": "linear", "losses_per_window": float(window)}
+    return out, {"quantile": "weibull", "losses_per_window": float(window)}
 
 
 def _normal(moments: _RollingMoments, levels: list[float]) -> tuple[FloatArray, Details]:
