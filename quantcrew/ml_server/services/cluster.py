@@ -49,7 +49,7 @@ from sklearn.preprocessing import StandardScaler
 from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.schemas.cluster import ClusterPredictResponse, ClusterRequest, ClusterResponse
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
-from quantcrew.ml_server.services.matrix import Matrix, matrix_from_payload
+from quantcrew.ml_server.services.matrix import Matrix, check_columns, finite_list, finite_rows, matrix_from_payload
 
 __all__ = ["ClusterFit", "analyze", "assets_embedding", "correlation_distance", "fit_metadata", "knee_eps",
            "predict"]
@@ -315,9 +315,9 @@ def _response(req: ClusterRequest, matrix: Matrix, fit: ClusterFit, points: Floa
         else:
             inside = np.asarray(est.cluster_centers_ if req.method == "kmeans" else est.means_, dtype=np.float64)
             raw = inside if isinstance(scaler, str) else scaler.inverse_transform(inside)
-        centers = _matrix(raw)
+        centers = finite_rows(raw)
         if req.method == "gmm":
-            probabilities = _floats(est.predict_proba(points[-1:])[0])
+            probabilities = finite_list(est.predict_proba(points[-1:])[0])
     members = None
     if assets:
         members = {str(c): [names[i] for i in np.flatnonzero(labels == c)] for c in sorted(set(labels.tolist()))}
@@ -359,7 +359,7 @@ def predict(pipeline: Any, metadata: dict[str, Any], payload: MatrixPayload, *, 
     if not isinstance(pipeline, Pipeline) or "model" not in pipeline.named_steps:
         raise ValueError("stored object is not a cluster pipeline")
     matrix = matrix_from_payload(payload, min_rows=1)
-    _check_columns(list(metadata["columns"]), matrix.columns)
+    check_columns(list(metadata["columns"]), matrix.columns)
     method = str(metadata["method"])
     est = pipeline.named_steps["model"]
     probabilities = None
@@ -370,7 +370,7 @@ def predict(pipeline: Any, metadata: dict[str, Any], payload: MatrixPayload, *, 
     else:
         labels = np.asarray(pipeline.predict(matrix.values), dtype=np.int64)
         if method == "gmm":
-            probabilities = _matrix(pipeline.predict_proba(matrix.values))
+            probabilities = finite_rows(pipeline.predict_proba(matrix.values))
     return ClusterPredictResponse(
         model_id=model_id, model_version=model_version, method_used=method, fallback=False, fallback_reason=None,
         data_hash=matrix.data_hash, seed=metadata.get("seed"), as_of=matrix.as_of, names=matrix.row_names(),
@@ -388,24 +388,3 @@ def _dbscan_assign(est: Any, z: FloatArray) -> IntArray:
     return np.where(dist <= float(est.eps), core_labels[idx], -1).astype(np.int64)
 
 
-def _check_columns(fitted: list[str], given: list[str]) -> None:
-    if fitted == given:
-        return
-    missing = [c for c in fitted if c not in given]
-    extra = [c for c in given if c not in fitted]
-    problem = "; ".join(p for p in (f"missing {missing}" if missing else "",
-                                    f"unexpected {extra}" if extra else "") if p)
-    message = (f"data columns must be the fitted ones in the same order: {problem}" if problem
-               else f"data columns are the fitted ones in another order; expected {fitted}")
-    raise InvalidInputError(message, details=[{"loc": ["body", "data", "columns"], "msg": message,
-                                               "missing": missing, "extra": extra, "expected": fitted}])
-
-
-def _floats(values: npt.ArrayLike) -> list[float]:
-    out: list[float] = np.nan_to_num(np.asarray(values, dtype=np.float64), posinf=0.0, neginf=0.0).tolist()
-    return out
-
-
-def _matrix(values: npt.ArrayLike) -> list[list[float]]:
-    out: list[list[float]] = np.nan_to_num(np.asarray(values, dtype=np.float64), posinf=0.0, neginf=0.0).tolist()
-    return out

@@ -68,7 +68,7 @@ from quantcrew.ml_server.schemas.decompose import (
     RollingDecomposition,
 )
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
-from quantcrew.ml_server.services.matrix import Matrix, matrix_from_payload
+from quantcrew.ml_server.services.matrix import Matrix, check_columns, finite_list, finite_rows, matrix_from_payload
 
 __all__ = [
     "COMPONENT_PREFIX", "DecompositionFit", "analyze", "component_names", "fit_decomposition", "fit_metadata",
@@ -278,11 +278,12 @@ def analyze(request: DecomposeRequest, *, min_rows: int = _MIN_ROWS) -> tuple[De
         model_id=None, model_version=None, method_used=request.method, fallback=False, fallback_reason=None,
         data_hash=matrix.data_hash, seed=None if request.method == "pca" else request.seed, as_of=matrix.as_of,
         columns=matrix.columns, method=request.method, n_components=k, component_names=names,
-        components=_matrix(fit.components), explained_variance=_floats(fit.explained_variance),
-        explained_variance_ratio=_floats(fit.explained_variance_ratio), cumulative_ratio=_floats(fit.cumulative_ratio),
-        exposures={c: _floats(fit.components[:, i]) for i, c in enumerate(matrix.columns)},
+        components=finite_rows(fit.components), explained_variance=finite_list(fit.explained_variance),
+        explained_variance_ratio=finite_list(fit.explained_variance_ratio),
+        cumulative_ratio=finite_list(fit.cumulative_ratio),
+        exposures={c: finite_list(fit.components[:, i]) for i, c in enumerate(matrix.columns)},
         reconstruction_error=float(np.nan_to_num(fit.reconstruction_error)), shift_applied=shift,
-        scores=_matrix(fit.scores) if request.include_scores else None, rolling=rolling, warnings=notes,
+        scores=finite_rows(fit.scores) if request.include_scores else None, rolling=rolling, warnings=notes,
     )
     return fit, matrix, reply
 
@@ -322,8 +323,9 @@ def _rolling(matrix: Matrix, x: FloatArray, req: DecomposeRequest, k: int,
         if previous is not None and float(first @ previous) < 0.0:
             first = -first
         previous = first
-        out.append(RollingDecomposition(end=names[end], explained_variance_ratio=_floats(fit.explained_variance_ratio),
-                                        first_component=_floats(first), warnings=list(fit.warnings)))
+        out.append(RollingDecomposition(end=names[end],
+                                        explained_variance_ratio=finite_list(fit.explained_variance_ratio),
+                                        first_component=finite_list(first), warnings=list(fit.warnings)))
     return out
 
 
@@ -357,7 +359,7 @@ def transform(pipeline: Any, metadata: dict[str, Any], payload: MatrixPayload, *
     if not isinstance(pipeline, Pipeline) or "model" not in pipeline.named_steps:
         raise ValueError("stored object is not a decompose pipeline")
     matrix = matrix_from_payload(payload, min_rows=1)
-    _check_columns(list(metadata["columns"]), matrix.columns)
+    check_columns(list(metadata["columns"]), matrix.columns)
     method = str(metadata["method"])
     x = matrix.values + float(metadata.get("shift") or 0.0)
     if method == "nmf" and (x < 0.0).any():
@@ -371,28 +373,7 @@ def transform(pipeline: Any, metadata: dict[str, Any], payload: MatrixPayload, *
     return DecomposeTransformResponse(
         model_id=model_id, model_version=model_version, method_used=method, fallback=False, fallback_reason=None,
         data_hash=matrix.data_hash, seed=metadata.get("seed"), as_of=matrix.as_of,
-        columns=list(metadata["component_names"]), timestamps=matrix.iso(), scores=_matrix(scores),
+        columns=list(metadata["component_names"]), timestamps=matrix.iso(), scores=finite_rows(scores),
     )
 
 
-def _check_columns(fitted: list[str], given: list[str]) -> None:
-    if fitted == given:
-        return
-    missing = [c for c in fitted if c not in given]
-    extra = [c for c in given if c not in fitted]
-    problem = (f"missing {missing}" if missing else "") + ("; " if missing and extra else "") + \
-        (f"unexpected {extra}" if extra else "")
-    message = (f"data columns must be the fitted ones in the same order: {problem}" if problem
-               else f"data columns are the fitted ones in another order; expected {fitted}")
-    raise InvalidInputError(message, details=[{"loc": ["body", "data", "columns"], "msg": message,
-                                               "missing": missing, "extra": extra, "expected": fitted}])
-
-
-def _floats(values: npt.ArrayLike) -> list[float]:
-    out: list[float] = np.nan_to_num(np.asarray(values, dtype=np.float64), posinf=0.0, neginf=0.0).tolist()
-    return out
-
-
-def _matrix(values: npt.ArrayLike) -> list[list[float]]:
-    out: list[list[float]] = np.nan_to_num(np.asarray(values, dtype=np.float64), posinf=0.0, neginf=0.0).tolist()
-    return out

@@ -13,7 +13,7 @@ import numpy.typing as npt
 from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
-__all__ = ["Matrix", "matrix_from_payload"]
+__all__ = ["Matrix", "check_columns", "finite_list", "finite_rows", "matrix_from_payload"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -92,3 +92,36 @@ def _as_datetime64(stamps: list[datetime]) -> npt.NDArray[np.datetime64]:
     if any(t.tzinfo is not None for t in stamps):
         stamps = [t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo is not None else t for t in stamps]
     return np.array(stamps, dtype="datetime64[us]")
+
+
+def check_columns(fitted: list[str], given: list[str], *, field: str = "data") -> None:
+    """Refuse a table whose columns differ from a stored model's by name or order (422 listing the difference)."""
+    if fitted == given:
+        return
+    missing = [c for c in fitted if c not in given]
+    extra = [c for c in given if c not in fitted]
+    if missing or extra:
+        msg = f"{field} columns do not match the model's: missing {missing}, extra {extra}"
+    else:
+        msg = f"{field} has the model's columns in another order"
+    raise InvalidInputError(
+        f"{msg}; expected exactly {fitted}, in that order",
+        details=[{"loc": ["body", field, "columns"], "msg": msg, "missing": missing, "extra": extra,
+                  "expected": fitted}],
+    )
+
+
+def finite_list(values: npt.ArrayLike) -> list[float]:
+    """A 1-D array as a list of floats for a reply, with any non-finite value set to 0.0.
+
+    A last guard only: services check their inputs so that no NaN arises; the schema would
+    refuse one and turn a reply into a 500.
+    """
+    out: list[float] = np.nan_to_num(np.asarray(values, dtype=np.float64), posinf=0.0, neginf=0.0).tolist()
+    return out
+
+
+def finite_rows(values: npt.ArrayLike) -> list[list[float]]:
+    """A 2-D array as lists of floats for a reply (non-finite values set to 0.0, as :func:`finite_list`)."""
+    out: list[list[float]] = np.nan_to_num(np.asarray(values, dtype=np.float64), posinf=0.0, neginf=0.0).tolist()
+    return out

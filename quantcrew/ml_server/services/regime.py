@@ -75,6 +75,7 @@ from quantcrew.ml_server.schemas.regime import (
 )
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
 from quantcrew.ml_server.services.hmm_filter import forward_filter, gaussian_log_likelihood, stationary_distribution
+from quantcrew.ml_server.services.matrix import finite_list, finite_rows
 from quantcrew.ml_server.services.regime_features import VOL_FEATURES, VOL_TRANSFORMS, build_features, usable_features
 from quantcrew.ml_server.services.regime_fit import is_usable, select_model
 from quantcrew.ml_server.services.regime_labels import ThresholdRules, label_states, state_statistics
@@ -384,11 +385,11 @@ class RegimeDetector:
             labels=result.labels,
             states=[int(s) for s in result.states],
             label_probabilities=(
-                {k: _floats(v) for k, v in result.label_probs.items()} if include_probabilities else None
+                {k: finite_list(v) for k, v in result.label_probs.items()} if include_probabilities else None
             ),
-            state_probabilities=_matrix(result.state_probs) if include_probabilities else None,
+            state_probabilities=finite_rows(result.state_probs) if include_probabilities else None,
             state_info=info,
-            transition_matrix=_matrix(transmat),
+            transition_matrix=finite_rows(transmat),
             current_label=last,
             current_probability=float(result.label_probs[last][-1]),
             converged=self.converged_,
@@ -410,13 +411,13 @@ class RegimeDetector:
             "features_": list(self.features_),
             "vol_transform_": self.vol_transform_,
             "feature_floors_": {k: float(v) for k, v in self.feature_floors_.items()},
-            "feature_mean_": _floats(self.feature_mean_),
-            "feature_scale_": _floats(self.feature_scale_),
+            "feature_mean_": finite_list(self.feature_mean_),
+            "feature_scale_": finite_list(self.feature_scale_),
             "n_states_": int(self.n_states_),
             "state_labels_": list(self.state_labels_),
-            "state_mean_return_": _floats(self.state_mean_return_),
-            "state_volatility_": _floats(self.state_volatility_),
-            "state_weight_": _floats(self.state_weight_),
+            "state_mean_return_": finite_list(self.state_mean_return_),
+            "state_volatility_": finite_list(self.state_volatility_),
+            "state_weight_": finite_list(self.state_weight_),
             "converged_": bool(self.converged_),
             "log_likelihood_": float(self.log_likelihood_),
             "bic_": {str(k): float(v) for k, v in self.bic_.items()},
@@ -424,7 +425,7 @@ class RegimeDetector:
             "fallback_": bool(self.fallback_),
             "fallback_reason_": self.fallback_reason_,
             "rules_": rules,
-            "rules_transmat_": None if self.rules_transmat_ is None else [_floats(r) for r in self.rules_transmat_],
+            "rules_transmat_": None if self.rules_transmat_ is None else [finite_list(r) for r in self.rules_transmat_],
         }
 
     @classmethod
@@ -475,18 +476,7 @@ class RegimeDetector:
         return det
 
 
-def _floats(values: npt.ArrayLike) -> list[float]:
-    out: list[float] = _finite(values).tolist()
-    return out
 
-
-def _matrix(values: npt.ArrayLike) -> list[list[float]]:
-    out: list[list[float]] = _finite(values).tolist()
-    return out
-
-
-def _finite(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def label_bars(request: RegimeLabelRequest, *, min_rows: int) -> tuple[RegimeDetector, Bars, RegimeLabelResponse]:

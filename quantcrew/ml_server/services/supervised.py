@@ -60,7 +60,7 @@ from quantcrew.ml_server.schemas.supervised import (
     SupervisedPredictResponse,
     SupervisedRequestBase,
 )
-from quantcrew.ml_server.services.matrix import Matrix, matrix_from_payload
+from quantcrew.ml_server.services.matrix import Matrix, check_columns, matrix_from_payload
 from quantcrew.ml_server.services.supervised_evaluation import (
     Importance,
     baseline_metrics,
@@ -137,19 +137,7 @@ class SupervisedModel:
 
     def check_columns(self, columns: list[str], field: str) -> None:
         """Refuse a table whose columns differ from the model's by name or order (422 listing the difference)."""
-        if columns == self.feature_names:
-            return
-        missing = [c for c in self.feature_names if c not in columns]
-        extra = [c for c in columns if c not in self.feature_names]
-        if missing or extra:
-            msg = f"{field} columns do not match the model's: missing {missing}, extra {extra}"
-        else:
-            msg = f"{field} has the model's columns in another order"
-        raise InvalidInputError(
-            f"{msg}; expected exactly {self.feature_names}, in that order",
-            details=[{"loc": ["body", field, "columns"], "msg": msg, "missing": missing, "extra": extra,
-                      "expected": self.feature_names}],
-        )
+        check_columns(self.feature_names, columns, field=field)
 
     def _call(self, name: str, x: FloatArray) -> Any:
         try:

@@ -110,7 +110,7 @@ def test_transform_with_other_columns_returns_422(client: TestClient) -> None:
     model_id = client.post("/v1/decompose/fit", json={"data": data}).json()["model_id"]
     other = dict(data, columns=["SPY", "QQQ", "IWM", "VGK"])
     err = _error(client.post("/v1/decompose/transform", json={"model_id": model_id, "data": other}))
-    assert "missing ['EFA']" in err["message"] and "unexpected ['VGK']" in err["message"]
+    assert "missing ['EFA']" in err["message"] and "extra ['VGK']" in err["message"]
 
 
 def test_transform_unknown_or_foreign_model_returns_404(client: TestClient) -> None:

@@ -163,7 +163,7 @@ def test_predict_refuses_other_columns() -> None:
     other = MatrixPayload(columns=["f0", "g1"], values=[[1.0, 2.0]])
     with pytest.raises(InvalidInputError) as err:
         predict(fit.pipeline, fit_metadata(req, matrix, reply), other)
-    assert "missing ['f1', 'f2']" in err.value.message and "unexpected ['g1']" in err.value.message
+    assert "missing ['f1', 'f2']" in err.value.message and "extra ['g1']" in err.value.message
 
 
 def test_bad_inputs_raise_invalid_input_naming_field() -> None:
