@@ -23,6 +23,7 @@ __all__ = [
     "CovarianceRequest",
     "CovarianceResponse",
     "GarchModel",
+    "PortfolioRiskRequest",
     "VarEstimate",
     "VarMethod",
     "VarRequest",
@@ -80,8 +81,8 @@ class CovarianceResponse(Provenance):
     warnings: list[str] = Field(default_factory=list, description="Anything worth knowing about the estimate.")
 
 
-class VarRequest(WireModel):
-    """Portfolio Value-at-Risk and CVaR (expected shortfall) by several methods (stateless)."""
+class PortfolioRiskRequest(WireModel):
+    """What every portfolio VaR request shares: returns, weights, levels, methods, estimators, seed."""
 
     data: MatrixPayload = Field(
         description="Per-asset periodic SIMPLE returns (0.01 = 1 %), one column per asset, oldest row first.")
@@ -96,7 +97,6 @@ class VarRequest(WireModel):
         default_factory=_default_levels, min_length=1, max_length=16,
         description="Confidence levels, each strictly between 0 and 1 and unique, e.g. [0.95, 0.99].",
     )
-    horizon_days: int = Field(default=1, ge=1, le=250, description="Horizon in periods (rows), 1 to 250.")
     methods: list[VarMethod] = Field(
         default_factory=_default_methods, min_length=1,
         description="VaR methods to run. filtered_historical (GJR-GARCH(1,1)-t, Barone-Adesi) needs >= 250 rows.",
@@ -111,11 +111,7 @@ class VarRequest(WireModel):
         default="gjr",
         description="Volatility model of filtered_historical: 'gjr' (GJR-GARCH(1,1): falls raise volatility more than "
                     "rises) or 'symmetric' (GARCH(1,1)).")
-    n_paths: int = Field(default=100_000, ge=1_000, le=5_000_000,
-                         description="Simulated paths for monte_carlo (and filtered_historical when horizon > 1).")
     seed: int = Field(default=0, ge=0, description="Seed of every random draw: same seed, same answer.")
-    portfolio_value: float = Field(default=1.0, gt=0, allow_inf_nan=False,
-                                   description="Portfolio value used for var_amount and cvar_amount.")
 
     @field_validator("levels")
     @classmethod
@@ -156,6 +152,15 @@ class VarRequest(WireModel):
                 "set normalize_weights=true to rescale them to sum to 1")
         return weights
 
+
+class VarRequest(PortfolioRiskRequest):
+    """Portfolio Value-at-Risk and CVaR (expected shortfall) by several methods (stateless)."""
+
+    horizon_days: int = Field(default=1, ge=1, le=250, description="Horizon in periods (rows), 1 to 250.")
+    n_paths: int = Field(default=100_000, ge=1_000, le=5_000_000,
+                         description="Simulated paths for monte_carlo (and filtered_historical when horizon > 1).")
+    portfolio_value: float = Field(default=1.0, gt=0, allow_inf_nan=False,
+                                   description="Portfolio value used for var_amount and cvar_amount.")
 
 class VarEstimate(WireModel):
     """One method at one level."""

@@ -12,11 +12,11 @@ The level, method and weight rules are the VaR request's own validators, called 
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field
 
-from quantcrew.ml_server.schemas.common import FiniteFloat, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import Provenance, WireModel
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
-from quantcrew.ml_server.schemas.risk import VAR_METHODS, CovarianceMethod, GarchModel, VarMethod, VarRequest
+from quantcrew.ml_server.schemas.risk import VAR_METHODS, PortfolioRiskRequest, VarMethod
 
 __all__ = [
     "MIN_FORECAST_DAYS",
@@ -29,35 +29,16 @@ MIN_FORECAST_DAYS = 20
 """A backtest needs more than ``window + MIN_FORECAST_DAYS`` rows."""
 
 
-def _default_levels() -> list[float]:
-    return [0.95, 0.99]
-
-
-def _default_methods() -> list[VarMethod]:
-    return list(VAR_METHODS)
-
-
-class VarBacktestRequest(WireModel):
+class VarBacktestRequest(PortfolioRiskRequest):
     """Rolling one-day VaR backtest of a portfolio, every method on the same days (stateless)."""
 
     data: MatrixPayload = Field(
         description="Per-asset periodic SIMPLE returns (0.01 = 1 %), one column per asset (one column = a single "
                     "series), oldest row first. Needs more than window + 20 rows.")
-    normalize_weights: bool = Field(
-        default=False, description="Rescale the given weights to sum to 1 instead of refusing them.")
-    weights: list[FiniteFloat] | None = Field(
-        default=None,
-        description="Portfolio weight per column (null = equal weights), held constant. Must sum to 1 within 1e-6 "
-                    "unless normalize_weights is true; negative weights (shorts) are allowed; all zeros are refused.",
-    )
-    levels: list[float] = Field(
-        default_factory=_default_levels, min_length=1, max_length=16,
-        description="Confidence levels, each strictly between 0 and 1 and unique, e.g. [0.95, 0.99].",
-    )
     methods: list[VarMethod] = Field(
-        default_factory=_default_methods, min_length=1,
-        description="VaR methods to backtest. filtered_historical (GARCH(1,1)-t refitted every refit_every days, "
-                    "volatility refiltered daily) needs window >= 250.",
+        default_factory=lambda: list(VAR_METHODS), min_length=1,
+        description="VaR methods to backtest. filtered_historical (GJR-GARCH(1,1)-t refitted every refit_every "
+                    "days, volatility refiltered daily) needs window >= 250.",
     )
     window: int = Field(default=500, ge=50, le=5000,
                         description="Rows each forecast is estimated from: day t uses rows t - window .. t - 1.")
@@ -66,40 +47,12 @@ class VarBacktestRequest(WireModel):
         description="Days between refits of the slow parts: t degrees of freedom, Monte Carlo covariance, GARCH "
                     "parameters. Historical and normal VaR, the t scale and the GARCH volatility move every day.",
     )
-    covariance_method: CovarianceMethod = Field(
-        default="constant_correlation",
-        description="Covariance estimator of the monte_carlo method, refitted on each window. "
-                    "The default shrinks correlations toward their mean and keeps each asset's own variance; "
-                    "'ledoit_wolf' and 'oas' shrink toward a scaled identity, which inflates the variance of "
-                    "low-volatility assets held beside a volatile one.")
-    garch_model: GarchModel = Field(
-        default="gjr",
-        description="Volatility model of filtered_historical: 'gjr' (GJR-GARCH(1,1): falls raise volatility more than "
-                    "rises) or 'symmetric' (GARCH(1,1)).")
     n_paths: int = Field(default=10_000, ge=1_000, le=1_000_000,
                          description="Simulated paths per monte_carlo refit.")
-    seed: int = Field(default=0, ge=0, description="Seed of the Monte Carlo draws (the same at every refit).")
     significance: float = Field(default=0.05, gt=0.0, lt=1.0, allow_inf_nan=False,
                                 description="Test size: a method passes a test when its p-value is at least this.")
     include_series: bool = Field(default=False,
                                  description="Also return each method's daily VaR series and its breach dates.")
-
-    @field_validator("levels")
-    @classmethod
-    def _levels_inside_unit_interval(cls, levels: list[float]) -> list[float]:
-        return VarRequest._levels_inside_unit_interval(levels)
-
-    @field_validator("methods")
-    @classmethod
-    def _methods_unique(cls, methods: list[VarMethod]) -> list[VarMethod]:
-        return VarRequest._methods_unique(methods)
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_fit_columns(cls, weights: list[float] | None, info: ValidationInfo) -> list[float] | None:
-        # reads data and normalize_weights, declared (so validated) before weights
-        return VarRequest._weights_fit_columns(weights, info)
-
 
 class VarBacktestResult(WireModel):
     """One method at one level over the backtest days."""
