@@ -31,6 +31,9 @@ bench: $(STAMP)
 	$(PY) bench/regime_accuracy.py
 	$(PY) bench/regime_latency.py
 	$(PY) bench/import_cost.py
+	$(PY) bench/var_quality.py
+	$(PY) bench/shrinkage.py
+	$(PY) bench/risk_latency.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check quantcrew tests bench

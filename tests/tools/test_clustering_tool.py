@@ -23,7 +23,8 @@ def _two_block_folder(tmp: Path) -> Path:
     folder.mkdir()
     for j, sym in enumerate(panel.symbols):
         rows = ["date,open,high,low,close"] + [
-            f"{d},{c:.6f},{c:.6f},{c:.6f},{c:.6f}" for d, c in zip(panel.iso_timestamps(), panel.close[:, j], strict=True)
+            f"{d},{c:.6f},{c:.6f},{c:.6f},{c:.6f}"
+            for d, c in zip(panel.iso_timestamps(), panel.close[:, j], strict=True)
         ]
         (folder / f"{sym}.csv").write_text("\n".join(rows) + "\n")
     return folder
