@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
 
 from quantcrew.ml_server.schemas.cluster import ClusterFitResponse, ClusterPredictResponse, ClusterResponse
+from tests.support.replies import assert_finite, invalid_input
 
 
 def _states(n_per: int = 40, seed: int = 0) -> tuple[dict[str, Any], np.ndarray]:
@@ -22,30 +22,13 @@ def _states(n_per: int = 40, seed: int = 0) -> tuple[dict[str, Any], np.ndarray]
     return {"columns": ["vol", "trend"], "values": x.tolist(), "timestamps": stamps}, truth
 
 
-def _assert_finite(obj: Any) -> None:
-    if isinstance(obj, dict):
-        for v in obj.values():
-            _assert_finite(v)
-    elif isinstance(obj, list):
-        assert not (any(v is None for v in obj) and any(isinstance(v, float) for v in obj))
-        for v in obj:
-            _assert_finite(v)
-    elif isinstance(obj, float):
-        assert math.isfinite(obj)
-
-
-def _error(resp: Any) -> dict[str, Any]:
-    assert resp.status_code == 422, resp.text
-    err: dict[str, Any] = resp.json()["error"]
-    assert err["code"] == "invalid_input"
-    return err
 
 
 def test_analyze_returns_labels_with_provenance(client: TestClient) -> None:
     data, truth = _states()
     resp = client.post("/v1/cluster/analyze", json={"data": data, "seed": 4})
     assert resp.status_code == 200, resp.text
-    _assert_finite(resp.json())
+    assert_finite(resp.json())
     body = ClusterResponse.model_validate(resp.json())
     assert body.model_id is None and body.method_used == "kmeans" and body.seed == 4 and not body.fallback
     assert body.n_clusters == 3 and body.selection_metric == "silhouette"
@@ -67,7 +50,7 @@ def test_analyze_every_method_and_mode_never_nan(client: TestClient) -> None:
                  {"data": data, "method": "dbscan", "eps": 1e-9}):
         resp = client.post("/v1/cluster/analyze", json=body)
         assert resp.status_code == 200, resp.text
-        _assert_finite(resp.json())
+        assert_finite(resp.json())
     only_noise = resp.json()
     assert only_noise["n_clusters"] == 0 and only_noise["silhouette"] is None and only_noise["warnings"]
 
@@ -82,7 +65,7 @@ def test_fit_then_predict_gives_the_fit_labels(client: TestClient) -> None:
         assert fitted.model_id == fitted.model.model_id and fitted.model_version == 1
         pred = client.post("/v1/cluster/predict", json={"model_id": fitted.model_id, "data": data})
         assert pred.status_code == 200, pred.text
-        _assert_finite(pred.json())
+        assert_finite(pred.json())
         predicted = ClusterPredictResponse.model_validate(pred.json())
         assert predicted.labels == fitted.labels, method
         assert predicted.names == data["timestamps"] and predicted.model_id == fitted.model_id
@@ -103,7 +86,7 @@ def test_predict_new_rows_uses_stored_scaler(client: TestClient) -> None:
 
 def test_fit_assets_mode_returns_422(client: TestClient) -> None:
     data, _ = _states()
-    err = _error(client.post("/v1/cluster/fit", json={"data": data, "mode": "assets"}))
+    err = invalid_input(client.post("/v1/cluster/fit", json={"data": data, "mode": "assets"}))
     assert "cannot be stored" in err["message"]
 
 
@@ -118,20 +101,21 @@ def test_predict_unknown_or_foreign_model_returns_404(client: TestClient) -> Non
 
 def test_bad_inputs_return_422_naming_the_problem(client: TestClient) -> None:
     data, _ = _states()
-    assert "max_clusters" in _error(client.post(
+    assert "max_clusters" in invalid_input(client.post(
         "/v1/cluster/analyze", json={"data": data, "min_clusters": 5, "max_clusters": 3}))["message"]
     few = {"columns": data["columns"], "values": data["values"][:4]}
-    assert "fewer rows" in _error(client.post(
+    assert "fewer rows" in invalid_input(client.post(
         "/v1/cluster/analyze", json={"data": few, "min_clusters": 4}))["message"]
-    assert "must be below the number of points" in _error(client.post(
+    assert "must be below the number of points" in invalid_input(client.post(
         "/v1/cluster/analyze", json={"data": few, "n_clusters": 4}))["message"]
     flat = dict(data, values=[[row[0], 0.5] for row in data["values"]])
-    assert "constant columns ['trend']" in _error(client.post("/v1/cluster/analyze", json={"data": flat}))["message"]
-    assert "at least 3 assets" in _error(client.post(
+    assert "constant columns ['trend']" in invalid_input(
+        client.post("/v1/cluster/analyze", json={"data": flat}))["message"]
+    assert "at least 3 assets" in invalid_input(client.post(
         "/v1/cluster/analyze", json={"data": data, "mode": "assets"}))["message"]
     model_id = client.post("/v1/cluster/fit", json={"data": data}).json()["model_id"]
     swapped = {"columns": ["trend", "vol"], "values": data["values"][:3]}
-    assert "another order" in _error(client.post(
+    assert "another order" in invalid_input(client.post(
         "/v1/cluster/predict", json={"model_id": model_id, "data": swapped}))["message"]
     fit_short = {"columns": data["columns"], "values": data["values"][:20]}
-    assert "at least 30" in _error(client.post("/v1/cluster/fit", json={"data": fit_short}))["message"]
+    assert "at least 30" in invalid_input(client.post("/v1/cluster/fit", json={"data": fit_short}))["message"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ from quantcrew.ml_server.schemas.decompose import (
     DecomposeResponse,
     DecomposeTransformResponse,
 )
+from tests.support.replies import assert_finite, invalid_input
 
 
 def _payload(n: int = 120, seed: int = 0, dated: bool = True) -> dict[str, Any]:
@@ -25,24 +25,6 @@ def _payload(n: int = 120, seed: int = 0, dated: bool = True) -> dict[str, Any]:
     return out
 
 
-def _assert_finite(obj: Any) -> None:
-    """Every number in the reply is finite, and no numeric list hides a null."""
-    if isinstance(obj, dict):
-        for v in obj.values():
-            _assert_finite(v)
-    elif isinstance(obj, list):
-        assert not (any(v is None for v in obj) and any(isinstance(v, float) for v in obj))
-        for v in obj:
-            _assert_finite(v)
-    elif isinstance(obj, float):
-        assert math.isfinite(obj)
-
-
-def _error(resp: Any) -> dict[str, Any]:
-    assert resp.status_code == 422, resp.text
-    err: dict[str, Any] = resp.json()["error"]
-    assert err["code"] == "invalid_input"
-    return err
 
 
 def test_analyze_returns_components_with_provenance(client: TestClient) -> None:
@@ -50,7 +32,7 @@ def test_analyze_returns_components_with_provenance(client: TestClient) -> None:
     resp = client.post("/v1/decompose/analyze", json={"data": data, "include_scores": True,
                                                         "rolling_window": 60, "rolling_step": 20})
     assert resp.status_code == 200, resp.text
-    _assert_finite(resp.json())
+    assert_finite(resp.json())
     body = DecomposeResponse.model_validate(resp.json())
     assert body.model_id is None and body.model_version is None
     assert body.method_used == "pca" and body.fallback is False and body.seed is None
@@ -68,7 +50,7 @@ def test_analyze_each_method_never_nan(client: TestClient) -> None:
         resp = client.post("/v1/decompose/analyze",
                            json={"data": _payload(), "method": method, "nmf_shift": True, "n_components": 2})
         assert resp.status_code == 200, resp.text
-        _assert_finite(resp.json())
+        assert_finite(resp.json())
         assert resp.json()["component_names"][0] in {"pc1", "ic1", "nmf1"}
 
 
@@ -101,7 +83,7 @@ def test_fit_then_transform_nmf_applies_stored_shift(client: TestClient) -> None
     assert out.json()["columns"] == ["nmf1", "nmf2", "nmf3"]
     assert np.min(out.json()["scores"]) >= 0.0
     lower = dict(data, values=[[v - 1.0 for v in row] for row in data["values"]])
-    assert "below the fitted NMF shift" in _error(client.post(
+    assert "below the fitted NMF shift" in invalid_input(client.post(
         "/v1/decompose/transform", json={"model_id": fitted["model_id"], "data": lower}))["message"]
 
 
@@ -109,7 +91,7 @@ def test_transform_with_other_columns_returns_422(client: TestClient) -> None:
     data = _payload()
     model_id = client.post("/v1/decompose/fit", json={"data": data}).json()["model_id"]
     other = dict(data, columns=["SPY", "QQQ", "IWM", "VGK"])
-    err = _error(client.post("/v1/decompose/transform", json={"model_id": model_id, "data": other}))
+    err = invalid_input(client.post("/v1/decompose/transform", json={"model_id": model_id, "data": other}))
     assert "missing ['EFA']" in err["message"] and "extra ['VGK']" in err["message"]
 
 
@@ -126,21 +108,21 @@ def test_transform_unknown_or_foreign_model_returns_404(client: TestClient) -> N
 def test_bad_inputs_return_422_naming_the_problem(client: TestClient) -> None:
     data = _payload()
     flat = dict(data, values=[[row[0], 0.01, row[2], row[3]] for row in data["values"]])
-    assert "constant columns ['QQQ']" in _error(
+    assert "constant columns ['QQQ']" in invalid_input(
         client.post("/v1/decompose/analyze", json={"data": flat}))["message"]
-    assert "n_components=5 exceeds" in _error(
+    assert "n_components=5 exceeds" in invalid_input(
         client.post("/v1/decompose/analyze", json={"data": data, "n_components": 5}))["message"]
-    nmf = _error(client.post("/v1/decompose/analyze", json={"data": data, "method": "nmf"}))
+    nmf = invalid_input(client.post("/v1/decompose/analyze", json={"data": data, "method": "nmf"}))
     assert "negative values" in nmf["message"] and "nmf_shift=true" in nmf["message"]
     short = {"columns": data["columns"], "values": data["values"][:2]}
-    assert "at least 3" in _error(client.post("/v1/decompose/analyze", json={"data": short}))["message"]
+    assert "at least 3" in invalid_input(client.post("/v1/decompose/analyze", json={"data": short}))["message"]
     fit_short = {"columns": data["columns"], "values": data["values"][:20]}
-    assert "at least 30" in _error(client.post("/v1/decompose/fit", json={"data": fit_short}))["message"]
-    assert "rolling_window" in _error(
+    assert "at least 30" in invalid_input(client.post("/v1/decompose/fit", json={"data": fit_short}))["message"]
+    assert "rolling_window" in invalid_input(
         client.post("/v1/decompose/analyze", json={"data": data, "rolling_window": 500}))["message"]
-    assert "variance_target" in _error(
+    assert "variance_target" in invalid_input(
         client.post("/v1/decompose/analyze", json={"data": data, "variance_target": 0}))["message"]
-    assert "rolling_window" in _error(
+    assert "rolling_window" in invalid_input(
         client.post("/v1/decompose/analyze", json={"data": data, "rolling_window": 5}))["message"]
 
 

@@ -16,6 +16,7 @@ from quantcrew.ml_server.schemas.supervised import (
 )
 from quantcrew.ml_server.services.supervised import evaluate
 from tests.ml_server.services.test_supervised import linear_data, separable_data
+from tests.support.replies import invalid_input
 
 SMALL = {"n_estimators": 15, "max_iter": 150}
 
@@ -26,12 +27,6 @@ def _strict_json(text: str) -> Any:
         raise AssertionError(f"reply holds {const}")
     return json.loads(text, parse_constant=refuse)
 
-
-def _error(resp: Any) -> dict[str, Any]:
-    assert resp.status_code == 422, resp.text
-    err: dict[str, Any] = resp.json()["error"]
-    assert err["code"] == "invalid_input"
-    return err
 
 
 def test_analyze_evaluates_and_predicts_without_storing(client: TestClient) -> None:
@@ -82,14 +77,14 @@ def test_predict_with_other_columns_lists_missing_and_extra(client: TestClient) 
     features, y = linear_data(60)
     model_id = client.post("/v1/supervised/fit", json={"features": features, "target": y, "task": "regression",
                                                        **SMALL}).json()["model_id"]
-    err = _error(client.post("/v1/supervised/predict", json={
+    err = invalid_input(client.post("/v1/supervised/predict", json={
         "model_id": model_id, "features": {"columns": ["x0", "vol"], "values": [[1.0, 2.0]]}}))
     assert "missing ['x1']" in err["message"] and "extra ['vol']" in err["message"]
     assert err["details"][0]["missing"] == ["x1"] and err["details"][0]["extra"] == ["vol"]
-    err = _error(client.post("/v1/supervised/predict", json={
+    err = invalid_input(client.post("/v1/supervised/predict", json={
         "model_id": model_id, "features": {"columns": ["x1", "x0"], "values": [[1.0, 2.0]]}}))
     assert "another order" in err["message"]
-    err = _error(client.post("/v1/supervised/predict", json={
+    err = invalid_input(client.post("/v1/supervised/predict", json={
         "model_id": model_id, "features": {"columns": ["x0", "x1"], "values": [[1.0, 1e308]]}}))
     assert "features.values[0][1]" in err["message"]
 
@@ -125,7 +120,7 @@ def test_bad_inputs_return_422_naming_the_problem(client: TestClient) -> None:
         ({**base, "target": y, "test_fraction": 0.95}, "test_fraction"),
     ]
     for body, needle in cases:
-        err = _error(client.post("/v1/supervised/analyze", json=body))
+        err = invalid_input(client.post("/v1/supervised/analyze", json=body))
         assert needle in err["message"], (needle, err["message"])
 
 
@@ -133,7 +128,8 @@ def test_nan_in_features_returns_422_not_500(client: TestClient) -> None:
     features, y = linear_data(50)
     raw = json.dumps({"features": features, "target": y, "task": "regression"})
     raw = raw.replace(repr(features["values"][3][1]), "NaN", 1)
-    err = _error(client.post("/v1/supervised/analyze", content=raw, headers={"content-type": "application/json"}))
+    err = invalid_input(
+        client.post("/v1/supervised/analyze", content=raw, headers={"content-type": "application/json"}))
     assert "features.values" in err["message"]
 
 
