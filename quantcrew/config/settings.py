@@ -73,6 +73,8 @@ class ServerSettings(_Section):
                     "CPU (scikit-learn fits measured 10-25x slower under load).",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    job_workers: int = Field(default=1, ge=1, le=16, description="Jobs (RL training) run at once; more wait queued.")
+    max_timesteps: int = Field(default=2_000_000, gt=0, description="Most timesteps one RL training job may ask for.")
 
     @field_validator("api_key")
     @classmethod

@@ -12,11 +12,25 @@ from quantcrew import __version__
 from quantcrew.config.settings import Settings, get_settings
 from quantcrew.ml_server.device import resolve_device
 from quantcrew.ml_server.handlers import install_error_handlers
+from quantcrew.ml_server.jobs import JobManager
 from quantcrew.ml_server.limits import BodySizeLimitMiddleware
 from quantcrew.ml_server.metrics import Metrics, MetricsMiddleware
 from quantcrew.ml_server.registry import ModelRegistry
-from quantcrew.ml_server.routes import anomaly, cluster, decompose, health, models, regime, risk, supervised
+from quantcrew.ml_server.routes import (
+    anomaly,
+    bandit,
+    cluster,
+    decompose,
+    health,
+    jobs,
+    models,
+    regime,
+    risk,
+    rl,
+    supervised,
+)
 from quantcrew.ml_server.security import require_api_key
+from quantcrew.ml_server.services.bandit_store import BanditStore
 from quantcrew.ml_server.threads import limit_compute_threads
 
 __all__ = ["create_app"]
@@ -37,11 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limits = limit_compute_threads(settings.server.compute_threads)
         app.state.registry = ModelRegistry(settings.registry_db, settings.artifacts_dir)
         app.state.device = resolve_device(settings.server.device)
+        app.state.bandits = BanditStore(settings.registry_db)
+        app.state.jobs = JobManager(settings.registry_db, workers=settings.server.job_workers)
         logger.info("quantcrew ML server ready on device %s with %d models",
                     app.state.device, app.state.registry.count())
         try:
             yield
         finally:
+            app.state.jobs.shutdown()
+            app.state.bandits.close()
             app.state.registry.close()
             app.state.device = None
             if limits is not None:
@@ -60,9 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_key = key.get_secret_value().encode() if key is not None else None
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-    for family in (regime, risk, decompose, cluster, anomaly, supervised):
+    for family in (regime, risk, decompose, cluster, anomaly, supervised, rl, bandit):
         v1.include_router(family.router)
     v1.include_router(models.router)
+    v1.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(v1)
     install_error_handlers(app)

@@ -12,10 +12,12 @@ from fastapi import Depends, Request
 
 from quantcrew.config.settings import Settings
 from quantcrew.ml_server.errors import ModelNotReadyError
+from quantcrew.ml_server.jobs import JobManager
 from quantcrew.ml_server.metrics import Metrics
 from quantcrew.ml_server.registry import ModelRegistry
+from quantcrew.ml_server.services.bandit_store import BanditStore
 
-__all__ = ["MetricsDep", "RegistryDep", "SettingsDep"]
+__all__ = ["BanditStoreDep", "JobsDep", "MetricsDep", "RegistryDep", "SettingsDep"]
 
 
 async def get_settings(request: Request) -> Settings:
@@ -30,6 +32,20 @@ async def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
+async def get_jobs(request: Request) -> JobManager:
+    jobs: JobManager | None = getattr(request.app.state, "jobs", None)
+    if jobs is None:
+        raise ModelNotReadyError("server is starting: the job manager is not running yet")
+    return jobs
+
+
+async def get_bandit_store(request: Request) -> BanditStore:
+    store: BanditStore | None = getattr(request.app.state, "bandits", None)
+    if store is None:
+        raise ModelNotReadyError("server is starting: the bandit store is not open yet")
+    return store
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -38,3 +54,5 @@ async def get_metrics(request: Request) -> Metrics:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+BanditStoreDep = Annotated[BanditStore, Depends(get_bandit_store)]

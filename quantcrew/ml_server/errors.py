@@ -12,10 +12,12 @@ from typing import Any
 __all__ = [
     "ArtifactIntegrityError",
     "AuthError",
+    "ConflictError",
     "InvalidInputError",
     "MLServerError",
     "ModelNotFoundError",
     "ModelNotReadyError",
+    "NotFoundError",
     "PayloadTooLargeError",
 ]
 
@@ -53,14 +55,29 @@ class AuthError(MLServerError):
     code = "unauthorized"
 
 
-class ModelNotFoundError(MLServerError):
+class NotFoundError(MLServerError):
+    """No such resource: a job, a bandit, a decision (404)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
     """No model with that id in the registry (404)."""
 
     status_code = 404
     code = "model_not_found"
 
 
-class ArtifactIntegrityError(MLServerError):
+class ConflictError(MLServerError):
+    """The request conflicts with the resource's state: cancelling a finished job, rewarding a
+    decision twice, creating a name that exists (409)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class ArtifactIntegrityError(ConflictError):
     """A stored artifact does not match its recorded SHA-256, or holds a refused type (409)."""
 
     status_code = 409

@@ -12,7 +12,7 @@ from quantcrew.ml_server.schemas.common import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
 
-FAMILIES = ["regime", "risk", "decompose", "cluster", "anomaly", "supervised"]
+FAMILIES = ["regime", "risk", "decompose", "cluster", "anomaly", "supervised", "rl", "bandit"]
 
 
 @router.get("/health")
