@@ -1,9 +1,60 @@
-"""rl routes (being written)."""
+"""RL family: specialized trading policies (stable-baselines3), trained as jobs, asked and backtested."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from quantcrew.ml_server.routing import ORJSONRoute
+from quantcrew.ml_server.deps import JobsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.limits import check_rows
+from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
+from quantcrew.ml_server.schemas.jobs import JobInfo
+from quantcrew.ml_server.schemas.rl import (
+    RLActRequest,
+    RLActResponse,
+    RLEvaluateRequest,
+    RLEvaluateResponse,
+    RLTrainRequest,
+)
+from quantcrew.ml_server.services import rl as service
+from quantcrew.ml_server.services.bars import bars_from_payload
 
 router = APIRouter(prefix="/rl", tags=["rl"], route_class=ORJSONRoute)
+
+
+@router.post("/train", response_model=JobInfo, status_code=202, responses=ERROR_RESPONSES)
+def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, jobs: JobsDep) -> Response:
+    """Start a training job (one policy per agent); poll ``GET /v1/jobs/{job_id}`` for progress and the result.
+
+    The request is checked before the job starts (timesteps cap, enough training and test
+    bars), so bad input is a 422 here, not a failed job later.
+    """
+    # torch and stable-baselines3 load on first use (about 3 s), not when the server starts
+    from quantcrew.ml_server.services import rl_training as training
+
+    check_rows(req.data, max_rows=settings.server.max_rows)
+    training.check_timesteps(req.timesteps, settings.server.max_timesteps)
+    bars = bars_from_payload(req.data, min_rows=settings.server.min_rows)
+    last = service.split_index(bars, req.train_end, req.train_fraction)
+    plan = training.TrainingPlan(req, bars, last, compute_threads=settings.server.compute_threads)
+    iso = bars.iso()
+    params = {
+        "agents": list(req.agents), "algorithm": req.algorithm, "timesteps": req.timesteps, "seed": req.seed,
+        "action_mode": req.action_mode, "symbol": req.symbol, "train_start": iso[0], "train_end": iso[last],
+        "test_end": iso[-1], "n_bars": len(bars), "data_hash": bars.data_hash, "name_prefix": req.name_prefix,
+    }
+    info = jobs.submit("rl_train", lambda ctx: training.train_agents(plan, registry, ctx), params=params)
+    return model_response(info, status_code=202)
+
+
+@router.post("/act", response_model=RLActResponse, responses=ERROR_RESPONSES)
+def act(req: RLActRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
+    """Each selected policy's action at the last bar, with its probabilities (or Q-values)."""
+    check_rows(req.data, max_rows=settings.server.max_rows)
+    return model_response(service.act(req, registry))
+
+
+@router.post("/evaluate", response_model=RLEvaluateResponse, responses=ERROR_RESPONSES)
+def evaluate(req: RLEvaluateRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
+    """Out-of-sample backtest of each selected policy after costs, beside buy-and-hold and flat."""
+    check_rows(req.data, max_rows=settings.server.max_rows)
+    return model_response(service.evaluate(req, registry))

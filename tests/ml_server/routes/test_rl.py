@@ -1,0 +1,138 @@
+"""RL routes over HTTP: train as a job, poll it, act, evaluate, and every bad input a clear 4xx."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from quantcrew.config.settings import Settings, load_settings
+from quantcrew.data import generate_regime_market, to_payload_dict
+from quantcrew.ml_server.app import create_app
+from quantcrew.ml_server.schemas.jobs import JobInfo
+from quantcrew.ml_server.schemas.rl import RLActResponse, RLEvaluateResponse, RLTrainResult
+from tests.support.replies import assert_finite, invalid_input
+
+FAST = {"agents": ["aggressive"], "algorithm": "a2c", "timesteps": 600, "regime_features": False, "n_envs": 2}
+
+
+@pytest.fixture(scope="module")
+def bars() -> dict[str, Any]:
+    return to_payload_dict(generate_regime_market(600, seed=5).bars)
+
+
+def _wait(client: TestClient, job_id: str, timeout_s: float = 60.0) -> JobInfo:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        resp = client.get(f"/v1/jobs/{job_id}")
+        assert resp.status_code == 200, resp.text
+        job = JobInfo.model_validate(resp.json())
+        if job.status not in ("queued", "running"):
+            return job
+        assert time.monotonic() < deadline, f"job still {job.status}"
+        time.sleep(0.05)
+
+
+def test_train_returns_a_job_whose_result_lists_stored_policies(client: TestClient, bars: dict[str, Any]) -> None:
+    resp = client.post("/v1/rl/train", json={"data": bars, **FAST, "agents": ["aggressive", "contrarian"]})
+    assert resp.status_code == 202, resp.text
+    job = JobInfo.model_validate(resp.json())
+    assert job.kind == "rl_train" and job.status in ("queued", "running")
+    done = _wait(client, job.job_id)
+    assert done.status == "succeeded", done.error
+    assert done.progress.done == done.progress.total == 1200
+    result = RLTrainResult.model_validate(done.result)
+    assert [p.agent for p in result.policies] == ["aggressive", "contrarian"]
+    assert_finite(done.result)
+    listed = client.get("/v1/models").json()
+    assert {p.model_id for p in result.policies} <= {m["model_id"] for m in listed}
+
+
+def test_act_and_evaluate_use_the_newest_policy_per_agent(client: TestClient, bars: dict[str, Any]) -> None:
+    job = JobInfo.model_validate(client.post("/v1/rl/train", json={"data": bars, **FAST}).json())
+    result = RLTrainResult.model_validate(_wait(client, job.job_id).result)
+    resp = client.post("/v1/rl/act", json={"data": bars, "agents": ["aggressive"]})
+    assert resp.status_code == 200, resp.text
+    acted = RLActResponse.model_validate(resp.json())
+    assert acted.actions[0].model_id == result.policies[0].model_id
+    assert acted.data_hash.startswith("sha256:") and acted.method_used == "rl_policy"
+    resp = client.post("/v1/rl/evaluate", json={"data": bars, "model_ids": [result.policies[0].model_id]})
+    assert resp.status_code == 200, resp.text
+    evaluated = RLEvaluateResponse.model_validate(resp.json())
+    assert set(evaluated.benchmarks) == {"buy_and_hold", "flat"}
+    assert evaluated.benchmarks["flat"].total_return == 0.0
+    assert_finite(resp.json())
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"algorithm": "sac"}, "'ppo', 'a2c' or 'dqn'"),
+        ({"agents": ["reckless"]}, "'conservative', 'aggressive', 'balanced' or 'contrarian'"),
+        ({"timesteps": 0}, "timesteps"),
+        ({"timesteps": -5}, "timesteps"),
+        ({"algorithm": "dqn", "action_mode": "continuous"}, "dqn"),
+        ({"agents": ["aggressive", "aggressive"]}, "repeat"),
+    ],
+)
+def test_train_bad_request_is_422_naming_the_problem(client: TestClient, bars: dict[str, Any],
+                                                     change: dict[str, Any], needle: str) -> None:
+    err = invalid_input(client.post("/v1/rl/train", json={"data": bars, **FAST, **change}))
+    assert needle in err["message"] or needle in str(err["details"])
+
+
+def test_train_over_the_timestep_cap_is_422(tmp_path: Any, bars: dict[str, Any]) -> None:
+    settings: Settings = load_settings(home=tmp_path / "home", server={"max_timesteps": 1000})
+    with TestClient(create_app(settings)) as client:
+        err = invalid_input(client.post("/v1/rl/train", json={"data": bars, **FAST, "timesteps": 1001}))
+        assert "cap of 1000" in err["message"] and err["details"][0]["loc"] == ["body", "timesteps"]
+        assert client.get("/v1/jobs").json()["jobs"] == []  # nothing was started
+
+
+def test_train_too_few_bars_for_the_window_is_422(client: TestClient, bars: dict[str, Any]) -> None:
+    short = {k: v[:150] if isinstance(v, list) else v for k, v in bars.items()}
+    err = invalid_input(client.post("/v1/rl/train", json={"data": short, **FAST}))
+    assert "training bars" in err["message"] and err["details"][0]["loc"] == ["body", "train_end"]
+
+
+def test_train_end_leaving_no_test_span_is_422(client: TestClient, bars: dict[str, Any]) -> None:
+    err = invalid_input(client.post("/v1/rl/train", json={"data": bars, **FAST, "train_end": bars["timestamps"][-5]}))
+    assert "test bars" in err["message"]
+
+
+def test_act_for_an_agent_never_trained_is_404(client: TestClient, bars: dict[str, Any]) -> None:
+    resp = client.post("/v1/rl/act", json={"data": bars, "agents": ["balanced"]})
+    assert resp.status_code == 404
+    assert "no trained policy for agent 'balanced'" in resp.json()["error"]["message"]
+
+
+def test_act_unknown_model_id_is_404(client: TestClient, bars: dict[str, Any]) -> None:
+    resp = client.post("/v1/rl/act", json={"data": bars, "model_ids": ["rl-000000000000"]})
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "model_not_found"
+
+
+def test_act_without_policies_named_is_422(client: TestClient, bars: dict[str, Any]) -> None:
+    err = invalid_input(client.post("/v1/rl/act", json={"data": bars}))
+    assert "model_ids or agents" in err["message"]
+
+
+def test_act_with_too_few_bars_is_422(client: TestClient, bars: dict[str, Any]) -> None:
+    short = {k: v[:40] if isinstance(v, list) else v for k, v in bars.items()}
+    err = invalid_input(client.post("/v1/rl/act", json={"data": short, "agents": ["aggressive"]}))
+    assert "at least 62" in err["message"]
+
+
+def test_cancel_of_a_finished_training_job_is_409(client: TestClient, bars: dict[str, Any]) -> None:
+    job = JobInfo.model_validate(client.post("/v1/rl/train", json={"data": bars, **FAST}).json())
+    assert _wait(client, job.job_id).status == "succeeded"
+    resp = client.delete(f"/v1/jobs/{job.job_id}")
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "conflict"
+
+
+def test_cancel_of_a_running_training_job_stops_it(client: TestClient, bars: dict[str, Any]) -> None:
+    job = JobInfo.model_validate(client.post("/v1/rl/train", json={"data": bars, **FAST, "timesteps": 500_000}).json())
+    resp = client.delete(f"/v1/jobs/{job.job_id}")
+    assert resp.status_code in (200, 202), resp.text
+    assert _wait(client, job.job_id, timeout_s=30).status == "cancelled"
