@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,23 +95,34 @@ def risk(
               doing=f"Running the risk manager on {', '.join(names)} (VaR, factors, clusters, anomalies)...")
 
 
+@contextmanager
+def _ml_server(settings: Settings, config: Path | None) -> Iterator[None]:
+    """A local ML server for the command's duration, unless ``settings.client.url`` names one."""
+    from quantcrew.crew.server_process import LocalServer
+
+    if settings.client.url is not None:
+        yield
+        return
+    server = LocalServer(env=_child_env(settings), config_file=config, log_path=settings.home / "logs" / "server.log")
+    try:
+        with console.status("Starting the ML server on a free loopback port..."):
+            server.start()
+        settings.client.url = server.url
+        console.print(f"[dim]ML server started at {server.url}[/dim]")
+        yield
+    finally:
+        server.stop()
+
+
 def _run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: Path | None, as_json: bool,
               title: str, doing: str) -> None:
     """Start a local ML server unless one is configured, run the crew, print its report."""
     from quantcrew.crew.kickoff import CrewRunError
     from quantcrew.crew.kickoff import run as kickoff
-    from quantcrew.crew.server_process import LocalServer, ServerStartError
+    from quantcrew.crew.server_process import ServerStartError
 
-    server: LocalServer | None = None
     try:
-        if settings.client.url is None:
-            server = LocalServer(env=_child_env(settings), config_file=config,
-                                 log_path=settings.home / "logs" / "server.log")
-            with console.status("Starting the ML server on a free loopback port..."):
-                server.start()
-            settings.client.url = server.url
-            console.print(f"[dim]ML server started at {server.url}[/dim]")
-        with console.status(doing) as status:
+        with _ml_server(settings, config), console.status(doing) as status:
             outcome = kickoff(inputs, settings, kind=kind,
                               on_tool_result=lambda r: status.update(f"{r.tool} answered..."))
     except (CrewRunError, ServerStartError) as exc:
@@ -118,9 +131,6 @@ def _run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: 
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted; stopping the ML server[/yellow]")
         raise typer.Exit(130) from None
-    finally:
-        if server is not None:
-            server.stop()
     if as_json:
         console.print_json(json.dumps({
             "run_id": outcome.run_id, "status": outcome.status, "inputs": outcome.inputs,
@@ -130,6 +140,118 @@ def _run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: 
     degraded = " [yellow](DEGRADED: fallback answer)[/yellow]" if outcome.degraded else ""
     console.print(Panel(outcome.output, title=f"{title}{degraded}", expand=False))
     console.print(f"[dim]run {outcome.run_id} stored in {settings.runs_db}[/dim]")
+
+
+@app.command()
+def train(
+    agents: Annotated[str, typer.Option(help="'all' or a comma list of conservative, aggressive, balanced, "
+                                             "contrarian.")] = "all",
+    algo: Annotated[str, typer.Option(help="ppo, a2c or dqn.")] = "ppo",
+    timesteps: Annotated[int, typer.Option(min=1, help="Environment steps per agent.")] = 50_000,
+    symbol: Annotated[str, typer.Option(help="Bundled series, data-folder symbol or file.")] = "SP500",
+    train_end: Annotated[str | None, typer.Option(help="Last training date (YYYY-MM-DD); later bars are the "
+                                                       "out-of-sample test span. Default: the first 70%.")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the networks, the env and the regime fit.")] = 0,
+    action_mode: Annotated[str, typer.Option(help="discrete (short/flat/long) or continuous (target weight).")]
+    = "discrete",
+    cost_bps: Annotated[float, typer.Option(min=0.0, help="Commission per unit of turnover, in bp.")] = 1.0,
+    slippage_bps: Annotated[float, typer.Option(min=0.0, help="Slippage per unit of turnover, in bp.")] = 1.0,
+    server_url: Annotated[str | None, typer.Option(help="ML server URL; default: start one locally.")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return (needs --server-url).")]
+    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the finished job as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train the specialized RL agents on the ML server, with a progress bar fed by the job endpoint."""
+    from pydantic import ValidationError
+
+    from quantcrew.data import DataError, load_symbol, to_payload_dict
+    from quantcrew.ml_server.schemas.rl import RL_AGENTS, RLTrainRequest
+    from quantcrew.tools.arguments import ToolInputError, parse_names
+
+    settings = _settings(config, client__url=server_url)
+    if no_wait and settings.client.url is None:
+        err_console.print("[red]--no-wait needs --server-url: a local server stops when this command ends[/red]")
+        raise typer.Exit(2)
+    try:  # refuse bad arguments before a server is started for nothing
+        names = list(RL_AGENTS) if agents.strip().lower() == "all" else parse_names(agents, field="agents")
+        bars = load_symbol(symbol, data_dir=settings.data.data_dir, max_gap_days=settings.data.max_gap_days)
+        request = RLTrainRequest.model_validate({
+            "data": to_payload_dict(bars), "symbol": symbol, "agents": [n.lower() for n in names],
+            "algorithm": algo.lower(), "timesteps": timesteps, "train_end": train_end, "seed": seed,
+            "action_mode": action_mode, "cost_bps": cost_bps, "slippage_bps": slippage_bps,
+        })
+    except (ToolInputError, DataError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        err_console.print(f"[red]{where}: {first['msg']}[/red]")
+        raise typer.Exit(2) from exc
+    _train(request, settings, config=config, no_wait=no_wait, as_json=as_json)
+
+
+def _train(request: Any, settings: Settings, *, config: Path | None, no_wait: bool, as_json: bool) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from quantcrew.crew.server_process import ServerStartError
+    from quantcrew.ml_server.schemas.jobs import JobInfo
+    from quantcrew.ml_server.schemas.rl import RLTrainResult
+    from quantcrew.tools.client import make_client
+    from quantcrew.tools.errors import MLClientError
+
+    job: JobInfo | None = None
+    try:
+        with _ml_server(settings, config), make_client(settings.client) as client:
+            job = client.rl_train(request)
+            if no_wait:
+                console.print(f"job {job.job_id} queued; follow it with GET /v1/jobs/{job.job_id}")
+                return
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/"
+                       "{task.total:,.0f} steps"), TextColumn("{task.fields[reward]}"), TimeElapsedColumn(),
+                       TimeRemainingColumn())
+            with Progress(*columns, console=console, transient=not as_json) as bar:
+                steps = request.timesteps * len(request.agents)
+                task = bar.add_task("queued", total=steps, reward="")
+
+                def show(info: JobInfo) -> None:
+                    reward = info.progress.metrics.get("episode_reward")
+                    bar.update(task, completed=info.progress.done, total=info.progress.total or steps,
+                               description=info.progress.message or info.status,
+                               reward="" if reward is None else f"episode reward {reward:+.3g}")
+
+                try:
+                    job = client.wait_for_job(job.job_id, poll_s=0.5, on_progress=show)
+                except KeyboardInterrupt:
+                    client.cancel_job(job.job_id)
+                    err_console.print(f"[yellow]interrupted: job {job.job_id} cancelled[/yellow]")
+                    raise typer.Exit(130) from None
+    except (MLClientError, ServerStartError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    assert job is not None
+    if as_json:
+        console.print_json(job.model_dump_json())
+    if job.status != "succeeded":
+        message = job.error.message if job.error is not None else job.status
+        err_console.print(f"[red]training job {job.job_id} {job.status}: {message}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        return
+    result = RLTrainResult.model_validate(job.result)
+    table = Table("agent", "model_id", "seconds", "total return", "Sharpe", "max DD", "specialty", "beats B&H",
+                  title=f"Out of sample {result.test_start} .. {result.test_end} (after costs)")
+    for p in result.policies:
+        e = p.evaluation
+        if e is None:
+            continue
+        table.add_row(p.agent, p.model_id, f"{p.train_seconds:.1f}", f"{e.metrics.total_return:+.1%}",
+                      f"{e.metrics.sharpe:.2f}", f"{e.metrics.max_drawdown:.1%}", e.specialty_metric,
+                      "yes" if e.beats_buy_and_hold else "no")
+    for name, m in result.benchmarks.items():
+        table.add_row(name, "", "", f"{m.total_return:+.1%}", f"{m.sharpe:.2f}", f"{m.max_drawdown:.1%}", "", "")
+    console.print(table)
 
 
 def _child_env(settings: Settings) -> dict[str, str]:

@@ -42,6 +42,18 @@ from quantcrew.ml_server.schemas.anomaly import (
     AnomalyResponse,
     AnomalyScoreRequest,
 )
+from quantcrew.ml_server.schemas.bandit import (
+    BanditCreateRequest,
+    BanditDecision,
+    BanditInfo,
+    BanditList,
+    BanditRewardRequest,
+    BanditRewardResponse,
+    BanditSelectRequest,
+    BanditSimulateRequest,
+    BanditSimulateResponse,
+    BanditState,
+)
 from quantcrew.ml_server.schemas.cluster import (
     ClusterFitRequest,
     ClusterFitResponse,
@@ -59,6 +71,7 @@ from quantcrew.ml_server.schemas.decompose import (
     DecomposeTransformRequest,
     DecomposeTransformResponse,
 )
+from quantcrew.ml_server.schemas.jobs import FINISHED_STATUSES, JobInfo, JobList
 from quantcrew.ml_server.schemas.regime import (
     RegimeFitRequest,
     RegimeFitResponse,
@@ -68,6 +81,13 @@ from quantcrew.ml_server.schemas.regime import (
 )
 from quantcrew.ml_server.schemas.risk import CovarianceRequest, CovarianceResponse, VarRequest, VarResponse
 from quantcrew.ml_server.schemas.risk_backtest import VarBacktestRequest, VarBacktestResponse
+from quantcrew.ml_server.schemas.rl import (
+    RLActRequest,
+    RLActResponse,
+    RLEvaluateRequest,
+    RLEvaluateResponse,
+    RLTrainRequest,
+)
 from quantcrew.ml_server.schemas.supervised import (
     SupervisedAnalyzeRequest,
     SupervisedFitRequest,
@@ -100,7 +120,7 @@ class _Endpoint(Generic[_Req, _T]):
 
     name: str
     method: str
-    path: str  # may hold a {model_id} placeholder
+    path: str  # may hold an {id} placeholder (a model, job or bandit id)
     request_type: type[_Req] | None
     parse: Callable[[bytes], _T]  # the response type's JSON validator
     idempotent: bool  # may be retried after a retryable fault
@@ -120,7 +140,7 @@ _LIST_MODELS: _Endpoint[WireModel, list[ModelInfo]] = _Endpoint(
     "list_models", "GET", "/v1/models", None, _MODEL_LIST.validate_json, True
 )
 _GET_MODEL: _Endpoint[WireModel, ModelInfo] = _Endpoint(
-    "get_model", "GET", "/v1/models/{model_id}", None, ModelInfo.model_validate_json, True
+    "get_model", "GET", "/v1/models/{id}", None, ModelInfo.model_validate_json, True
 )
 
 
@@ -166,6 +186,47 @@ _SUPERVISED_FIT = _post("supervised_fit", "/v1/supervised/fit", SupervisedFitReq
                         "Fit a supervised model and store it (never retried).", idempotent=False)
 _SUPERVISED_PREDICT = _post("supervised_predict", "/v1/supervised/predict", SupervisedPredictRequest,
                             SupervisedPredictResponse, "Predictions of a stored supervised model.")
+
+
+_RL_TRAIN = _post("rl_train", "/v1/rl/train", RLTrainRequest, JobInfo,
+                  "Start training specialized agents; returns the job (never retried).", idempotent=False)
+_RL_ACT = _post("rl_act", "/v1/rl/act", RLActRequest, RLActResponse,
+                "Each selected policy's action at the last bar.")
+_RL_EVALUATE = _post("rl_evaluate", "/v1/rl/evaluate", RLEvaluateRequest, RLEvaluateResponse,
+                     "Out-of-sample backtest of stored policies beside buy-and-hold and flat.")
+_BANDIT_CREATE = _post("bandit_create", "/v1/bandit", BanditCreateRequest, BanditInfo,
+                       "Create a bandit (one per regime inside); never retried.", idempotent=False)
+_BANDIT_SELECT = _post("bandit_select", "/v1/bandit/select", BanditSelectRequest, BanditDecision,
+                       "Choose an arm for a regime; records a decision (never retried).", idempotent=False)
+_BANDIT_REWARD = _post("bandit_reward", "/v1/bandit/reward", BanditRewardRequest, BanditRewardResponse,
+                       "Record the reward of a past decision (never retried).", idempotent=False)
+_BANDIT_SIMULATE = _post("bandit_simulate", "/v1/bandit/simulate", BanditSimulateRequest, BanditSimulateResponse,
+                         "Simulate a policy on arms whose means are known; reports regret.")
+_GET_JOB: _Endpoint[WireModel, JobInfo] = _Endpoint(
+    "get_job", "GET", "/v1/jobs/{id}", None, JobInfo.model_validate_json, True
+)
+_LIST_JOBS: _Endpoint[WireModel, JobList] = _Endpoint(
+    "list_jobs", "GET", "/v1/jobs", None, JobList.model_validate_json, True
+)
+_CANCEL_JOB: _Endpoint[WireModel, JobInfo] = _Endpoint(
+    "cancel_job", "DELETE", "/v1/jobs/{id}", None, JobInfo.model_validate_json, False
+)
+_BANDIT_STATE: _Endpoint[WireModel, BanditState] = _Endpoint(
+    "bandit_state", "GET", "/v1/bandit/{id}", None, BanditState.model_validate_json, True
+)
+_BANDIT_LIST: _Endpoint[WireModel, BanditList] = _Endpoint(
+    "bandit_list", "GET", "/v1/bandit", None, BanditList.model_validate_json, True
+)
+
+
+def _job_done(job: JobInfo, started: float, timeout_s: float | None) -> bool:
+    """Whether polling stops: the job finished (True), or the deadline passed (TimeoutError)."""
+    if job.status in FINISHED_STATUSES:
+        return True
+    if timeout_s is not None and time.monotonic() - started > timeout_s:
+        raise TimeoutError(f"job {job.job_id} is still {job.status} after {timeout_s:g} s "
+                           f"({job.progress.done}/{job.progress.total})")
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,15 +287,15 @@ class _MLClientBase(Generic[_H]):
         return f"{type(self).__name__}(base_url={str(self.base_url)!r}, retries={self.retries})"
 
     def _build_request(
-        self, endpoint: _Endpoint[Any, Any], body: WireModel | None, model_id: str | None
+        self, endpoint: _Endpoint[Any, Any], body: WireModel | None, path_id: str | None
     ) -> httpx.Request:
         if endpoint.request_type is not None and type(body) is not endpoint.request_type:
             raise TypeError(f"{endpoint.name} takes a {endpoint.request_type.__name__}, got {type(body).__name__}")
         path = endpoint.path
-        if model_id is not None:
-            if not model_id:
-                raise ValueError("model_id must not be empty")
-            path = path.format(model_id=quote(model_id, safe=""))
+        if path_id is not None:
+            if not path_id:
+                raise ValueError(f"{endpoint.name}: the id must not be empty")
+            path = path.format(id=quote(path_id, safe=""))
         if body is None:
             return self._http.build_request(endpoint.method, path)
         return self._http.build_request(
@@ -390,6 +451,45 @@ class MLClient(_MLClientBase[httpx.Client]):
     supervised_analyze = _SyncPost(_SUPERVISED_ANALYZE)
     supervised_fit = _SyncPost(_SUPERVISED_FIT)
     supervised_predict = _SyncPost(_SUPERVISED_PREDICT)
+    rl_train = _SyncPost(_RL_TRAIN)
+    rl_act = _SyncPost(_RL_ACT)
+    rl_evaluate = _SyncPost(_RL_EVALUATE)
+    bandit_create = _SyncPost(_BANDIT_CREATE)
+    bandit_select = _SyncPost(_BANDIT_SELECT)
+    bandit_reward = _SyncPost(_BANDIT_REWARD)
+    bandit_simulate = _SyncPost(_BANDIT_SIMULATE)
+
+    def bandit_state(self, bandit: str) -> BanditState:
+        """A bandit's state per regime, by id or name; an unknown one raises ``ModelNotFound``."""
+        return self._call(_BANDIT_STATE, path_id=bandit)
+
+    def bandit_list(self) -> BanditList:
+        """Every bandit."""
+        return self._call(_BANDIT_LIST)
+
+    def get_job(self, job_id: str) -> JobInfo:
+        """A job's status, progress and (once finished) result or error."""
+        return self._call(_GET_JOB, path_id=job_id)
+
+    def list_jobs(self) -> JobList:
+        """The newest jobs."""
+        return self._call(_LIST_JOBS)
+
+    def cancel_job(self, job_id: str) -> JobInfo:
+        """Cancel a queued or running job; a finished one raises ``Conflict`` (409)."""
+        return self._call(_CANCEL_JOB, path_id=job_id)
+
+    def wait_for_job(self, job_id: str, *, poll_s: float = 0.5, timeout_s: float | None = None,
+                     on_progress: Callable[[JobInfo], None] | None = None) -> JobInfo:
+        """Poll a job until it finishes; ``on_progress`` sees every poll. Raises TimeoutError."""
+        started = time.monotonic()
+        while True:
+            job = self.get_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if _job_done(job, started, timeout_s):
+                return job
+            time.sleep(poll_s)
 
     def list_models(self) -> list[ModelInfo]:
         """Every registry entry."""
@@ -397,7 +497,7 @@ class MLClient(_MLClientBase[httpx.Client]):
 
     def get_model(self, model_id: str) -> ModelInfo:
         """One registry entry; an unknown id raises ``ModelNotFound``."""
-        return self._call(_GET_MODEL, model_id=model_id)
+        return self._call(_GET_MODEL, path_id=model_id)
 
     def close(self) -> None:
         """Close the HTTP client and its connection pool."""
@@ -411,8 +511,8 @@ class MLClient(_MLClientBase[httpx.Client]):
     ) -> None:
         self.close()
 
-    def _call(self, endpoint: _Endpoint[Any, _T], body: WireModel | None = None, *, model_id: str | None = None) -> _T:
-        request = self._build_request(endpoint, body, model_id)
+    def _call(self, endpoint: _Endpoint[Any, _T], body: WireModel | None = None, *, path_id: str | None = None) -> _T:
+        request = self._build_request(endpoint, body, path_id)
         started = time.perf_counter()
         attempts, status = 0, None
         try:
@@ -495,6 +595,45 @@ class AsyncMLClient(_MLClientBase[httpx.AsyncClient]):
     supervised_analyze = _AsyncPost(_SUPERVISED_ANALYZE)
     supervised_fit = _AsyncPost(_SUPERVISED_FIT)
     supervised_predict = _AsyncPost(_SUPERVISED_PREDICT)
+    rl_train = _AsyncPost(_RL_TRAIN)
+    rl_act = _AsyncPost(_RL_ACT)
+    rl_evaluate = _AsyncPost(_RL_EVALUATE)
+    bandit_create = _AsyncPost(_BANDIT_CREATE)
+    bandit_select = _AsyncPost(_BANDIT_SELECT)
+    bandit_reward = _AsyncPost(_BANDIT_REWARD)
+    bandit_simulate = _AsyncPost(_BANDIT_SIMULATE)
+
+    async def bandit_state(self, bandit: str) -> BanditState:
+        """A bandit's state per regime, by id or name; an unknown one raises ``ModelNotFound``."""
+        return await self._call(_BANDIT_STATE, path_id=bandit)
+
+    async def bandit_list(self) -> BanditList:
+        """Every bandit."""
+        return await self._call(_BANDIT_LIST)
+
+    async def get_job(self, job_id: str) -> JobInfo:
+        """A job's status, progress and (once finished) result or error."""
+        return await self._call(_GET_JOB, path_id=job_id)
+
+    async def list_jobs(self) -> JobList:
+        """The newest jobs."""
+        return await self._call(_LIST_JOBS)
+
+    async def cancel_job(self, job_id: str) -> JobInfo:
+        """Cancel a queued or running job; a finished one raises ``Conflict`` (409)."""
+        return await self._call(_CANCEL_JOB, path_id=job_id)
+
+    async def wait_for_job(self, job_id: str, *, poll_s: float = 0.5, timeout_s: float | None = None,
+                           on_progress: Callable[[JobInfo], None] | None = None) -> JobInfo:
+        """Poll a job until it finishes; ``on_progress`` sees every poll. Raises TimeoutError."""
+        started = time.monotonic()
+        while True:
+            job = await self.get_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if _job_done(job, started, timeout_s):
+                return job
+            await asyncio.sleep(poll_s)
 
     async def list_models(self) -> list[ModelInfo]:
         """Every registry entry."""
@@ -502,7 +641,7 @@ class AsyncMLClient(_MLClientBase[httpx.AsyncClient]):
 
     async def get_model(self, model_id: str) -> ModelInfo:
         """One registry entry; an unknown id raises ``ModelNotFound``."""
-        return await self._call(_GET_MODEL, model_id=model_id)
+        return await self._call(_GET_MODEL, path_id=model_id)
 
     async def aclose(self) -> None:
         """Close the HTTP client and its connection pool."""
@@ -517,9 +656,9 @@ class AsyncMLClient(_MLClientBase[httpx.AsyncClient]):
         await self.aclose()
 
     async def _call(
-        self, endpoint: _Endpoint[Any, _T], body: WireModel | None = None, *, model_id: str | None = None
+        self, endpoint: _Endpoint[Any, _T], body: WireModel | None = None, *, path_id: str | None = None
     ) -> _T:
-        request = self._build_request(endpoint, body, model_id)
+        request = self._build_request(endpoint, body, path_id)
         started = time.perf_counter()
         attempts, status = 0, None
         try:

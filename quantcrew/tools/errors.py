@@ -11,8 +11,9 @@
           │    ├── InvalidModelInput  422 invalid_input
           │    │    └── PayloadTooLarge   413 payload_too_large
           │    ├── Unauthorized       401, 403
-          │    ├── ModelNotFound      404
-          │    └── ArtifactConflict   409
+          │    ├── NotFound           404 (alias ModelNotFound): no such model, job, bandit, decision
+          │    └── Conflict           409 (alias ArtifactConflict): a finished job, a second reward,
+          │                               an artifact that failed its integrity check
           ├── ModelNotReady           503 not_ready
           └── MLServerFault           other 5xx (and a 2xx body that breaks the contract)
 
@@ -46,6 +47,7 @@ import httpx
 __all__ = [
     "ArtifactConflict",
     "CircuitOpenError",
+    "Conflict",
     "InvalidModelInput",
     "MLClientError",
     "MLRequestRejected",
@@ -55,6 +57,7 @@ __all__ = [
     "MLServerUnavailable",
     "ModelNotFound",
     "ModelNotReady",
+    "NotFound",
     "PayloadTooLarge",
     "Unauthorized",
     "error_class_for_status",
@@ -161,12 +164,18 @@ class Unauthorized(MLRequestRejected):
     """401 or 403: the API key is missing or wrong."""
 
 
-class ModelNotFound(MLRequestRejected):
-    """404: no model with that id (or no such route on this server version)."""
+class NotFound(MLRequestRejected):
+    """404: no model, job, bandit or decision with that id (or no such route on this server version)."""
 
 
-class ArtifactConflict(MLRequestRejected):
-    """409: a stored artifact failed its integrity check or holds a refused type."""
+class Conflict(MLRequestRejected):
+    """409: the request conflicts with the resource's state (``code`` says which): cancelling a
+    finished job, rewarding a decision twice, a name taken (``conflict``), or an artifact that
+    failed its integrity check (``artifact_integrity``)."""
+
+
+ModelNotFound = NotFound  # the name tools used before jobs and bandits had ids too
+ArtifactConflict = Conflict
 
 
 class ModelNotReady(MLResponseError):
@@ -185,8 +194,8 @@ class MLServerFault(MLResponseError):
 _STATUS_CLASSES: dict[int, type[MLResponseError]] = {
     401: Unauthorized,
     403: Unauthorized,
-    404: ModelNotFound,
-    409: ArtifactConflict,
+    404: NotFound,
+    409: Conflict,
     413: PayloadTooLarge,
     422: InvalidModelInput,
     503: ModelNotReady,

@@ -112,3 +112,35 @@ def test_risk_command_refuses_weights_that_do_not_sum_to_one(tmp_path: Path) -> 
                           env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "sum to 1.2" in proc.stderr and "normalize" in proc.stderr
+
+
+def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "train", "--agents", "aggressive,contrarian", "--algo", "a2c", "--timesteps", "600",
+                           "--train-end", "2010-12-31", "--json"], env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    job = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert job["status"] == "succeeded" and job["progress"]["done"] == 1200
+    result = job["result"]
+    assert [p["agent"] for p in result["policies"]] == ["aggressive", "contrarian"]
+    assert result["train_end"] == "2010-12-31" and result["test_start"] == "2011-01-03"
+    assert result["test_end"] == "2018-12-31"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--algo", "sac"], "'ppo', 'a2c' or 'dqn'"),
+        (["--agents", "reckless"], "conservative"),
+        (["--algo", "dqn", "--action-mode", "continuous"], "dqn"),
+        (["--symbol", "NOPE"], "NOPE"),
+    ],
+)
+def test_train_command_refuses_bad_arguments_before_starting_a_server(tmp_path: Path, args: list[str],
+                                                                     needle: str) -> None:
+    proc = subprocess.run([*CLI, "train", *args], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stderr
+    assert "ML server started" not in proc.stdout

@@ -233,7 +233,7 @@ def test_list_and_get_models_parse_model_info(make: MakeClient) -> None:
 
 def test_get_model_empty_id_raises_value_error(make: MakeClient) -> None:
     server = Server(_ok(_model_info()))
-    with pytest.raises(ValueError, match="model_id"):
+    with pytest.raises(ValueError, match="get_model: the id must not be empty"):
         make(server).get_model("")
     assert server.calls == 0
 

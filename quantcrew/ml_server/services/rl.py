@@ -143,7 +143,7 @@ def _regimes(detector: RegimeDetector | None,
     for j, label in enumerate(REGIME_LABELS):
         probs[1:, j] = filtered.label_probs[label]
     labels = [UNKNOWN_REGIME, *(str(x) for x in filtered.labels)]
-    last = {label: float(probs[-1, j]) for j, label in enumerate(REGIME_LABELS)}
+    last: dict[str, float] = {label: float(probs[-1, j]) for j, label in enumerate(REGIME_LABELS)}
     return probs, labels, last
 
 
@@ -163,7 +163,7 @@ def prepare_market(bars: Bars, *, detector: RegimeDetector | None, scaler: Featu
     if scaler is None:
         if train_last is None:
             raise ValueError("train_last is needed to fit the scaler")
-        scaler = FeatureScaler.fit(feats.values, feats.warmup, train_last + 1)
+        scaler = FeatureScaler.fit(feats.values, feats.warmup, train_last + 1, names=feats.names)
     return Market(bars=bars, scaled=scaler.transform(feats.values), forward_returns=feats.forward_returns,
                   price_z=feats.price_z, feature_names=feats.names, scaler=scaler, labels=labels,
                   regime_probs=last, warmup=feats.warmup)
@@ -186,7 +186,7 @@ def run_policy(policy: StoredPolicy, market: Market, start: int, end: int,
 
 
 def backtest_report(m: BacktestMetrics) -> BacktestReport:
-    return BacktestReport(**m.as_dict())
+    return BacktestReport.model_validate(m.as_dict())
 
 
 def _beats(agent: str, mine: BacktestMetrics, mine_regimes: dict[str, RegimeSlice], bench: BacktestMetrics,

@@ -80,6 +80,7 @@ class StoredPolicy:
         obs_space, act_space = observation_space(obs_dim), action_space(action_mode)
         policy: BasePolicy
         if algorithm == "dqn":
+            assert isinstance(act_space, gym.spaces.Discrete)
             policy = DQNPolicy(obs_space, act_space, _zero_schedule, net_arch=list(net_arch))
         else:
             policy = ActorCriticPolicy(obs_space, act_space, _zero_schedule,
@@ -102,7 +103,9 @@ class StoredPolicy:
                                 {lbl: float(v) for lbl, v in zip(ACTION_LABELS, q, strict=True)}, None)
         assert isinstance(self.policy, ActorCriticPolicy)
         dist = self.policy.get_distribution(x).distribution
+        assert isinstance(dist, torch.distributions.Distribution)
         if self.action_mode == "discrete":
+            assert isinstance(dist, torch.distributions.Categorical)
             probs = dist.probs[0].numpy().astype(np.float64)
             a = int(np.argmax(probs))
             return PolicyAnswer(a, ACTION_LABELS[a], float(a - 1),

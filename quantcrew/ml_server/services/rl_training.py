@@ -209,7 +209,7 @@ def train_agents(plan: TrainingPlan, registry: ModelRegistry, ctx: JobContext) -
         info = registry.save(family="rl", name=f"{req.name_prefix}-{agent}-{req.algorithm}", method=req.algorithm,
                              obj=state, fmt="torch", metadata=metadata)
         policies.append(RLPolicyResult(
-            agent=agent, model_id=info.model_id, model_version=info.version, name=info.name,  # type: ignore[arg-type]
+            agent=agent, model_id=info.model_id, model_version=info.version, name=info.name,
             algorithm=req.algorithm, sha256=info.sha256, seed=req.seed, timesteps=req.timesteps,
             train_seconds=round(seconds, 3), train_start=iso[0], train_end=iso[plan.train_last],
             evaluation=evaluation.model_copy(update={"model_id": info.model_id}),

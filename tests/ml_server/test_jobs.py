@@ -1,0 +1,384 @@
+"""The job manager with real worker threads and a real SQLite file."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from quantcrew.ml_server.errors import ConflictError, InvalidInputError, ModelNotReadyError, NotFoundError
+from quantcrew.ml_server.jobs import INTERRUPTED_MESSAGE, JobCancelled, JobContext, JobFn, JobManager
+
+WAIT_S = 5.0  # upper bound for events in tests; each test finishes far sooner
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "registry.db"
+
+
+@pytest.fixture
+def manager(db_path: Path) -> Iterator[JobManager]:
+    jobs = JobManager(db_path, workers=1)
+    yield jobs
+    jobs.shutdown(timeout_s=2.0)
+
+
+def _blocking(started: threading.Event, release: threading.Event, result: dict[str, Any] | None = None) -> JobFn:
+    """A job that says it started, then waits for the test (ignoring cancellation)."""
+
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        started.set()
+        assert release.wait(WAIT_S), "the test never released the job"
+        return result or {"ok": True}
+
+    return fn
+
+
+def _until_cancelled(started: threading.Event) -> JobFn:
+    """A job that reports progress and polls the cancel flag, as a training loop would."""
+
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        step = 0
+        while not ctx.cancelled:
+            step += 1
+            ctx.report(done=step, total=1_000_000)
+            started.set()
+            time.sleep(0.005)
+        raise JobCancelled
+
+    return fn
+
+
+def _raw_row(db_path: Path, job_id: str) -> sqlite3.Row:
+    with sqlite3.connect(db_path) as conn:
+        conn.row_factory = sqlite3.Row
+        row: sqlite3.Row | None = conn.execute("select * from jobs where job_id = ?", (job_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def test_submit_returns_queued_entry_with_params(manager: JobManager) -> None:
+    started, release = threading.Event(), threading.Event()
+    first = manager.submit("rl_train", _blocking(started, release), params={"timesteps": 64})
+    assert first.status == "queued"  # even though a worker is free and picks it up at once
+    assert started.wait(WAIT_S)
+    second = manager.submit("rl_train", _blocking(threading.Event(), release), params={"algo": "ppo"})
+    assert re.fullmatch(r"job-[0-9a-f]{16}", first.job_id) and first.job_id != second.job_id
+    assert second.status == "queued" and not second.cancel_requested
+    assert second.started_at is None and second.finished_at is None and second.result is None
+    assert second.params == {"algo": "ppo"}
+    assert second.created_at.utcoffset() == timedelta(0)
+    assert manager.get(first.job_id).params == {"timesteps": 64}
+    release.set()
+    assert manager.wait(second.job_id, WAIT_S).status == "succeeded"
+
+
+def test_get_shows_progress_while_running_then_result(manager: JobManager) -> None:
+    reported, release = threading.Event(), threading.Event()
+
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        ctx.report(done=3, total=10, message="episode 3", metrics={"episode_reward": 1.5})
+        reported.set()
+        assert release.wait(WAIT_S)
+        ctx.report(done=10, total=10, metrics={"episode_reward": 2.0})
+        return {"model_id": "rl-abc", "mean_reward": 2.0}
+
+    job = manager.submit("rl_train", fn, params={})
+    assert reported.wait(WAIT_S)
+    running = manager.get(job.job_id)
+    assert running.status == "running" and running.started_at is not None and running.finished_at is None
+    assert (running.progress.done, running.progress.total) == (3, 10)
+    assert running.progress.fraction == pytest.approx(0.3)
+    assert running.progress.message == "episode 3"
+    assert running.progress.metrics == {"episode_reward": 1.5}
+    assert running.progress.updated_at is not None
+    release.set()
+    done = manager.wait(job.job_id, WAIT_S)
+    assert done.status == "succeeded" and done.error is None
+    assert done.result == {"model_id": "rl-abc", "mean_reward": 2.0}
+    assert done.finished_at is not None and done.started_at is not None and done.finished_at >= done.started_at
+    assert done.progress.fraction == 1.0 and done.progress.message == "episode 3"  # message kept when not repeated
+    assert done.progress.metrics == {"episode_reward": 2.0}
+
+
+def test_result_with_numpy_values_and_nan_is_stored_as_plain_json(manager: JobManager) -> None:
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        return {"reward": np.float64(1.25), "steps": np.int64(64), "curve": np.array([1.0, np.nan]), "loss": np.inf}
+
+    done = manager.wait(manager.submit("rl_train", fn, params={}).job_id, WAIT_S)
+    assert done.status == "succeeded"
+    assert done.result == {"reward": 1.25, "steps": 64, "curve": [1.0, None], "loss": None}
+
+
+def test_domain_error_fails_job_with_its_code(manager: JobManager) -> None:
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        raise InvalidInputError("timesteps must be positive", details=[{"loc": ["body", "timesteps"], "msg": "<= 0"}])
+
+    done = manager.wait(manager.submit("rl_train", fn, params={}).job_id, WAIT_S)
+    assert done.status == "failed" and done.result is None
+    assert done.error is not None
+    assert done.error.code == "invalid_input"
+    assert done.error.message == "timesteps must be positive"
+    assert done.error.details == [{"loc": ["body", "timesteps"], "msg": "<= 0"}]
+
+
+def test_unexpected_error_fails_job_as_internal_and_worker_runs_next(
+    manager: JobManager, caplog: pytest.LogCaptureFixture,
+) -> None:
+    def boom(ctx: JobContext) -> dict[str, Any]:
+        raise RuntimeError("replay buffer exploded")
+
+    with caplog.at_level(logging.ERROR, logger="quantcrew.ml_server"):
+        failed = manager.wait(manager.submit("rl_train", boom, params={}).job_id, WAIT_S)
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "internal_error"
+    assert failed.error.message == "RuntimeError: replay buffer exploded"
+    logged = [r for r in caplog.records if r.name == "quantcrew.ml_server" and r.exc_info]
+    assert logged and "replay buffer exploded" in str(logged[0].exc_info[1])  # type: ignore[index]
+    nxt = manager.wait(manager.submit("rl_train", lambda ctx: {"n": 1}, params={}).job_id, WAIT_S)
+    assert nxt.status == "succeeded" and nxt.result == {"n": 1}
+
+
+def test_job_returning_non_dict_fails(manager: JobManager) -> None:
+    done = manager.wait(manager.submit("x", lambda ctx: [1, 2], params={}).job_id, WAIT_S)  # type: ignore[arg-type,return-value]
+    assert done.status == "failed" and done.error is not None and done.error.code == "internal_error"
+    assert "list" in done.error.message
+
+
+def test_cancel_queued_job_never_runs(manager: JobManager) -> None:
+    started, release = threading.Event(), threading.Event()
+    ran = threading.Event()
+    blocker = manager.submit("rl_train", _blocking(started, release), params={})
+    assert started.wait(WAIT_S)
+
+    def never(ctx: JobContext) -> dict[str, Any]:
+        ran.set()
+        return {}
+
+    queued = manager.submit("rl_train", never, params={})
+    cancelled = manager.cancel(queued.job_id)
+    assert cancelled.status == "cancelled" and cancelled.cancel_requested and cancelled.finished_at is not None
+    release.set()
+    manager.wait(blocker.job_id, WAIT_S)
+    after = manager.wait(manager.submit("rl_train", lambda ctx: {}, params={}).job_id, WAIT_S)
+    assert after.status == "succeeded"  # the worker has gone past the cancelled job
+    assert not ran.is_set()
+    assert manager.get(queued.job_id).status == "cancelled"
+
+
+def test_cancel_running_job_stays_running_until_fn_returns(manager: JobManager) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        ctx.report(done=5, total=100, message="warming up")
+        started.set()
+        assert release.wait(WAIT_S)
+        if ctx.cancelled:
+            raise JobCancelled("stopped after 5 steps")
+        return {"finished": True}
+
+    job = manager.submit("rl_train", fn, params={})
+    assert started.wait(WAIT_S)
+    asked = manager.cancel(job.job_id)
+    assert asked.status == "running" and asked.cancel_requested and asked.finished_at is None
+    again = manager.cancel(job.job_id)  # asking twice is harmless
+    assert again.status == "running" and again.cancel_requested
+    release.set()
+    done = manager.wait(job.job_id, WAIT_S)
+    assert done.status == "cancelled" and done.cancel_requested and done.result is None and done.error is None
+    assert (done.progress.done, done.progress.total) == (5, 100)  # partial progress kept
+    assert done.progress.message == "stopped after 5 steps"
+
+
+def test_cancel_running_job_that_polls_flag_and_returns_partial_result(manager: JobManager) -> None:
+    started = threading.Event()
+
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        step = 0
+        while not ctx.cancelled:
+            step += 1
+            ctx.report(done=step, total=10_000)
+            started.set()
+            time.sleep(0.005)
+        return {"steps_done": step}
+
+    job = manager.submit("rl_train", fn, params={})
+    assert started.wait(WAIT_S)
+    t0 = time.monotonic()
+    manager.cancel(job.job_id)
+    done = manager.wait(job.job_id, WAIT_S)
+    assert time.monotonic() - t0 < 2.0
+    assert done.status == "cancelled"
+    assert done.result is not None and done.result["steps_done"] >= 1
+    assert done.progress.done == done.result["steps_done"]
+
+
+def test_cancel_finished_job_conflicts(manager: JobManager) -> None:
+    job = manager.submit("rl_train", lambda ctx: {}, params={})
+    manager.wait(job.job_id, WAIT_S)
+    with pytest.raises(ConflictError) as info:
+        manager.cancel(job.job_id)
+    assert info.value.message == f"job {job.job_id} already finished (succeeded); nothing to cancel"
+    assert info.value.status_code == 409
+
+
+def test_unknown_job_raises_not_found_naming_it(manager: JobManager) -> None:
+    for call in (manager.get, manager.cancel, manager.wait):
+        with pytest.raises(NotFoundError, match="job-doesnotexist"):
+            call("job-doesnotexist")
+
+
+def test_restart_marks_unfinished_jobs_interrupted_and_keeps_finished(db_path: Path) -> None:
+    first = JobManager(db_path)
+    started, release = threading.Event(), threading.Event()
+    try:
+        done = first.wait(first.submit("rl_train", lambda ctx: {"model_id": "rl-1"}, params={"a": 1}).job_id, WAIT_S)
+        running = first.submit("rl_train", _blocking(started, release), params={})
+        assert started.wait(WAIT_S)
+        queued = first.submit("rl_train", lambda ctx: {}, params={})
+        # a second process opening the file sees what a crashed one left behind
+        second = JobManager(db_path)
+        for job_id in (running.job_id, queued.job_id):
+            info = second.get(job_id)
+            assert info.status == "interrupted" and info.finished_at is not None
+            assert info.error is not None and info.error.code == "interrupted"
+            assert info.error.message == INTERRUPTED_MESSAGE
+        kept = second.get(done.job_id)
+        assert kept.status == "succeeded" and kept.result == {"model_id": "rl-1"} and kept.params == {"a": 1}
+        with pytest.raises(ConflictError, match=r"already finished \(interrupted\)"):
+            second.cancel(running.job_id)
+        second.shutdown(timeout_s=1.0)
+    finally:
+        first.shutdown(timeout_s=0.0)
+        release.set()
+
+
+def test_report_throttles_writes_but_persists_final_report(manager: JobManager, db_path: Path) -> None:
+    reported, release = threading.Event(), threading.Event()
+
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        for step in range(1, 51):
+            ctx.report(done=step, total=100, message=f"step {step}")
+        reported.set()
+        assert release.wait(WAIT_S)
+        for step in range(51, 101):
+            ctx.report(done=step, total=100, message=f"step {step}")
+        return {}
+
+    job = manager.submit("rl_train", fn, params={})
+    assert reported.wait(WAIT_S)
+    row = _raw_row(db_path, job.job_id)
+    assert (row["done"], row["message"]) == (1, "step 1")  # only the first of 50 quick reports was written
+    assert manager.get(job.job_id).progress.done == 50  # readers still see the latest
+    release.set()
+    manager.wait(job.job_id, WAIT_S)
+    row = _raw_row(db_path, job.job_id)
+    assert (row["done"], row["total"], row["message"]) == (100, 100, "step 100")
+
+
+def test_wait_times_out_on_running_job(manager: JobManager) -> None:
+    started, release = threading.Event(), threading.Event()
+    job = manager.submit("rl_train", _blocking(started, release), params={})
+    assert started.wait(WAIT_S)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match=job.job_id):
+        manager.wait(job.job_id, timeout_s=0.1)
+    assert time.monotonic() - t0 < 2.0
+    release.set()
+    assert manager.wait(job.job_id, WAIT_S).status == "succeeded"
+
+
+def test_shutdown_cancels_running_and_queued_jobs_without_hanging(db_path: Path) -> None:
+    jobs = JobManager(db_path)
+    started = threading.Event()
+    running = jobs.submit("rl_train", _until_cancelled(started), params={})
+    assert started.wait(WAIT_S)
+    queued = jobs.submit("rl_train", lambda ctx: {}, params={})
+    t0 = time.monotonic()
+    jobs.shutdown(timeout_s=5.0)
+    assert time.monotonic() - t0 < 2.0
+    jobs.shutdown()  # idempotent
+    with pytest.raises(ModelNotReadyError):
+        jobs.submit("rl_train", lambda ctx: {}, params={})
+    reopened = JobManager(db_path)
+    try:
+        stopped = reopened.get(running.job_id)
+        assert stopped.status == "cancelled" and stopped.cancel_requested and stopped.progress.done >= 1
+        assert reopened.get(queued.job_id).status == "cancelled"
+    finally:
+        reopened.shutdown()
+
+
+def test_shutdown_records_job_ignoring_cancellation_as_interrupted(db_path: Path) -> None:
+    jobs = JobManager(db_path)
+    started, release = threading.Event(), threading.Event()
+    job = jobs.submit("rl_train", _blocking(started, release), params={})
+    assert started.wait(WAIT_S)
+    t0 = time.monotonic()
+    jobs.shutdown(timeout_s=0.1)
+    assert time.monotonic() - t0 < 2.0
+    release.set()  # the job returns after the manager closed: nothing more is written
+    time.sleep(0.05)
+    reopened = JobManager(db_path)
+    try:
+        info = reopened.get(job.job_id)
+        assert info.status == "interrupted" and info.error is not None
+        assert info.error.message == INTERRUPTED_MESSAGE
+    finally:
+        reopened.shutdown()
+
+
+def test_list_newest_first_with_filters_and_limit(manager: JobManager) -> None:
+    a = manager.wait(manager.submit("rl_train", lambda ctx: {}, params={}).job_id, WAIT_S)
+    b = manager.wait(manager.submit("walk_forward", lambda ctx: {}, params={}).job_id, WAIT_S)
+    c = manager.wait(manager.submit("rl_train", lambda ctx: {"x": 1 / 0}, params={}).job_id, WAIT_S)
+    assert [j.job_id for j in manager.list()] == [c.job_id, b.job_id, a.job_id]
+    assert [j.job_id for j in manager.list(kind="rl_train")] == [c.job_id, a.job_id]
+    assert [j.job_id for j in manager.list(status="failed")] == [c.job_id]
+    assert [j.job_id for j in manager.list(kind="rl_train", status="succeeded")] == [a.job_id]
+    assert [j.job_id for j in manager.list(limit=1)] == [c.job_id]
+    assert manager.list(kind="nothing") == []
+
+
+def test_workers_run_jobs_concurrently(db_path: Path) -> None:
+    jobs = JobManager(db_path, workers=2)
+    barrier = threading.Barrier(2, timeout=WAIT_S)
+
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        return {"arrived": barrier.wait()}  # breaks (and fails the job) unless both run at once
+
+    try:
+        ids = [jobs.submit("rl_train", fn, params={}).job_id for _ in range(2)]
+        assert {jobs.wait(i, WAIT_S).status for i in ids} == {"succeeded"}
+    finally:
+        jobs.shutdown()
+
+
+def test_submit_refuses_params_that_are_not_json(manager: JobManager) -> None:
+    with pytest.raises(ValueError, match="params of a 'rl_train' job cannot be stored as JSON"):
+        manager.submit("rl_train", lambda ctx: {}, params={"env": object()})
+    assert manager.list() == []
+
+
+def test_context_alone_merges_metrics_and_clips_fraction() -> None:
+    ctx = JobContext("job-test")
+    ctx.report(done=2, total=4, message="half", metrics={"reward": 1.0, "loss": 0.5})
+    ctx.report(done=9, total=4, metrics={"reward": float("nan"), "entropy": np.float32(0.25)})  # type: ignore[dict-item]
+    p = ctx.progress
+    assert (p.done, p.total, p.fraction, p.message) == (9, 4, 1.0, "half")
+    assert p.metrics == {"reward": 1.0, "loss": 0.5, "entropy": 0.25}
+    ctx.report(done=-3, total=0)
+    assert (ctx.progress.done, ctx.progress.fraction) == (0, 0.0)
+    assert not ctx.cancelled
+    ctx.request_cancel()
+    assert ctx.cancelled
