@@ -15,7 +15,14 @@ from crewai.tools import BaseTool
 from quantcrew.config.paths import AGENTS_YAML
 from quantcrew.config.settings import Settings
 
-__all__ = ["AGENT_FACTORIES", "agent_config", "make_regime_analyst", "make_risk_manager"]
+__all__ = [
+    "AGENT_FACTORIES",
+    "agent_config",
+    "make_meta_orchestrator",
+    "make_regime_analyst",
+    "make_risk_manager",
+    "make_strategy_agent",
+]
 
 
 @lru_cache(maxsize=1)
@@ -57,4 +64,33 @@ def make_risk_manager(settings: Settings, *, tools: list[BaseTool], llm: Any) ->
     )
 
 
-AGENT_FACTORIES = {"regime_analyst": make_regime_analyst, "risk_manager": make_risk_manager}
+def make_strategy_agent(settings: Settings, *, tools: list[BaseTool], llm: Any) -> Agent:
+    """The strategy agent: the RL policies' signals and their consensus through StrategySignalTool."""
+    return Agent(
+        config=agent_config("strategy_agent"),
+        tools=tools,
+        llm=llm,
+        allow_delegation=False,
+        verbose=settings.crew.verbose,
+        max_iter=6,
+    )
+
+
+def make_meta_orchestrator(settings: Settings, *, tools: list[BaseTool], llm: Any) -> Agent:
+    """The meta-orchestrator: which agent to follow per regime, and its outcomes, through AgentSelectionTool."""
+    return Agent(
+        config=agent_config("meta_orchestrator"),
+        tools=tools,
+        llm=llm,
+        allow_delegation=False,
+        verbose=settings.crew.verbose,
+        max_iter=6,
+    )
+
+
+AGENT_FACTORIES = {
+    "regime_analyst": make_regime_analyst,
+    "risk_manager": make_risk_manager,
+    "strategy_agent": make_strategy_agent,
+    "meta_orchestrator": make_meta_orchestrator,
+}

@@ -45,6 +45,18 @@ def _risk_tools() -> list[type[QuantTool]]:
     return [RiskMetricsTool, FactorAnalysisTool, ClusteringTool, AnomalyDetectionTool]
 
 
+def _strategy_tools() -> list[type[QuantTool]]:
+    from quantcrew.tools.strategy import StrategySignalTool
+
+    return [StrategySignalTool]
+
+
+def _selection_tools() -> list[type[QuantTool]]:
+    from quantcrew.tools.selection import AgentSelectionTool
+
+    return [AgentSelectionTool]
+
+
 @dataclass(frozen=True)
 class CrewSpec:
     """One runnable crew: its task (config/tasks.yaml), whose agent it names, its tools and default inputs."""
@@ -67,6 +79,8 @@ CREWS: dict[str, CrewSpec] = {
     "regime": CrewSpec("regime", "regime_analysis", _regime_tools, {"symbol": "SP500", "lookback": 750}),
     "risk": CrewSpec("risk", "risk_assessment", _risk_tools,
                      {"symbols": "SP500,NASDAQ", "weights": "0.6,0.4", "lookback": 1000, "horizon_days": 1}),
+    "strategy": CrewSpec("strategy", "strategy_signals", _strategy_tools, {"symbol": "SP500", "lookback": 300}),
+    "meta": CrewSpec("meta", "agent_selection", _selection_tools, {"symbol": "SP500", "regime": "auto"}),
 }
 """The crews ``quantcrew run`` / ``quantcrew risk`` and the scheduler can start, by kind."""
 

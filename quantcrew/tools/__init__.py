@@ -15,6 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "AgentSelectionInput",
+    "AgentSelectionTool",
     "AnomalyDetectionInput",
     "AnomalyDetectionTool",
     "AsyncMLClient",
@@ -29,6 +31,8 @@ __all__ = [
     "RegimeDetectionTool",
     "RiskMetricsInput",
     "RiskMetricsTool",
+    "StrategySignalInput",
+    "StrategySignalTool",
     "ToolInputError",
     "ToolResult",
     "make_async_client",
@@ -36,6 +40,8 @@ __all__ = [
 ]
 
 _WHERE = {
+    "AgentSelectionInput": "quantcrew.tools.selection",
+    "AgentSelectionTool": "quantcrew.tools.selection",
     "AnomalyDetectionInput": "quantcrew.tools.anomaly",
     "AnomalyDetectionTool": "quantcrew.tools.anomaly",
     "ClusteringInput": "quantcrew.tools.clustering",
@@ -54,6 +60,8 @@ _WHERE = {
     "ToolResult": "quantcrew.tools.base",
     "RegimeDetectionInput": "quantcrew.tools.regime",
     "RegimeDetectionTool": "quantcrew.tools.regime",
+    "StrategySignalInput": "quantcrew.tools.strategy",
+    "StrategySignalTool": "quantcrew.tools.strategy",
 }
 
 if TYPE_CHECKING:
@@ -66,6 +74,8 @@ if TYPE_CHECKING:
     from quantcrew.tools.factors import FactorAnalysisInput, FactorAnalysisTool
     from quantcrew.tools.regime import RegimeDetectionInput, RegimeDetectionTool
     from quantcrew.tools.risk import RiskMetricsInput, RiskMetricsTool
+    from quantcrew.tools.selection import AgentSelectionInput, AgentSelectionTool
+    from quantcrew.tools.strategy import StrategySignalInput, StrategySignalTool
 
 
 def __getattr__(name: str) -> Any:

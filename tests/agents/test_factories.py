@@ -32,3 +32,21 @@ def test_regime_analyst_gets_its_tools_and_llm(settings: Settings) -> None:
     assert agent.role.strip() == agent_config("regime_analyst")["role"].strip()
     assert [t.name for t in agent.tools] == ["regime_detection"]
     assert agent.llm is llm
+
+
+def test_strategy_agent_and_meta_orchestrator_get_their_tools(settings: Settings) -> None:
+    from quantcrew.agents.factories import make_meta_orchestrator, make_strategy_agent
+    from quantcrew.tools import AgentSelectionTool, StrategySignalTool
+
+    llm = PlannerLLM(inputs={"symbol": "SP500"})
+    strategy = make_strategy_agent(settings, tools=[StrategySignalTool(settings=settings)], llm=llm)
+    meta = make_meta_orchestrator(settings, tools=[AgentSelectionTool(settings=settings)], llm=llm)
+    assert strategy.role.strip() == "Trading Strategy Specialist"
+    assert meta.role.strip() == "Meta-Orchestrator"
+    assert [t.name for t in strategy.tools] == ["strategy_signals"]
+    assert [t.name for t in meta.tools] == ["agent_selection"]
+    assert strategy.llm is llm and meta.llm is llm
+    assert AGENT_FACTORIES["strategy_agent"] is make_strategy_agent
+    assert AGENT_FACTORIES["meta_orchestrator"] is make_meta_orchestrator
+    assert "never invent" in agent_config("strategy_agent")["backstory"]
+    assert "bandit" in agent_config("meta_orchestrator")["backstory"]

@@ -14,6 +14,7 @@ def test_agent_side_imports_no_ml_framework() -> None:
         "import quantcrew.tools, quantcrew.agents, quantcrew.crew, quantcrew.data, quantcrew.config\n"
         "import quantcrew.crew.cli, quantcrew.crew.planner_llm, quantcrew.tools.regime, quantcrew.tools.risk\n"
         "import quantcrew.tools.factors, quantcrew.tools.clustering, quantcrew.tools.anomaly\n"
+        "import quantcrew.tools.strategy, quantcrew.tools.selection\n"
         "from quantcrew.data import load_sample\n"
         "load_sample('SP500')\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"

@@ -1,0 +1,94 @@
+"""The strategy and meta crews against a real ML server (uvicorn on loopback) with the offline planner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from quantcrew.config.settings import Settings
+from quantcrew.crew.kickoff import run
+from quantcrew.crew.runs import RunsStore
+from quantcrew.crew.server_process import LocalServer
+from quantcrew.data import load_sample, to_payload_dict
+from quantcrew.ml_server.schemas.rl import RLTrainRequest, RLTrainResult
+from quantcrew.tools.client import MLClient
+from tests.support.offline import isolate_crewai
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    return isolate_crewai(monkeypatch, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def aggressive_policy(live_server: LocalServer) -> str:
+    """A tiny A2C policy for the aggressive agent on the live server; its model id."""
+    with MLClient(httpx.Client(base_url=live_server.url, timeout=30.0)) as client:
+        job = client.rl_train(RLTrainRequest.model_validate(
+            {"data": to_payload_dict(load_sample("SP500").tail(400)), "symbol": "SP500", "agents": ["aggressive"],
+             "algorithm": "a2c", "timesteps": 600, "regime_features": False, "n_envs": 2}))
+        done = client.wait_for_job(job.job_id, poll_s=0.05, timeout_s=90)
+    assert done.status == "succeeded", done.error
+    return RLTrainResult.model_validate(done.result).policies[0].model_id
+
+
+def test_planner_strategy_kickoff_reports_the_policy_signal(live_server: LocalServer, aggressive_policy: str,
+                                                            settings: Settings, refused: list[str]) -> None:
+    settings.client.url = live_server.url
+    outcome = run({"symbol": "SP500", "lookback": 300, "agents": "aggressive"}, settings, kind="strategy")
+    assert outcome.status == "succeeded" and not outcome.degraded
+    [result] = outcome.tool_results
+    assert result.tool == "strategy_signals" and result.arguments["agents"] == "aggressive"
+    [signal] = result.data["signals"]
+    assert signal["source"] == "rl_policy" and signal["model_id"] == aggressive_policy
+    assert "## strategy_signals" in outcome.output and "offline planner" in outcome.output
+    assert aggressive_policy in outcome.output and "degraded: false" in outcome.output
+    stored = RunsStore(settings.runs_db).get_run(outcome.run_id)
+    assert stored is not None and stored["kind"] == "strategy"
+    assert [c["tool"] for c in stored["tool_calls"]] == ["strategy_signals"]
+    assert refused == []
+
+
+def test_strategy_kickoff_with_default_inputs_marks_untrained_agents(live_server: LocalServer,
+                                                                     aggressive_policy: str, settings: Settings,
+                                                                     refused: list[str]) -> None:
+    settings.client.url = live_server.url
+    outcome = run({}, settings, kind="strategy")
+    assert outcome.status == "succeeded" and outcome.degraded
+    [result] = outcome.tool_results
+    assert {s["agent"]: s["source"] for s in result.data["signals"]}["aggressive"] == "rl_policy"
+    assert "run `quantcrew train`" in outcome.output
+    assert refused == []
+
+
+def test_planner_meta_kickoff_selects_then_records_the_reward(live_server: LocalServer, settings: Settings,
+                                                              refused: list[str]) -> None:
+    settings.client.url = live_server.url
+    chosen = run({"symbol": "SP500", "regime": "auto"}, settings, kind="meta")
+    assert chosen.status == "succeeded" and not chosen.degraded
+    [selection] = chosen.tool_results
+    assert selection.tool == "agent_selection" and selection.data["regime_source"] == "server regime model"
+    decision_id = selection.data["decision_id"]
+    assert "## agent_selection" in chosen.output and decision_id in chosen.output
+    # the same crew records the outcome when the kickoff inputs carry the decision id and the reward
+    recorded = run({"decision_id": decision_id, "reward": 0.003}, settings, kind="meta")
+    [reward] = recorded.tool_results
+    assert reward.ok and reward.data["recorded"] is True and reward.data["agent"] == selection.data["agent"]
+    assert f"Recorded reward +0.003 for decision {decision_id}" in recorded.output
+    assert refused == []
+
+
+def test_meta_kickoff_with_server_down_round_robins_and_says_so(settings: Settings, refused: list[str]) -> None:
+    from quantcrew.crew.server_process import free_port
+
+    settings.client.url = f"http://127.0.0.1:{free_port()}"
+    settings.client.retries = 0
+    outcome = run({"regime": "bull"}, settings, kind="meta")
+    assert outcome.status == "succeeded" and outcome.degraded
+    [result] = outcome.tool_results
+    assert result.data["agent"] == "conservative" and result.data["decision_id"] is None
+    assert "round-robin choice, no learning" in outcome.output
