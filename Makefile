@@ -34,6 +34,9 @@ bench: $(STAMP)
 	$(PY) bench/var_quality.py
 	$(PY) bench/shrinkage.py
 	$(PY) bench/risk_latency.py
+	$(PY) bench/bandit_regret.py
+	$(PY) bench/rl_agents.py
+	$(PY) bench/rl_agents.py --algo dqn --markets sp500
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check quantcrew tests bench

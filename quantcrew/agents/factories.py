@@ -40,52 +40,30 @@ def agent_config(role_key: str) -> dict[str, str]:
     return dict(config[role_key])
 
 
+def _agent(key: str, settings: Settings, tools: list[BaseTool], llm: Any, *, max_iter: int) -> Agent:
+    """The agent of ``key`` in agents.yaml with its tools and LLM; agents never delegate."""
+    return Agent(config=agent_config(key), tools=tools, llm=llm, allow_delegation=False,
+                 verbose=settings.crew.verbose, max_iter=max_iter)
+
+
 def make_regime_analyst(settings: Settings, *, tools: list[BaseTool], llm: Any) -> Agent:
     """The regime analyst: detects the current regime through RegimeDetectionTool."""
-    return Agent(
-        config=agent_config("regime_analyst"),
-        tools=tools,
-        llm=llm,
-        allow_delegation=False,
-        verbose=settings.crew.verbose,
-        max_iter=6,
-    )
+    return _agent("regime_analyst", settings, tools, llm, max_iter=6)
 
 
 def make_risk_manager(settings: Settings, *, tools: list[BaseTool], llm: Any) -> Agent:
     """The risk manager: VaR/CVaR, factors, asset groups and anomalies through the risk tools."""
-    return Agent(
-        config=agent_config("risk_manager"),
-        tools=tools,
-        llm=llm,
-        allow_delegation=False,
-        verbose=settings.crew.verbose,
-        max_iter=10,
-    )
+    return _agent("risk_manager", settings, tools, llm, max_iter=10)
 
 
 def make_strategy_agent(settings: Settings, *, tools: list[BaseTool], llm: Any) -> Agent:
     """The strategy agent: the RL policies' signals and their consensus through StrategySignalTool."""
-    return Agent(
-        config=agent_config("strategy_agent"),
-        tools=tools,
-        llm=llm,
-        allow_delegation=False,
-        verbose=settings.crew.verbose,
-        max_iter=6,
-    )
+    return _agent("strategy_agent", settings, tools, llm, max_iter=6)
 
 
 def make_meta_orchestrator(settings: Settings, *, tools: list[BaseTool], llm: Any) -> Agent:
     """The meta-orchestrator: which agent to follow per regime, and its outcomes, through AgentSelectionTool."""
-    return Agent(
-        config=agent_config("meta_orchestrator"),
-        tools=tools,
-        llm=llm,
-        allow_delegation=False,
-        verbose=settings.crew.verbose,
-        max_iter=6,
-    )
+    return _agent("meta_orchestrator", settings, tools, llm, max_iter=6)
 
 
 AGENT_FACTORIES = {
