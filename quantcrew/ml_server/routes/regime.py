@@ -18,6 +18,7 @@ from quantcrew.ml_server.schemas.regime import (
 )
 from quantcrew.ml_server.services import regime as service
 from quantcrew.ml_server.services.bars import bars_from_payload
+from quantcrew.ml_server.services.regime_store import load_detector, save_detector
 
 # A predict on this many bars takes a few milliseconds: cheaper on the event loop than the
 # worker-thread hop FastAPI makes for sync handlers. Longer inputs (and every fit) go to a thread.
@@ -42,14 +43,8 @@ def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, met
     check_rows(req.data, max_rows=settings.server.max_rows)
     detector, bars, labelled = service.label_bars(req, min_rows=settings.server.min_rows)
     metrics.fits.labels("regime", detector.method_used_, str(detector.fallback_).lower()).inc()
-    metadata = detector.to_metadata()
-    metadata.update(data_hash=bars.data_hash, data_start=bars.iso()[0], data_end=bars.iso()[-1], n_bars=len(bars))
-    if detector.hmm_ is not None:
-        info = registry.save(family="regime", name=req.name, method=detector.method_used_, obj=detector.hmm_,
-                             fmt="skops", metadata=metadata)
-    else:
-        info = registry.save(family="regime", name=req.name, method=detector.method_used_, obj=metadata,
-                             fmt="json", metadata=metadata)
+    info = save_detector(registry, detector, name=req.name, metadata={
+        "data_hash": bars.data_hash, "data_start": bars.iso()[0], "data_end": bars.iso()[-1], "n_bars": len(bars)})
     # the labels are already computed: only the provenance changes once the model is stored
     fields = {name: getattr(labelled, name) for name in type(labelled).model_fields}
     fields.update(model_id=info.model_id, model_version=info.version, model=info)
@@ -66,9 +61,7 @@ async def predict(req: RegimePredictRequest, settings: SettingsDep, registry: Re
 
 
 def _predict(req: RegimePredictRequest, registry: ModelRegistry) -> Response:
-    stored, info = registry.load(req.model_id, family="regime")
-    hmm = None if isinstance(stored, dict) else stored
-    detector = service.RegimeDetector.from_parts(hmm, info.metadata)
+    detector, info = load_detector(registry, req.model_id)
     bars = bars_from_payload(req.data, min_rows=2)
     return model_response(detector.to_response(bars, model_id=info.model_id, model_version=info.version,
                                                include_probabilities=req.include_probabilities))

@@ -37,6 +37,7 @@ from quantcrew.ml_server.schemas.rl import (
     RLEvaluateResponse,
     RLEvaluation,
 )
+from quantcrew.ml_server.services import regime_store
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
 from quantcrew.ml_server.services.regime import RegimeDetector
 from quantcrew.ml_server.services.rl_backtest import BacktestMetrics, backtest, benchmarks, regime_returns
@@ -273,15 +274,7 @@ def load_policy(registry: ModelRegistry, model_id: str) -> tuple[StoredPolicy, M
 
 def load_detector(registry: ModelRegistry, model_id: str | None) -> RegimeDetector | None:
     """The regime detector a policy observes through, or None when it was trained without one."""
-    if model_id is None:
-        return None
-    stored, info = registry.load(model_id, family="regime")
-    hmm = None if isinstance(stored, dict) else stored
-    try:
-        return RegimeDetector.from_parts(hmm, info.metadata)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactIntegrityError(f"regime model '{model_id}' of an rl policy cannot be rebuilt: {exc}",
-                                     details={"model_id": model_id}) from exc
+    return None if model_id is None else regime_store.load_detector(registry, model_id)[0]
 
 
 def resolve_policies(registry: ModelRegistry, *, model_ids: Sequence[str] | None, agents: Sequence[str] | None,

@@ -33,6 +33,7 @@ from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.rl import RLPolicyResult, RLTrainRequest, RLTrainResult
 from quantcrew.ml_server.services.bars import Bars
 from quantcrew.ml_server.services.regime import RegimeDetector
+from quantcrew.ml_server.services.regime_store import save_detector
 from quantcrew.ml_server.services.rl import (
     Market,
     backtest_report,
@@ -142,16 +143,9 @@ def _fit_detector(plan: TrainingPlan) -> RegimeDetector | None:
 
 def _save_detector(registry: ModelRegistry, detector: RegimeDetector, plan: TrainingPlan) -> str:
     iso = plan.bars.iso()
-    metadata = detector.to_metadata()
-    metadata.update(data_hash=plan.bars.data_hash, data_start=iso[0], data_end=iso[plan.train_last],
-                    n_bars=plan.train_last + 1, purpose="rl observation")
-    name = f"{plan.request.name_prefix}-regime"
-    if detector.hmm_ is not None:
-        info = registry.save(family="regime", name=name, method=detector.method_used_, obj=detector.hmm_,
-                             fmt="skops", metadata=metadata)
-    else:
-        info = registry.save(family="regime", name=name, method=detector.method_used_, obj=metadata, fmt="json",
-                             metadata=metadata)
+    info = save_detector(registry, detector, name=f"{plan.request.name_prefix}-regime", metadata={
+        "data_hash": plan.bars.data_hash, "data_start": iso[0], "data_end": iso[plan.train_last],
+        "n_bars": plan.train_last + 1, "purpose": "rl observation"})
     return info.model_id
 
 
