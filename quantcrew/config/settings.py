@@ -27,7 +27,9 @@ __all__ = [
     "apply_crewai_environment",
     "ClientSettings",
     "CrewSettings",
+    "DECISION_TYPES",
     "DataSettings",
+    "InferenceSettings",
     "ServerSettings",
     "Settings",
     "SettingsError",
@@ -82,6 +84,47 @@ class ServerSettings(_Section):
         if v is not None and not v.get_secret_value().strip():
             return None
         return v
+
+
+DECISION_TYPES: tuple[str, ...] = ("entry", "exit", "rebalance")
+
+
+def _default_samples() -> dict[str, int]:
+    return {"entry": 50, "exit": 30, "rebalance": 20}
+
+
+class InferenceSettings(_Section):
+    """Torch inference on the server: dynamic batching and Monte Carlo dropout samples."""
+
+    batching: bool = Field(
+        default=True,
+        description="Gather concurrent ensemble / execution requests into one forward pass on the device.",
+    )
+    max_batch_size: int = Field(default=64, ge=1, le=4096, description="Most rows in one batched forward pass.")
+    max_wait_ms: float = Field(
+        default=2.0, ge=0.0, le=1000.0,
+        description="Longest a request waits for others to join its batch, counted from the first one queued.",
+    )
+    max_request_batch: int = Field(
+        default=256, ge=1, le=100_000, description="Most windows or decisions one request may carry.",
+    )
+    mc_samples: int = Field(default=30, ge=1, le=10_000, description="Default MC-dropout samples for the ensemble.")
+    execution_samples: dict[str, int] = Field(
+        default_factory=_default_samples,
+        description="MC-dropout samples per execution decision type (entry, exit, rebalance).",
+    )
+    max_samples: int = Field(default=1000, ge=1, le=100_000, description="Most MC-dropout samples one request may ask.")
+
+    @field_validator("execution_samples")
+    @classmethod
+    def _known_decisions(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(v) - set(DECISION_TYPES))
+        if unknown:
+            raise ValueError(f"unknown decision types {unknown}; valid: {list(DECISION_TYPES)}")
+        bad = {k: n for k, n in v.items() if n <= 0}
+        if bad:
+            raise ValueError(f"samples must be > 0, got {bad}")
+        return {**_default_samples(), **v}
 
 
 class ClientSettings(_Section):
@@ -142,6 +185,7 @@ class Settings(BaseSettings):
     client: ClientSettings = Field(default_factory=ClientSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     crew: CrewSettings = Field(default_factory=CrewSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

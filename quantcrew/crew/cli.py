@@ -144,6 +144,8 @@ def _run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: 
 
 @app.command()
 def train(
+    model: Annotated[str, typer.Option(help="rl: the four RL agents; ensemble: the LSTM + Transformer ensemble "
+                                            "(walk-forward) and the execution network.")] = "rl",
     agents: Annotated[str, typer.Option(help="'all' or a comma list of conservative, aggressive, balanced, "
                                              "contrarian.")] = "all",
     algo: Annotated[str, typer.Option(help="ppo, a2c or dqn.")] = "ppo",
@@ -160,12 +162,19 @@ def train(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return (needs --server-url).")]
     = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished job as JSON.")] = False,
+    test_start: Annotated[str | None, typer.Option(help="ensemble: first date of the walk-forward test span "
+                                                        "(YYYY-MM-DD); default the last 30%.")] = None,
+    folds: Annotated[int, typer.Option(min=1, help="ensemble: walk-forward test folds.")] = 4,
+    members: Annotated[int, typer.Option(min=1, help="ensemble: members per architecture.")] = 4,
+    epochs: Annotated[int, typer.Option(min=1, help="ensemble: most epochs per fit.")] = 30,
+    horizon: Annotated[int, typer.Option(min=1, help="ensemble: bars ahead whose move is classified.")] = 5,
     config: ConfigOpt = None,
 ) -> None:
-    """Train the specialized RL agents on the ML server, with a progress bar fed by the job endpoint."""
+    """Train RL agents or the ensemble on the ML server, with a progress bar fed by the job endpoint."""
     from pydantic import ValidationError
 
     from quantcrew.data import DataError, load_symbol, to_payload_dict
+    from quantcrew.ml_server.schemas.ensemble import EnsembleTrainRequest
     from quantcrew.ml_server.schemas.rl import RL_AGENTS, RLTrainRequest
     from quantcrew.tools.arguments import ToolInputError, parse_names
 
@@ -173,14 +182,24 @@ def train(
     if no_wait and settings.client.url is None:
         err_console.print("[red]--no-wait needs --server-url: a local server stops when this command ends[/red]")
         raise typer.Exit(2)
+    if model not in ("rl", "ensemble"):
+        err_console.print(f"[red]--model must be 'rl' or 'ensemble', got {model!r}[/red]")
+        raise typer.Exit(2)
+    request: RLTrainRequest | EnsembleTrainRequest
     try:  # refuse bad arguments before a server is started for nothing
-        names = list(RL_AGENTS) if agents.strip().lower() == "all" else parse_names(agents, field="agents")
         bars = load_symbol(symbol, data_dir=settings.data.data_dir, max_gap_days=settings.data.max_gap_days)
-        request = RLTrainRequest.model_validate({
-            "data": to_payload_dict(bars), "symbol": symbol, "agents": [n.lower() for n in names],
-            "algorithm": algo.lower(), "timesteps": timesteps, "train_end": train_end, "seed": seed,
-            "action_mode": action_mode, "cost_bps": cost_bps, "slippage_bps": slippage_bps,
-        })
+        if model == "ensemble":
+            request = EnsembleTrainRequest.model_validate({
+                "data": to_payload_dict(bars), "symbol": symbol, "test_start": test_start, "folds": folds,
+                "members": members, "epochs": epochs, "horizon": horizon, "seed": seed,
+            })
+        else:
+            names = list(RL_AGENTS) if agents.strip().lower() == "all" else parse_names(agents, field="agents")
+            request = RLTrainRequest.model_validate({
+                "data": to_payload_dict(bars), "symbol": symbol, "agents": [n.lower() for n in names],
+                "algorithm": algo.lower(), "timesteps": timesteps, "train_end": train_end, "seed": seed,
+                "action_mode": action_mode, "cost_bps": cost_bps, "slippage_bps": slippage_bps,
+            })
     except (ToolInputError, DataError) as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -196,30 +215,34 @@ def _train(request: Any, settings: Settings, *, config: Path | None, no_wait: bo
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from quantcrew.crew.server_process import ServerStartError
+    from quantcrew.ml_server.schemas.ensemble import EnsembleTrainRequest
     from quantcrew.ml_server.schemas.jobs import JobInfo
-    from quantcrew.ml_server.schemas.rl import RLTrainResult
     from quantcrew.tools.client import make_client
     from quantcrew.tools.errors import MLClientError
 
+    ensemble = isinstance(request, EnsembleTrainRequest)
     job: JobInfo | None = None
     try:
         with _ml_server(settings, config), make_client(settings.client) as client:
-            job = client.rl_train(request)
+            job = client.ensemble_train(request) if ensemble else client.rl_train(request)
             if no_wait:
                 console.print(f"job {job.job_id} queued; follow it with GET /v1/jobs/{job.job_id}")
                 return
+            unit = "epochs" if ensemble else "steps"
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/"
-                       "{task.total:,.0f} steps"), TextColumn("{task.fields[reward]}"), TimeElapsedColumn(),
+                       "{task.total:,.0f} " + unit), TextColumn("{task.fields[reward]}"), TimeElapsedColumn(),
                        TimeRemainingColumn())
             with Progress(*columns, console=console, transient=not as_json) as bar:
-                steps = request.timesteps * len(request.agents)
-                task = bar.add_task("queued", total=steps, reward="")
+                steps = 0 if isinstance(request, EnsembleTrainRequest) else request.timesteps * len(request.agents)
+                task = bar.add_task("queued", total=steps or None, reward="")
 
                 def show(info: JobInfo) -> None:
-                    reward = info.progress.metrics.get("episode_reward")
-                    bar.update(task, completed=info.progress.done, total=info.progress.total or steps,
-                               description=info.progress.message or info.status,
-                               reward="" if reward is None else f"episode reward {reward:+.3g}")
+                    metrics = info.progress.metrics
+                    reward = metrics.get("episode_reward")
+                    note = ("" if reward is None else f"episode reward {reward:+.3g}") if not ensemble else (
+                        "" if "val_loss" not in metrics else f"val loss {metrics['val_loss']:.4f}")
+                    bar.update(task, completed=info.progress.done, total=info.progress.total or steps or None,
+                               description=info.progress.message or info.status, reward=note)
 
                 try:
                     job = client.wait_for_job(job.job_id, poll_s=0.5, on_progress=show)
@@ -239,7 +262,32 @@ def _train(request: Any, settings: Settings, *, config: Path | None, no_wait: bo
         raise typer.Exit(1)
     if as_json:
         return
-    result = RLTrainResult.model_validate(job.result)
+    if ensemble:
+        _print_ensemble_result(job.result)
+    else:
+        _print_rl_result(job.result)
+
+
+def _print_ensemble_result(raw: Any) -> None:
+    from quantcrew.ml_server.schemas.ensemble import EnsembleTrainResult
+
+    result = EnsembleTrainResult.model_validate(raw)
+    table = Table("method", "rows", "accuracy", "ECE (15 bins)", "Brier", "NLL",
+                  title=f"Out of sample, walk-forward ({len(result.folds)} folds; "
+                        f"{result.folds[0].test_start} .. {result.folds[-1].test_end})")
+    for r in result.out_of_sample:
+        table.add_row(r.method, str(r.n), f"{r.accuracy:.3f}", f"{r.ece:.4f}", f"{r.brier:.4f}", f"{r.nll:.4f}")
+    console.print(table)
+    m = result.model
+    console.print(f"ensemble {m.name} v{m.version} ({m.model_id}) deployed as {result.deployment.stage}"
+                  + (f"; execution network {result.execution_model.model_id}" if result.execution_model else "")
+                  + f"; {result.training_seconds:.0f} s")
+
+
+def _print_rl_result(raw: Any) -> None:
+    from quantcrew.ml_server.schemas.rl import RLTrainResult
+
+    result = RLTrainResult.model_validate(raw)
     table = Table("agent", "model_id", "seconds", "total return", "Sharpe", "max DD", "specialty", "beats B&H",
                   title=f"Out of sample {result.test_start} .. {result.test_end} (after costs)")
     for p in result.policies:

@@ -46,9 +46,11 @@ def _risk_tools() -> list[type[QuantTool]]:
 
 
 def _strategy_tools() -> list[type[QuantTool]]:
+    from quantcrew.tools.ensemble import EnsembleSignalTool
+    from quantcrew.tools.execution import ExecutionPlanTool
     from quantcrew.tools.strategy import StrategySignalTool
 
-    return [StrategySignalTool]
+    return [EnsembleSignalTool, StrategySignalTool, ExecutionPlanTool]
 
 
 def _selection_tools() -> list[type[QuantTool]]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
 from quantcrew import __version__
 from quantcrew.config.settings import Settings, get_settings
+from quantcrew.ml_server.batching import BatcherPool
 from quantcrew.ml_server.device import resolve_device
 from quantcrew.ml_server.handlers import install_error_handlers
 from quantcrew.ml_server.jobs import JobManager
@@ -21,6 +23,8 @@ from quantcrew.ml_server.routes import (
     bandit,
     cluster,
     decompose,
+    ensemble,
+    execution,
     health,
     jobs,
     models,
@@ -31,6 +35,7 @@ from quantcrew.ml_server.routes import (
 )
 from quantcrew.ml_server.security import require_api_key
 from quantcrew.ml_server.services.bandit_store import BanditStore
+from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.threads import limit_compute_threads
 
 __all__ = ["create_app"]
@@ -53,12 +58,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.device = resolve_device(settings.server.device)
         app.state.bandits = BanditStore(settings.registry_db)
         app.state.jobs = JobManager(settings.registry_db, workers=settings.server.job_workers)
+        app.state.deployments = DeploymentStore(settings.registry_db)
+        # every torch forward pass runs on this one thread: passes on a device never overlap, and
+        # MC dropout's brief switch to train mode cannot leak into a concurrent pass
+        app.state.device_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantcrew-device")
+        app.state.batchers = BatcherPool()
         logger.info("quantcrew ML server ready on device %s with %d models",
                     app.state.device, app.state.registry.count())
         try:
             yield
         finally:
             app.state.jobs.shutdown()
+            await app.state.batchers.aclose()
+            app.state.device_executor.shutdown(wait=True, cancel_futures=True)
+            app.state.deployments.close()
             app.state.bandits.close()
             app.state.registry.close()
             app.state.device = None
@@ -78,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_key = key.get_secret_value().encode() if key is not None else None
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-    for family in (regime, risk, decompose, cluster, anomaly, supervised, rl, bandit):
+    for family in (regime, risk, decompose, cluster, anomaly, supervised, rl, bandit, ensemble, execution):
         v1.include_router(family.router)
     v1.include_router(models.router)
     v1.include_router(jobs.router)

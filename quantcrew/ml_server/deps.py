@@ -6,18 +6,31 @@ these only read app state, so a thread hop per dependency would cost more than t
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from quantcrew.config.settings import Settings
+from quantcrew.ml_server.batching import BatcherPool
 from quantcrew.ml_server.errors import ModelNotReadyError
 from quantcrew.ml_server.jobs import JobManager
 from quantcrew.ml_server.metrics import Metrics
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.services.bandit_store import BanditStore
+from quantcrew.ml_server.services.deployment import DeploymentStore
 
-__all__ = ["BanditStoreDep", "JobsDep", "MetricsDep", "RegistryDep", "SettingsDep"]
+__all__ = [
+    "BanditStoreDep",
+    "BatchersDep",
+    "DeploymentsDep",
+    "DeviceDep",
+    "DeviceExecutorDep",
+    "JobsDep",
+    "MetricsDep",
+    "RegistryDep",
+    "SettingsDep",
+]
 
 
 async def get_settings(request: Request) -> Settings:
@@ -46,6 +59,35 @@ async def get_bandit_store(request: Request) -> BanditStore:
     return store
 
 
+def _state(request: Request, name: str, what: str) -> object:
+    value = getattr(request.app.state, name, None)
+    if value is None:
+        raise ModelNotReadyError(f"server is starting: {what} is not ready yet")
+    return value
+
+
+async def get_deployments(request: Request) -> DeploymentStore:
+    store = _state(request, "deployments", "the deployment store")
+    assert isinstance(store, DeploymentStore)
+    return store
+
+
+async def get_batchers(request: Request) -> BatcherPool:
+    pool = _state(request, "batchers", "the batcher pool")
+    assert isinstance(pool, BatcherPool)
+    return pool
+
+
+async def get_device(request: Request) -> str:
+    return str(_state(request, "device", "the device"))
+
+
+async def get_device_executor(request: Request) -> Executor:
+    executor = _state(request, "device_executor", "the device thread")
+    assert isinstance(executor, Executor)
+    return executor
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -56,3 +98,7 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 BanditStoreDep = Annotated[BanditStore, Depends(get_bandit_store)]
+DeploymentsDep = Annotated[DeploymentStore, Depends(get_deployments)]
+BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
+DeviceDep = Annotated[str, Depends(get_device)]
+DeviceExecutorDep = Annotated[Executor, Depends(get_device_executor)]

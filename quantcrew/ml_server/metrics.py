@@ -30,6 +30,14 @@ class Metrics:
             ["family", "method", "fallback"], registry=self.registry,
         )
         self.models = Gauge("quantcrew_registry_models", "Models in the registry", registry=self.registry)
+        self.batch_size = Histogram(
+            "quantcrew_inference_batch_size", "Rows per batched forward pass, by model", ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry,
+        )
+        self.batch_wait = Histogram(
+            "quantcrew_inference_batch_wait_seconds", "Time a request waited in the batch queue", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -33,6 +33,10 @@ __all__ = [
     "RiskMetricsTool",
     "StrategySignalInput",
     "StrategySignalTool",
+    "EnsembleSignalInput",
+    "EnsembleSignalTool",
+    "ExecutionPlanInput",
+    "ExecutionPlanTool",
     "ToolInputError",
     "ToolResult",
     "make_async_client",
@@ -62,6 +66,10 @@ _WHERE = {
     "RegimeDetectionTool": "quantcrew.tools.regime",
     "StrategySignalInput": "quantcrew.tools.strategy",
     "StrategySignalTool": "quantcrew.tools.strategy",
+    "EnsembleSignalInput": "quantcrew.tools.ensemble",
+    "EnsembleSignalTool": "quantcrew.tools.ensemble",
+    "ExecutionPlanInput": "quantcrew.tools.execution",
+    "ExecutionPlanTool": "quantcrew.tools.execution",
 }
 
 if TYPE_CHECKING:
@@ -70,7 +78,9 @@ if TYPE_CHECKING:
     from quantcrew.tools.base import QuantTool, ToolResult
     from quantcrew.tools.client import AsyncMLClient, MLClient, make_async_client, make_client
     from quantcrew.tools.clustering import ClusteringInput, ClusteringTool
+    from quantcrew.tools.ensemble import EnsembleSignalInput, EnsembleSignalTool
     from quantcrew.tools.errors import MLClientError
+    from quantcrew.tools.execution import ExecutionPlanInput, ExecutionPlanTool
     from quantcrew.tools.factors import FactorAnalysisInput, FactorAnalysisTool
     from quantcrew.tools.regime import RegimeDetectionInput, RegimeDetectionTool
     from quantcrew.tools.risk import RiskMetricsInput, RiskMetricsTool

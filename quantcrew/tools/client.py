@@ -71,6 +71,16 @@ from quantcrew.ml_server.schemas.decompose import (
     DecomposeTransformRequest,
     DecomposeTransformResponse,
 )
+from quantcrew.ml_server.schemas.ensemble import (
+    DeploymentInfo,
+    DeploymentList,
+    DeploymentRequest,
+    EnsemblePredictRequest,
+    EnsemblePredictResponse,
+    EnsembleTrainRequest,
+    ShadowLog,
+)
+from quantcrew.ml_server.schemas.execution import ExecutionRequest, ExecutionResponse
 from quantcrew.ml_server.schemas.jobs import FINISHED_STATUSES, JobInfo, JobList
 from quantcrew.ml_server.schemas.regime import (
     RegimeFitRequest,
@@ -202,6 +212,23 @@ _BANDIT_REWARD = _post("bandit_reward", "/v1/bandit/reward", BanditRewardRequest
                        "Record the reward of a past decision (never retried).", idempotent=False)
 _BANDIT_SIMULATE = _post("bandit_simulate", "/v1/bandit/simulate", BanditSimulateRequest, BanditSimulateResponse,
                          "Simulate a policy on arms whose means are known; reports regret.")
+_ENSEMBLE_TRAIN = _post("ensemble_train", "/v1/ensemble/train", EnsembleTrainRequest, JobInfo,
+                        "Start walk-forward training of the ensemble (and execution network); returns the job "
+                        "(never retried).", idempotent=False)
+_ENSEMBLE_PREDICT = _post("ensemble_predict", "/v1/ensemble/predict", EnsemblePredictRequest,
+                          EnsemblePredictResponse,
+                          "Signal, calibrated confidence and uncertainty metrics from the deployed ensemble.")
+_ENSEMBLE_DEPLOY = _post("ensemble_deploy", "/v1/ensemble/deployments", DeploymentRequest, DeploymentInfo,
+                         "Set a stored ensemble version's stage: shadow, canary, gradual or full (never retried).",
+                         idempotent=False)
+_EXECUTION_PLAN = _post("execution_plan", "/v1/execution/plan", ExecutionRequest, ExecutionResponse,
+                        "Order size and timing with MC-dropout intervals, per decision.")
+_ENSEMBLE_DEPLOYMENTS: _Endpoint[WireModel, DeploymentList] = _Endpoint(
+    "ensemble_deployments", "GET", "/v1/ensemble/deployments", None, DeploymentList.model_validate_json, True
+)
+_ENSEMBLE_SHADOW_LOG: _Endpoint[WireModel, ShadowLog] = _Endpoint(
+    "ensemble_shadow_log", "GET", "/v1/ensemble/deployments/{id}/shadow", None, ShadowLog.model_validate_json, True
+)
 _GET_JOB: _Endpoint[WireModel, JobInfo] = _Endpoint(
     "get_job", "GET", "/v1/jobs/{id}", None, JobInfo.model_validate_json, True
 )
@@ -458,6 +485,18 @@ class MLClient(_MLClientBase[httpx.Client]):
     bandit_select = _SyncPost(_BANDIT_SELECT)
     bandit_reward = _SyncPost(_BANDIT_REWARD)
     bandit_simulate = _SyncPost(_BANDIT_SIMULATE)
+    ensemble_train = _SyncPost(_ENSEMBLE_TRAIN)
+    ensemble_predict = _SyncPost(_ENSEMBLE_PREDICT)
+    ensemble_deploy = _SyncPost(_ENSEMBLE_DEPLOY)
+    execution_plan = _SyncPost(_EXECUTION_PLAN)
+
+    def ensemble_deployments(self) -> DeploymentList:
+        """Every deployed ensemble version, newest first."""
+        return self._call(_ENSEMBLE_DEPLOYMENTS)
+
+    def ensemble_shadow_log(self, model_id: str) -> ShadowLog:
+        """A shadow version's logged answers, newest first."""
+        return self._call(_ENSEMBLE_SHADOW_LOG, path_id=model_id)
 
     def bandit_state(self, bandit: str) -> BanditState:
         """A bandit's state per regime, by id or name; an unknown one raises ``ModelNotFound``."""
@@ -602,6 +641,18 @@ class AsyncMLClient(_MLClientBase[httpx.AsyncClient]):
     bandit_select = _AsyncPost(_BANDIT_SELECT)
     bandit_reward = _AsyncPost(_BANDIT_REWARD)
     bandit_simulate = _AsyncPost(_BANDIT_SIMULATE)
+    ensemble_train = _AsyncPost(_ENSEMBLE_TRAIN)
+    ensemble_predict = _AsyncPost(_ENSEMBLE_PREDICT)
+    ensemble_deploy = _AsyncPost(_ENSEMBLE_DEPLOY)
+    execution_plan = _AsyncPost(_EXECUTION_PLAN)
+
+    async def ensemble_deployments(self) -> DeploymentList:
+        """Every deployed ensemble version, newest first."""
+        return await self._call(_ENSEMBLE_DEPLOYMENTS)
+
+    async def ensemble_shadow_log(self, model_id: str) -> ShadowLog:
+        """A shadow version's logged answers, newest first."""
+        return await self._call(_ENSEMBLE_SHADOW_LOG, path_id=model_id)
 
     async def bandit_state(self, bandit: str) -> BanditState:
         """A bandit's state per regime, by id or name; an unknown one raises ``ModelNotFound``."""

@@ -19,6 +19,8 @@ __all__ = [
     "STRATEGY_AGENTS",
     "anomaly_fallback",
     "cluster_fallback",
+    "ensemble_fallback",
+    "execution_fallback",
     "factor_fallback",
     "mean_reversion_positions",
     "momentum_positions",
@@ -353,4 +355,66 @@ def strategy_fallback(bars: OHLCV, agents: list[str] | None = None) -> dict[str,
         "signals": signals,
         "indicators": indicators,
         "regime": regime_fallback(bars)["current_label"] if len(bars) else None,
+    }
+
+
+_ENSEMBLE_LOOKBACKS = (5, 20, 60)
+_CLASSES = ("down", "flat", "up")
+
+
+def ensemble_fallback(bars: OHLCV) -> dict[str, Any]:
+    """Three trend "members" (5, 20 and 60-bar returns in units of their expected sd) as a stand-in ensemble.
+
+    Each member's probabilities are ``softmax([-z, 0, z])`` of its return z-score, so a flat
+    market gives flat the most weight; the agreement, consensus, divergence and entropy are
+    computed from these members by the same formulas the server uses (docs/features.md).
+    """
+    from quantcrew.ml_server.services.calibration import uncertainty  # numpy only
+
+    c = _closes(bars.close)
+    vol = volatility_20(c)
+    if c.size <= max(_ENSEMBLE_LOOKBACKS) or not np.isfinite(vol[-1]) or vol[-1] <= 0:
+        raise ValueError(f"need more than {max(_ENSEMBLE_LOOKBACKS)} bars with price movement for the fallback")
+    z = np.array([np.log(c[-1] / c[-1 - k]) / (vol[-1] * np.sqrt(k)) for k in _ENSEMBLE_LOOKBACKS])
+    logits = np.column_stack([-z, np.zeros_like(z), z])
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    u = uncertainty(probs[:, None, :])
+    p = u.probs[0]
+    k = int(np.argmax(p))
+    return {
+        "symbol": bars.symbol, "as_of": str(bars.timestamps[-1].astype("datetime64[D]")), "signal": _CLASSES[k],
+        "position": k - 1,
+        "probabilities": {c_: float(v) for c_, v in zip(_CLASSES, p, strict=True)}, "confidence": float(p[k]),
+        "agreement_score": float(u.agreement_score[0]), "consensus_strength": float(u.consensus_strength[0]),
+        "divergence_metric": float(u.divergence_metric[0]), "predictive_entropy": float(u.predictive_entropy[0]),
+        "members": {f"trend_{k_}": float(z_) for k_, z_ in zip(_ENSEMBLE_LOOKBACKS, z, strict=True)},
+        "method_used": "rule: softmax([-z, 0, z]) of 5/20/60-bar return z-scores (uncalibrated)",
+    }
+
+
+_TARGET_DAILY_VOL = 0.01
+
+
+def execution_fallback(bars: OHLCV, signal: str, confidence: float) -> dict[str, Any]:
+    """Volatility-targeted size: edge x (1% daily vol / realised vol), capped at 1, entered now.
+
+    ``edge`` is how far the confidence is above a coin flip among three classes, rescaled to
+    [0, 1]. The interval is the spread of the sizes given by 10, 20 and 60-bar volatility.
+    """
+    c = _closes(bars.close)
+    r = np.diff(np.log(c))
+    if r.size < 60:
+        raise ValueError("need at least 61 bars for the execution fallback")
+    direction = {"down": -1, "flat": 0, "up": 1}[signal]
+    edge = float(np.clip((confidence - 1.0 / 3.0) * 1.5, 0.0, 1.0)) if direction else 0.0
+    vols = np.array([r[-w:].std(ddof=1) for w in (10, 20, 60)])
+    sizes = np.clip(edge * _TARGET_DAILY_VOL / np.maximum(vols, 1e-8), 0.0, 1.0)
+    size = {"mean": float(sizes.mean()), "std": float(sizes.std()), "lower": float(sizes.min()),
+            "upper": float(sizes.max())}
+    return {
+        "symbol": bars.symbol, "as_of": str(bars.timestamps[-1].astype("datetime64[D]")), "direction": direction,
+        "size": size,
+        "timing": "now", "wait_probability": None, "target_fraction": direction * size["mean"],
+        "method_used": f"rule: edge x {_TARGET_DAILY_VOL:.0%} daily vol target / realised vol (10/20/60 bars)",
     }

@@ -1,0 +1,89 @@
+"""Shared by the serving benches: a registry with an ensemble and an execution network, and a load generator.
+
+The models carry random weights (serving speed does not depend on what they learned) and are
+written the way the training job writes them: state dicts in the registry, the ensemble
+deployed as ``full`` under the name ``ensemble-BENCH``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from quantcrew.ml_server.registry import ModelRegistry
+from quantcrew.ml_server.services import execution_net as xnet
+from quantcrew.ml_server.services.deployment import DeploymentStore
+from quantcrew.ml_server.services.ensemble_features import FEATURE_NAMES
+from quantcrew.ml_server.services.ensemble_model import EnsembleSpec, pack_state
+from quantcrew.ml_server.services.ensemble_nets import NetConfig, build_net
+
+NAME = "ensemble-BENCH"
+WINDOW = 32
+
+
+def seed_models(home: Path, *, members: int = 4) -> tuple[str, str]:
+    """Write one ensemble (LSTM + Transformer, ``members`` each) and one execution network; their ids."""
+    registry = ModelRegistry(home / "registry.db", home / "artifacts")
+    deployments = DeploymentStore(home / "registry.db")
+    try:
+        configs = {a: NetConfig(arch=a, members=members, window=WINDOW, hidden=32) for a in ("lstm", "transformer")}
+        nets = {a: build_net(c, seed=i) for i, (a, c) in enumerate(configs.items())}
+        f = len(FEATURE_NAMES)
+        spec = EnsembleSpec(configs=configs, temperatures={a: 1.0 for a in configs},
+                            mc_temperatures={a: 1.0 for a in configs}, weights={a: 0.5 for a in configs},
+                            scaler_mean=(0.0,) * f, scaler_std=(1.0,) * f, feature_names=FEATURE_NAMES,
+                            window=WINDOW, horizon=5, up_threshold=0.005, down_threshold=0.005, symbol="BENCH")
+        info = registry.save(family="ensemble", name=NAME, method="lstm+transformer", obj=pack_state(nets),
+                             fmt="torch", metadata=spec.to_metadata())
+        deployments.set(model_id=info.model_id, name=info.name, version=info.version, stage="full")
+        config = xnet.ExecutionConfig()
+        d = config.n_inputs
+        scaler = xnet.InputScaler(mean=np.zeros(d), std=np.ones(d))
+        exec_info = registry.save(
+            family="execution", name="execution-BENCH", method="mc_dropout_mlp",
+            obj=xnet.execution_state(xnet.build_execution_net(config, seed=0)), fmt="torch",
+            metadata={"config": config.to_dict(), "scaler": scaler.to_dict(), "symbol": "BENCH"})
+        return info.model_id, exec_info.model_id
+    finally:
+        deployments.close()
+        registry.close()
+
+
+def features_body(rng: np.random.Generator) -> dict[str, Any]:
+    """A predict request carrying one window of engineered features."""
+    return {"features": {"columns": list(FEATURE_NAMES), "values": rng.normal(size=(WINDOW, len(FEATURE_NAMES)))
+                         .round(4).tolist()}, "name": NAME, "include_rl": False}
+
+
+async def load(url: str, path: str, bodies: list[bytes], clients: int,
+               seconds: float) -> tuple[list[float], int, float]:
+    """``clients`` concurrent loops POSTing for ``seconds``; (latencies ms, errors, wall s)."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as http:
+        async def worker(k: int) -> None:
+            nonlocal errors
+            i = k
+            while time.perf_counter() < stop:
+                body = bodies[i % len(bodies)]
+                i += clients
+                t0 = time.perf_counter()
+                r = await http.post(path, content=body, headers={"content-type": "application/json"})
+                latencies.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != 200:
+                    errors += 1
+
+        # warm-up: loads the model, starts the batcher
+        await http.post(path, content=bodies[0], headers={"content-type": "application/json"})
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+        wall = time.perf_counter() - start
+    return latencies, errors, wall

@@ -1,0 +1,357 @@
+"""Walk-forward training of the ensemble (and of the execution network), run as a job.
+
+For each fold: the feature scaler is fitted on the fold's fit rows only; every architecture's
+members train on those rows with early stopping on a later validation tail (a purge gap
+apart); the temperature of the ensemble and of MC dropout, and the architecture weights, are
+fitted on that tail; the fold's test rows are then predicted by both. The stored model is a
+final fit on every labelled bar the same way. The execution network trains on the ensemble's
+out-of-sample signals (never on in-sample ones, which are overconfident).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from quantcrew.ml_server.errors import InvalidInputError
+from quantcrew.ml_server.jobs import JobCancelled, JobContext
+from quantcrew.ml_server.registry import ModelRegistry
+from quantcrew.ml_server.schemas.common import ModelInfo
+from quantcrew.ml_server.schemas.ensemble import (
+    CLASS_LABELS,
+    CalibrationReport,
+    DeploymentInfo,
+    EnsembleTrainRequest,
+    EnsembleTrainResult,
+    FoldReport,
+    ReliabilityBin,
+)
+from quantcrew.ml_server.services import calibration
+from quantcrew.ml_server.services import execution_net as xnet
+from quantcrew.ml_server.services.bars import Bars
+from quantcrew.ml_server.services.deployment import Deployment, DeploymentStore
+from quantcrew.ml_server.services.ensemble_features import FEATURE_NAMES, WARMUP, build_features
+from quantcrew.ml_server.services.ensemble_model import EnsembleSpec, pack_state, scaled_windows
+from quantcrew.ml_server.services.ensemble_nets import (
+    MemberNet,
+    NetConfig,
+    TrainConfig,
+    build_net,
+    mc_dropout_logits,
+    member_logits,
+    train_net,
+)
+from quantcrew.ml_server.services.walk_forward import Fold, direction_labels, holdout_split, walk_forward_folds
+
+__all__ = ["EnsemblePlan", "deployment_info", "prepare_plan", "train_ensemble"]
+
+FloatArray = npt.NDArray[np.float64]
+_MIN_FIT = 40
+_EXEC_MIN_ROWS = 120
+
+
+@dataclass
+class EnsemblePlan:
+    """A validated request with its features and labels, ready to run."""
+
+    req: EnsembleTrainRequest
+    bars: Bars
+    name: str
+    features: FloatArray
+    labels: npt.NDArray[np.int64]
+    first: int
+    stop: int
+    folds: list[Fold]
+    device: str
+    compute_threads: int
+
+
+def _bad(field_name: str, msg: str) -> InvalidInputError:
+    return InvalidInputError(msg, details=[{"loc": ["body", field_name], "msg": msg}])
+
+
+def prepare_plan(req: EnsembleTrainRequest, bars: Bars, *, device: str, compute_threads: int) -> EnsemblePlan:
+    """Features, labels and folds; every problem found here is a 422 before any job starts."""
+    n = len(bars)
+    first = WARMUP + req.window - 1
+    stop = n - req.horizon
+    labelled = stop - first
+    if labelled < 4 * _MIN_FIT:
+        raise _bad("data", f"{n} bars give {max(labelled, 0)} labelled windows; need at least {4 * _MIN_FIT} "
+                           f"({WARMUP} warm-up bars + window {req.window} + horizon {req.horizon} + "
+                           f"{4 * _MIN_FIT} rows): send more bars or shorten window / horizon")
+    if req.test_start is None:
+        test_start = first + int(labelled * 0.7)
+    else:
+        stamp = np.datetime64(req.test_start.replace(tzinfo=None), "ns")
+        test_start = int(np.searchsorted(bars.times, stamp, side="left"))
+        if not first < test_start < stop:
+            raise _bad("test_start", f"test_start {req.test_start.date()} leaves no training or no test rows: "
+                                     f"labelled bars run {bars.timestamps[first].date()} to "
+                                     f"{bars.timestamps[stop - 1].date()}")
+    try:
+        folds = walk_forward_folds(first, stop, test_start, folds=req.folds, horizon=req.horizon, purge=req.purge,
+                                   scheme=req.scheme, train_size=req.train_size, min_train=2 * _MIN_FIT)
+    except ValueError as exc:
+        raise _bad("folds", str(exc)) from exc
+    features = build_features(bars.open, bars.high, bars.low, bars.close, bars.volume)
+    labels, _ = direction_labels(bars.close, horizon=req.horizon, up=req.up_threshold, down=req.down_threshold)
+    name = req.name or (f"ensemble-{req.symbol}" if req.symbol else "ensemble")
+    return EnsemblePlan(req, bars, name, features, labels, first, stop, folds, device, compute_threads)
+
+
+# -- one fit -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Fitted:
+    nets: dict[str, MemberNet]
+    mean: FloatArray
+    std: FloatArray
+    temperatures: dict[str, float]
+    mc_temperatures: dict[str, float]
+    weights: dict[str, float]
+    n_fit: int
+    n_val: int
+
+
+class _Progress:
+    """Counts epochs across every fit of the job and reports them."""
+
+    def __init__(self, ctx: JobContext, total: int) -> None:
+        self.ctx, self.total, self.done = ctx, total, 0
+
+    def epoch(self, what: str) -> Callable[[int, int, float, float], None]:
+        def report(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
+            self.done += 1
+            self.ctx.report(done=self.done, total=self.total, message=f"{what}: epoch {epoch}/{epochs}",
+                            metrics={"train_loss": train_loss, "val_loss": val_loss})
+        return report
+
+    def skip(self, epochs_left: int) -> None:
+        self.done += epochs_left
+
+
+def _config(req: EnsembleTrainRequest, arch: str) -> NetConfig:
+    return NetConfig(arch=arch, members=req.members, n_features=len(FEATURE_NAMES), window=req.window,
+                     hidden=req.hidden, layers=req.layers, heads=req.heads, dropout=req.dropout)
+
+
+def _rows(start: int, stop: int) -> npt.NDArray[np.int64]:
+    return np.arange(start, stop, dtype=np.int64)
+
+
+def _fit(plan: EnsemblePlan, start: int, stop: int, seed: int, progress: _Progress, what: str,
+         ctx: JobContext) -> _Fitted:
+    req = plan.req
+    (fs, fe), (vs, ve) = holdout_split(start, stop, fraction=req.validation_fraction, gap=req.horizon,
+                                       min_rows=_MIN_FIT)
+    # the scaler sees feature rows up to the last fit row only (never a validation or test bar)
+    fit_feats = plan.features[WARMUP:fe]
+    mean = fit_feats.mean(axis=0)
+    std = np.where(fit_feats.std(axis=0) > 1e-12, fit_feats.std(axis=0), 1.0)
+    x_fit = scaled_windows(plan.features, mean, std, _rows(fs, fe), req.window)
+    x_val = scaled_windows(plan.features, mean, std, _rows(vs, ve), req.window)
+    y_fit, y_val = plan.labels[fs:fe], plan.labels[vs:ve]
+    tc = TrainConfig(epochs=req.epochs, batch_size=req.batch_size, lr=req.learning_rate, patience=req.patience,
+                     seed=seed)
+    nets: dict[str, MemberNet] = {}
+    temps: dict[str, float] = {}
+    mc_temps: dict[str, float] = {}
+    val_probs: list[FloatArray] = []
+    xv = torch.from_numpy(x_val).to(plan.device)
+    for k, arch in enumerate(req.architectures):
+        net = build_net(_config(req, arch), seed=seed + 7919 * k).to(plan.device)
+        history = train_net(net, x_fit, y_fit, x_val, y_val, tc, device=plan.device,
+                            on_epoch=progress.epoch(f"{what} {arch}"), should_stop=lambda: ctx.cancelled)
+        if history.cancelled:
+            raise JobCancelled()
+        progress.skip(req.epochs - history.epochs_run)
+        logits = member_logits(net, xv).float().cpu().numpy().astype(np.float64)
+        temps[arch] = calibration.fit_temperature(logits, y_val)
+        mc = mc_dropout_logits(net, xv, req.mc_samples, member=0, seed=seed + k).float().cpu().numpy()
+        mc_temps[arch] = calibration.fit_temperature(mc.astype(np.float64), y_val)
+        val_probs.append(calibration.mean_probs(logits, temps[arch]))
+        nets[arch] = net
+    w = calibration.fit_mixture_weights(val_probs, y_val)
+    weights: dict[str, float] = {str(a): float(v) for a, v in zip(req.architectures, w, strict=True)}
+    return _Fitted(nets, mean, std, temps, mc_temps, weights, fe - fs, ve - vs)
+
+
+def _predict(plan: EnsemblePlan, fitted: _Fitted, rows: npt.NDArray[np.int64],
+             seed: int) -> tuple[dict[str, FloatArray], dict[str, FloatArray], FloatArray, calibration.Uncertainty]:
+    """Ensemble and MC-dropout probabilities per architecture, and the combined ensemble's uncertainty."""
+    x = torch.from_numpy(scaled_windows(plan.features, fitted.mean, fitted.std, rows, plan.req.window))
+    x = x.to(plan.device)
+    ens: dict[str, FloatArray] = {}
+    mcd: dict[str, FloatArray] = {}
+    member_probs, member_w = [], []
+    for k, (arch, net) in enumerate(fitted.nets.items()):
+        logits = member_logits(net, x).float().cpu().numpy().astype(np.float64)
+        p = calibration.softmax(logits, fitted.temperatures[arch])
+        ens[arch] = p.mean(axis=0)
+        member_probs.append(p)
+        member_w.append(np.full(len(p), fitted.weights[arch] / len(p)))
+        mc = mc_dropout_logits(net, x, plan.req.mc_samples, member=0, seed=seed + 104729 + k)
+        mcd[arch] = calibration.mean_probs(mc.float().cpu().numpy().astype(np.float64), fitted.mc_temperatures[arch])
+    unc = calibration.uncertainty(np.concatenate(member_probs), np.concatenate(member_w))
+    mc_mix = sum(fitted.weights[a] * mcd[a] for a in mcd)
+    assert isinstance(mc_mix, np.ndarray)
+    return ens, mcd, mc_mix, unc
+
+
+def _report(method: str, probs: FloatArray, labels: npt.NDArray[np.int64]) -> CalibrationReport:
+    bins = calibration.reliability_bins(probs, labels, bins=15)
+    return CalibrationReport(
+        method=method, n=len(labels), accuracy=float(np.mean(probs.argmax(axis=1) == labels)),
+        ece=calibration.expected_calibration_error(probs, labels, bins=15),
+        brier=calibration.brier_score(probs, labels), nll=calibration.negative_log_likelihood(probs, labels),
+        reliability=[ReliabilityBin(lower=b["lo"], upper=b["hi"], count=int(b["count"]),
+                                    confidence=b["confidence"], accuracy=b["accuracy"]) for b in bins],
+    )
+
+
+# -- the job -----------------------------------------------------------------------------------
+
+
+def deployment_info(d: Deployment) -> DeploymentInfo:
+    """The wire form of a deployment, its current share computed now."""
+    from datetime import UTC, datetime
+
+    return DeploymentInfo(model_id=d.model_id, name=d.name, version=d.version, stage=d.stage, share=d.share,
+                          current_share=d.current_share(datetime.now(UTC)), ramp_seconds=d.ramp_seconds,
+                          started_at=d.started_at, updated_at=d.updated_at)
+
+
+def train_ensemble(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentStore,
+                   ctx: JobContext) -> dict[str, Any]:
+    """The job: walk-forward folds, the final fit, the execution network; returns an EnsembleTrainResult."""
+    torch.set_num_threads(max(plan.compute_threads, 1))  # as the rl family does: the cap is process-wide
+    return _train(plan, registry, deployments, ctx)
+
+
+def _train(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentStore,
+           ctx: JobContext) -> dict[str, Any]:
+    req, iso = plan.req, plan.bars.iso()
+    started = time.perf_counter()
+    archs = len(req.architectures)
+    exec_epochs = xnet.ExecTrainConfig().epochs if req.execution else 0
+    progress = _Progress(ctx, (len(plan.folds) + 1) * archs * req.epochs + exec_epochs)
+    fold_reports: list[FoldReport] = []
+    oos_rows: list[npt.NDArray[np.int64]] = []
+    oos_ens: dict[str, list[FloatArray]] = {a: [] for a in req.architectures}
+    oos_mc: dict[str, list[FloatArray]] = {a: [] for a in req.architectures}
+    oos_mix: list[FloatArray] = []
+    oos_mc_mix: list[FloatArray] = []
+    oos_unc: list[calibration.Uncertainty] = []
+    for fold in plan.folds:
+        seed = req.seed + 1000 * fold.index
+        fitted = _fit(plan, fold.train_start, fold.train_stop, seed, progress, f"fold {fold.index + 1}", ctx)
+        rows = _rows(fold.test_start, fold.test_stop)
+        ens, mcd, mc_mix, unc = _predict(plan, fitted, rows, seed)
+        y = plan.labels[rows]
+        oos_rows.append(rows)
+        for a in req.architectures:
+            oos_ens[a].append(ens[a])
+            oos_mc[a].append(mcd[a])
+        oos_mix.append(unc.probs)
+        oos_mc_mix.append(mc_mix)
+        oos_unc.append(unc)
+        fold_reports.append(FoldReport(
+            fold=fold.index, train_start=iso[fold.train_start], train_end=iso[fold.train_stop - 1],
+            test_start=iso[fold.test_start], test_end=iso[fold.test_stop - 1], n_train=fitted.n_fit,
+            n_validation=fitted.n_val, n_test=len(rows), temperatures=fitted.temperatures, weights=fitted.weights,
+            ensemble=_report("ensemble", unc.probs, y), mc_dropout=_report("mc_dropout", mc_mix, y),
+        ))
+    rows_all = np.concatenate(oos_rows)
+    y_all = plan.labels[rows_all]
+    oos = [_report("ensemble", np.concatenate(oos_mix), y_all),
+           _report("mc_dropout", np.concatenate(oos_mc_mix), y_all)]
+    if archs > 1:
+        for a in req.architectures:
+            oos.append(_report(f"ensemble:{a}", np.concatenate(oos_ens[a]), y_all))
+            oos.append(_report(f"mc_dropout:{a}", np.concatenate(oos_mc[a]), y_all))
+
+    final = _fit(plan, plan.first, plan.stop, req.seed + 999_983, progress, "final fit", ctx)
+    spec = EnsembleSpec(
+        configs={a: _config(req, a) for a in req.architectures}, temperatures=final.temperatures,
+        mc_temperatures=final.mc_temperatures, weights=final.weights,
+        scaler_mean=tuple(float(v) for v in final.mean), scaler_std=tuple(float(v) for v in final.std),
+        feature_names=FEATURE_NAMES, window=req.window, horizon=req.horizon, up_threshold=req.up_threshold,
+        down_threshold=req.down_threshold, symbol=req.symbol,
+    )
+    balance = np.bincount(plan.labels[plan.first:plan.stop], minlength=3) / (plan.stop - plan.first)
+    meta = {
+        **spec.to_metadata(), "seed": req.seed, "data_hash": plan.bars.data_hash, "train_start": iso[plan.first],
+        "train_end": iso[plan.stop - 1], "n_bars": len(plan.bars),
+        "out_of_sample": {r.method: {"ece": r.ece, "brier": r.brier, "nll": r.nll, "accuracy": r.accuracy}
+                          for r in oos},
+    }
+    model = registry.save(family="ensemble", name=plan.name, method="+".join(req.architectures),
+                          obj=pack_state(final.nets), fmt="torch", metadata=meta, stage=req.stage)
+    deployment = deployments.set(model_id=model.model_id, name=model.name, version=model.version, stage=req.stage,
+                                 share=req.share, ramp_seconds=req.ramp_seconds)
+    execution_model = None
+    if req.execution:
+        ctx.report(done=progress.done, total=progress.total, message="execution network")
+        execution_model = _train_execution(plan, registry, rows_all, oos_unc, model.model_id, progress, ctx)
+    result = EnsembleTrainResult(
+        model=model, execution_model=execution_model, deployment=deployment_info(deployment), folds=fold_reports,
+        out_of_sample=oos, class_balance={c: float(b) for c, b in zip(CLASS_LABELS, balance, strict=True)},
+        features=list(FEATURE_NAMES), training_seconds=round(time.perf_counter() - started, 3),
+        data_hash=plan.bars.data_hash, seed=req.seed,
+    )
+    ctx.report(done=progress.total, total=progress.total, message="done")
+    return result.model_dump(mode="json")
+
+
+def strategic_inputs(unc: calibration.Uncertainty) -> FloatArray:
+    """The five strategic columns of the execution inputs from an ensemble's output."""
+    cls = unc.probs.argmax(axis=1)
+    signal = cls.astype(np.float64) - 1.0
+    confidence = unc.probs[np.arange(len(cls)), cls]
+    return np.column_stack([signal, confidence, unc.predictive_entropy, unc.divergence_metric, unc.agreement_score])
+
+
+def _train_execution(plan: EnsemblePlan, registry: ModelRegistry, rows: npt.NDArray[np.int64],
+                     uncs: Sequence[calibration.Uncertainty], ensemble_id: str, progress: _Progress,
+                     ctx: JobContext) -> ModelInfo | None:
+    b, req = plan.bars, plan.req
+    strategic = np.concatenate([strategic_inputs(u) for u in uncs])
+    market = xnet.market_inputs(b.open, b.high, b.low, b.close, b.volume)[rows]
+    signal_full = np.zeros(len(b))
+    signal_full[rows] = strategic[:, 0]
+    size_t, timing_t, valid = xnet.execution_targets(b.open, b.high, b.low, b.close, signal_full,
+                                                     horizon=req.horizon)
+    x = np.column_stack([strategic, market])
+    keep = valid[rows] & np.isfinite(x).all(axis=1)
+    x, size_y, timing_y = x[keep], size_t[rows][keep], timing_t[rows][keep]
+    if len(x) < _EXEC_MIN_ROWS:
+        ctx.report(done=progress.done, total=progress.total,
+                   message=f"execution network skipped: {len(x)} out-of-sample rows (< {_EXEC_MIN_ROWS})")
+        return None
+    cut = int(len(x) * 0.8)
+    scaler = xnet.InputScaler.fit(x[:cut])
+    config = xnet.ExecutionConfig()
+    net = xnet.build_execution_net(config, seed=req.seed).to(plan.device)
+    tc = xnet.ExecTrainConfig(seed=req.seed)
+    history = xnet.train_execution_net(
+        net, scaler.transform(x[:cut]), size_y[:cut], timing_y[:cut], scaler.transform(x[cut:]), size_y[cut:],
+        timing_y[cut:], tc, device=plan.device, on_epoch=progress.epoch("execution network"),
+        should_stop=lambda: ctx.cancelled)
+    if history.cancelled:
+        raise JobCancelled()
+    meta = {"config": config.to_dict(), "scaler": scaler.to_dict(), "inputs": list(xnet.EXECUTION_INPUTS),
+            "ensemble_model_id": ensemble_id, "symbol": req.symbol, "horizon": req.horizon, "seed": req.seed,
+            "n_train": cut, "n_validation": len(x) - cut, "data_hash": b.data_hash,
+            "validation": {"size_mae": history.size_mae, "timing_accuracy": history.timing_accuracy}}
+    name = f"execution-{req.symbol}" if req.symbol else "execution"
+    return registry.save(family="execution", name=name, method="mc_dropout_mlp", obj=xnet.execution_state(net),
+                         fmt="torch", metadata=meta)
+

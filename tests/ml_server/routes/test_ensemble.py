@@ -1,0 +1,235 @@
+"""Ensemble and execution routes over HTTP: train as a job, predict with uncertainty, deployment stages, bad input."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from quantcrew.config.settings import load_settings
+from quantcrew.data import generate_regime_market, to_payload_dict
+from quantcrew.ml_server.app import create_app
+from quantcrew.ml_server.schemas.ensemble import (
+    DeploymentInfo,
+    EnsemblePredictResponse,
+    EnsembleTrainResult,
+    ShadowLog,
+)
+from quantcrew.ml_server.schemas.execution import ExecutionResponse
+from quantcrew.ml_server.schemas.jobs import JobInfo
+from quantcrew.ml_server.services.ensemble_features import FEATURE_NAMES, WARMUP, build_features
+from tests.support.replies import assert_finite, invalid_input
+
+TINY = {"members": 2, "window": 8, "hidden": 8, "heads": 2, "epochs": 2, "folds": 2, "batch_size": 128,
+        "mc_samples": 4, "symbol": "SYN"}
+
+
+def _wait(client: TestClient, job_id: str, timeout_s: float = 120.0) -> JobInfo:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = JobInfo.model_validate(client.get(f"/v1/jobs/{job_id}").json())
+        if job.status not in ("queued", "running"):
+            return job
+        assert time.monotonic() < deadline, f"job still {job.status}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def bars() -> dict[str, Any]:
+    return to_payload_dict(generate_regime_market(700, seed=11).bars)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, bars: dict[str, Any]) -> Iterator[tuple[TestClient, Any]]:
+    """One app and one trained ensemble (with its execution network) for the whole module."""
+    settings = load_settings(home=tmp_path_factory.mktemp("ensemble-home"))
+    with TestClient(create_app(settings)) as client:
+        resp = client.post("/v1/ensemble/train", json={"data": bars, **TINY})
+        assert resp.status_code == 202, resp.text
+        job = _wait(client, resp.json()["job_id"])
+        assert job.status == "succeeded", job.error
+        yield client, EnsembleTrainResult.model_validate(job.result)
+
+
+def _recent(bars: dict[str, Any], n: int) -> dict[str, Any]:
+    return {k: (v[-n:] if isinstance(v, list) else v) for k, v in bars.items()}
+
+
+def test_train_job_reports_folds_calibration_and_stores_both_models(served: tuple[TestClient, Any]) -> None:
+    client, result = served
+    assert len(result.folds) == 2
+    assert {r.method for r in result.out_of_sample} >= {"ensemble", "mc_dropout", "ensemble:lstm",
+                                                         "mc_dropout:transformer"}
+    for r in result.out_of_sample:
+        assert 0.0 <= r.ece <= 1.0 and r.nll > 0 and 0.0 <= r.accuracy <= 1.0
+    # walk-forward: every fold is tested strictly after the bars it was trained on
+    for f in result.folds:
+        assert f.train_end < f.test_start
+    assert result.model.family == "ensemble" and result.deployment.stage == "full"
+    assert result.execution_model is not None and result.execution_model.family == "execution"
+    assert abs(sum(result.class_balance.values()) - 1.0) < 1e-9
+    assert client.get(f"/v1/models/{result.model.model_id}").json()["sha256"] == result.model.sha256
+
+
+def test_predict_returns_calibrated_signal_with_uncertainty(served: tuple[TestClient, Any],
+                                                            bars: dict[str, Any]) -> None:
+    client, result = served
+    resp = client.post("/v1/ensemble/predict", json={"data": _recent(bars, 200), "symbol": "SYN", "last": 3})
+    assert resp.status_code == 200, resp.text
+    assert_finite(resp.json())
+    reply = EnsemblePredictResponse.model_validate(resp.json())
+    assert reply.served_by.model_id == result.model.model_id and reply.served_by.variant == "full"
+    assert reply.method_used == "ensemble" and reply.samples is None
+    assert len(reply.points) == 3 and reply.points[-1].signal == reply.signal
+    assert abs(sum(reply.probabilities.values()) - 1.0) < 1e-6
+    assert reply.confidence == max(reply.probabilities.values())
+    for metric in ("agreement_score", "consensus_strength", "divergence_metric", "predictive_entropy"):
+        assert 0.0 <= getattr(reply, metric) <= 1.0
+    assert {s.source for s in reply.sources} == {"lstm", "transformer"}
+    assert abs(sum(s.weight for s in reply.sources) - 1.0) < 1e-6
+
+
+def test_predict_from_features_equals_predict_from_bars(served: tuple[TestClient, Any], bars: dict[str, Any]) -> None:
+    client, _ = served
+    recent = _recent(bars, 120)
+    by_bars = client.post("/v1/ensemble/predict", json={"data": recent, "symbol": "SYN"}).json()
+    o, h, lo, c, v = (np.asarray(recent[k], dtype=float) for k in ("open", "high", "low", "close", "volume"))
+    feats = build_features(o, h, lo, c, v)[WARMUP:]
+    by_feats = client.post("/v1/ensemble/predict", json={
+        "features": {"columns": list(FEATURE_NAMES), "values": feats.tolist()}, "symbol": "SYN"}).json()
+    assert by_feats["probabilities"] == pytest.approx(by_bars["probabilities"], abs=1e-6)
+
+
+def test_mc_dropout_method_uses_samples_and_a_seed_reproduces(served: tuple[TestClient, Any],
+                                                              bars: dict[str, Any]) -> None:
+    client, _ = served
+    body = {"data": _recent(bars, 120), "symbol": "SYN", "method": "mc_dropout", "samples": 16, "seed": 3}
+    first = client.post("/v1/ensemble/predict", json=body)
+    assert first.status_code == 200, first.text
+    again = client.post("/v1/ensemble/predict", json=body).json()
+    assert first.json()["probabilities"] == again["probabilities"]
+    assert first.json()["samples"] == 16 and first.json()["method_used"] == "mc_dropout"
+
+
+def test_canary_answers_its_share_of_keys_stickily_and_shadow_is_logged(
+        served: tuple[TestClient, Any], bars: dict[str, Any]) -> None:
+    client, result = served
+    resp = client.post("/v1/ensemble/train", json={"data": bars, **TINY, "seed": 1, "execution": False,
+                                                   "stage": "canary", "share": 0.5})
+    canary = EnsembleTrainResult.model_validate(_wait(client, resp.json()["job_id"]).result)
+    assert canary.deployment.stage == "canary" and canary.model.version == result.model.version + 1
+    recent = _recent(bars, 120)
+    answered = {}
+    for k in range(24):
+        body = {"data": recent, "symbol": "SYN", "request_key": f"client-{k}"}
+        first = client.post("/v1/ensemble/predict", json=body).json()
+        again = client.post("/v1/ensemble/predict", json=body).json()
+        assert first["served_by"]["model_id"] == again["served_by"]["model_id"]  # sticky
+        answered[k] = first["served_by"]["variant"]
+    assert set(answered.values()) == {"full", "canary"}
+    # demote the canary to shadow: it no longer answers, but runs and is logged
+    shadow = client.post("/v1/ensemble/deployments", json={"model_id": canary.model.model_id, "stage": "shadow"})
+    assert DeploymentInfo.model_validate(shadow.json()).stage == "shadow"
+    reply = client.post("/v1/ensemble/predict", json={"data": recent, "symbol": "SYN", "request_key": "x"}).json()
+    assert reply["served_by"]["model_id"] == result.model.model_id and reply["shadows_run"] == 1
+    log = ShadowLog.model_validate(client.get(f"/v1/ensemble/deployments/{canary.model.model_id}/shadow").json())
+    assert log.entries and log.entries[0].primary_model_id == result.model.model_id
+    listed = client.get("/v1/ensemble/deployments", params={"name": "ensemble-SYN"}).json()["deployments"]
+    assert {d["stage"] for d in listed} == {"full", "shadow"}
+
+
+def test_pinned_model_id_bypasses_stages(served: tuple[TestClient, Any], bars: dict[str, Any]) -> None:
+    client, result = served
+    reply = client.post("/v1/ensemble/predict", json={"data": _recent(bars, 120),
+                                                      "model_id": result.model.model_id}).json()
+    assert reply["served_by"]["variant"] == "pinned" and reply["model_id"] == result.model.model_id
+
+
+def test_execution_plan_returns_size_and_timing_with_intervals(served: tuple[TestClient, Any],
+                                                               bars: dict[str, Any]) -> None:
+    client, result = served
+    body = {"signals": [{"signal": "up", "confidence": 0.6}, {"signal": "down", "confidence": 0.5}],
+            "data": _recent(bars, 100), "symbol": "SYN", "decision_type": "exit"}
+    resp = client.post("/v1/execution/plan", json=body)
+    assert resp.status_code == 200, resp.text
+    reply = ExecutionResponse.model_validate(resp.json())
+    assert reply.model_id == result.execution_model.model_id and reply.samples == 30  # the exit default
+    assert [p.direction for p in reply.plans] == [1, -1]
+    for p in reply.plans:
+        assert 0.0 <= p.size.lower <= p.size.mean <= p.size.upper <= 1.0 and p.size.std >= 0
+        assert p.timing in ("now", "wait")
+    market = [{"ret_1": 0.001, "ret_5": 0.01, "vol_10": 0.01, "vol_ratio": 1.0, "range": 0.012}]
+    explicit = client.post("/v1/execution/plan", json={"signals": [{"signal": "up", "confidence": 0.7}],
+                                                       "market": market, "samples": 8, "seed": 1, "symbol": "SYN"})
+    assert explicit.status_code == 200 and explicit.json()["samples"] == 8
+
+
+def test_batch_sizes_are_exported_as_a_prometheus_histogram(served: tuple[TestClient, Any]) -> None:
+    client, _ = served
+    text = client.get("/metrics").text
+    assert 'quantcrew_inference_batch_size_count{model="ensemble"}' in text
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"symbol": "SYN", "last": 1}, "data"),  # neither bars nor features
+    ({"symbol": "SYN", "samples": 0, "method": "mc_dropout"}, "samples"),
+])
+def test_predict_schema_errors_are_422(served: tuple[TestClient, Any], bars: dict[str, Any], body: dict[str, Any],
+                                       field: str) -> None:
+    client, _ = served
+    if field != "data":
+        body = {**body, "data": _recent(bars, 120)}
+    resp = client.post("/v1/ensemble/predict", json=body)
+    assert resp.status_code == 422
+    assert field in resp.text
+
+
+def test_predict_bad_input_is_a_clear_4xx(served: tuple[TestClient, Any], bars: dict[str, Any]) -> None:
+    client, _ = served
+    short = client.post("/v1/ensemble/predict", json={"data": _recent(bars, 40), "symbol": "SYN"})
+    assert "data" in str(invalid_input(short))
+    assert "at least" in short.json()["error"]["message"]
+    feats = np.zeros((20, 12)).tolist()
+    mismatch = client.post("/v1/ensemble/predict", json={
+        "features": {"columns": [f"f{i}" for i in range(12)], "values": feats}, "symbol": "SYN"})
+    assert "features" in str(invalid_input(mismatch))
+    unknown = client.post("/v1/ensemble/predict", json={"data": _recent(bars, 120), "model_id": "ensemble-nope"})
+    assert unknown.status_code == 404
+    no_deploy = client.post("/v1/ensemble/predict", json={"data": _recent(bars, 120), "symbol": "NONE"})
+    assert no_deploy.status_code == 404
+    over = client.post("/v1/ensemble/predict", json={"data": _recent(bars, 400), "symbol": "SYN", "last": 300})
+    assert "last" in str(invalid_input(over))
+    too_many = client.post("/v1/ensemble/predict", json={"data": _recent(bars, 120), "symbol": "SYN",
+                                                         "method": "mc_dropout", "samples": 5000})
+    assert "samples" in str(invalid_input(too_many))
+
+
+def test_execution_bad_input_is_a_clear_4xx(served: tuple[TestClient, Any], bars: dict[str, Any]) -> None:
+    client, _ = served
+    sig = [{"signal": "up", "confidence": 0.6}]
+    assert client.post("/v1/execution/plan", json={"signals": sig, "data": _recent(bars, 100),
+                                                   "samples": 0}).status_code == 422
+    short = client.post("/v1/execution/plan", json={"signals": sig, "data": _recent(bars, 30), "symbol": "SYN"})
+    assert "data" in str(invalid_input(short))
+    unknown = client.post("/v1/execution/plan", json={"signals": sig, "data": _recent(bars, 100),
+                                                      "model_id": "execution-nope"})
+    assert unknown.status_code == 404
+    ragged = client.post("/v1/execution/plan", json={"signals": sig * 2, "market": [
+        {"ret_1": 0.0, "ret_5": 0.0, "vol_10": 0.01, "vol_ratio": 1.0, "range": 0.01}]})
+    assert ragged.status_code == 422 and "market" in ragged.text
+
+
+def test_train_bad_input_is_a_422_before_any_job(served: tuple[TestClient, Any], bars: dict[str, Any]) -> None:
+    client, _ = served
+    few = client.post("/v1/ensemble/train", json={"data": _recent(bars, 150), **TINY})
+    assert "data" in str(invalid_input(few))
+    late = client.post("/v1/ensemble/train", json={"data": bars, **TINY, "test_start": "2030-01-01"})
+    assert "test_start" in str(invalid_input(late))
+    heads = client.post("/v1/ensemble/train", json={"data": bars, **{**TINY, "hidden": 10, "heads": 4}})
+    assert heads.status_code == 422 and "heads" in heads.text
+    stage = client.post("/v1/ensemble/train", json={"data": bars, **TINY, "stage": "canary"})
+    assert "share" in str(invalid_input(stage))
