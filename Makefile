@@ -37,6 +37,11 @@ bench: $(STAMP)
 	$(PY) bench/bandit_regret.py
 	$(PY) bench/rl_agents.py
 	$(PY) bench/rl_agents.py --algo dqn --markets sp500
+	$(PY) bench/feature_speed.py
+	$(PY) bench/ensemble_speed.py
+	$(PY) bench/ensemble_calibration.py
+	$(PY) bench/batching.py
+	$(PY) bench/execution_latency.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check quantcrew tests bench

@@ -39,7 +39,8 @@ def test_strategy_and_meta_crews_are_registered_with_their_tools(settings: Setti
     from quantcrew.crew.crew import CREWS, build_crew
 
     assert {"regime", "risk", "strategy", "meta"} <= set(CREWS)
-    expected = {"strategy": ("strategy_signals", "strategy_agent", ["strategy_signals"]),
+    expected = {"strategy": ("strategy_signals", "strategy_agent",
+                             ["ensemble_signal", "strategy_signals", "execution_plan"]),
                 "meta": ("agent_selection", "meta_orchestrator", ["agent_selection"])}
     for kind, (task, agent, tools) in expected.items():
         spec = CREWS[kind]

@@ -12,6 +12,7 @@ from quantcrew.crew.kickoff import run
 from quantcrew.crew.runs import RunsStore
 from quantcrew.crew.server_process import LocalServer
 from quantcrew.data import load_sample, to_payload_dict
+from quantcrew.ml_server.schemas.ensemble import EnsembleTrainRequest, EnsembleTrainResult
 from quantcrew.ml_server.schemas.rl import RLTrainRequest, RLTrainResult
 from quantcrew.tools.client import MLClient
 from tests.support.offline import isolate_crewai
@@ -36,20 +37,43 @@ def aggressive_policy(live_server: LocalServer) -> str:
     return RLTrainResult.model_validate(done.result).policies[0].model_id
 
 
-def test_planner_strategy_kickoff_reports_the_policy_signal(live_server: LocalServer, aggressive_policy: str,
-                                                            settings: Settings, refused: list[str]) -> None:
+@pytest.fixture(scope="module")
+def ensemble(live_server: LocalServer) -> EnsembleTrainResult:
+    """A tiny ensemble (and execution network) for SP500 on the live server."""
+    with MLClient(httpx.Client(base_url=live_server.url, timeout=30.0)) as client:
+        job = client.ensemble_train(EnsembleTrainRequest.model_validate({
+            "data": to_payload_dict(load_sample("SP500").tail(900)), "symbol": "SP500", "members": 2, "window": 8,
+            "hidden": 8, "heads": 2, "epochs": 2, "folds": 2, "mc_samples": 4}))
+        done = client.wait_for_job(job.job_id, poll_s=0.05, timeout_s=120)
+    assert done.status == "succeeded", done.error
+    return EnsembleTrainResult.model_validate(done.result)
+
+
+_TOOLS = ["ensemble_signal", "strategy_signals", "execution_plan"]
+
+
+def test_planner_strategy_kickoff_reports_ensemble_policy_and_execution(
+        live_server: LocalServer, aggressive_policy: str, ensemble: EnsembleTrainResult, settings: Settings,
+        refused: list[str]) -> None:
     settings.client.url = live_server.url
     outcome = run({"symbol": "SP500", "lookback": 300, "agents": "aggressive"}, settings, kind="strategy")
     assert outcome.status == "succeeded" and not outcome.degraded
-    [result] = outcome.tool_results
-    assert result.tool == "strategy_signals" and result.arguments["agents"] == "aggressive"
+    by_tool = {r.tool: r for r in outcome.tool_results}
+    assert sorted(by_tool) == sorted(_TOOLS)
+    result = by_tool["strategy_signals"]
+    assert result.arguments["agents"] == "aggressive"
     [signal] = result.data["signals"]
     assert signal["source"] == "rl_policy" and signal["model_id"] == aggressive_policy
-    assert "## strategy_signals" in outcome.output and "offline planner" in outcome.output
-    assert aggressive_policy in outcome.output and "degraded: false" in outcome.output
+    assert by_tool["ensemble_signal"].data["served_by"]["model_id"] == ensemble.model.model_id
+    assert ensemble.execution_model is not None
+    assert by_tool["execution_plan"].data["provenance"]["model_id"] == ensemble.execution_model.model_id
+    for tool in _TOOLS:
+        assert f"## {tool}" in outcome.output
+    assert "offline planner" in outcome.output and aggressive_policy in outcome.output
+    assert ensemble.model.model_id in outcome.output and "degraded: false" in outcome.output
     stored = RunsStore(settings.runs_db).get_run(outcome.run_id)
     assert stored is not None and stored["kind"] == "strategy"
-    assert [c["tool"] for c in stored["tool_calls"]] == ["strategy_signals"]
+    assert sorted(c["tool"] for c in stored["tool_calls"]) == sorted(_TOOLS)
     assert refused == []
 
 
@@ -59,7 +83,7 @@ def test_strategy_kickoff_with_default_inputs_marks_untrained_agents(live_server
     settings.client.url = live_server.url
     outcome = run({}, settings, kind="strategy")
     assert outcome.status == "succeeded" and outcome.degraded
-    [result] = outcome.tool_results
+    [result] = [r for r in outcome.tool_results if r.tool == "strategy_signals"]
     assert {s["agent"]: s["source"] for s in result.data["signals"]}["aggressive"] == "rl_policy"
     assert "run `quantcrew train`" in outcome.output
     assert refused == []
