@@ -85,6 +85,7 @@ class _Lane(Generic[In, Out]):
         self.taken: list[_Pending[In, Out]] = []
         self.wakeup = asyncio.Event()
         self.worker: asyncio.Task[None] | None = None
+        self.last_rows = 0  # rows of the previous batch: 0 or 1 means no concurrent load was seen
 
 
 class DynamicBatcher(Generic[In, Out]):
@@ -96,7 +97,8 @@ class DynamicBatcher(Generic[In, Out]):
         name: Names the batcher in errors and thread names (a model id).
         max_batch_size: Most rows in one batch; a single item larger than this runs alone.
         max_wait_s: Longest time the worker waits for more items after taking the first of a
-            batch (0: take only what is already queued).
+            batch (0: take only what is already queued). It does not wait when nothing else is
+            queued and the previous batch held one row: a lone client pays no wait.
         enabled: False runs every request as ``run([item])`` straight away (no queue): the
             "batching off" baseline.
         size_of: Rows in an item (default 1 per item), for items that carry several rows.
@@ -225,7 +227,10 @@ class DynamicBatcher(Generic[In, Out]):
                 break
         lane.taken = [first]
         rows = first.size
-        deadline = lane.loop.time() + self.max_wait_s
+        # Adaptive wait: with nothing else queued and a previous batch of one row (a lone client),
+        # waiting only adds latency; under load (the last batch gathered several rows) it pays.
+        idle = not lane.pending and lane.last_rows <= 1
+        deadline = lane.loop.time() + (0.0 if idle else self.max_wait_s)
         while rows < self.max_batch_size:
             if lane.pending:
                 head = lane.pending[0]
@@ -245,6 +250,7 @@ class DynamicBatcher(Generic[In, Out]):
                     await lane.wakeup.wait()
             except TimeoutError:
                 break
+        lane.last_rows = rows
         return lane.taken
 
     async def _dispatch(self, lane: _Lane[In, Out], batch: list[_Pending[In, Out]]) -> None:

@@ -71,15 +71,19 @@ async def test_submit_64_concurrent_runs_batches_of_at_most_16() -> None:
     assert stats.mean_batch == 16.0
 
 
-async def test_submit_lone_request_returns_after_max_wait() -> None:
+async def test_submit_lone_request_waits_max_wait_only_under_load() -> None:
     run = _Recorder()
     batcher = _batcher(run, max_wait_s=0.1)
     start = time.perf_counter()
     assert await asyncio.wait_for(batcher.submit(7), timeout=2) == "out-7"
+    assert time.perf_counter() - start < 0.08  # idle batcher: a lone client pays no wait
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(3))) == ["out-0", "out-1", "out-2"]
+    start = time.perf_counter()  # the last batch gathered 3 rows: now a request waits for company
+    assert await asyncio.wait_for(batcher.submit(8), timeout=2) == "out-8"
     elapsed = time.perf_counter() - start
     await batcher.aclose()
     assert 0.09 <= elapsed < 1.0
-    assert run.batches == [[7]]
+    assert run.batches == [[7], [0, 1, 2], [8]]
 
 
 async def test_submit_with_zero_wait_takes_only_what_is_queued() -> None:

@@ -123,6 +123,12 @@ def prepare(req: EnsemblePredictRequest, model: LoadedEnsemble, *, max_request_b
     return Prepared(windows, [stamps[int(r)] for r in rows], data_hash, as_of)
 
 
+def rl_may_join(req: EnsemblePredictRequest) -> bool:
+    """Whether the request allows an RL policy to join (the registry is not asked here)."""
+    return (req.include_rl and req.rl_weight > 0.0 and req.data is not None and req.last == 1
+            and req.symbol is not None)
+
+
 def rl_source(req: EnsemblePredictRequest, registry: ModelRegistry) -> tuple[str, FloatArray] | None:
     """The newest discrete actor-critic RL policy trained on this symbol, as a probability source.
 
@@ -131,7 +137,7 @@ def rl_source(req: EnsemblePredictRequest, registry: ModelRegistry) -> tuple[str
     """
     from quantcrew.ml_server.services import rl  # torch and SB3 load only when a policy joins
 
-    if not req.include_rl or req.rl_weight == 0.0 or req.data is None or req.last != 1 or req.symbol is None:
+    if not rl_may_join(req):
         return None
     stored = [m for m in registry.list(family="rl") if m.metadata.get("symbol") == req.symbol
               and m.metadata.get("action_mode") == "discrete" and m.metadata.get("algorithm") in ("ppo", "a2c")]

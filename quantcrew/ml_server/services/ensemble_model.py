@@ -167,6 +167,12 @@ def _split(out: Mapping[str, npt.NDArray[np.float32]], sizes: Sequence[int],
             for i in range(len(sizes))]
 
 
+def is_loaded(model_id: str, device: str) -> bool:
+    """Whether some version of ``model_id`` is cached on ``device`` (its SHA-256 is checked again on use)."""
+    with _CACHE_LOCK:
+        return any(k[0] == model_id and k[2] == device for k in _CACHE)
+
+
 def load_ensemble(registry: ModelRegistry, model_id: str, device: str) -> LoadedEnsemble:
     """Verify, load and cache an ensemble version.
 
