@@ -135,14 +135,14 @@ def rl_source(req: EnsemblePredictRequest, registry: ModelRegistry) -> tuple[str
     It joins only for one bar sent as OHLCV (a policy observes its own features at the last
     bar); its short / flat / long probabilities stand for down / flat / up.
     """
-    from quantcrew.ml_server.services import rl  # torch and SB3 load only when a policy joins
-
-    if not rl_may_join(req):
+    if not rl_may_join(req) or req.data is None:
         return None
     stored = [m for m in registry.list(family="rl") if m.metadata.get("symbol") == req.symbol
               and m.metadata.get("action_mode") == "discrete" and m.metadata.get("algorithm") in ("ppo", "a2c")]
     if not stored:
         return None
+    from quantcrew.ml_server.services import rl  # stable-baselines3 loads only when a policy joins
+
     chosen = next((m for m in stored if m.metadata.get("agent") == "balanced"), stored[0])
     answer = rl.act(RLActRequest(data=req.data, model_ids=[chosen.model_id]), registry).actions[0]
     if answer.probabilities is None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from quantcrew.ml_server.services.rolling import window_sum
 from quantcrew.ml_server.services.smc import fair_value_gaps, market_structure, order_blocks
 
 __all__ = ["FEATURE_NAMES", "HALF_LIVES", "SWING_LENGTH", "WARMUP", "build_features"]
@@ -152,20 +153,7 @@ def build_features(
 
 
 def _rolling_sum(x: FloatArray, w: int, *, first: int) -> FloatArray:
-    """Sum of ``x[t-w+1..t]`` for ``t >= first`` (NaN before), as ``w`` elementwise adds.
-
-    Elementwise adds give row ``t`` the same bits whatever the array's length; a cumulative
-    sum difference would not (and would cancel catastrophically on prices).
-    """
-    n = x.shape[0]
-    out = np.full(n, np.nan)
-    if first >= n:
-        return out
-    acc = x[first:].copy()
-    for k in range(1, w):
-        acc += x[first - k : n - k]
-    out[first:] = acc
-    return out
+    return window_sum(x, w, first=first, fill=np.nan)
 
 
 def _mean_std(x: FloatArray, w: int, *, first: int) -> tuple[FloatArray, FloatArray]:

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcrew.ml_server.errors import InvalidInputError
+from quantcrew.ml_server.services.rolling import window_sum
 
 __all__ = [
     "CLIP",
@@ -282,20 +283,7 @@ def _prices(close: npt.ArrayLike, high: npt.ArrayLike, low: npt.ArrayLike) -> tu
 
 
 def _rolling_sum(x: FloatArray, w: int, *, first: int) -> FloatArray:
-    """Sum of ``x[t-w+1..t]`` at every ``t >= first`` (0 before), as ``w`` elementwise adds.
-
-    Elementwise adds give each row the same bits whatever the array's length, which a
-    cumulative-sum difference (cancellation) or a strided reduction (blocking) does not.
-    """
-    n = x.shape[0]
-    out = np.zeros(n)
-    if first >= n:
-        return out
-    acc = x[first:].copy()
-    for k in range(1, w):
-        acc += x[first - k : n - k]
-    out[first:] = acc
-    return out
+    return window_sum(x, w, first=first)
 
 
 def _rolling_mean(x: FloatArray, w: int, *, first: int) -> FloatArray:

@@ -142,6 +142,25 @@ def test_canary_answers_its_share_of_keys_stickily_and_shadow_is_logged(
     assert {d["stage"] for d in listed} == {"full", "shadow"}
 
 
+def test_a_discrete_rl_policy_of_the_symbol_joins_with_its_weight(served: tuple[TestClient, Any],
+                                                                  bars: dict[str, Any]) -> None:
+    client, _ = served
+    recent = _recent(bars, 200)
+    before = client.post("/v1/ensemble/predict", json={"data": recent, "symbol": "SYN"}).json()
+    assert [s["source"] for s in before["sources"]] == ["lstm", "transformer"]
+    job = client.post("/v1/rl/train", json={"data": bars, "symbol": "SYN", "agents": ["balanced"],
+                                             "algorithm": "a2c", "timesteps": 400, "regime_features": False,
+                                             "n_envs": 2}).json()
+    assert _wait(client, job["job_id"]).status == "succeeded"
+    joined = client.post("/v1/ensemble/predict", json={"data": recent, "symbol": "SYN", "rl_weight": 0.2}).json()
+    assert joined["method_used"] == "ensemble+rl"
+    rl = joined["sources"][-1]
+    assert rl["source"] == "rl:balanced-a2c" and rl["weight"] == 0.2
+    assert sum(s["weight"] for s in joined["sources"]) == pytest.approx(1.0)
+    off = client.post("/v1/ensemble/predict", json={"data": recent, "symbol": "SYN", "include_rl": False}).json()
+    assert off["probabilities"] == pytest.approx(before["probabilities"])
+
+
 def test_pinned_model_id_bypasses_stages(served: tuple[TestClient, Any], bars: dict[str, Any]) -> None:
     client, result = served
     reply = client.post("/v1/ensemble/predict", json={"data": _recent(bars, 120),
