@@ -234,14 +234,14 @@ def _train(request: Any, settings: Settings, *, config: Path | None, no_wait: bo
                        TimeRemainingColumn())
             with Progress(*columns, console=console, transient=not as_json) as bar:
                 steps = 0 if isinstance(request, EnsembleTrainRequest) else request.timesteps * len(request.agents)
-                task = bar.add_task("queued", total=steps or None, reward="")
+                task = bar.add_task("queued", total=steps or 1, reward="")  # the job reports the real total
 
                 def show(info: JobInfo) -> None:
                     metrics = info.progress.metrics
                     reward = metrics.get("episode_reward")
                     note = ("" if reward is None else f"episode reward {reward:+.3g}") if not ensemble else (
                         "" if "val_loss" not in metrics else f"val loss {metrics['val_loss']:.4f}")
-                    bar.update(task, completed=info.progress.done, total=info.progress.total or steps or None,
+                    bar.update(task, completed=info.progress.done, total=info.progress.total or steps or 1,
                                description=info.progress.message or info.status, reward=note)
 
                 try:

@@ -129,6 +129,16 @@ def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path) -
     assert result["test_end"] == "2018-12-31"
 
 
+def test_train_ensemble_runs_walk_forward_and_prints_calibration(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "train", "--model", "ensemble", "--members", "1", "--epochs", "1", "--folds", "1",
+                           "--test-start", "2016-01-01"], env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ECE (15 bins)" in proc.stdout and "mc_dropout" in proc.stdout
+    assert "ensemble-SP500 v1" in proc.stdout and "deployed as full" in proc.stdout
+    assert "execution network execution-" in proc.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -136,6 +146,8 @@ def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path) -
         (["--agents", "reckless"], "conservative"),
         (["--algo", "dqn", "--action-mode", "continuous"], "dqn"),
         (["--symbol", "NOPE"], "NOPE"),
+        (["--model", "xgboost"], "'rl' or 'ensemble'"),
+        (["--model", "ensemble", "--test-start", "someday"], "test_start"),
     ],
 )
 def test_train_command_refuses_bad_arguments_before_starting_a_server(tmp_path: Path, args: list[str],
