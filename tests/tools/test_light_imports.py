@@ -15,6 +15,10 @@ def test_agent_side_imports_no_ml_framework() -> None:
         "import quantcrew.crew.cli, quantcrew.crew.planner_llm, quantcrew.tools.regime, quantcrew.tools.risk\n"
         "import quantcrew.tools.factors, quantcrew.tools.clustering, quantcrew.tools.anomaly\n"
         "import quantcrew.tools.strategy, quantcrew.tools.selection\n"
+        "import quantcrew.tools.ensemble, quantcrew.tools.execution\n"
+        "from quantcrew.tools.fallbacks import ensemble_fallback, execution_fallback\n"
+        "from quantcrew.data import load_sample as _ls\n"
+        "_r = ensemble_fallback(_ls('SP500').tail(200)); execution_fallback(_ls('SP500').tail(200), 'up', 0.6)\n"
         "from quantcrew.data import load_sample\n"
         "load_sample('SP500')\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
@@ -31,6 +35,7 @@ def test_schemas_import_without_fastapi_or_ml() -> None:
         "import quantcrew.ml_server.schemas.risk, quantcrew.ml_server.schemas.risk_backtest\n"
         "import quantcrew.ml_server.schemas.decompose, quantcrew.ml_server.schemas.cluster\n"
         "import quantcrew.ml_server.schemas.anomaly, quantcrew.ml_server.schemas.supervised\n"
+        "import quantcrew.ml_server.schemas.ensemble, quantcrew.ml_server.schemas.execution\n"
         f"print(','.join(m for m in {HEAVY + ('fastapi', 'starlette')!r} if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
