@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 
 from quantcrew.ml_server.registry import ModelRegistry
+from quantcrew.ml_server.services import execution_inputs as xin
 from quantcrew.ml_server.services import execution_net as xnet
 from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.ensemble_features import FEATURE_NAMES
@@ -43,7 +44,7 @@ def seed_models(home: Path, *, members: int = 4) -> tuple[str, str]:
         deployments.set(model_id=info.model_id, name=info.name, version=info.version, stage="full")
         config = xnet.ExecutionConfig()
         d = config.n_inputs
-        scaler = xnet.InputScaler(mean=np.zeros(d), std=np.ones(d))
+        scaler = xin.InputScaler(mean=np.zeros(d), std=np.ones(d))
         exec_info = registry.save(
             family="execution", name="execution-BENCH", method="mc_dropout_mlp",
             obj=xnet.execution_state(xnet.build_execution_net(config, seed=0)), fmt="torch",

@@ -33,6 +33,7 @@ from quantcrew.ml_server.schemas.ensemble import (
     ReliabilityBin,
 )
 from quantcrew.ml_server.services import calibration
+from quantcrew.ml_server.services import execution_inputs as xin
 from quantcrew.ml_server.services import execution_net as xnet
 from quantcrew.ml_server.services.bars import Bars
 from quantcrew.ml_server.services.deployment import Deployment, DeploymentStore
@@ -324,10 +325,10 @@ def _train_execution(plan: EnsemblePlan, registry: ModelRegistry, rows: npt.NDAr
                      ctx: JobContext) -> ModelInfo | None:
     b, req = plan.bars, plan.req
     strategic = np.concatenate([strategic_inputs(u) for u in uncs])
-    market = xnet.market_inputs(b.open, b.high, b.low, b.close, b.volume)[rows]
+    market = xin.market_inputs(b.open, b.high, b.low, b.close, b.volume)[rows]
     signal_full = np.zeros(len(b))
     signal_full[rows] = strategic[:, 0]
-    size_t, timing_t, valid = xnet.execution_targets(b.open, b.high, b.low, b.close, signal_full,
+    size_t, timing_t, valid = xin.execution_targets(b.open, b.high, b.low, b.close, signal_full,
                                                      horizon=req.horizon)
     x = np.column_stack([strategic, market])
     keep = valid[rows] & np.isfinite(x).all(axis=1)
@@ -337,7 +338,7 @@ def _train_execution(plan: EnsemblePlan, registry: ModelRegistry, rows: npt.NDAr
                    message=f"execution network skipped: {len(x)} out-of-sample rows (< {_EXEC_MIN_ROWS})")
         return None
     cut = int(len(x) * 0.8)
-    scaler = xnet.InputScaler.fit(x[:cut])
+    scaler = xin.InputScaler.fit(x[:cut])
     config = xnet.ExecutionConfig()
     net = xnet.build_execution_net(config, seed=req.seed).to(plan.device)
     tc = xnet.ExecTrainConfig(seed=req.seed)
@@ -347,7 +348,7 @@ def _train_execution(plan: EnsemblePlan, registry: ModelRegistry, rows: npt.NDAr
         should_stop=lambda: ctx.cancelled)
     if history.cancelled:
         raise JobCancelled()
-    meta = {"config": config.to_dict(), "scaler": scaler.to_dict(), "inputs": list(xnet.EXECUTION_INPUTS),
+    meta = {"config": config.to_dict(), "scaler": scaler.to_dict(), "inputs": list(xin.EXECUTION_INPUTS),
             "ensemble_model_id": ensemble_id, "symbol": req.symbol, "horizon": req.horizon, "seed": req.seed,
             "n_train": cut, "n_validation": len(x) - cut, "data_hash": b.data_hash,
             "validation": {"size_mae": history.size_mae, "timing_accuracy": history.timing_accuracy}}

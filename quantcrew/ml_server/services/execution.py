@@ -25,6 +25,7 @@ from quantcrew.ml_server.schemas.execution import (
     ExecutionResponse,
     Interval,
 )
+from quantcrew.ml_server.services import execution_inputs as xin
 from quantcrew.ml_server.services import execution_net as xnet
 from quantcrew.ml_server.services.bars import bars_from_payload
 
@@ -41,7 +42,7 @@ _MARKET_WARMUP = 61
 class LoadedExecution:
     info: ModelInfo
     net: xnet.ExecutionNet
-    scaler: xnet.InputScaler
+    scaler: xin.InputScaler
     device: str
 
 
@@ -70,7 +71,7 @@ def load_execution(registry: ModelRegistry, model_id: str, device: str) -> Loade
     state, info = registry.load(model_id, family="execution")
     try:
         config = xnet.ExecutionConfig.from_dict(info.metadata["config"])
-        scaler = xnet.InputScaler.from_dict(info.metadata["scaler"])
+        scaler = xin.InputScaler.from_dict(info.metadata["scaler"])
         net = xnet.load_execution_net(config, state, device)
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactIntegrityError(f"execution network '{model_id}' cannot be rebuilt: {exc}",
@@ -111,7 +112,7 @@ def prepare(req: ExecutionRequest, model: LoadedExecution, *, max_request_batch:
                 f"for each of the last {k} bars, so at least {need} are needed",
                 details=[{"loc": ["body", "data"], "msg": f"need at least {need} rows"}])
         bars = bars_from_payload(req.data, min_rows=need)
-        market = xnet.market_inputs(bars.open, bars.high, bars.low, bars.close, bars.volume)[-k:]
+        market = xin.market_inputs(bars.open, bars.high, bars.low, bars.close, bars.volume)[-k:]
         data_hash, as_of = bars.data_hash, bars.as_of
     else:
         assert req.market is not None
