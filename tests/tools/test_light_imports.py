@@ -15,7 +15,7 @@ def test_agent_side_imports_no_ml_framework() -> None:
         "import quantcrew.crew.cli, quantcrew.crew.planner_llm, quantcrew.tools.regime, quantcrew.tools.risk\n"
         "import quantcrew.tools.factors, quantcrew.tools.clustering, quantcrew.tools.anomaly\n"
         "import quantcrew.tools.strategy, quantcrew.tools.selection\n"
-        "import quantcrew.tools.ensemble, quantcrew.tools.execution\n"
+        "import quantcrew.tools.ensemble, quantcrew.tools.execution, quantcrew.backtest\n"
         "from quantcrew.tools.fallbacks import ensemble_fallback, execution_fallback\n"
         "from quantcrew.data import load_sample as _ls\n"
         "_r = ensemble_fallback(_ls('SP500').tail(200)); execution_fallback(_ls('SP500').tail(200), 'up', 0.6)\n"
