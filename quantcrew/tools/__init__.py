@@ -39,6 +39,8 @@ __all__ = [
     "ExecutionPlanTool",
     "ToolInputError",
     "ToolResult",
+    "all_tools",
+    "as_langchain_tools",
     "make_async_client",
     "make_client",
 ]
@@ -70,6 +72,8 @@ _WHERE = {
     "EnsembleSignalTool": "quantcrew.tools.ensemble",
     "ExecutionPlanInput": "quantcrew.tools.execution",
     "ExecutionPlanTool": "quantcrew.tools.execution",
+    "all_tools": "quantcrew.tools.langchain",
+    "as_langchain_tools": "quantcrew.tools.langchain",
 }
 
 if TYPE_CHECKING:
@@ -82,6 +86,7 @@ if TYPE_CHECKING:
     from quantcrew.tools.errors import MLClientError
     from quantcrew.tools.execution import ExecutionPlanInput, ExecutionPlanTool
     from quantcrew.tools.factors import FactorAnalysisInput, FactorAnalysisTool
+    from quantcrew.tools.langchain import all_tools, as_langchain_tools
     from quantcrew.tools.regime import RegimeDetectionInput, RegimeDetectionTool
     from quantcrew.tools.risk import RiskMetricsInput, RiskMetricsTool
     from quantcrew.tools.selection import AgentSelectionInput, AgentSelectionTool
