@@ -45,6 +45,7 @@ class OpenAIStub:
     tool_name: str
     tool_args: dict[str, Any]
     final_text: str
+    then: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     unhandled: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -57,11 +58,13 @@ class OpenAIStub:
         messages = body.get("messages") or []
         observations = [str(m.get("content") or "") for m in messages if m.get("role") == "tool"]
         message: dict[str, Any] = {"role": "assistant", "content": None}
-        if body.get("tools") and not observations:
+        plan = [(self.tool_name, self.tool_args), *self.then]
+        if body.get("tools") and len(observations) < len(plan):
+            name, args = plan[len(observations)]  # one call per turn, in plan order
             message["tool_calls"] = [{
                 "id": f"call_stub_{number}",
                 "type": "function",
-                "function": {"name": self.tool_name, "arguments": json.dumps(self.tool_args)},
+                "function": {"name": name, "arguments": json.dumps(args)},
             }]
             finish_reason = "tool_calls"
         else:
@@ -120,7 +123,8 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def openai_stub(
-    tool_name: str, tool_args: dict[str, Any], *, final_text: str = "Stub final answer."
+    tool_name: str, tool_args: dict[str, Any], *, final_text: str = "Stub final answer.",
+    then: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> Iterator[OpenAIStub]:
     """Run the stub on a free 127.0.0.1 port for the duration of the ``with`` block.
 
@@ -128,13 +132,14 @@ def openai_stub(
         tool_name: The tool the stub calls on the first request that offers tools.
         tool_args: The arguments of that call.
         final_text: The start of the final answer.
+        then: Further ``(tool, arguments)`` calls, one per turn after each tool result.
 
     Yields:
         The running stub (``base_url``, ``requests``, ``unhandled``).
     """
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     port = server.server_address[1]
-    stub = OpenAIStub(f"http://127.0.0.1:{port}/v1", tool_name, dict(tool_args), final_text)
+    stub = OpenAIStub(f"http://127.0.0.1:{port}/v1", tool_name, dict(tool_args), final_text, list(then or []))
     server.RequestHandlerClass = _handler_for(stub)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
