@@ -44,7 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/execution_latency.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check quantcrew tests bench
+	$(VENV)/bin/ruff check quantcrew tests bench examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
