@@ -8,14 +8,13 @@ so concurrent requests share one pass. torch loads on first use, not when the se
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from quantcrew.config.settings import Settings
-from quantcrew.ml_server.batching import DynamicBatcher
+from quantcrew.ml_server.batching import check_samples, inference_batcher
 from quantcrew.ml_server.deps import (
     BatchersDep,
     DeploymentsDep,
@@ -28,7 +27,6 @@ from quantcrew.ml_server.deps import (
 )
 from quantcrew.ml_server.errors import NotFoundError
 from quantcrew.ml_server.limits import check_matrix, check_rows
-from quantcrew.ml_server.metrics import Metrics
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.ensemble import (
     DeploymentInfo,
@@ -80,7 +78,7 @@ async def predict(req: EnsemblePredictRequest, settings: SettingsDep, registry: 
     A shadow version also runs on the same input; its answer is logged, never returned.
     """
     from quantcrew.ml_server.services import ensemble as service
-    from quantcrew.ml_server.services.ensemble_model import is_loaded
+    from quantcrew.ml_server.services.ensemble_model import is_loaded, load_ensemble
 
     if req.data is not None:
         check_rows(req.data, max_rows=settings.server.max_rows)
@@ -88,14 +86,13 @@ async def predict(req: EnsemblePredictRequest, settings: SettingsDep, registry: 
         check_matrix(req.features, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns,
                      field="features")
     inf = settings.inference
-    samples = None if req.method == "ensemble" else service.check_samples(req.samples, inf.mc_samples,
-                                                                          inf.max_samples)
+    samples = None if req.method == "ensemble" else check_samples(req.samples or inf.mc_samples, inf.max_samples)
     resolved = service.resolve(req, registry, deployments)  # two indexed SQLite reads: ~0.06 ms
 
     def stage(model_id: str) -> tuple[Any, Any, Any]:
         # one thread hop per request for everything before the forward pass (each hop costs
         # GIL hand-offs that add up at 64 concurrent clients)
-        model = service.loaded(registry, model_id, request_device)
+        model = load_ensemble(registry, model_id, request_device)
         prepared = service.prepare(req, model, max_request_batch=inf.max_request_batch)
         return model, prepared, service.rl_source(req, registry)
 
@@ -112,7 +109,9 @@ async def predict(req: EnsemblePredictRequest, settings: SettingsDep, registry: 
             logits = await loop.run_in_executor(executor, model.mc_logits, prepared.windows, samples, req.seed)
         else:
             key = f"ensemble:{model_id}:{samples or 0}"
-            batcher = batchers.get(key, lambda: _batcher(key, model, samples, settings, metrics, executor))
+            run = model.batch_logits if samples is None else partial(model.batch_mc_logits, samples=samples)
+            batcher = batchers.get(key, lambda: inference_batcher(run, key=key, family="ensemble", inference=inf,
+                                                                  metrics=metrics, executor=executor))
             logits = await batcher.submit(prepared.windows)
         return service.finish(req, model, resolved, prepared, logits, samples=samples, shadows_run=shadows_run,
                               rl=rl)
@@ -127,23 +126,6 @@ async def predict(req: EnsemblePredictRequest, settings: SettingsDep, registry: 
                                 primary_model_id=resolved.model_id, request_key=resolved.request_key,
                                 output=service.shadow_output(out))
     return model_response(reply)
-
-
-def _batcher(key: str, model: Any, samples: int | None, settings: Settings, metrics: Metrics,
-             executor: Executor) -> DynamicBatcher[Any, Any]:
-    inf = settings.inference
-    if samples is None:
-        run = model.batch_logits
-    else:
-        def run(items: list[Any]) -> list[Any]:
-            out: list[Any] = model.batch_mc_logits(items, samples)
-            return out
-    family = key.split(":", 1)[0]
-    return DynamicBatcher(
-        run, name=key, max_batch_size=inf.max_batch_size, max_wait_s=inf.max_wait_ms / 1000.0,
-        enabled=inf.batching, size_of=len, executor=executor,
-        observe_batch=metrics.batch_size.labels(family).observe, observe_wait=metrics.batch_wait.labels(family).observe,
-    )
 
 
 @router.post("/deployments", response_model=DeploymentInfo, responses=ERROR_RESPONSES)

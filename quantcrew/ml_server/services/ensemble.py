@@ -28,7 +28,7 @@ from quantcrew.ml_server.services import calibration
 from quantcrew.ml_server.services.bars import bars_from_payload
 from quantcrew.ml_server.services.deployment import Deployment, DeploymentStore
 from quantcrew.ml_server.services.ensemble_features import WARMUP, build_features
-from quantcrew.ml_server.services.ensemble_model import LoadedEnsemble, load_ensemble, scaled_windows
+from quantcrew.ml_server.services.ensemble_model import LoadedEnsemble, scaled_windows
 from quantcrew.ml_server.services.matrix import check_columns, matrix_from_payload
 
 __all__ = ["Prepared", "Resolved", "finish", "model_name", "prepare", "resolve", "rl_source"]
@@ -197,14 +197,3 @@ def shadow_output(reply: EnsemblePredictResponse) -> dict[str, float | str | int
     return {"signal": reply.signal, "confidence": reply.confidence, "model_version": reply.model_version,
             **{f"p_{k}": v for k, v in reply.probabilities.items()}, "divergence_metric": reply.divergence_metric}
 
-
-def loaded(registry: ModelRegistry, model_id: str, device: str) -> LoadedEnsemble:
-    return load_ensemble(registry, model_id, device)
-
-
-def check_samples(samples: int | None, default: int, cap: int) -> int:
-    n = default if samples is None else samples
-    if n > cap:
-        raise InvalidInputError(f"samples={n} is over the server's cap of {cap}",
-                                details=[{"loc": ["body", "samples"], "msg": f"at most {cap}"}])
-    return n
