@@ -166,6 +166,23 @@ class CrewSettings(_Section):
     telemetry: bool = Field(default=False, description="CrewAI telemetry; off unless asked for.")
     runs_db: Path | None = Field(default=None, description="Runs store; default <home>/runs.db.")
     verbose: bool = False
+    process: Literal["sequential", "hierarchical"] = Field(
+        default="sequential", description="Full crew: tasks in order, or the meta-orchestrator managing them.")
+    max_llm_calls: int | None = Field(default=60, ge=1, description="Most LLM calls per run (unset: no limit).")
+    max_seconds: float | None = Field(default=600.0, gt=0, description="Most wall-clock seconds per run.")
+
+
+class RiskLimitsSettings(_Section):
+    """Risk limits of every decision (quantcrew.crew.decision.RiskLimits)."""
+
+    max_position: float = Field(default=1.0, gt=0.0, le=10.0,
+                                description="Largest absolute target per symbol, as a fraction of capital.")
+    max_gross: float = Field(default=1.0, gt=0.0, le=10.0,
+                             description="Largest sum of absolute targets over all symbols.")
+    max_var: float = Field(default=0.02, gt=0.0, le=1.0,
+                           description="Largest one-day 95% VaR of the book, as a fraction of capital.")
+    drawdown_stop: float = Field(default=0.20, gt=0.0, le=1.0,
+                                 description="Drawdown from the peak at which every position is closed.")
 
 
 class Settings(BaseSettings):
@@ -186,6 +203,7 @@ class Settings(BaseSettings):
     data: DataSettings = Field(default_factory=DataSettings)
     crew: CrewSettings = Field(default_factory=CrewSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    limits: RiskLimitsSettings = Field(default_factory=RiskLimitsSettings)
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 from crewai import LLM, Crew, Process, Task
+from crewai.tools import BaseTool
+from pydantic import BaseModel
 
 from quantcrew.agents.factories import AGENT_FACTORIES
 from quantcrew.config.paths import TASKS_YAML
@@ -20,6 +22,8 @@ from quantcrew.tools.base import QuantTool
 __all__ = [
     "CREWS",
     "DEFAULT_INPUTS",
+    "FULL_DEFAULTS",
+    "PROCESSES",
     "CrewSpec",
     "build_crew",
     "build_regime_crew",
@@ -61,32 +65,86 @@ def _selection_tools() -> list[type[QuantTool]]:
 
 @dataclass(frozen=True)
 class CrewSpec:
-    """One runnable crew: its task (config/tasks.yaml), whose agent it names, its tools and default inputs."""
+    """One runnable crew: its tasks (config/tasks.yaml, in order), each agent's tools, default inputs.
+
+    ``outputs`` maps a task to its ``output_pydantic`` view; ``tool_plan`` narrows which tools
+    the offline planner calls per task (a task it does not name gets every tool offered).
+    """
 
     kind: str
-    task: str
-    tool_classes: Callable[[], list[type[QuantTool]]]
+    tasks: tuple[str, ...]
+    agent_tools: dict[str, Callable[[], list[type[QuantTool]]]]
     defaults: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, type[BaseModel]] = field(default_factory=dict)
+    tool_plan: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        """The first task."""
+        return self.tasks[0]
 
     @property
     def agent(self) -> str:
+        """The agent of the first task."""
         return task_config(self.task)["agent"]
+
+    @property
+    def agents(self) -> list[str]:
+        """Every agent of the crew, in task order, once each."""
+        return list(dict.fromkeys(task_config(t)["agent"] for t in self.tasks))
+
+    def tool_classes(self) -> list[type[QuantTool]]:
+        """Every tool class of the crew's agents, in agent order."""
+        return [cls for agent in self.agents for cls in self.agent_tools.get(agent, list)()]
 
     def make_tools(self, settings: Settings, **kwargs: Any) -> list[QuantTool]:
         """One instance of each tool, sharing ``kwargs`` (client, on_result)."""
         return [cls(settings=settings, **kwargs) for cls in self.tool_classes()]
 
+    def make_agent_tools(self, settings: Settings, **kwargs: Any) -> dict[str, list[BaseTool]]:
+        """Per agent, one instance of each of its tools, sharing ``kwargs`` (client, on_result)."""
+        return {agent: [cls(settings=settings, **kwargs) for cls in self.agent_tools.get(agent, list)()]
+                for agent in self.agents}
+
+
+def _full_outputs() -> dict[str, type[BaseModel]]:
+    from quantcrew.crew.decision import Decision
+    from quantcrew.crew.views import RegimeView, RiskView, StrategyView
+
+    return {"market_regimes": RegimeView, "portfolio_risk": RiskView, "strategy_review": StrategyView,
+            "portfolio_decision": Decision}
+
+
+def _full_risk_tools() -> list[type[QuantTool]]:
+    from quantcrew.tools.anomaly import AnomalyDetectionTool
+    from quantcrew.tools.risk import RiskMetricsTool
+
+    return [RiskMetricsTool, AnomalyDetectionTool]
+
+
+FULL_DEFAULTS: dict[str, Any] = {"symbols": "SP500,NASDAQ", "lookback": 750, "horizon_days": 1, "drawdown": 0.0}
+"""Inputs of the full crew; ``weights`` defaults to equal weights over ``symbols``."""
 
 CREWS: dict[str, CrewSpec] = {
-    "regime": CrewSpec("regime", "regime_analysis", _regime_tools, {"symbol": "SP500", "lookback": 750}),
-    "risk": CrewSpec("risk", "risk_assessment", _risk_tools,
+    "full": CrewSpec(
+        "full", ("market_regimes", "portfolio_risk", "strategy_review", "portfolio_decision"),
+        {"regime_analyst": _regime_tools, "risk_manager": _full_risk_tools, "strategy_agent": _strategy_tools,
+         "meta_orchestrator": _selection_tools},
+        FULL_DEFAULTS, _full_outputs(),
+        {"portfolio_decision": ["portfolio_decision"]}),
+    "regime": CrewSpec("regime", ("regime_analysis",), {"regime_analyst": _regime_tools},
+                       {"symbol": "SP500", "lookback": 750}),
+    "risk": CrewSpec("risk", ("risk_assessment",), {"risk_manager": _risk_tools},
                      {"symbols": "SP500,NASDAQ", "weights": "0.6,0.4", "lookback": 1000, "horizon_days": 1}),
-    "strategy": CrewSpec("strategy", "strategy_signals", _strategy_tools, {"symbol": "SP500", "lookback": 300}),
-    "meta": CrewSpec("meta", "agent_selection", _selection_tools, {"symbol": "SP500", "regime": "auto"}),
+    "strategy": CrewSpec("strategy", ("strategy_signals",), {"strategy_agent": _strategy_tools},
+                         {"symbol": "SP500", "lookback": 300}),
+    "meta": CrewSpec("meta", ("agent_selection",), {"meta_orchestrator": _selection_tools},
+                     {"symbol": "SP500", "regime": "auto"}),
 }
 """The crews ``quantcrew run`` / ``quantcrew risk`` and the scheduler can start, by kind."""
 
 DEFAULT_INPUTS: dict[str, Any] = CREWS["regime"].defaults
+PROCESSES = ("sequential", "hierarchical")
 
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 
@@ -120,11 +178,16 @@ def required_inputs(*task_keys: str) -> set[str]:
     return names
 
 
-def make_llm(settings: Settings, inputs: dict[str, Any]) -> Any:
-    """The crew's LLM: the offline planner by default, else any CrewAI LLM string."""
+def make_llm(settings: Settings, inputs: dict[str, Any], *, tool_plan: dict[str, list[str]] | None = None,
+             structurer: Callable[[type[BaseModel]], BaseModel | None] | None = None) -> Any:
+    """The crew's LLM: the offline planner by default, else any CrewAI LLM string.
+
+    ``tool_plan`` and ``structurer`` are the planner's (see :class:`PlannerLLM`); a real LLM
+    chooses its own tools and writes its own structured output.
+    """
     name = settings.crew.llm
     if name == "planner":
-        return PlannerLLM(inputs=inputs)
+        return PlannerLLM(inputs=inputs, tool_plan=tool_plan or None, structurer=structurer)
     kwargs: dict[str, Any] = {"model": name}
     if settings.crew.llm_base_url:
         kwargs["base_url"] = settings.crew.llm_base_url
@@ -133,15 +196,50 @@ def make_llm(settings: Settings, inputs: dict[str, Any]) -> Any:
     return LLM(**kwargs)
 
 
-def build_crew(kind: str, settings: Settings, *, tools: list[QuantTool], llm: Any) -> Crew:
-    """The crew of ``kind`` (a key of :data:`CREWS`): its agent with ``tools`` and ``llm``, one task."""
+def build_crew(kind: str, settings: Settings, *, tools: list[QuantTool] | dict[str, list[BaseTool]], llm: Any,
+               process: str = "sequential") -> Crew:
+    """The crew of ``kind`` (a key of :data:`CREWS`): its agents with their tools and ``llm``, its tasks.
+
+    Args:
+        kind: Which crew.
+        settings: The settings tree.
+        tools: Per agent key, its tools; a plain list is the tools of a one-agent crew.
+        llm: The LLM of every agent (the offline planner or any CrewAI LLM).
+        process: ``sequential`` (tasks in order, each agent doing its own) or ``hierarchical``
+            (the meta-orchestrator manages and delegates each task to the agent it names; it
+            holds no tools itself, as CrewAI requires of a manager).
+    """
     if kind not in CREWS:
         raise KeyError(f"no crew '{kind}'; defined: {sorted(CREWS)}")
+    if process not in PROCESSES:
+        raise ValueError(f"process must be one of {list(PROCESSES)}, got {process!r}")
     spec = CREWS[kind]
-    cfg = task_config(spec.task)
-    agent = AGENT_FACTORIES[cfg["agent"]](settings, tools=list(tools), llm=llm)
-    task = Task(name=spec.task, description=cfg["description"], expected_output=cfg["expected_output"], agent=agent)
-    return Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=settings.crew.verbose,
+    by_agent = tools if isinstance(tools, dict) else {spec.agent: list(tools)}
+    hierarchical = process == "hierarchical"
+    manager_key = "meta_orchestrator"
+    agents = {}
+    for key in spec.agents:
+        agent_tools = list(by_agent.get(key, []))
+        if hierarchical and key == manager_key:
+            continue
+        agents[key] = AGENT_FACTORIES[key](settings, tools=agent_tools, llm=llm)
+    manager = None
+    if hierarchical:
+        manager = AGENT_FACTORIES[manager_key](settings, tools=[], llm=llm)
+        manager.allow_delegation = True
+        if manager_key in spec.agents:  # its tools go to a worker of the same role, which the manager delegates to
+            agents[manager_key] = AGENT_FACTORIES[manager_key](settings, tools=list(by_agent.get(manager_key, [])),
+                                                               llm=llm)
+    tasks = []
+    for key in spec.tasks:
+        cfg = task_config(key)
+        tasks.append(Task(name=key, description=cfg["description"], expected_output=cfg["expected_output"],
+                          agent=None if hierarchical else agents[cfg["agent"]],
+                          output_pydantic=spec.outputs.get(key)))
+    if hierarchical:
+        return Crew(agents=list(agents.values()), tasks=tasks, process=Process.hierarchical, manager_agent=manager,
+                    verbose=settings.crew.verbose, memory=False)
+    return Crew(agents=list(agents.values()), tasks=tasks, process=Process.sequential, verbose=settings.crew.verbose,
                 memory=False)
 
 

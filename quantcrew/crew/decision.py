@@ -29,6 +29,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from quantcrew.config.settings import RiskLimitsSettings
+
 __all__ = [
     "Decision",
     "DecisionInputs",
@@ -44,19 +46,8 @@ Action = Literal["long", "short", "flat"]
 _FLAT = 1e-9
 
 
-class RiskLimits(BaseModel):
-    """The limits every decision is held to."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_position: float = Field(default=1.0, gt=0.0, le=10.0,
-                                description="Largest absolute target per symbol, as a fraction of capital.")
-    max_gross: float = Field(default=1.0, gt=0.0, le=10.0,
-                             description="Largest sum of absolute targets over all symbols.")
-    max_var: float = Field(default=0.02, gt=0.0, le=1.0,
-                           description="Largest one-day 95% VaR of the book, as a fraction of capital.")
-    drawdown_stop: float = Field(default=0.20, gt=0.0, le=1.0,
-                                 description="Drawdown from the peak at which every position is closed.")
+class RiskLimits(RiskLimitsSettings):
+    """The limits every decision is held to (the ``limits`` section of the settings)."""
 
 
 class ModelRef(BaseModel):

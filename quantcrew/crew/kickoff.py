@@ -3,72 +3,138 @@ scheduler only call this."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from quantcrew.config.settings import Settings, apply_crewai_environment
-from quantcrew.crew.crew import CREWS, build_crew, make_llm, required_inputs
+from quantcrew.crew.budget import BudgetExceeded, RunBudget
+from quantcrew.crew.crew import CREWS, CrewSpec, build_crew, make_llm, required_inputs
+from quantcrew.crew.decision import Decision, RiskLimits
 from quantcrew.crew.runs import RunsStore
 from quantcrew.tools.base import ToolResult
 from quantcrew.tools.client import MLClient, make_client
 
-__all__ = ["CrewRunError", "RunOutcome", "run"]
+__all__ = ["CrewRunError", "RunOutcome", "normalise_inputs", "run"]
 
 
 class CrewRunError(RuntimeError):
     """A crew run failed; ``run_id`` points at its record in the runs store."""
 
-    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+    def __init__(self, message: str, *, run_id: str | None = None, status: str = "failed") -> None:
         super().__init__(message)
         self.run_id = run_id
+        self.status = status
 
 
 @dataclass
 class RunOutcome:
-    """What a run produced: the crew's final text and every tool's structured result."""
+    """What a run produced: the crew's final text, every tool's structured result, the decision."""
 
     run_id: str
     status: str
     output: str
     inputs: dict[str, Any]
     tool_results: list[ToolResult] = field(default_factory=list)
+    decision: Decision | None = None
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    llm_calls: int = 0
+    duration_s: float = 0.0
 
     @property
     def degraded(self) -> bool:
         return any(r.degraded for r in self.tool_results)
 
 
-def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "regime", llm: Any = None,
-        client: MLClient | None = None, on_tool_result: Callable[[ToolResult], None] | None = None) -> RunOutcome:
+def normalise_inputs(kind: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The crew's defaults under ``inputs`` (None values dropped), ``symbol`` and ``symbols`` both
+    present, and equal ``weights`` for the full crew when none are given."""
+    if kind not in CREWS:
+        raise CrewRunError(f"no crew '{kind}'; defined: {sorted(CREWS)}")
+    given = {k: v for k, v in inputs.items() if v is not None}
+    if "symbol" in given and "symbols" not in given:
+        given["symbols"] = given["symbol"]
+    full = {**CREWS[kind].defaults, **given}
+    names = [s.strip() for s in str(full.get("symbols", full.get("symbol", ""))).split(",") if s.strip()]
+    if names:
+        full.setdefault("symbol", names[0])
+        full["symbols"] = ",".join(names)
+    if kind == "full" and "weights" not in full and names:
+        full["weights"] = ",".join(f"{1.0 / len(names):.6g}" for _ in names)
+    return full
+
+
+def _view_builder(results: list[ToolResult], decision: Callable[[], Decision | None]
+                  ) -> Callable[[type[BaseModel]], BaseModel | None]:
+    from quantcrew.crew.views import RegimeView, RiskView, StrategyView, regime_view, risk_view, strategy_view
+
+    def build(model: type[BaseModel]) -> BaseModel | None:
+        if model is RegimeView:
+            return regime_view(results)
+        if model is RiskView:
+            return risk_view(results)
+        if model is StrategyView:
+            return strategy_view(results)
+        if model is Decision:
+            return decision()
+        return None
+
+    return build
+
+
+def _make_tools(spec: CrewSpec, settings: Settings, client: MLClient | None, keep: Callable[[ToolResult], None],
+                results: list[ToolResult], limits: RiskLimits) -> tuple[dict[str, list[Any]], Any]:
+    tools: dict[str, list[Any]] = spec.make_agent_tools(settings, client=client, on_result=keep)
+    decision_tool = None
+    if "portfolio_decision" in spec.tasks:
+        from quantcrew.crew.decision_tool import PortfolioDecisionTool
+        from quantcrew.tools.execution import ExecutionPlanTool
+        from quantcrew.tools.selection import AgentSelectionTool
+
+        decision_tool = PortfolioDecisionTool(
+            collected=lambda: results, limits=limits, on_result=keep,
+            selection=AgentSelectionTool(settings=settings, client=client, on_result=keep),
+            execution=ExecutionPlanTool(settings=settings, client=client, on_result=keep))
+        tools.setdefault("meta_orchestrator", []).append(decision_tool)
+    return tools, decision_tool
+
+
+def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: Any = None,
+        client: MLClient | None = None, on_tool_result: Callable[[ToolResult], None] | None = None,
+        process: str | None = None, budget: RunBudget | None = None,
+        limits: RiskLimits | None = None) -> RunOutcome:
     """Kick off one crew once and record it.
 
     Args:
-        inputs: Kickoff inputs (``symbol``, ``lookback``...); the crew's defaults fill the rest.
+        inputs: Kickoff inputs (``symbols``, ``lookback``...); the crew's defaults fill the rest.
         settings: The settings tree (``client.url`` must point at a running ML server, or
             the tools answer from their fallbacks and say so).
-        kind: Which crew (a key of ``quantcrew.crew.crew.CREWS``: ``regime``, ``risk``).
+        kind: Which crew (a key of ``quantcrew.crew.crew.CREWS``): ``full`` (the four agents and
+            the decision), ``regime``, ``risk``, ``strategy`` or ``meta``.
         llm: A CrewAI LLM to use instead of the one the settings name.
         client: An ML client to use instead of one built from settings.
         on_tool_result: Called with each tool result as it arrives (progress display).
+        process: ``sequential`` or ``hierarchical``; default ``settings.crew.process``.
+        budget: LLM-call and wall-time limits; default from ``settings.crew``.
+        limits: Risk limits of the decision; default ``settings.limits``.
 
     Raises:
-        CrewRunError: the crew could not be built or failed; the cause is chained.
+        CrewRunError: the crew could not be built, failed, or ran out of budget (``status``
+            says which); the cause is chained and the run is recorded.
     """
     apply_crewai_environment(settings)
-    if kind not in CREWS:
-        raise CrewRunError(f"no crew '{kind}'; defined: {sorted(CREWS)}")
+    spec_inputs = normalise_inputs(kind, inputs)
     spec = CREWS[kind]
-    full_inputs = {**spec.defaults, **{k: v for k, v in inputs.items() if v is not None}}
-    missing = required_inputs(spec.task) - set(full_inputs)
+    missing = required_inputs(*spec.tasks) - set(spec_inputs)
     if missing:
         raise CrewRunError(f"missing kickoff inputs: {sorted(missing)}")
-    chosen_llm = llm if llm is not None else make_llm(settings, full_inputs)
-    store = RunsStore(settings.runs_db)
-    llm_name = str(getattr(chosen_llm, "model", type(chosen_llm).__name__))
-    run_id = store.start_run(kind=kind, inputs=full_inputs, llm=llm_name, server_url=settings.client.url)
+    budget = budget or RunBudget(settings.crew.max_llm_calls, settings.crew.max_seconds)
+    limits = limits or RiskLimits.model_validate(settings.limits.model_dump())
     results: list[ToolResult] = []
-    owned: MLClient | None = None
+    store = RunsStore(settings.runs_db)
 
     def keep(result: ToolResult) -> None:
         results.append(result)
@@ -76,25 +142,52 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "regime", llm
         if on_tool_result is not None:
             on_tool_result(result)
 
+    owned: MLClient | None = None
+    if client is None and settings.client.url is not None:
+        # one client (one connection pool, one breaker) for every tool of the crew
+        client = owned = make_client(settings.client)
+    tools, decision_tool = _make_tools(spec, settings, client, keep, results, limits)
+    structurer = _view_builder(results, lambda: decision_tool.decision if decision_tool is not None else None)
+    chosen_llm = llm if llm is not None else make_llm(settings, spec_inputs, tool_plan=spec.tool_plan,
+                                                      structurer=structurer)
+    llm_name = str(getattr(chosen_llm, "model", type(chosen_llm).__name__))
+    run_id = store.start_run(kind=kind, inputs=spec_inputs, llm=llm_name, server_url=settings.client.url,
+                             budget=budget.describe())
+    started = time.perf_counter()
+
+    def close(status: str, **fields: Any) -> None:
+        store.finish_run(run_id, status=status, llm_calls=budget.llm_calls,
+                         duration_s=time.perf_counter() - started,
+                         degraded=any(r.degraded for r in results), **fields)
+        store.close()
+
     try:
-        if client is None and settings.client.url is not None:
-            # one client (one connection pool, one breaker) for every tool of the crew
-            client = owned = make_client(settings.client)
-        tools = spec.make_tools(settings, client=client, on_result=keep)
-        crew = build_crew(kind, settings, tools=tools, llm=chosen_llm)
-        output = crew.kickoff(inputs=full_inputs)
+        with budget.enforce():
+            crew = build_crew(kind, settings, tools=tools, llm=chosen_llm,
+                              process=process or settings.crew.process)
+            output = crew.kickoff(inputs=spec_inputs)
+            if decision_tool is not None and decision_tool.decision is None:
+                # the LLM never called the pipeline (or a manager answered instead): the last step is run here
+                decision_tool.run(symbols=spec_inputs["symbols"], drawdown=float(spec_inputs.get("drawdown", 0.0)),
+                                  lookback=int(spec_inputs.get("lookback", 750)),
+                                  end_date=spec_inputs.get("end_date"))
     except KeyboardInterrupt:
-        store.finish_run(run_id, status="interrupted", error="interrupted by the user")
-        store.close()
+        close("interrupted", error="interrupted by the user")
         raise
+    except BudgetExceeded as exc:
+        close("budget_exceeded", error=str(exc))
+        raise CrewRunError(f"crew run {run_id} stopped: {exc}", run_id=run_id, status="budget_exceeded") from exc
     except Exception as exc:  # a crew failure of any kind is recorded, then re-raised with its cause
-        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        store.close()
+        close("failed", error=f"{type(exc).__name__}: {exc}")
         raise CrewRunError(f"crew run {run_id} failed: {type(exc).__name__}: {exc}", run_id=run_id) from exc
     finally:
         if owned is not None:
             owned.close()
+    decision = decision_tool.decision if decision_tool is not None else None
+    views = {str(t.name): t.pydantic.model_dump(mode="json")
+             for t in getattr(output, "tasks_output", []) if getattr(t, "pydantic", None) is not None}
     text = str(getattr(output, "raw", output))
-    store.finish_run(run_id, status="succeeded", output=text)
-    store.close()
-    return RunOutcome(run_id=run_id, status="succeeded", output=text, inputs=full_inputs, tool_results=results)
+    close("succeeded", output=text, decision=decision.model_dump(mode="json") if decision is not None else None)
+    return RunOutcome(run_id=run_id, status="succeeded", output=text, inputs=spec_inputs, tool_results=results,
+                      decision=decision, views=views, llm_calls=budget.llm_calls,
+                      duration_s=time.perf_counter() - started)

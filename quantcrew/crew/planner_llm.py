@@ -9,33 +9,36 @@ tool calls this class returns):
 1. first call of a task (no tool call in the conversation yet): one call to each selected
    tool, in the order the tools were offered (or the order of ``tool_plan``), with
    arguments taken from the kickoff ``inputs`` whose names match the tool's argument names
-   (arguments with no matching input are left out, so the tool's defaults apply);
+   (arguments with no matching input are left out, so the tool's defaults apply). A tool
+   that takes one ``symbol`` while the inputs name several ``symbols`` (comma-separated) is
+   called once per symbol;
 2. any later call (tool results present): a short report with each tool's observation
    verbatim under a heading, failures stated, and a closing line naming the planner.
 
 An agent with no tools gets the report at once (CrewAI's text protocol takes text that
-names no action as the final answer). Structured output (``response_model``) is not
-produced: tasks run by the planner should not ask for ``output_pydantic`` / ``output_json``.
+names no action as the final answer). Structured output: the planner writes no JSON of its
+own. When the task asks for ``output_pydantic`` (or a ``response_model`` is passed) and a
+``structurer`` is set, the final answer is the model the structurer builds from the run's
+tool results (``quantcrew.crew.views``), as JSON; without a structurer it is the report.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from crewai.events.types.llm_events import LLMCallType
 from crewai.llms.base_llm import BaseLLM, llm_call_context
 from crewai.utilities.message_utils import message_content_text
 from crewai.utilities.string_utils import sanitize_tool_name
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from crewai.agents.agent_builder.base_agent import BaseAgent
     from crewai.task import Task
     from crewai.tools.base_tool import BaseTool
     from crewai.utilities.types import LLMMessage
-    from pydantic import BaseModel
 
 __all__ = ["PLANNER_MODEL", "PLANNER_SIGNATURE", "PlannerLLM"]
 
@@ -62,6 +65,8 @@ class PlannerLLM(BaseLLM):
         tool_plan: Optional narrowing: task name or agent role -> tool names to call, in
             that order. A task name takes precedence over the agent's role; a task or agent
             the plan does not mention gets every tool it is offered.
+        structurer: Builds a task's structured output (a pydantic model class) from the
+            run's tool results; returns None when it cannot.
         **kwargs: Other ``BaseLLM`` fields (rarely needed).
 
     Example:
@@ -75,15 +80,17 @@ class PlannerLLM(BaseLLM):
     llm_type: str = "planner"
     inputs: dict[str, Any] = Field(default_factory=dict)
     tool_plan: dict[str, list[str]] | None = None
+    structurer: Callable[[type[BaseModel]], BaseModel | None] | None = Field(default=None, exclude=True)
 
     def __init__(
         self, inputs: Mapping[str, Any] | None = None, *, tool_plan: Mapping[str, Sequence[str]] | None = None,
-        **kwargs: Any,
+        structurer: Callable[[type[BaseModel]], BaseModel | None] | None = None, **kwargs: Any,
     ) -> None:
         kwargs.setdefault("model", PLANNER_MODEL)
         kwargs.setdefault("provider", "quantcrew")
         kwargs["inputs"] = dict(inputs or {})
         kwargs["tool_plan"] = {key: list(names) for key, names in tool_plan.items()} if tool_plan is not None else None
+        kwargs.setdefault("structurer", structurer)
         super().__init__(**kwargs)
 
     def call(
@@ -106,10 +113,13 @@ class PlannerLLM(BaseLLM):
                 planned tools are run here and the report is returned directly.
             from_task: The task being worked on (its name is a ``tool_plan`` key).
             from_agent: The agent asking (its role is a ``tool_plan`` key).
-            response_model: Unused: the planner writes text, never structured output.
+            response_model: Structured output asked by CrewAI's converter: answered with
+                the structurer's model instance when it can build one.
 
         Returns:
-            A list of OpenAI-style tool calls, or the report text.
+            A list of OpenAI-style tool calls, the report text (JSON of the task's
+            ``output_pydantic`` when the structurer builds it), or a model instance when
+            ``response_model`` was asked.
         """
         with llm_call_context():
             self._emit_call_started_event(messages=messages, tools=tools, callbacks=callbacks,
@@ -118,6 +128,12 @@ class PlannerLLM(BaseLLM):
             history = self._format_messages(messages)
             self._invoke_before_llm_call_hooks(history, from_agent)
             answer = self._next_step(history, tools, available_functions, from_task, from_agent)
+            if isinstance(answer, str):
+                answer = self._structured(answer, from_task, response_model)
+            if isinstance(answer, BaseModel):
+                self._emit_call_completed_event(response=answer.model_dump_json(), call_type=LLMCallType.LLM_CALL,
+                                                from_task=from_task, from_agent=from_agent, messages=history)
+                return answer
             if isinstance(answer, str):
                 answer = self._invoke_after_llm_call_hooks(history, answer, from_agent)
             call_type = LLMCallType.TOOL_CALL if isinstance(answer, list) else LLMCallType.LLM_CALL
@@ -137,6 +153,20 @@ class PlannerLLM(BaseLLM):
     ) -> str | Any:
         """Same as :meth:`call`; planning does no I/O, so nothing is awaited."""
         return self.call(messages, tools, callbacks, available_functions, from_task, from_agent, response_model)
+
+    def _structured(self, report: str, task: Task | None, response_model: type[BaseModel] | None) -> str | BaseModel:
+        """The structurer's model for ``response_model`` (as is) or the task's ``output_pydantic`` (as JSON)."""
+        if self.structurer is None:
+            return report
+        if response_model is not None:
+            built = self.structurer(response_model)
+            return built if built is not None else report
+        wanted = getattr(task, "output_pydantic", None)
+        if isinstance(wanted, type) and issubclass(wanted, BaseModel):
+            built = self.structurer(wanted)
+            if built is not None:
+                return built.model_dump_json()
+        return report
 
     def supports_function_calling(self) -> bool:
         """True: the executor passes tool schemas and runs the tool calls returned."""
@@ -171,7 +201,9 @@ class PlannerLLM(BaseLLM):
         results = _tool_results(history)
         if results or any(message.get("tool_calls") for message in history):
             return self._report(results, task, agent)
-        calls = [self._tool_call(index, schema) for index, schema in enumerate(self._select(tools, task, agent))]
+        calls = [call for schema in self._select(tools, task, agent) for call in self._tool_calls(schema)]
+        for index, call in enumerate(calls):
+            call["id"] = f"planner_call_{index}_{call['function']['name']}"
         if not calls:
             return self._report([], task, agent)
         if available_functions is None:
@@ -199,16 +231,17 @@ class PlannerLLM(BaseLLM):
         names = dict.fromkeys(sanitize_tool_name(name) for name in planned)
         return [offered[name] for name in names if name in offered]
 
-    def _tool_call(self, index: int, schema: Mapping[str, Any]) -> dict[str, Any]:
+    def _tool_calls(self, schema: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """One call of the tool, or one per symbol when it takes ``symbol`` and the inputs name ``symbols``."""
         parameters = schema.get("parameters")
         properties = (parameters.get("properties") or {}) if isinstance(parameters, Mapping) else {}
         args = {name: self.inputs[name] for name in properties if name in self.inputs}
         name = str(schema["name"])
-        return {
-            "id": f"planner_call_{index}_{name}",
-            "type": "function",
-            "function": {"name": name, "arguments": json.dumps(args, default=str)},
-        }
+        fan_out = "symbol" in properties and "symbols" not in properties and self.inputs.get("symbols")
+        symbols = [s.strip() for s in str(self.inputs["symbols"]).split(",") if s.strip()] if fan_out else []
+        variants = [{**args, "symbol": symbol} for symbol in symbols] or [args]
+        return [{"id": "", "type": "function", "function": {"name": name, "arguments": json.dumps(v, default=str)}}
+                for v in variants]
 
     def _report(self, results: list[tuple[str, str]], task: Task | None, agent: BaseAgent | None) -> str:
         title = getattr(task, "name", None) or getattr(agent, "role", None) or "task"

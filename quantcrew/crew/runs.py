@@ -17,7 +17,15 @@ import sqlite_utils
 
 from quantcrew.tools.base import ToolResult
 
-__all__ = ["RunsStore"]
+__all__ = ["STATUSES", "RunsStore"]
+
+
+_RUN_COLUMNS: dict[str, type] = {"decision": str, "degraded": int, "llm_calls": int, "duration_s": float,
+                                  "budget": str}
+"""Columns of ``runs`` beyond the first schema: the decision (JSON), whether any input was degraded,
+LLM calls made, wall time, and the budget the run was held to."""
+
+STATUSES = ("running", "succeeded", "failed", "interrupted", "budget_exceeded")
 
 
 def _now() -> str:
@@ -44,6 +52,10 @@ class RunsStore:
                  "inputs": str, "llm": str, "server_url": str, "output": str, "error": str},
                 pk="run_id",
             )
+        runs = self._db["runs"]
+        for column, kind in _RUN_COLUMNS.items():  # columns added after the first release
+            if column not in runs.columns_dict:  # type: ignore[union-attr]
+                runs.add_column(column, kind)  # type: ignore[union-attr]
         if "tool_calls" not in names:
             self._db["tool_calls"].create(  # type: ignore[union-attr]
                 {"id": int, "run_id": str, "tool": str, "created_at": str, "arguments": str, "ok": int,
@@ -55,14 +67,15 @@ class RunsStore:
     def close(self) -> None:
         self._db.conn.close()
 
-    def start_run(self, *, kind: str, inputs: dict[str, Any], llm: str, server_url: str | None) -> str:
+    def start_run(self, *, kind: str, inputs: dict[str, Any], llm: str, server_url: str | None,
+                  budget: str | None = None) -> str:
         """Record a new run as ``running`` and return its id."""
         run_id = uuid.uuid4().hex[:16]
         with self._lock, self._db.conn:
             self._db["runs"].insert({  # type: ignore[union-attr]
                 "run_id": run_id, "kind": kind, "status": "running", "started_at": _now(), "finished_at": None,
                 "inputs": json.dumps(inputs, default=str), "llm": llm, "server_url": server_url,
-                "output": None, "error": None,
+                "output": None, "error": None, "budget": budget,
             })
         return run_id
 
@@ -77,11 +90,18 @@ class RunsStore:
                 "elapsed_ms": result.elapsed_ms,
             })
 
-    def finish_run(self, run_id: str, *, status: str, output: str | None = None, error: str | None = None) -> None:
-        """Close a run: ``succeeded``, ``failed`` or ``interrupted``."""
+    def finish_run(self, run_id: str, *, status: str, output: str | None = None, error: str | None = None,
+                   decision: dict[str, Any] | None = None, degraded: bool | None = None,
+                   llm_calls: int | None = None, duration_s: float | None = None) -> None:
+        """Close a run: ``succeeded``, ``failed``, ``interrupted`` or ``budget_exceeded``."""
+        if status not in STATUSES or status == "running":
+            raise ValueError(f"a finished run's status must be one of {list(STATUSES[1:])}, got {status!r}")
         with self._lock, self._db.conn:
             self._db["runs"].update(run_id, {  # type: ignore[union-attr]
                 "status": status, "finished_at": _now(), "output": output, "error": error,
+                "decision": json.dumps(decision, default=str) if decision is not None else None,
+                "degraded": None if degraded is None else int(degraded), "llm_calls": llm_calls,
+                "duration_s": duration_s,
             })
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -93,6 +113,8 @@ class RunsStore:
             calls = list(self._db["tool_calls"].rows_where("run_id = ?", [run_id], order_by="id"))
         run = dict(rows[0])
         run["inputs"] = json.loads(run["inputs"] or "{}")
+        run["decision"] = json.loads(run["decision"]) if run.get("decision") else None
+        run["degraded"] = None if run.get("degraded") is None else bool(run["degraded"])
         for call in calls:
             call["arguments"] = json.loads(call["arguments"] or "{}")
             call["data"] = json.loads(call["data"] or "{}")
