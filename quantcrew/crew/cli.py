@@ -42,12 +42,43 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     return settings
 
 
+def _check_symbols(names: list[str], settings: Settings, end_date: str | None) -> None:
+    """Refuse unknown symbols and an end date outside the data, before any server starts."""
+    from quantcrew.data import DataError, load_symbol
+
+    for name in names:
+        try:
+            bars = load_symbol(name, data_dir=settings.data.data_dir, max_gap_days=settings.data.max_gap_days)
+        except DataError as exc:
+            err_console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+        if end_date is not None:
+            first = str(bars.timestamps[0].astype("datetime64[D]"))
+            last = str(bars.timestamps[-1].astype("datetime64[D]"))
+            if not first <= end_date[:10] <= last:
+                err_console.print(f"[red]--end-date {end_date} is outside the data of {name}: it has bars from "
+                                  f"{first} to {last}[/red]")
+                raise typer.Exit(2)
+
+
 @app.command()
 def run(
-    symbol: Annotated[str, typer.Option(help="Bundled series (SP500, NASDAQ, VIX, CRUDE), data-folder symbol or file.")]
-    = "SP500",
+    symbols: Annotated[str, typer.Option("--symbols", "--symbol",
+                                         help="Comma-separated symbols: bundled series (SP500, NASDAQ, VIX, CRUDE), "
+                                              "data-folder symbols or files.")] = "SP500,NASDAQ",
+    crew: Annotated[str, typer.Option(help="full: the four agents and one decision per symbol; or one agent's "
+                                           "crew: regime, strategy, meta.")] = "full",
+    weights: Annotated[str | None, typer.Option(help="Portfolio weights for the risk step, summing to 1; "
+                                                     "default: equal.")] = None,
     lookback: Annotated[int, typer.Option(min=60, help="Daily bars to analyse.")] = 750,
     end_date: Annotated[str | None, typer.Option(help="Analyse as of this date (YYYY-MM-DD).")] = None,
+    drawdown: Annotated[float, typer.Option(min=0.0, max=1.0, help="The portfolio's current drawdown (0.1 = "
+                                                                   "10%); at the stop every target is 0.")] = 0.0,
+    process: Annotated[str | None, typer.Option(help="sequential (default) or hierarchical (the "
+                                                     "meta-orchestrator manages).")] = None,
+    max_llm_calls: Annotated[int | None, typer.Option(min=1, help="Most LLM calls for the run.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(min=0.001, help="Most wall-clock seconds for the run.")]
+    = None,
     server_url: Annotated[str | None, typer.Option(help="ML server URL; default: start one locally.")] = None,
     llm: Annotated[str | None, typer.Option(help="'planner' (offline) or a CrewAI LLM string, e.g. openai/gpt-4o.")]
     = None,
@@ -55,11 +86,39 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the structured result as JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Run the regime crew on one symbol and print its report."""
-    settings = _settings(config, client__url=server_url, crew__llm=llm, crew__llm_base_url=llm_base_url)
-    inputs = {"symbol": symbol, "lookback": lookback, "end_date": end_date}
-    _run_crew("regime", inputs, settings, config=config, as_json=as_json, title=f"Regime report: {symbol}",
-              doing=f"Running the regime crew on {symbol} (fitting the HMM on the ML server)...")
+    """Run the crew: regime analyst, risk manager, strategy agent and meta-orchestrator, one decision per symbol."""
+    from quantcrew.crew.crew import CREWS, PROCESSES
+    from quantcrew.tools.arguments import ToolInputError, check_weights, iso_date, parse_floats, parse_names
+
+    if crew not in CREWS or crew == "risk":
+        err_console.print(f"[red]--crew must be one of full, regime, strategy, meta (risk: `quantcrew risk`), "
+                          f"got {crew!r}[/red]")
+        raise typer.Exit(2)
+    if process is not None and process not in PROCESSES:
+        err_console.print(f"[red]--process must be one of {', '.join(PROCESSES)}, got {process!r}[/red]")
+        raise typer.Exit(2)
+    settings = _settings(config, client__url=server_url, crew__llm=llm, crew__llm_base_url=llm_base_url,
+                         crew__max_llm_calls=max_llm_calls, crew__max_seconds=max_seconds)
+    try:
+        names = parse_names(symbols, field="symbols")
+        parsed = check_weights(parse_floats(weights, field="weights"), len(names), normalize=False) if weights \
+            else None
+        end = iso_date(end_date)
+    except (ToolInputError, ValueError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    _check_symbols(names, settings, end)
+    inputs: dict[str, Any] = {"symbols": ",".join(names), "lookback": lookback, "end_date": end}
+    if crew == "full":
+        inputs["drawdown"] = drawdown
+        if parsed is not None:
+            inputs["weights"] = ",".join(f"{w:.6g}" for w in parsed)
+        title, doing = f"Decision: {', '.join(names)}", (f"Running the crew on {', '.join(names)} (regimes, risk, "
+                                                          "signals, decision)...")
+    else:
+        inputs["symbol"] = names[0]
+        title, doing = f"{crew.capitalize()} report: {names[0]}", f"Running the {crew} crew on {names[0]}..."
+    _run_crew(crew, inputs, settings, config=config, as_json=as_json, title=title, doing=doing, process=process)
 
 
 @app.command()
@@ -115,7 +174,7 @@ def _ml_server(settings: Settings, config: Path | None) -> Iterator[None]:
 
 
 def _run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: Path | None, as_json: bool,
-              title: str, doing: str) -> None:
+              title: str, doing: str, process: str | None = None) -> None:
     """Start a local ML server unless one is configured, run the crew, print its report."""
     from quantcrew.crew.kickoff import CrewRunError
     from quantcrew.crew.kickoff import run as kickoff
@@ -123,9 +182,14 @@ def _run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: 
 
     try:
         with _ml_server(settings, config), console.status(doing) as status:
-            outcome = kickoff(inputs, settings, kind=kind,
+            outcome = kickoff(inputs, settings, kind=kind, process=process,
                               on_tool_result=lambda r: status.update(f"{r.tool} answered..."))
-    except (CrewRunError, ServerStartError) as exc:
+    except CrewRunError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        if exc.run_id is not None:
+            err_console.print(f"[dim]run {exc.run_id} recorded as {exc.status} in {settings.runs_db}[/dim]")
+        raise typer.Exit(3 if exc.status == "budget_exceeded" else 1) from exc
+    except ServerStartError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
@@ -135,11 +199,43 @@ def _run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: 
         console.print_json(json.dumps({
             "run_id": outcome.run_id, "status": outcome.status, "inputs": outcome.inputs,
             "output": outcome.output, "tool_results": [r.model_dump(mode="json") for r in outcome.tool_results],
+            "views": outcome.views,
+            "decision": outcome.decision.model_dump(mode="json") if outcome.decision is not None else None,
+            "llm_calls": outcome.llm_calls, "duration_s": outcome.duration_s,
         }, default=str))
         return
     degraded = " [yellow](DEGRADED: fallback answer)[/yellow]" if outcome.degraded else ""
-    console.print(Panel(outcome.output, title=f"{title}{degraded}", expand=False))
+    if outcome.decision is not None:
+        _print_decision(outcome, title + degraded)
+    else:
+        console.print(Panel(outcome.output, title=f"{title}{degraded}", expand=False))
     console.print(f"[dim]run {outcome.run_id} stored in {settings.runs_db}[/dim]")
+
+
+def _print_decision(outcome: Any, title: str) -> None:
+    """The decision as a table a portfolio manager can audit, then the limits and the provenance."""
+    decision = outcome.decision
+    regimes = {r["symbol"]: r for r in outcome.views.get("market_regimes", {}).get("regimes", [])}
+    table = Table("symbol", "action", "target", "regime (p)", "followed", "size", "timing", "why", "limits",
+                  title=f"{title} (as of {decision.as_of or '?'})", show_lines=True)
+    for d in decision.decisions:
+        r = regimes.get(d.symbol, {})
+        p = f" ({r['probability']:.2f})" if r.get("probability") is not None else ""
+        table.add_row(d.symbol, d.action.upper(), f"{d.target_position:+.2f}", f"{d.regime or '?'}{p}", d.followed,
+                      f"{d.size:.2f}", d.timing or "", d.why, "; ".join(d.limits_applied) or "none")
+    console.print(table)
+    var = f"{decision.estimated_var:.2%} ({decision.var_method})" if decision.estimated_var is not None else "n/a"
+    limits = decision.limits
+    console.print(f"gross exposure {decision.gross_exposure:.2f}; estimated 1-day VaR95 {var}; limits: max position "
+                  f"{limits.max_position:g}, max gross {limits.max_gross:g}, max VaR {limits.max_var:.1%}, drawdown "
+                  f"stop {limits.drawdown_stop:.0%} (drawdown now {decision.drawdown:.1%})")
+    models = ", ".join(sorted({f"{m.tool}:{m.model_id or m.method_used}" for m in decision.models}))
+    console.print(f"[dim]models: {models}[/dim]")
+    if decision.degraded:
+        console.print("[yellow]degraded inputs:[/yellow]")
+        for line in decision.degraded_inputs:
+            console.print(f"[yellow]  - {line}[/yellow]")
+    console.print(f"[dim]{outcome.llm_calls} LLM calls, {outcome.duration_s:.1f} s[/dim]")
 
 
 @app.command()
@@ -336,9 +432,12 @@ def runs_list(limit: Annotated[int, typer.Option(min=1)] = 20, config: ConfigOpt
 
     settings = _settings(config)
     store = RunsStore(settings.runs_db)
-    table = Table("run_id", "kind", "status", "started_at", "inputs")
+    table = Table("run_id", "kind", "status", "started_at", "seconds", "LLM calls", "degraded", "inputs", "error")
     for row in store.list_runs(limit):
-        table.add_row(row["run_id"], row["kind"], row["status"], row["started_at"], row["inputs"])
+        seconds = f"{row['duration_s']:.1f}" if row.get("duration_s") is not None else ""
+        degraded = "" if row.get("degraded") is None else ("yes" if row["degraded"] else "no")
+        table.add_row(row["run_id"], row["kind"], row["status"], row["started_at"], seconds,
+                      str(row.get("llm_calls") or ""), degraded, row["inputs"], row.get("error") or "")
     store.close()
     console.print(table)
 

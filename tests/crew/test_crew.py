@@ -11,8 +11,76 @@ from quantcrew.tools import RegimeDetectionTool
 
 
 def test_default_inputs_supply_every_placeholder() -> None:
-    assert required_inputs("regime_analysis") <= set(DEFAULT_INPUTS)
+    from quantcrew.crew.crew import CREWS
+    from quantcrew.crew.kickoff import normalise_inputs
+
+    for kind, spec in CREWS.items():
+        assert required_inputs(*spec.tasks) <= set(normalise_inputs(kind, spec.defaults)), kind
     assert "symbol" in required_inputs("regime_analysis")
+    assert {"symbols", "weights", "drawdown"} <= required_inputs(*CREWS["full"].tasks)
+
+
+def test_every_agent_and_task_named_in_code_is_in_the_yaml() -> None:
+    import yaml
+
+    from quantcrew.agents.factories import AGENT_FACTORIES
+    from quantcrew.config.paths import AGENTS_YAML, TASKS_YAML
+    from quantcrew.crew.crew import CREWS
+
+    agents = yaml.safe_load(AGENTS_YAML.read_text())
+    tasks = yaml.safe_load(TASKS_YAML.read_text())
+    assert set(AGENT_FACTORIES) == set(agents)
+    for spec in CREWS.values():
+        assert set(spec.tasks) <= set(tasks)
+        assert set(spec.agent_tools) <= set(agents)
+        assert set(spec.outputs) <= set(spec.tasks)
+    assert {cfg["agent"] for cfg in tasks.values()} <= set(agents)
+    for cfg in agents.values():
+        assert set(cfg) == {"role", "goal", "backstory"}
+    for cfg in tasks.values():
+        assert set(cfg) == {"description", "expected_output", "agent"}
+
+
+def test_normalise_inputs_fills_symbols_and_equal_weights() -> None:
+    from quantcrew.crew.kickoff import normalise_inputs
+
+    full = normalise_inputs("full", {"symbols": "SP500,NASDAQ,VIX", "lookback": None})
+    assert full["symbol"] == "SP500" and full["weights"] == "0.333333,0.333333,0.333333"
+    assert full["lookback"] == 750
+    assert normalise_inputs("regime", {"symbol": "NASDAQ"})["symbols"] == "NASDAQ"
+
+
+def test_build_full_crew_has_four_agents_and_views(settings: Settings) -> None:
+    from quantcrew.crew.crew import CREWS, build_crew
+    from quantcrew.crew.decision import Decision
+    from quantcrew.crew.views import RegimeView, RiskView, StrategyView
+
+    spec = CREWS["full"]
+    crew = build_crew("full", settings, tools=spec.make_agent_tools(settings), llm=PlannerLLM(inputs=spec.defaults))
+    assert [a.role.strip() for a in crew.agents] == ["Market Regime Analyst", "Portfolio Risk Manager",
+                                                     "Trading Strategy Specialist", "Meta-Orchestrator"]
+    assert [t.output_pydantic for t in crew.tasks] == [RegimeView, RiskView, StrategyView, Decision]
+    assert crew.process.value == "sequential"
+
+
+def test_build_full_crew_hierarchical_makes_the_meta_orchestrator_manager(settings: Settings) -> None:
+    from quantcrew.crew.crew import CREWS, build_crew
+
+    spec = CREWS["full"]
+    crew = build_crew("full", settings, tools=spec.make_agent_tools(settings), llm=PlannerLLM(inputs=spec.defaults),
+                      process="hierarchical")
+    assert crew.process.value == "hierarchical"
+    assert crew.manager_agent is not None and crew.manager_agent.role.strip() == "Meta-Orchestrator"
+    assert crew.manager_agent.tools == [] and all(t.agent is None for t in crew.tasks)
+
+
+def test_build_crew_unknown_process_is_refused(settings: Settings) -> None:
+    import pytest
+
+    from quantcrew.crew.crew import build_crew
+
+    with pytest.raises(ValueError, match="process must be one of"):
+        build_crew("regime", settings, tools=[], llm=PlannerLLM(), process="parallel")
 
 
 def test_make_llm_defaults_to_offline_planner(settings: Settings) -> None:
@@ -45,14 +113,14 @@ def test_strategy_and_meta_crews_are_registered_with_their_tools(settings: Setti
     for kind, (task, agent, tools) in expected.items():
         spec = CREWS[kind]
         assert spec.task == task and spec.agent == agent
-        assert required_inputs(task) <= set(spec.defaults), kind
+        assert required_inputs(task) - {"symbols"} <= set(spec.defaults), kind  # symbols: from symbol
         made = spec.make_tools(settings)
         assert [t.name for t in made] == tools
         crew = build_crew(kind, settings, tools=made, llm=PlannerLLM(inputs=spec.defaults))
         assert len(crew.tasks) == 1 and [t.name for t in crew.agents[0].tools] == tools
     assert CREWS["strategy"].defaults == {"symbol": "SP500", "lookback": 300}
     assert CREWS["meta"].defaults == {"symbol": "SP500", "regime": "auto"}
-    assert required_inputs("agent_selection") == {"symbol", "regime"}
+    assert required_inputs("agent_selection") == {"symbol", "symbols", "regime"}
 
 
 def test_crew_default_inputs_match_tool_argument_names() -> None:

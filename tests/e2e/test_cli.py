@@ -42,7 +42,8 @@ def _server_children(pid: int) -> list[int]:
 
 
 def test_run_starts_server_prints_report_and_stores_run(tmp_path: Path) -> None:
-    proc = subprocess.run([*CLI, "run", "--symbol", "SP500", "--lookback", "400"], env=_env(tmp_path),
+    proc = subprocess.run([*CLI, "run", "--crew", "regime", "--symbol", "SP500", "--lookback", "400"],
+                          env=_env(tmp_path),
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -63,12 +64,48 @@ def test_run_starts_server_prints_report_and_stores_run(tmp_path: Path) -> None:
     assert shown.returncode == 0 and "regime_detection" in shown.stdout
 
 
-def test_run_with_unknown_symbol_reports_data_error(tmp_path: Path) -> None:
-    proc = subprocess.run([*CLI, "run", "--symbol", "NOPE", "--server-url", "http://127.0.0.1:9"],
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "cannot use the data" in proc.stdout
-    assert "Traceback" not in proc.stdout + proc.stderr
+def test_run_full_crew_prints_one_decision_per_symbol_and_stores_it(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "run", "--symbols", "SP500,NASDAQ", "--lookback", "400"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Decision: SP500, NASDAQ" in proc.stdout
+    assert "gross exposure" in proc.stdout and "drawdown stop" in proc.stdout
+    store = RunsStore(tmp_path / "runs.db")
+    [row] = store.list_runs()
+    run = store.get_run(row["run_id"])
+    assert run is not None and run["status"] == "succeeded" and run["kind"] == "full"
+    assert run["llm"] == "quantcrew-planner" and run["llm_calls"] >= 8
+    assert [d["symbol"] for d in run["decision"]["decisions"]] == ["SP500", "NASDAQ"]
+    assert run["degraded"] is True  # no RL policy or ensemble was trained in this home
+    tools = {c["tool"] for c in run["tool_calls"]}
+    assert {"regime_detection", "risk_metrics", "strategy_signals", "agent_selection", "execution_plan",
+            "portfolio_decision"} <= tools
+    assert all(c["elapsed_ms"] > 0 for c in run["tool_calls"])
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--symbols", "SP500,NOPE"], "unknown symbol 'NOPE'; available: bundled samples: SP500, NASDAQ"),
+    (["--end-date", "2030-01-01"], "outside the data of SP500"),
+    (["--end-date", "yesterday"], "end_date must be YYYY-MM-DD"),
+    (["--crew", "nope"], "--crew must be one of"),
+    (["--process", "parallel"], "--process must be one of"),
+    (["--weights", "0.7,0.7"], "sum to 1.4"),
+])
+def test_run_bad_input_exits_2_and_stores_nothing(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = subprocess.run([*CLI, "run", *args], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stderr
+    assert "ML server started" not in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "runs.db").exists() or RunsStore(tmp_path / "runs.db").list_runs() == []
+
+
+def test_run_over_llm_budget_is_recorded_and_exits_3(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "run", "--symbols", "SP500", "--max-llm-calls", "2", "--server-url",
+                           "http://127.0.0.1:9"], env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "LLM-call budget of 2 exhausted" in proc.stderr
+    [row] = RunsStore(tmp_path / "runs.db").list_runs()
+    assert row["status"] == "budget_exceeded" and row["llm_calls"] == 2
 
 
 def test_ctrl_c_stops_the_child_server(tmp_path: Path) -> None:

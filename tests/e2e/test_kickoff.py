@@ -25,7 +25,7 @@ def refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 def test_planner_kickoff_reports_regime_from_server(live_server: LocalServer, settings: Settings,
                                                      refused: list[str]) -> None:
     settings.client.url = live_server.url
-    outcome = run({"symbol": "NASDAQ", "lookback": 400}, settings)
+    outcome = run({"symbol": "NASDAQ", "lookback": 400}, settings, kind="regime")
     assert outcome.status == "succeeded"
     assert "NASDAQ regime as of" in outcome.output
     assert "offline planner" in outcome.output
@@ -44,7 +44,7 @@ def test_openai_provider_kickoff_calls_the_real_tool(live_server: LocalServer, s
     args = {"symbol": "SP500", "lookback": 300, "end_date": "2008-11-20"}
     with openai_stub("regime_detection", args, final_text="Regime analyst: crisis conditions.") as stub:
         llm = LLM(model="openai/gpt-4o-mini", base_url=stub.base_url, api_key="test-key")
-        outcome = run({"symbol": "SP500"}, settings, llm=llm)
+        outcome = run({"symbol": "SP500"}, settings, llm=llm, kind="regime")
     assert [t["function"]["name"] for t in stub.requests[0]["tools"]] == ["regime_detection"]
     [result] = outcome.tool_results
     assert result.arguments["end_date"] == "2008-11-20" and not result.degraded
@@ -59,6 +59,6 @@ def test_kickoff_with_server_down_finishes_degraded(settings: Settings, refused:
 
     settings.client.url = f"http://127.0.0.1:{free_port()}"
     settings.client.retries = 0
-    outcome = run({"symbol": "SP500", "lookback": 300}, settings)
+    outcome = run({"symbol": "SP500", "lookback": 300}, settings, kind="regime")
     assert outcome.status == "succeeded" and outcome.degraded
     assert "degraded: true" in outcome.output
