@@ -88,6 +88,12 @@ class CrewSpec:
         """The agent of the first task."""
         return task_config(self.task)["agent"]
 
+    def delegation(self) -> dict[str, str]:
+        """Task -> the role of the agent it names: whom a hierarchical manager delegates it to."""
+        from quantcrew.agents.factories import agent_config
+
+        return {t: agent_config(task_config(t)["agent"])["role"].strip() for t in self.tasks}
+
     @property
     def agents(self) -> list[str]:
         """Every agent of the crew, in task order, once each."""
@@ -179,7 +185,8 @@ def required_inputs(*task_keys: str) -> set[str]:
 
 
 def make_llm(settings: Settings, inputs: dict[str, Any], *, tool_plan: dict[str, list[str]] | None = None,
-             structurer: Callable[[type[BaseModel]], BaseModel | None] | None = None) -> Any:
+             structurer: Callable[[type[BaseModel]], BaseModel | None] | None = None,
+             delegation: dict[str, str] | None = None) -> Any:
     """The crew's LLM: the offline planner by default, else any CrewAI LLM string.
 
     ``tool_plan`` and ``structurer`` are the planner's (see :class:`PlannerLLM`); a real LLM
@@ -187,7 +194,7 @@ def make_llm(settings: Settings, inputs: dict[str, Any], *, tool_plan: dict[str,
     """
     name = settings.crew.llm
     if name == "planner":
-        return PlannerLLM(inputs=inputs, tool_plan=tool_plan or None, structurer=structurer)
+        return PlannerLLM(inputs=inputs, tool_plan=tool_plan or None, structurer=structurer, delegation=delegation)
     kwargs: dict[str, Any] = {"model": name}
     if settings.crew.llm_base_url:
         kwargs["base_url"] = settings.crew.llm_base_url

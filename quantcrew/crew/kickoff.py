@@ -67,17 +67,17 @@ def normalise_inputs(kind: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return full
 
 
-def _view_builder(results: list[ToolResult], decision: Callable[[], Decision | None]
+def _view_builder(results: list[ToolResult], decision: Callable[[], Decision | None], symbols: list[str]
                   ) -> Callable[[type[BaseModel]], BaseModel | None]:
     from quantcrew.crew.views import RegimeView, RiskView, StrategyView, regime_view, risk_view, strategy_view
 
     def build(model: type[BaseModel]) -> BaseModel | None:
         if model is RegimeView:
-            return regime_view(results)
+            return regime_view(results, symbols)
         if model is RiskView:
             return risk_view(results)
         if model is StrategyView:
-            return strategy_view(results)
+            return strategy_view(results, symbols)
         if model is Decision:
             return decision()
         return None
@@ -147,9 +147,15 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
         # one client (one connection pool, one breaker) for every tool of the crew
         client = owned = make_client(settings.client)
     tools, decision_tool = _make_tools(spec, settings, client, keep, results, limits)
-    structurer = _view_builder(results, lambda: decision_tool.decision if decision_tool is not None else None)
-    chosen_llm = llm if llm is not None else make_llm(settings, spec_inputs, tool_plan=spec.tool_plan,
-                                                      structurer=structurer)
+    structurer = _view_builder(results, lambda: decision_tool.decision if decision_tool is not None else None,
+                               [s.strip() for s in str(spec_inputs.get("symbols", "")).split(",") if s.strip()])
+    process = process or settings.crew.process
+    tool_plan = dict(spec.tool_plan)
+    if process == "hierarchical" and "portfolio_decision" in spec.tasks:
+        # the delegated meta-orchestrator worker gets a task without a name: plan by its role
+        tool_plan[spec.delegation()["portfolio_decision"]] = ["portfolio_decision"]
+    chosen_llm = llm if llm is not None else make_llm(settings, spec_inputs, tool_plan=tool_plan,
+                                                      structurer=structurer, delegation=spec.delegation())
     llm_name = str(getattr(chosen_llm, "model", type(chosen_llm).__name__))
     run_id = store.start_run(kind=kind, inputs=spec_inputs, llm=llm_name, server_url=settings.client.url,
                              budget=budget.describe())
@@ -163,8 +169,7 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
 
     try:
         with budget.enforce():
-            crew = build_crew(kind, settings, tools=tools, llm=chosen_llm,
-                              process=process or settings.crew.process)
+            crew = build_crew(kind, settings, tools=tools, llm=chosen_llm, process=process)
             output = crew.kickoff(inputs=spec_inputs)
             if decision_tool is not None and decision_tool.decision is None:
                 # the LLM never called the pipeline (or a manager answered instead): the last step is run here

@@ -67,6 +67,9 @@ class PlannerLLM(BaseLLM):
             the plan does not mention gets every tool it is offered.
         structurer: Builds a task's structured output (a pydantic model class) from the
             run's tool results; returns None when it cannot.
+        delegation: Task name -> coworker role, for a planner that manages a hierarchical
+            crew: offered CrewAI's delegation tool on such a task, it delegates the task's
+            description to that coworker (whose own planner turn then calls its tools).
         **kwargs: Other ``BaseLLM`` fields (rarely needed).
 
     Example:
@@ -81,16 +84,19 @@ class PlannerLLM(BaseLLM):
     inputs: dict[str, Any] = Field(default_factory=dict)
     tool_plan: dict[str, list[str]] | None = None
     structurer: Callable[[type[BaseModel]], BaseModel | None] | None = Field(default=None, exclude=True)
+    delegation: dict[str, str] = Field(default_factory=dict)
 
     def __init__(
         self, inputs: Mapping[str, Any] | None = None, *, tool_plan: Mapping[str, Sequence[str]] | None = None,
-        structurer: Callable[[type[BaseModel]], BaseModel | None] | None = None, **kwargs: Any,
+        structurer: Callable[[type[BaseModel]], BaseModel | None] | None = None,
+        delegation: Mapping[str, str] | None = None, **kwargs: Any,
     ) -> None:
         kwargs.setdefault("model", PLANNER_MODEL)
         kwargs.setdefault("provider", "quantcrew")
         kwargs["inputs"] = dict(inputs or {})
         kwargs["tool_plan"] = {key: list(names) for key, names in tool_plan.items()} if tool_plan is not None else None
         kwargs.setdefault("structurer", structurer)
+        kwargs.setdefault("delegation", dict(delegation or {}))
         super().__init__(**kwargs)
 
     def call(
@@ -201,7 +207,8 @@ class PlannerLLM(BaseLLM):
         results = _tool_results(history)
         if results or any(message.get("tool_calls") for message in history):
             return self._report(results, task, agent)
-        calls = [call for schema in self._select(tools, task, agent) for call in self._tool_calls(schema)]
+        delegated = self._delegate(tools, task)
+        calls = delegated or [call for schema in self._select(tools, task, agent) for call in self._tool_calls(schema)]
         for index, call in enumerate(calls):
             call["id"] = f"planner_call_{index}_{call['function']['name']}"
         if not calls:
@@ -230,6 +237,17 @@ class PlannerLLM(BaseLLM):
             return [schema for name, schema in offered.items() if name not in _CREWAI_INTERNAL_TOOLS]
         names = dict.fromkeys(sanitize_tool_name(name) for name in planned)
         return [offered[name] for name in names if name in offered]
+
+    def _delegate(self, tools: list[dict[str, BaseTool]] | None, task: Task | None) -> list[dict[str, Any]]:
+        """CrewAI's delegation call for a task the ``delegation`` map names, when that tool is offered."""
+        coworker = self.delegation.get(str(getattr(task, "name", None) or ""))
+        wanted = sanitize_tool_name("Delegate work to coworker")
+        offered = {str(dict(t).get("function", {}).get("name")) for t in tools or [] if isinstance(t, Mapping)}
+        if coworker is None or task is None or wanted not in offered:
+            return []
+        context = "Kickoff inputs: " + ", ".join(f"{k}={v}" for k, v in self.inputs.items())
+        args = {"task": str(task.description), "context": context, "coworker": coworker}
+        return [{"id": "", "type": "function", "function": {"name": wanted, "arguments": json.dumps(args)}}]
 
     def _tool_calls(self, schema: Mapping[str, Any]) -> list[dict[str, Any]]:
         """One call of the tool, or one per symbol when it takes ``symbol`` and the inputs name ``symbols``."""

@@ -135,13 +135,17 @@ def _by_tool(results: Iterable[ToolResult], tool: str) -> list[ToolResult]:
     return [r for r in results if r.tool == tool and r.ok]
 
 
-def _last_per_symbol(results: Iterable[ToolResult], tool: str) -> dict[str, ToolResult]:
+def _last_per_symbol(results: Iterable[ToolResult], tool: str, order: list[str] | None = None
+                     ) -> dict[str, ToolResult]:
+    """The latest ok result of ``tool`` per symbol; in ``order`` first (tools may answer in parallel), then
+    alphabetically."""
     out: dict[str, ToolResult] = {}
     for r in _by_tool(results, tool):
         symbol = _symbol(r)
         if symbol is not None:
             out[symbol.upper()] = r
-    return out
+    rank = {s.upper(): i for i, s in enumerate(order or [])}
+    return dict(sorted(out.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
 def _reason(result: ToolResult) -> str:
@@ -150,10 +154,11 @@ def _reason(result: ToolResult) -> str:
     return f"{where}: {result.degraded_reason or 'fallback'}"
 
 
-def regime_view(results: Iterable[ToolResult]) -> RegimeView:
-    """The regime of every symbol ``regime_detection`` answered for (the latest answer per symbol)."""
+def regime_view(results: Iterable[ToolResult], symbols: list[str] | None = None) -> RegimeView:
+    """The regime of every symbol ``regime_detection`` answered for (the latest answer per symbol),
+    in the order of ``symbols``."""
     regimes = []
-    for symbol, r in _last_per_symbol(results, "regime_detection").items():
+    for symbol, r in _last_per_symbol(results, "regime_detection", symbols).items():
         d = r.data
         durations = {str(s["label"]): float(s["expected_duration"]) for s in d.get("state_info") or []}
         regimes.append(SymbolRegime(
@@ -197,15 +202,17 @@ def risk_view(results: Iterable[ToolResult]) -> RiskView:
     return view
 
 
-def strategy_view(results: Iterable[ToolResult]) -> StrategyView:
-    """Per symbol: the ensemble's signal, each agent's signal, the consensus and the execution plan."""
+def strategy_view(results: Iterable[ToolResult], symbols: list[str] | None = None) -> StrategyView:
+    """Per symbol (in the order of ``symbols``): the ensemble's signal, each agent's signal, the consensus
+    and the execution plan."""
     results = list(results)
-    ensembles = _last_per_symbol(results, "ensemble_signal")
-    signals = _last_per_symbol(results, "strategy_signals")
-    plans = {s: r for s, r in _last_per_symbol(results, "execution_plan").items()
+    ensembles = _last_per_symbol(results, "ensemble_signal", symbols)
+    signals = _last_per_symbol(results, "strategy_signals", symbols)
+    plans = {s: r for s, r in _last_per_symbol(results, "execution_plan", symbols).items()
              if str(r.arguments.get("signal") or "auto") == "auto"}
     out = []
-    for symbol in dict.fromkeys([*signals, *ensembles, *plans]):
+    rank = {s.upper(): i for i, s in enumerate(symbols or [])}
+    for symbol in sorted(dict.fromkeys([*signals, *ensembles, *plans]), key=lambda x: (rank.get(x, len(rank)), x)):
         view = SymbolStrategy(symbol=symbol)
         used = [r for r in (ensembles.get(symbol), signals.get(symbol), plans.get(symbol)) if r is not None]
         if (e := ensembles.get(symbol)) is not None:
@@ -271,7 +278,9 @@ def decision_inputs(results: list[ToolResult], symbols: list[str], *, drawdown: 
     the chosen agent (the latest ``agent_selection`` in select mode) and the size of the
     execution plan made for the chosen agent's signal (an ``execution_plan`` whose ``signal``
     argument is not ``auto``; else the ensemble's plan). Portfolio VaR from ``risk_metrics``.
+    Earlier decisions in ``results`` are not inputs.
     """
+    results = [r for r in results if r.tool != "portfolio_decision"]
     regimes = {r.symbol: r for r in regime_view(results).regimes}
     risk = risk_view(results)
     signals = _last_per_symbol(results, "strategy_signals")
