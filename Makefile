@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/quantcrew run --symbol SP500
+	$(VENV)/bin/quantcrew run --symbols SP500,NASDAQ
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -30,6 +30,7 @@ server: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/regime_accuracy.py
 	$(PY) bench/regime_latency.py
+	$(PY) bench/crew_run.py
 	$(PY) bench/import_cost.py
 	$(PY) bench/var_quality.py
 	$(PY) bench/shrinkage.py
