@@ -22,8 +22,16 @@ from quantcrew.crew.server_process import LocalServer
 
 def _direct(settings, symbols: str, lookback: int) -> None:  # type: ignore[no-untyped-def]
     """The crew's tool calls, made in sequence by hand (the baseline)."""
-    from quantcrew.tools import (AgentSelectionTool, AnomalyDetectionTool, EnsembleSignalTool, ExecutionPlanTool,
-                                 RegimeDetectionTool, RiskMetricsTool, StrategySignalTool, make_client)
+    from quantcrew.tools import (
+        AgentSelectionTool,
+        AnomalyDetectionTool,
+        EnsembleSignalTool,
+        ExecutionPlanTool,
+        RegimeDetectionTool,
+        RiskMetricsTool,
+        StrategySignalTool,
+        make_client,
+    )
 
     client = make_client(settings.client)
     kw = {"settings": settings, "client": client}

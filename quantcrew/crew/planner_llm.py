@@ -133,13 +133,14 @@ class PlannerLLM(BaseLLM):
                                           from_task=from_task, from_agent=from_agent)
             history = self._format_messages(messages)
             self._invoke_before_llm_call_hooks(history, from_agent)
-            answer = self._next_step(history, tools, available_functions, from_task, from_agent)
-            if isinstance(answer, str):
-                answer = self._structured(answer, from_task, response_model)
-            if isinstance(answer, BaseModel):
-                self._emit_call_completed_event(response=answer.model_dump_json(), call_type=LLMCallType.LLM_CALL,
-                                                from_task=from_task, from_agent=from_agent, messages=history)
-                return answer
+            step = self._next_step(history, tools, available_functions, from_task, from_agent)
+            structured = self._structured(step, from_task, response_model) if isinstance(step, str) else step
+            if isinstance(structured, BaseModel):
+                self._emit_call_completed_event(response=structured.model_dump_json(),
+                                                call_type=LLMCallType.LLM_CALL, from_task=from_task,
+                                                from_agent=from_agent, messages=history)
+                return structured
+            answer: str | list[dict[str, Any]] = structured
             if isinstance(answer, str):
                 answer = self._invoke_after_llm_call_hooks(history, answer, from_agent)
             call_type = LLMCallType.TOOL_CALL if isinstance(answer, list) else LLMCallType.LLM_CALL
@@ -242,7 +243,9 @@ class PlannerLLM(BaseLLM):
         """CrewAI's delegation call for a task the ``delegation`` map names, when that tool is offered."""
         coworker = self.delegation.get(str(getattr(task, "name", None) or ""))
         wanted = sanitize_tool_name("Delegate work to coworker")
-        offered = {str(dict(t).get("function", {}).get("name")) for t in tools or [] if isinstance(t, Mapping)}
+        schemas: list[Any] = list(tools or [])  # OpenAI-style dicts (CrewAI types them loosely)
+        offered = {str(function.get("name")) for t in schemas if isinstance(t, Mapping)
+                   for function in [t.get("function")] if isinstance(function, Mapping)}
         if coworker is None or task is None or wanted not in offered:
             return []
         context = "Kickoff inputs: " + ", ".join(f"{k}={v}" for k, v in self.inputs.items())

@@ -54,7 +54,7 @@ class RunsStore:
             )
         runs = self._db["runs"]
         for column, kind in _RUN_COLUMNS.items():  # columns added after the first release
-            if column not in runs.columns_dict:  # type: ignore[union-attr]
+            if column not in runs.columns_dict:
                 runs.add_column(column, kind)  # type: ignore[union-attr]
         if "tool_calls" not in names:
             self._db["tool_calls"].create(  # type: ignore[union-attr]

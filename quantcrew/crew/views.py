@@ -249,7 +249,8 @@ def model_refs(results: Iterable[ToolResult]) -> list[ModelRef]:
 
     for r in results:
         d, symbol = r.data, _symbol(r)
-        prov = d.get("provenance") if isinstance(d.get("provenance"), dict) else {}
+        raw = d.get("provenance")
+        prov: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if r.tool == "strategy_signals":
             for s in d.get("signals") or []:
                 add(r.tool, symbol, s.get("model_id"), s.get("model_version"),
