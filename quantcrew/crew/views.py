@@ -208,8 +208,8 @@ def strategy_view(results: Iterable[ToolResult], symbols: list[str] | None = Non
     results = list(results)
     ensembles = _last_per_symbol(results, "ensemble_signal", symbols)
     signals = _last_per_symbol(results, "strategy_signals", symbols)
-    plans = {s: r for s, r in _last_per_symbol(results, "execution_plan", symbols).items()
-             if str(r.arguments.get("signal") or "auto") == "auto"}
+    plans = _last_per_symbol([r for r in results if str(r.arguments.get("signal") or "auto") == "auto"],
+                             "execution_plan", symbols)
     out = []
     rank = {s.upper(): i for i, s in enumerate(symbols or [])}
     for symbol in sorted(dict.fromkeys([*signals, *ensembles, *plans]), key=lambda x: (rank.get(x, len(rank)), x)):

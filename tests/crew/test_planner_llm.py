@@ -256,3 +256,49 @@ def test_kickoff_two_tasks_each_call_their_own_planned_tools(refused: list[str])
     assert "# Planner report: regime" in output.tasks_output[0].raw
     assert "# Planner report: risk" in output.raw and "echo_stats" not in output.raw
     assert refused == []
+
+
+class _View(BaseModel):
+    n: int
+
+
+def test_planner_fans_out_a_single_symbol_tool_over_symbols() -> None:
+    llm = PlannerLLM({"symbols": "SP500, NASDAQ", "lookback": 300})
+    calls = llm.call(_prompt(), tools=[_schema("echo_stats", "symbol", "lookback"),
+                                       _schema("risk", "symbols", "lookback")])
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("echo_stats", {"symbol": "SP500", "lookback": 300}),
+        ("echo_stats", {"symbol": "NASDAQ", "lookback": 300}),
+        ("risk", {"symbols": "SP500, NASDAQ", "lookback": 300}),
+    ]
+    assert len({c["id"] for c in calls}) == 3
+
+
+def test_planner_answers_output_pydantic_with_the_structurer_json() -> None:
+    task = Task(name="count", description="d", expected_output="e", output_pydantic=_View)
+    llm = PlannerLLM({}, structurer=lambda model: model(n=7) if model is _View else None)
+    history = [*_prompt(), {"role": "tool", "name": "echo_stats", "content": "SP500:5"}]
+    assert json.loads(llm.call(history, from_task=task)) == {"n": 7}
+    assert llm.call(history, response_model=_View) == _View(n=7)
+
+
+def test_planner_without_structurer_keeps_the_report() -> None:
+    task = Task(name="count", description="d", expected_output="e", output_pydantic=_View)
+    history = [*_prompt(), {"role": "tool", "name": "echo_stats", "content": "SP500:5"}]
+    answer = PlannerLLM({}).call(history, from_task=task)
+    assert answer.startswith("# Planner report: count") and PLANNER_SIGNATURE in answer
+
+
+def test_planner_manager_delegates_the_task_to_its_coworker() -> None:
+    task = Task(name="market_regimes", description="Find the regimes.", expected_output="e")
+    llm = PlannerLLM({"symbols": "SP500"}, delegation={"market_regimes": "Market Regime Analyst"})
+    [call] = llm.call(_prompt(), tools=[_schema("delegate_work_to_coworker", "task", "context", "coworker")],
+                      from_task=task)
+    args = json.loads(call["function"]["arguments"])
+    assert call["function"]["name"] == "delegate_work_to_coworker"
+    assert args == {"task": "Find the regimes.", "context": "Kickoff inputs: symbols=SP500",
+                    "coworker": "Market Regime Analyst"}
+    # a task the map does not name is not delegated
+    other = Task(name="other", description="x", expected_output="e")
+    assert llm.call(_prompt(), tools=[_schema("delegate_work_to_coworker", "task", "context", "coworker")],
+                    from_task=other).startswith("# Planner report")
