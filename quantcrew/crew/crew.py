@@ -204,7 +204,7 @@ def make_llm(settings: Settings, inputs: dict[str, Any], *, tool_plan: dict[str,
 
 
 def build_crew(kind: str, settings: Settings, *, tools: list[QuantTool] | dict[str, list[BaseTool]], llm: Any,
-               process: str = "sequential") -> Crew:
+               process: str = "sequential", converter_cls: type[Any] | None = None) -> Crew:
     """The crew of ``kind`` (a key of :data:`CREWS`): its agents with their tools and ``llm``, its tasks.
 
     Args:
@@ -215,6 +215,8 @@ def build_crew(kind: str, settings: Settings, *, tools: list[QuantTool] | dict[s
         process: ``sequential`` (tasks in order, each agent doing its own) or ``hierarchical``
             (the meta-orchestrator manages and delegates each task to the agent it names; it
             holds no tools itself, as CrewAI requires of a manager).
+        converter_cls: CrewAI ``Converter`` class of the tasks with an ``output_pydantic``
+            (``quantcrew.crew.converter.view_converter``); CrewAI's own when omitted.
     """
     if kind not in CREWS:
         raise KeyError(f"no crew '{kind}'; defined: {sorted(CREWS)}")
@@ -242,7 +244,8 @@ def build_crew(kind: str, settings: Settings, *, tools: list[QuantTool] | dict[s
         cfg = task_config(key)
         tasks.append(Task(name=key, description=cfg["description"], expected_output=cfg["expected_output"],
                           agent=None if hierarchical else agents[cfg["agent"]],
-                          output_pydantic=spec.outputs.get(key)))
+                          output_pydantic=spec.outputs.get(key),
+                          converter_cls=converter_cls if key in spec.outputs else None))
     if hierarchical:
         return Crew(agents=list(agents.values()), tasks=tasks, process=Process.hierarchical, manager_agent=manager,
                     verbose=settings.crew.verbose, memory=False)

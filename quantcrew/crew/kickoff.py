@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from quantcrew.config.settings import Settings, apply_crewai_environment
 from quantcrew.crew.budget import BudgetExceeded, RunBudget
+from quantcrew.crew.converter import view_converter
 from quantcrew.crew.crew import CREWS, CrewSpec, build_crew, make_llm, required_inputs
 from quantcrew.crew.decision import Decision, RiskLimits
 from quantcrew.crew.runs import RunsStore
@@ -147,7 +148,18 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
         # one client (one connection pool, one breaker) for every tool of the crew
         client = owned = make_client(settings.client)
     tools, decision_tool = _make_tools(spec, settings, client, keep, results, limits)
-    structurer = _view_builder(results, lambda: decision_tool.decision if decision_tool is not None else None,
+
+    def ensure_decision() -> Decision | None:
+        """The pipeline's decision; run here if the LLM never called the tool (or a manager answered)."""
+        if decision_tool is None:
+            return None
+        if decision_tool.decision is None:
+            decision_tool.run(symbols=spec_inputs["symbols"], drawdown=float(spec_inputs.get("drawdown", 0.0)),
+                              lookback=int(spec_inputs.get("lookback", 750)), end_date=spec_inputs.get("end_date"))
+        decision: Decision | None = decision_tool.decision
+        return decision
+
+    structurer = _view_builder(results, ensure_decision,
                                [s.strip() for s in str(spec_inputs.get("symbols", "")).split(",") if s.strip()])
     process = process or settings.crew.process
     tool_plan = dict(spec.tool_plan)
@@ -169,13 +181,10 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
 
     try:
         with budget.enforce():
-            crew = build_crew(kind, settings, tools=tools, llm=chosen_llm, process=process)
+            crew = build_crew(kind, settings, tools=tools, llm=chosen_llm, process=process,
+                              converter_cls=view_converter(structurer))
             output = crew.kickoff(inputs=spec_inputs)
-            if decision_tool is not None and decision_tool.decision is None:
-                # the LLM never called the pipeline (or a manager answered instead): the last step is run here
-                decision_tool.run(symbols=spec_inputs["symbols"], drawdown=float(spec_inputs.get("drawdown", 0.0)),
-                                  lookback=int(spec_inputs.get("lookback", 750)),
-                                  end_date=spec_inputs.get("end_date"))
+            ensure_decision()
     except KeyboardInterrupt:
         close("interrupted", error="interrupted by the user")
         raise

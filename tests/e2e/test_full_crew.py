@@ -98,3 +98,25 @@ def test_full_crew_with_server_down_decides_from_fallbacks(settings: Settings, r
     [d] = outcome.decision.decisions
     assert outcome.decision.degraded and d.decision_id is None  # round-robin: nothing to reward
     assert "round-robin" in d.why
+
+
+def test_full_crew_with_a_real_llm_provider_still_stores_the_pipeline_decision(
+        live_server: LocalServer, settings: Settings, refused: list[str]) -> None:
+    from crewai import LLM
+
+    from tests.support.openai_stub import openai_stub
+
+    settings.client.url = live_server.url
+    # an LLM that calls one tool per task and then writes prose, never JSON, never the decision tool
+    with openai_stub("regime_detection", {"symbol": "SP500", "lookback": 300}, final_text="My view.") as stub:
+        llm = LLM(model="openai/gpt-4o-mini", base_url=stub.base_url, api_key="test-key")
+        outcome = run({"symbols": "SP500", "lookback": 300}, settings, llm=llm)
+    assert outcome.status == "succeeded" and stub.unhandled == []
+    assert outcome.llm_calls == len(stub.requests) > 4
+    regimes = RegimeView.model_validate(outcome.views["market_regimes"])
+    assert [r.symbol for r in regimes.regimes] == ["SP500"]  # built from the tool result, not the prose
+    assert outcome.decision is not None and [d.symbol for d in outcome.decision.decisions] == ["SP500"]
+    assert outcome.tool_results[-1].tool == "portfolio_decision"  # the pipeline ran as the last step
+    stored = RunsStore(settings.runs_db).get_run(outcome.run_id)
+    assert stored is not None and stored["llm"] == "gpt-4o-mini" or "gpt-4o-mini" in str(stored["llm"])
+    assert refused == []
