@@ -38,10 +38,7 @@ class ViewConverter(Converter):
         try:
             return super().to_pydantic(current_attempt)
         except ConverterError:
-            built = type(self).structurer(self.model) if type(self).structurer is not None else None
-            if built is None:
-                raise
-            return built
+            return self._from_tool_results()
 
     async def ato_pydantic(self, current_attempt: int = 1) -> BaseModel:
         """Async twin of :meth:`to_pydantic`."""
@@ -52,10 +49,17 @@ class ViewConverter(Converter):
         try:
             return await super().ato_pydantic(current_attempt)
         except ConverterError:
-            built = type(self).structurer(self.model) if type(self).structurer is not None else None
-            if built is None:
-                raise
-            return built
+            return self._from_tool_results()
+
+
+    def _from_tool_results(self) -> BaseModel:
+        """The structurer's view; re-raises the conversion error when there is none."""
+        structurer = type(self).structurer
+        built = structurer(self.model) if structurer is not None else None
+        if built is None:
+            raise ConverterError(f"the LLM's answer is not a valid {self.model.__name__} and the tool results "
+                                 "cannot build one")
+        return built
 
 
 def view_converter(structurer: Structurer) -> type[ViewConverter]:
