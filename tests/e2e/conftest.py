@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from quantcrew.crew.server_process import LocalServer
+from tests.support.offline import isolate_crewai
 
 
 @pytest.fixture(scope="module")
@@ -16,3 +17,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServe
     server = LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=Path(home) / "server.log")
     with server:
         yield server
+
+
+@pytest.fixture
+def refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """CrewAI kept offline; the list of refused non-loopback connections (a test asserts it stays empty)."""
+    return isolate_crewai(monkeypatch, tmp_path)

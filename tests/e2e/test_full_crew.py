@@ -3,8 +3,6 @@ budgets, and the decision being the pipeline's whatever the LLM writes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from quantcrew.config.settings import Settings
@@ -14,16 +12,10 @@ from quantcrew.crew.kickoff import CrewRunError, run
 from quantcrew.crew.runs import RunsStore
 from quantcrew.crew.server_process import LocalServer
 from quantcrew.crew.views import RegimeView, RiskView, StrategyView, decision_inputs
-from tests.support.offline import isolate_crewai
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 INPUTS = {"symbols": "SP500,NASDAQ", "lookback": 400, "end_date": "2012-06-29"}
-
-
-@pytest.fixture
-def refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    return isolate_crewai(monkeypatch, tmp_path)
 
 
 def test_full_crew_sequential_gives_views_and_one_decision_per_symbol(live_server: LocalServer, settings: Settings,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from crewai import LLM
 
@@ -11,15 +9,9 @@ from quantcrew.config.settings import Settings
 from quantcrew.crew.kickoff import run
 from quantcrew.crew.runs import RunsStore
 from quantcrew.crew.server_process import LocalServer
-from tests.support.offline import isolate_crewai
 from tests.support.openai_stub import openai_stub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-
-@pytest.fixture
-def refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    return isolate_crewai(monkeypatch, tmp_path)
 
 
 def test_planner_kickoff_reports_regime_from_server(live_server: LocalServer, settings: Settings,

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from quantcrew.config.settings import Settings
 from quantcrew.crew.kickoff import run
 from quantcrew.crew.runs import RunsStore
 from quantcrew.crew.server_process import LocalServer
-from tests.support.offline import isolate_crewai
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 _RISK_TOOLS = ["risk_metrics", "factor_analysis", "clustering", "anomaly_detection"]
-
-
-@pytest.fixture
-def refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    return isolate_crewai(monkeypatch, tmp_path)
 
 
 def test_planner_risk_kickoff_calls_every_risk_tool(live_server: LocalServer, settings: Settings,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
@@ -15,14 +13,8 @@ from quantcrew.data import load_sample, to_payload_dict
 from quantcrew.ml_server.schemas.ensemble import EnsembleTrainRequest, EnsembleTrainResult
 from quantcrew.ml_server.schemas.rl import RLTrainRequest, RLTrainResult
 from quantcrew.tools.client import MLClient
-from tests.support.offline import isolate_crewai
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    return isolate_crewai(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")
