@@ -16,6 +16,8 @@ def test_agent_side_imports_no_ml_framework() -> None:
         "import quantcrew.tools.factors, quantcrew.tools.clustering, quantcrew.tools.anomaly\n"
         "import quantcrew.tools.strategy, quantcrew.tools.selection\n"
         "import quantcrew.tools.ensemble, quantcrew.tools.execution, quantcrew.backtest\n"
+        "import quantcrew.crew.kickoff, quantcrew.crew.decision, quantcrew.crew.views, quantcrew.crew.budget\n"
+        "import quantcrew.crew.decision_tool, quantcrew.crew.converter, quantcrew.crew.runs\n"
         "from quantcrew.tools.fallbacks import ensemble_fallback, execution_fallback\n"
         "from quantcrew.data import load_sample as _ls\n"
         "_r = ensemble_fallback(_ls('SP500').tail(200)); execution_fallback(_ls('SP500').tail(200), 'up', 0.6)\n"
