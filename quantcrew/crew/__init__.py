@@ -1,5 +1,33 @@
-"""Crew assembly, kickoff, runs store and the CLI."""
+"""Crew assembly, kickoff, the decision pipeline, runs store, scheduler and the CLI.
 
-from quantcrew.crew.kickoff import CrewRunError, RunOutcome, run
+Names resolve lazily (as in ``quantcrew.tools``): ``import quantcrew.crew.decision`` or
+``quantcrew.crew.schedule`` does not pay for importing crewai (several seconds).
+"""
 
-__all__ = ["CrewRunError", "RunOutcome", "run"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["CrewRunError", "Decision", "RiskLimits", "RunOutcome", "decide", "run"]
+
+_WHERE = {
+    "CrewRunError": "quantcrew.crew.kickoff",
+    "RunOutcome": "quantcrew.crew.kickoff",
+    "run": "quantcrew.crew.kickoff",
+    "Decision": "quantcrew.crew.decision",
+    "RiskLimits": "quantcrew.crew.decision",
+    "decide": "quantcrew.crew.decision",
+}
+
+if TYPE_CHECKING:
+    from quantcrew.crew.decision import Decision, RiskLimits, decide
+    from quantcrew.crew.kickoff import CrewRunError, RunOutcome, run
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'quantcrew.crew' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value

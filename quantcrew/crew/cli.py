@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from quantcrew.backtest.cli import backtest_command
 from quantcrew.config.settings import Settings, SettingsError, load_settings
+from quantcrew.crew.schedule_cli import schedule_app, scheduler_command
 
 __all__ = ["app", "main"]
 
@@ -167,7 +169,7 @@ def _ml_server(settings: Settings, config: Path | None) -> Iterator[None]:
         with console.status("Starting the ML server on a free loopback port..."):
             server.start()
         settings.client.url = server.url
-        console.print(f"[dim]ML server started at {server.url}[/dim]")
+        err_console.print(f"[dim]ML server started at {server.url}[/dim]")  # stderr: keeps --json output pure
         yield
     finally:
         server.stop()
@@ -455,6 +457,11 @@ def runs_show(run_id: str, config: ConfigOpt = None) -> None:
         err_console.print(f"[red]no run '{run_id}' in {settings.runs_db}[/red]")
         raise typer.Exit(1)
     console.print_json(json.dumps(found, default=str))
+
+
+app.command("backtest")(backtest_command)
+app.add_typer(schedule_app, name="schedule")
+app.command("scheduler")(scheduler_command)
 
 
 def main() -> None:

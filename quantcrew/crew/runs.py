@@ -11,13 +11,14 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from quantcrew.tools.base import ToolResult
+if TYPE_CHECKING:  # crewai (under quantcrew.tools.base) is seconds to import; the store does not need it
+    from quantcrew.tools.base import ToolResult
 
-__all__ = ["STATUSES", "RunsStore"]
+__all__ = ["STATUSES", "RunsStore", "open_database"]
 
 
 _RUN_COLUMNS: dict[str, type] = {"decision": str, "degraded": int, "llm_calls": int, "duration_s": float,
@@ -32,15 +33,21 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def open_database(path: Path) -> sqlite_utils.Database:
+    """The runs-store SQLite file at ``path`` (created with its folder), in WAL mode, shareable across threads
+    (each store guards its own use with a lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False, timeout=30))
+    db.enable_wal()
+    return db
+
+
 class RunsStore:
     """Append-only record of crew runs and every tool call made in them."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db = sqlite_utils.Database(conn)
-        self._db.enable_wal()
+        self._db = open_database(self.path)
         self._lock = threading.Lock()
         self._ensure_schema()
 

@@ -95,7 +95,7 @@ def test_run_bad_input_exits_2_and_stores_nothing(tmp_path: Path, args: list[str
     proc = subprocess.run([*CLI, "run", *args], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert needle in proc.stderr
-    assert "ML server started" not in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    assert "ML server started" not in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "runs.db").exists() or RunsStore(tmp_path / "runs.db").list_runs() == []
 
 
@@ -192,4 +192,4 @@ def test_train_command_refuses_bad_arguments_before_starting_a_server(tmp_path: 
     proc = subprocess.run([*CLI, "train", *args], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert needle in proc.stderr
-    assert "ML server started" not in proc.stdout
+    assert "ML server started" not in proc.stdout + proc.stderr

@@ -18,6 +18,8 @@ def test_agent_side_imports_no_ml_framework() -> None:
         "import quantcrew.tools.ensemble, quantcrew.tools.execution, quantcrew.backtest\n"
         "import quantcrew.crew.kickoff, quantcrew.crew.decision, quantcrew.crew.views, quantcrew.crew.budget\n"
         "import quantcrew.crew.decision_tool, quantcrew.crew.converter, quantcrew.crew.runs\n"
+        "import quantcrew.crew.schedule, quantcrew.crew.scheduler, quantcrew.crew.schedule_cli\n"
+        "import quantcrew.backtest.walk_forward, quantcrew.backtest.report, quantcrew.backtest.cli\n"
         "from quantcrew.tools.fallbacks import ensemble_fallback, execution_fallback\n"
         "from quantcrew.data import load_sample as _ls\n"
         "_r = ensemble_fallback(_ls('SP500').tail(200)); execution_fallback(_ls('SP500').tail(200), 'up', 0.6)\n"
@@ -48,6 +50,15 @@ def test_schemas_import_without_fastapi_or_ml() -> None:
 def test_importing_the_server_app_does_not_load_torch() -> None:
     # Devices and models are resolved in the lifespan, never at import.
     code = "import sys\nimport quantcrew.ml_server.app\nprint('torch' in sys.modules)\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def test_decision_and_schedule_modules_do_not_import_crewai() -> None:
+    # the scheduler's store and the decision pipeline are used where crewai's seconds of import would hurt
+    code = ("import sys\nimport quantcrew.crew.decision, quantcrew.crew.schedule, quantcrew.crew.runs\n"
+            "print('crewai' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

@@ -1,0 +1,428 @@
+"""Walk-forward backtest of the crew's decision pipeline, against the ML server.
+
+At the close of every bar ``t`` of the span, with data up to ``t`` only, the backtest does what
+the crew does and calls the SAME :func:`quantcrew.crew.decision.decide`:
+
+1. **Regime** of each symbol: a Gaussian HMM fitted on the ML server (``/v1/regime/fit``) every
+   ``refit_every`` bars on an EXPANDING window (all bars from the series' first up to the refit
+   date, at least ``min_train`` of them before ``start``), then used without refitting to label
+   the next ``refit_every`` bars (``/v1/regime/predict`` on the bars up to the block's end). The
+   server's labels are FILTERED (forward pass only: bar ``t``'s label uses bars ``<= t``), so
+   each label is what was knowable at that close.
+2. **Agents**: the four specialised agents' target positions are the transparent rules the
+   strategy tool answers with when no RL policy is trained
+   (:func:`quantcrew.tools.fallbacks.rule_positions`; bar ``t`` uses closes ``<= t``). RL
+   policies are NOT trained per window: these are the rule agents.
+3. **Meta-orchestrator**: a bandit on the ML server (one per regime inside, a new uniquely named
+   bandit per run, the selection tool's reward range) chooses the agent to follow in the
+   symbol's current regime, every ``select_every`` bars; the agent is followed until the next
+   choice, which first rewards the standing one with what following it earned: the mean over
+   the bars held of the agent's target at ``t`` times the symbol's return from ``t`` to ``t + 1``
+   (a per-bar return, in the units of the reward range). With ``select_every=1`` that is
+   exactly the next bar's realised return. Default 21 (monthly), chosen on 2001-2004, before
+   the S&P 500 test span, over 1, 5, 21 and 63: daily choices flip between agents at almost
+   every bar (daily rewards barely separate the arms) and their turnover costs more than the
+   agents earn.
+4. **Size**: :func:`quantcrew.tools.fallbacks.execution_fallback` (volatility targeting: 1% daily
+   vol) for the chosen agent's direction, with confidence ``signal_confidence(target)``.
+5. **Risk**: the one-day 95% historical VaR of the equally weighted full-weight portfolio from
+   the trailing 250 returns (:func:`quantcrew.tools.fallbacks.risk_fallback`), and the
+   strategy's own drawdown (see :mod:`quantcrew.backtest.book` for the stop's cooldown).
+6. :func:`~quantcrew.crew.decision.decide` gives each symbol's target position.
+
+Execution: decided at the close of ``t`` with data ``<= t`` and filled at that same close
+(market-on-close; the bundled S&P 500 opens are often stale copies of the previous close, so a
+next-open fill would be fiction), paying ``cost_bps`` per unit of turnover (book conventions in
+:mod:`quantcrew.backtest.book`). Benchmark: buy-and-hold, equal weights bought at the close of
+the first bar of the span (paying the same cost once), never rebalanced.
+
+Alternatives and the deflated Sharpe ratio: the same pipeline is run with each agent followed
+all the time instead of the bandit's choice (same sizing, limits, stop). The DSR deflates the
+strategy's Sharpe by the expected maximum of ``n_trials`` trials (default 5: the strategy and
+the four single-agent alternatives), with the variance of those five Sharpe ratios.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from quantcrew.backtest.book import Book
+from quantcrew.backtest.stats import compute_stats, period_returns
+from quantcrew.backtest.walk_forward_data import BacktestInputError, WalkForwardData, prepare_data
+from quantcrew.backtest.walk_forward_result import (
+    PERIODS_PER_YEAR,
+    DecisionRecord,
+    RegimeFit,
+    WalkForwardResult,
+    buy_and_hold,
+    deflated_sharpe,
+    probabilistic_sharpe,
+)
+from quantcrew.data.loaders import to_payload_dict
+from quantcrew.data.ohlcv import OHLCV
+from quantcrew.ml_server.schemas.bandit import BanditCreateRequest, BanditRewardRequest, BanditSelectRequest
+from quantcrew.ml_server.schemas.regime import RegimeFitRequest, RegimePredictRequest
+from quantcrew.tools.fallbacks import STRATEGY_AGENTS, execution_fallback, risk_fallback, rule_positions
+
+if TYPE_CHECKING:
+    from quantcrew.config.settings import Settings
+    from quantcrew.crew.decision import RiskLimits, SymbolInputs
+    from quantcrew.tools.client import MLClient
+
+__all__ = [
+    "BacktestInputError",
+    "DecisionRecord",
+    "RegimeFit",
+    "WalkForwardData",
+    "WalkForwardResult",
+    "buy_and_hold",
+    "check_options",
+    "prepare_data",
+    "walk_forward",
+]
+
+FloatArray = npt.NDArray[np.float64]
+ProgressCallback = Callable[[int, int, str], None]
+
+_VAR_WINDOW = 250
+_EXEC_BARS = 61          # execution_fallback reads the last 60 returns
+_MIN_TRAIN = 100
+_DEFAULT_TRIALS = 1 + len(STRATEGY_AGENTS)
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def walk_forward(
+    symbols: str | Sequence[str | OHLCV] | WalkForwardData,
+    start: str | None = None,
+    end: str | None = None,
+    *,
+    client: MLClient,
+    settings: Settings | None = None,
+    refit_every: int = 63,
+    min_train: int = 500,
+    cost_bps: float = 5.0,
+    limits: RiskLimits | None = None,
+    policy: str = "discounted_thompson",
+    cooldown: int | None = 21,
+    rebalance_every: int = 1,
+    select_every: int = 21,
+    seed: int = 0,
+    n_trials: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> WalkForwardResult:
+    """Run the crew's decision pipeline bar by bar over ``start..end`` (see the module docstring).
+
+    Args:
+        symbols: A symbol, symbols or series (``OHLCV``), or data from :func:`prepare_data`.
+        start: First date of the span (ignored when ``symbols`` is prepared data).
+        end: Last date of the span, inclusive (likewise).
+        client: Client of the ML server that fits the regimes and runs the bandit.
+        settings: Where data files are; None: bundled samples and paths only.
+        refit_every: Bars between regime refits.
+        min_train: Bars needed before ``start`` for the first fit (at least 100).
+        cost_bps: Cost per unit of turnover, in basis points.
+        limits: Risk limits of the decision; :class:`~quantcrew.crew.decision.RiskLimits` defaults when None.
+        policy: Bandit policy (one of ``BANDIT_POLICIES``).
+        cooldown: Bars a fired drawdown stop keeps the book flat before re-entry; None: never re-enter.
+        rebalance_every: Decide every this many bars (positions drift in between).
+        select_every: Bars between the meta-orchestrator's choices (at decision bars): the agent chosen
+            is followed until the next choice, which first rewards it with the agent's mean per-bar return.
+        seed: Seed of the regime fits and the bandit.
+        n_trials: Trials the DSR deflates for; default 5 (the strategy and the four single agents).
+        on_progress: Called as ``on_progress(done, total, message)`` after each fit and each bar.
+
+    Returns:
+        The result, with statistics for the strategy and buy-and-hold.
+
+    Raises:
+        BacktestInputError: a parameter or the span is unusable (the message names it).
+        UnknownSymbolError, DataError: see :func:`prepare_data`.
+        quantcrew.tools.errors.MLClientError: the ML server failed or cannot be reached.
+    """
+    from quantcrew.crew.decision import RiskLimits
+
+    began = time.perf_counter()
+    limits = limits or RiskLimits()
+    check_options(refit_every=refit_every, min_train=min_train, cost_bps=cost_bps, cooldown=cooldown,
+                  rebalance_every=rebalance_every, select_every=select_every, n_trials=n_trials, policy=policy)
+    if isinstance(symbols, WalkForwardData):
+        data = symbols
+    else:
+        if start is None or end is None:
+            raise BacktestInputError("start" if start is None else "end", "required unless data is prepared")
+        data = prepare_data(symbols, start, end, settings=settings, min_train=min_train)
+    run = _Run(data, client=client, limits=limits, refit_every=refit_every, cost=cost_bps / 1e4, policy=policy,
+               cooldown=cooldown, rebalance_every=rebalance_every, select_every=select_every, seed=seed,
+               on_progress=on_progress)
+    run.execute()
+    config = {"start": data.dates[0], "end": data.dates[-1], "refit_every": refit_every, "min_train": min_train,
+              "train_bars_before_start": data.start_index, "cost_bps": cost_bps, "limits": limits.model_dump(),
+              "policy": policy, "cooldown": cooldown, "rebalance_every": rebalance_every,
+              "select_every": select_every, "seed": seed,
+              "fill": "close (decide and trade at the same close)", "agents": "rules", "var": "historical, 250 bars"}
+    return run.result(config, n_trials or _DEFAULT_TRIALS, time.perf_counter() - began)
+
+
+def check_options(*, refit_every: int = 63, min_train: int = 500, cost_bps: float = 5.0, cooldown: int | None = 21,
+                  rebalance_every: int = 1, select_every: int = 21, n_trials: int | None = None,
+                  policy: str = "discounted_thompson") -> None:
+    """Refuse an unusable option of :func:`walk_forward` (``BacktestInputError`` naming it), before any work."""
+    from quantcrew.ml_server.schemas.bandit import BANDIT_POLICIES
+
+    if refit_every < 1:
+        raise BacktestInputError("refit_every", f"must be at least 1, got {refit_every}")
+    if min_train < _MIN_TRAIN:
+        raise BacktestInputError("min_train", f"must be at least {_MIN_TRAIN} bars, got {min_train}")
+    if not math.isfinite(cost_bps) or not 0.0 <= cost_bps < 1000.0:
+        raise BacktestInputError("cost_bps", f"must be in [0, 1000), got {cost_bps}")
+    if cooldown is not None and cooldown < 1:
+        raise BacktestInputError("cooldown", f"must be at least 1 bar (or None: never re-enter), got {cooldown}")
+    if rebalance_every < 1:
+        raise BacktestInputError("rebalance_every", f"must be at least 1, got {rebalance_every}")
+    if select_every < 1:
+        raise BacktestInputError("select_every", f"must be at least 1, got {select_every}")
+    if n_trials is not None and n_trials < 2:
+        raise BacktestInputError("n_trials", f"must be at least 2, got {n_trials}")
+    if policy not in BANDIT_POLICIES:
+        raise BacktestInputError("policy", f"unknown '{policy}'; choose among {', '.join(BANDIT_POLICIES)}")
+
+
+class _Run:
+    """The state of one walk-forward run: data, regimes, the books, the records."""
+
+    def __init__(self, data: WalkForwardData, *, client: MLClient, limits: RiskLimits, refit_every: int,
+                 cost: float, policy: str, cooldown: int | None, rebalance_every: int, select_every: int, seed: int,
+                 on_progress: ProgressCallback | None) -> None:
+        self.data, self.client, self.limits = data, client, limits
+        self.refit_every, self.policy, self.seed = refit_every, policy, seed
+        self.rebalance_every = rebalance_every
+        self.on_progress = on_progress
+        self.bars = data.bars
+        self.symbols = data.symbols
+        self.s, self.e = data.start_index, len(data.bars[0]) - 1
+        self.n = self.e - self.s + 1
+        self.all_dates = data.bars[0].iso_timestamps()
+        self.closes = np.column_stack([b.close for b in self.bars])
+        self.rets = np.vstack([np.zeros(len(self.symbols)), self.closes[1:] / self.closes[:-1] - 1.0])
+        self.rules = [rule_positions(b.close) for b in self.bars]
+        self.labels: list[list[str]] = [[] for _ in self.symbols]
+        self.n_blocks = -(-self.n // refit_every)
+        self.total = self.n_blocks * len(self.symbols) + self.n
+        self.done = 0
+        self.fits: list[RegimeFit] = []
+        self.records: list[DecisionRecord] = []
+        self.agents: list[list[str]] = [[] for _ in self.symbols]
+
+        def book() -> Book:
+            return Book(len(self.symbols), cost=cost, drawdown_stop=limits.drawdown_stop, cooldown=cooldown)
+
+        self.book = book()
+        self.alt_books = {a: book() for a in STRATEGY_AGENTS}
+        self.equity = np.empty(self.n)
+        self.alt_equity = {a: np.empty(self.n) for a in STRATEGY_AGENTS}
+        self.gross = np.zeros(self.n)
+        self.costs = np.zeros(self.n)
+        self.turnover = np.zeros(self.n)
+        self.alt_turnover = {a: np.zeros(self.n) for a in STRATEGY_AGENTS}
+        self.alt_gross = {a: np.zeros(self.n) for a in STRATEGY_AGENTS}
+        self.positions = np.zeros((self.n, len(self.symbols)))
+        self.bandit_name = f"wf-{uuid.uuid4().hex[:16]}"
+        self.bandit_id = ""
+        self.select_every = select_every
+        self.choice: list[tuple[str, str]] = []  # per symbol: (agent followed, bandit decision id)
+        self.earned: list[list[float]] = [[] for _ in self.symbols]  # per-bar returns of the chosen agent
+        self.wait_s = 0.0  # time the loop waited for regime fits
+
+    # -- regimes ---------------------------------------------------------------------------------
+
+    def _fit_block(self, k: int) -> list[tuple[list[str], RegimeFit]]:
+        """Fit every symbol's HMM on the bars before block ``k``; the block's filtered labels and the fits."""
+        first = self.s + k * self.refit_every
+        last = min(first + self.refit_every - 1, self.e)
+        out = []
+        for bars in self.bars:
+            train = bars.iloc(slice(0, first))  # bars up to the close before the block: no look-ahead
+            fit = self.client.regime_fit(RegimeFitRequest.model_validate({
+                "data": to_payload_dict(train), "name": _model_name(bars.symbol), "seed": self.seed,
+                "include_probabilities": False}))
+            reply = self.client.regime_predict(RegimePredictRequest.model_validate({
+                "model_id": str(fit.model_id), "data": to_payload_dict(bars.iloc(slice(0, last + 1))),
+                "include_probabilities": False}))
+            # labels[j] is bar j + 1 (the first bar has no return): FILTERED, bar t from bars <= t
+            out.append(([str(x) for x in reply.labels[first - 1:last]], RegimeFit(
+                symbol=bars.symbol, fit_date=self.all_dates[first - 1], n_train=first,
+                block_start=self.all_dates[first], block_end=self.all_dates[last], model_id=str(fit.model_id),
+                model_version=fit.model_version, n_states=fit.n_states, converged=fit.converged,
+                method_used=fit.method_used, fallback=fit.fallback)))
+        return out
+
+    def _next_block(self, k: int, pool: ThreadPoolExecutor, ahead: dict[int, Future[Any]]) -> None:
+        """Take block ``k``'s regimes (fitted in the background) and start fitting block ``k + 1``."""
+        began = time.perf_counter()
+        future = ahead.pop(k, None) or pool.submit(self._fit_block, k)
+        if k + 1 < self.n_blocks:
+            ahead[k + 1] = pool.submit(self._fit_block, k + 1)
+        for i, (labels, fit) in enumerate(future.result()):
+            self.labels[i].extend(labels)
+            self.fits.append(fit)
+            self._progress(f"regime fit {len(self.fits)}/{self.n_blocks * len(self.symbols)} "
+                           f"({fit.symbol}, up to {fit.fit_date})")
+        self.wait_s += time.perf_counter() - began
+
+    def _progress(self, message: str) -> None:
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total, message)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        from quantcrew.tools.selection import REWARD_RANGE
+
+        created = self.client.bandit_create(BanditCreateRequest.model_validate({
+            "name": self.bandit_name, "policy": self.policy, "arms": list(STRATEGY_AGENTS), "seed": self.seed,
+            "params": {"reward_range": list(REWARD_RANGE)}}))
+        self.bandit_id = created.bandit_id
+        # Fits need bars before their block only: block k + 1 is fitted in a worker thread while the
+        # loop runs block k (the labels, and so the run, are the same as fitting in turn).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wf-regime") as pool:
+            self._loop(pool)
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        ahead: dict[int, Future[Any]] = {}
+        last_select = -self.select_every
+        for j in range(self.n):
+            t = self.s + j
+            if j % self.refit_every == 0:
+                self._next_block(j // self.refit_every, pool, ahead)
+            if j > 0:
+                self._hold(j, t)
+            if j % self.rebalance_every == 0:
+                if j - last_select >= self.select_every:
+                    self._reward()
+                    self._select(j, t)
+                    last_select = j
+                self._decide(j, t)
+            else:
+                self.positions[j] = self.book.weights
+            for i, (agent, _) in enumerate(self.choice):
+                self.agents[i].append(agent)
+            self.equity[j] = self.book.equity
+            for a, b in self.alt_books.items():
+                self.alt_equity[a][j] = b.equity
+                self.alt_gross[a][j] = float(np.abs(b.weights).sum())
+            self._progress(f"{self.all_dates[t]}  equity {self.book.equity:.3f}  drawdown {self.book.drawdown:.1%}")
+
+    def _hold(self, j: int, t: int) -> None:
+        self.gross[j] = self.book.hold(self.rets[t])
+        for b in self.alt_books.values():
+            b.hold(self.rets[t])
+        for i, (agent, _) in enumerate(self.choice):  # what following the chosen agent earned over bar t
+            self.earned[i].append(float(self.rules[i][agent][t - 1] * self.rets[t, i]))
+
+    def _reward(self) -> None:
+        """Reward each standing choice with its agent's mean per-bar return since it was made."""
+        for i, (_, decision_id) in enumerate(self.choice):
+            if self.earned[i]:
+                self.client.bandit_reward(BanditRewardRequest(decision_id=decision_id,
+                                                              reward=float(np.mean(self.earned[i]))))
+            self.earned[i] = []
+
+    def _select(self, j: int, t: int) -> None:
+        """Ask the bandit whom to follow on each symbol, in the symbol's current regime."""
+        choice = []
+        for i, _ in enumerate(self.symbols):
+            d = self.client.bandit_select(BanditSelectRequest(bandit=self.bandit_id, regime=self.labels[i][j]))
+            choice.append((d.arm, d.decision_id))
+        self.choice = choice
+
+    def _decide(self, j: int, t: int) -> None:
+        from quantcrew.crew.decision import DecisionInputs, SymbolInputs, decide
+
+        window = self.rets[max(1, t - _VAR_WINDOW + 1):t + 1]
+        n_sym = len(self.symbols)
+        var = max(float(risk_fallback(window, [1.0 / n_sym] * n_sym, [0.95], 1)["estimates"][0]["var"]), 0.0)
+        sizes: dict[tuple[int, float], tuple[float, tuple[float, float]]] = {}
+        targets = [{a: float(self.rules[i][a][t]) for a in STRATEGY_AGENTS} for i in range(n_sym)]
+
+        def inputs(i: int, agent: str, decision_id: str | None) -> SymbolInputs:
+            target = targets[i][agent]
+            if (i, target) not in sizes:
+                sizes[(i, target)] = self._size(i, t, target)
+            size, interval = sizes[(i, target)]
+            return SymbolInputs(symbol=self.symbols[i], regime=self.labels[i][j], agent_targets=targets[i],
+                                chosen_agent=agent, decision_id=decision_id, size=size, size_interval=interval,
+                                timing="now")
+
+        date = self.all_dates[t]
+        drawdown = self.book.decision_drawdown(t)
+        decision = decide(DecisionInputs(
+            as_of=date, symbols=[inputs(i, a, did) for i, (a, did) in enumerate(self.choice)], portfolio_var=var,
+            var_method="historical", drawdown=drawdown), self.limits)
+        target = np.array([d.target_position for d in decision.decisions])
+        self.turnover[j] = self.book.trade(target)
+        self.costs[j] = self.book.cost * self.turnover[j]
+        self.positions[j] = target
+        for d in decision.decisions:
+            self.records.append(DecisionRecord(
+                date=date, symbol=d.symbol, regime=d.regime or "", agent=d.followed, conviction=d.conviction,
+                size=d.size, target=d.target_position, drawdown=drawdown, decision_id=d.decision_id,
+                limits=tuple(d.limits_applied)))
+        for agent, book in self.alt_books.items():
+            alt = decide(DecisionInputs(
+                as_of=date, symbols=[inputs(i, agent, None) for i in range(n_sym)], portfolio_var=var,
+                var_method="historical", drawdown=book.decision_drawdown(t)), self.limits)
+            self.alt_turnover[agent][j] = book.trade(np.array([d.target_position for d in alt.decisions]))
+
+    def _size(self, i: int, t: int, target: float) -> tuple[float, tuple[float, float]]:
+        """The execution plan's size for following a target of ``target`` on symbol ``i`` at bar ``t``."""
+        from quantcrew.crew.decision import signal_confidence
+
+        signal = "up" if target > 0 else "down" if target < 0 else "flat"
+        plan = execution_fallback(self.bars[i].iloc(slice(max(0, t + 1 - _EXEC_BARS), t + 1)), signal,
+                                  signal_confidence(target))
+        size = plan["size"]
+        return min(max(float(size["mean"]), 0.0), 1.0), (float(size["lower"]), float(size["upper"]))
+
+    # -- the result ------------------------------------------------------------------------------
+
+    def result(self, config: dict[str, Any], n_trials: int, wall_s: float) -> WalkForwardResult:
+        stats = compute_stats(self.equity, initial_cash=1.0, periods_per_year=PERIODS_PER_YEAR,
+                              trade_pnls=self.book.trade_pnls(), positions=np.abs(self.positions).sum(axis=1),
+                              traded_fraction=self.turnover)
+        alternatives = {a: compute_stats(self.alt_equity[a], initial_cash=1.0, periods_per_year=PERIODS_PER_YEAR,
+                                         trade_pnls=b.trade_pnls(), positions=self.alt_gross[a],
+                                         traded_fraction=self.alt_turnover[a])
+                        for a, b in self.alt_books.items()}
+        bench_equity, bench_stats = buy_and_hold(self.closes[self.s:], self.book.cost)
+        trials = {"strategy": stats.sharpe, **{a: s.sharpe for a, s in alternatives.items()}}
+        notes = []
+        finite = [v for v in trials.values() if math.isfinite(v)]
+        dsr = deflated_sharpe(period_returns(self.equity, 1.0), finite, n_trials)
+        if math.isnan(dsr):
+            notes.append("DSR undefined (flat returns or fewer than 2 finite trial Sharpe ratios)")
+        bench_psr = probabilistic_sharpe(period_returns(bench_equity, 1.0))
+        dates = self.all_dates[self.s:]
+        return WalkForwardResult(
+            symbols=self.symbols, dates=dates, equity=self.equity, gross_returns=self.gross, costs=self.costs,
+            turnover=self.turnover, positions=self.positions,
+            regimes={s: list(self.labels[i][:self.n]) for i, s in enumerate(self.symbols)},
+            agents={s: self.agents[i] for i, s in enumerate(self.symbols)}, benchmark_equity=bench_equity,
+            stats=stats, benchmark_stats=bench_stats, dsr=dsr, benchmark_psr=bench_psr, n_trials=n_trials,
+            trial_sharpes=trials, alternatives=alternatives, decisions=self.records, regime_fits=self.fits,
+            bandit_id=self.bandit_id, bandit_name=self.bandit_name,
+            stop_dates=[self.all_dates[b] for b in self.book.stop_bars], config=config, wall_s=wall_s,
+            regime_wait_s=self.wait_s, notes=notes)
+
+
+def _model_name(symbol: str) -> str:
+    return f"wf-{_NAME_CHARS.sub('_', symbol)[:56]}"
