@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(PY) bench/ensemble_calibration.py
 	$(PY) bench/batching.py
 	$(PY) bench/execution_latency.py
+	$(PY) bench/walk_forward_sp500.py
+	$(PY) bench/scheduler_soak.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check quantcrew tests bench examples
