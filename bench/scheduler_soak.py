@@ -87,7 +87,9 @@ def main() -> None:
     parser.add_argument("--grace", type=int, default=300, help="Misfire grace window, seconds.")
     parser.add_argument("--fake", action="store_true", help="Synthetic runs instead of real crew runs.")
     parser.add_argument("--fake-seconds", type=float, default=0.5, help="Mean duration of a synthetic run.")
-    parser.add_argument("--symbol", default="SP500", help="Symbol of the real regime crew runs.")
+    parser.add_argument("--symbol", default="SP500", help="Symbol(s) of the real crew runs (comma-separated).")
+    parser.add_argument("--kind", default="regime", help="Crew of the real runs: regime (0.6 s) or full (3 s: "
+                                                          "longer than a 2 s interval, so overlaps are skipped).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the planned crash and any skips are counted below, not logged
 
@@ -97,19 +99,19 @@ def main() -> None:
     if args.fake:
         mode = f"synthetic runs of {args.fake_seconds:g} s +-50%"
         expected, rows, wall = _soak(settings, _crashing(_fake(args.fake_seconds), args.crash_at),
-                                     seconds=args.seconds, every=args.every, grace=args.grace, kind="regime",
+                                     seconds=args.seconds, every=args.every, grace=args.grace, kind=args.kind,
                                      inputs=inputs)
     else:
         from quantcrew.crew.kickoff import run as kickoff
 
-        mode = f"real crew runs (kickoff.run, kind regime, {args.symbol}, offline planner, local ML server)"
+        mode = f"real crew runs (kickoff.run, kind {args.kind}, {args.symbol}, offline planner, local ML server)"
         with LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=home / "server.log") as server:
             settings.client.url = server.url
             t = time.perf_counter()
-            kickoff(dict(inputs), settings, kind="regime")  # warm-up: crewai imports, first HMM fit
+            kickoff(dict(inputs), settings, kind=args.kind)  # warm-up: crewai imports, first HMM fit
             print(f"warm-up crew run: {time.perf_counter() - t:.1f} s")
             expected, rows, wall = _soak(settings, _crashing(crew_runner(settings), args.crash_at),
-                                         seconds=args.seconds, every=args.every, grace=args.grace, kind="regime",
+                                         seconds=args.seconds, every=args.every, grace=args.grace, kind=args.kind,
                                          inputs=inputs)
 
     ran = [r for r in rows if r.status in ("succeeded", "failed")]
