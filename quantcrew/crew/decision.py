@@ -13,7 +13,8 @@ Per symbol, in order:
    position in [0, 1]. The target is ``sign(conviction) * min(|conviction|, 1) * size *
    max_position``. Without a plan, the size is ``|conviction|`` and the reason says so.
 3. **risk limits**, applied in this order and each recorded where it bound:
-   - ``max_position``: every target is clipped to ``[-max_position, max_position]``;
+   - ``max_position``: the scale of every target (size 1 of the plan = ``max_position``), so no
+     target exceeds it;
    - ``max_gross``: the sum of absolute targets is scaled down to at most ``max_gross``;
    - ``max_var``: the book's one-day VaR is estimated as the full-weight portfolio VaR times the
      gross exposure (a linear, conservative bound for a long-only or same-sign book); when it
@@ -199,14 +200,10 @@ def _one(s: SymbolInputs, limits: RiskLimits) -> SymbolDecision:
         size = abs(conviction)
         why += "; no execution plan: size = |conviction|"
     direction = 0.0 if abs(conviction) <= _FLAT else math.copysign(1.0, conviction)
-    target = direction * size * limits.max_position
-    applied = []
-    if abs(target) > limits.max_position:  # a size above 1 cannot pass validation; kept for safety
-        target = math.copysign(limits.max_position, target)
-        applied.append(f"max_position {limits.max_position:g}")
+    target = direction * size * limits.max_position  # size <= 1 (validated): never past max_position
     return SymbolDecision(symbol=s.symbol, action=_action(target), target_position=target, conviction=conviction,
                           size=size, followed=followed, regime=s.regime, decision_id=s.decision_id,
-                          timing=s.timing, why=why, limits_applied=applied)
+                          timing=s.timing, why=why)
 
 
 def _scale(decisions: list[SymbolDecision], factor: float, note: str) -> None:
