@@ -48,6 +48,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check quantcrew tests bench examples
+	$(VENV)/bin/lint-imports --config .importlinter
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

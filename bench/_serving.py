@@ -16,12 +16,12 @@ import httpx
 import numpy as np
 
 from quantcrew.ml_server.registry import ModelRegistry
-from quantcrew.ml_server.services import execution_inputs as xin
-from quantcrew.ml_server.services import execution_net as xnet
 from quantcrew.ml_server.services.deployment import DeploymentStore
-from quantcrew.ml_server.services.ensemble_features import FEATURE_NAMES
-from quantcrew.ml_server.services.ensemble_model import EnsembleSpec, pack_state
-from quantcrew.ml_server.services.ensemble_nets import NetConfig, build_net
+from quantcrew.ml_server.services.ensemble.features import FEATURE_NAMES
+from quantcrew.ml_server.services.ensemble.model import EnsembleSpec, pack_state
+from quantcrew.ml_server.services.ensemble.nets import NetConfig, build_net
+from quantcrew.ml_server.services.execution import inputs as xin
+from quantcrew.ml_server.services.execution import net as xnet
 
 NAME = "ensemble-BENCH"
 WINDOW = 32

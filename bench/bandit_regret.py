@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 from _table import print_table, summary
 
-from quantcrew.ml_server.services.bandit_policies import make_policy
-from quantcrew.ml_server.services.bandit_simulation import simulate
-from quantcrew.ml_server.services.bandit_store import BanditStore
+from quantcrew.ml_server.services.bandit import service as bandits
+from quantcrew.ml_server.services.bandit.policies import make_policy
+from quantcrew.ml_server.services.bandit.simulation import simulate
+from quantcrew.ml_server.services.bandit.store import BanditStore
 
 MEANS = [0.50, 0.45, 0.40, 0.35, 0.30]
 STATIONARY = ("ucb1", "thompson_beta", "thompson_gaussian", "exp3")
@@ -148,12 +149,12 @@ def _decision_cost(decisions: int) -> list[list[object]]:
 def _store_cost(decisions: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         store = BanditStore(Path(tmp) / "registry.db")
-        store.create(name="bench", policy="thompson_beta")
+        bandits.create(store, name="bench", policy="thompson_beta")
         times = []
         for i in range(decisions):
             start = time.perf_counter()
-            d = store.select("bench", "bull")
-            store.reward(d.decision_id, float(i % 3 == 0))
+            d = bandits.select(store, "bench", "bull")
+            bandits.reward(store, d.decision_id, float(i % 3 == 0))
             times.append((time.perf_counter() - start) * 1e3)
         store.close()
     return summary(times)

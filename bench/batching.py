@@ -27,7 +27,7 @@ from _table import pct, print_table
 from quantcrew.crew.server_process import LocalServer
 from quantcrew.ml_server.batching import DynamicBatcher
 from quantcrew.ml_server.registry import ModelRegistry
-from quantcrew.ml_server.services.ensemble_model import load_ensemble
+from quantcrew.ml_server.services.ensemble.service import load as load_ensemble
 
 
 def _server_rows(home: Path, clients: list[int], seconds: float, wait_ms: float) -> list[list[object]]:
@@ -52,7 +52,7 @@ def _server_rows(home: Path, clients: list[int], seconds: float, wait_ms: float)
 def _in_process_rows(home: Path, clients: list[int], seconds: float, wait_ms: float) -> list[list[object]]:
     registry = ModelRegistry(home / "registry.db", home / "artifacts")
     model_id = registry.list(family="ensemble")[0].model_id
-    model = load_ensemble(registry, model_id, "cpu")
+    model, _ = load_ensemble(registry, model_id, "cpu")
     rng = np.random.default_rng(1)
     windows = [rng.normal(size=(1, WINDOW, 16)).astype(np.float32) for _ in range(64)]
     rows: list[list[object]] = []

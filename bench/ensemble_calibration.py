@@ -24,15 +24,16 @@ from typing import Any
 
 from _table import print_table
 
-from quantcrew.data.loaders import load_symbol, to_payload_dict
+from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
+from quantcrew.data.symbols import load_symbol
 from quantcrew.data.synthetic import generate_regime_market
 from quantcrew.ml_server.jobs import JobContext
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.ensemble import EnsembleTrainRequest, EnsembleTrainResult
 from quantcrew.ml_server.services.bars import bars_from_payload
 from quantcrew.ml_server.services.deployment import DeploymentStore
-from quantcrew.ml_server.services.ensemble_training import prepare_plan, train_ensemble
+from quantcrew.ml_server.services.ensemble.training import prepare_plan, train_ensemble
 
 
 def _run(bars: OHLCV, args: argparse.Namespace, test_start: str | None, home: Path) -> EnsembleTrainResult:

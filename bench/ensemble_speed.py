@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from _table import print_table, summary
 
-from quantcrew.ml_server.services.ensemble_nets import (
+from quantcrew.ml_server.services.ensemble.nets import (
     NetConfig,
     build_net,
     mc_dropout_logits,
@@ -87,7 +87,7 @@ def main() -> None:
     print_table(["arch", "batch", "method", "median_ms", "p95_ms", "p99_ms", "vs ensemble"], rows)
 
     from quantcrew.data.synthetic import generate_regime_market
-    from quantcrew.ml_server.services.ensemble_features import build_features
+    from quantcrew.ml_server.services.ensemble.features import build_features
 
     bars = generate_regime_market(25_000, seed=0).bars
     feat_times = summary(_time(lambda: build_features(bars.open, bars.high, bars.low, bars.close, bars.volume),

@@ -22,8 +22,10 @@ from _serving import load, seed_models
 from _table import pct, print_table
 
 from quantcrew.crew.server_process import LocalServer
-from quantcrew.data.loaders import load_symbol, to_payload_dict
-from quantcrew.ml_server.services import execution_net as xnet
+from quantcrew.data.loaders import to_payload_dict
+from quantcrew.data.symbols import load_symbol
+from quantcrew.ml_server.services.execution import net as xnet
+from quantcrew.ml_server.services.execution.summary import summarize
 
 _SAMPLES = {"entry": 50, "exit": 30, "rebalance": 20}
 
@@ -55,7 +57,7 @@ def main() -> None:
                 lat.append((time.perf_counter() - t0) * 1000)
                 assert r.status_code == 200, r.text
                 t0 = time.perf_counter()
-                xnet.summarize(xnet.sample_plans(net, x, samples).size)
+                summarize(xnet.sample_plans(net, x, samples).size)
                 local.append((time.perf_counter() - t0) * 1000)
             rows.append([decision, samples, "server, sequential", pct(lat, 50), pct(lat, 95), pct(lat, 99)])
             rows.append([decision, samples, "in-process sampling", pct(local, 50), pct(local, 95), pct(local, 99)])

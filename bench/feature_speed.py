@@ -3,7 +3,7 @@
 Rows of the table (all measured in this run, on the same synthetic regime-switching bars):
 
 * ``build_features``: the full 16-column set of
-  :func:`quantcrew.ml_server.services.ensemble_features.build_features` on ``--bars`` bars.
+  :func:`quantcrew.ml_server.services.ensemble.features.build_features` on ``--bars`` bars.
 * ``SMC patterns, vectorised``: the smart-money-concept part alone (swings, levels, breaks,
   sweeps, fair value gaps, order blocks) on the same bars.
 * ``SMC patterns, per-bar loop``: the BASELINE, the same patterns written as one plain Python
@@ -27,8 +27,8 @@ import numpy.typing as npt
 from _table import print_table, summary
 
 from quantcrew.data.synthetic import generate_regime_market
-from quantcrew.ml_server.services.ensemble_features import SWING_LENGTH, build_features
-from quantcrew.ml_server.services.smc import fair_value_gaps, market_structure, order_blocks
+from quantcrew.ml_server.services.ensemble.features import SWING_LENGTH, build_features
+from quantcrew.ml_server.services.ensemble.smc import fair_value_gaps, market_structure, order_blocks
 
 FloatArray = npt.NDArray[np.float64]
 TARGET_MS = 500.0

@@ -32,7 +32,7 @@ from quantcrew.data.samples import load_sample
 from quantcrew.data.synthetic import PARAM_SETS, SyntheticMarket, generate_regime_market, oracle_filter
 from quantcrew.ml_server.schemas.common import OHLCVPayload
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
-from quantcrew.ml_server.services.regime import RegimeDetector
+from quantcrew.ml_server.services.regime.model import RegimeDetector
 
 CRISIS = ("2008-09-15", "2009-03-09")
 FEATURE_SETS: tuple[tuple[str, ...], ...] = (

@@ -21,7 +21,7 @@ from quantcrew.data import load_sample, to_payload_dict
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.regime import RegimeFitRequest, RegimePredictRequest
 from quantcrew.ml_server.services.bars import bars_from_payload
-from quantcrew.ml_server.services.regime import RegimeDetector
+from quantcrew.ml_server.services.regime.model import RegimeDetector
 from quantcrew.tools.client import make_client
 
 

@@ -28,7 +28,8 @@ from _table import print_table, summary
 
 from quantcrew.crew.server_process import LocalServer
 from quantcrew.ml_server.schemas.risk import VarRequest
-from quantcrew.ml_server.services.var import VarCvar, monte_carlo_var, portfolio_var, tail_measures
+from quantcrew.ml_server.services.risk.service import var as portfolio_var
+from quantcrew.ml_server.services.risk.var import VarCvar, monte_carlo_var, tail_measures
 
 FloatArray = npt.NDArray[np.float64]
 LEVELS = [0.95, 0.99]

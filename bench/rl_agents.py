@@ -34,8 +34,9 @@ from quantcrew.data import generate_regime_market, load_sample, to_payload_dict
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.common import OHLCVPayload
 from quantcrew.ml_server.schemas.rl import RL_AGENTS, RLTrainRequest, RLTrainResult
-from quantcrew.ml_server.services import rl, rl_training
 from quantcrew.ml_server.services.bars import bars_from_payload
+from quantcrew.ml_server.services.rl import market as rl
+from quantcrew.ml_server.services.rl import training as rl_training
 
 
 class _Ctx:
@@ -80,8 +81,8 @@ def _baseline_seconds(algo: str, timesteps: int, seed: int) -> float:
     from stable_baselines3 import A2C, DQN, PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from quantcrew.ml_server.services.rl_rewards import make_reward
-    from quantcrew.ml_server.services.trading_env import TradingEnv
+    from quantcrew.ml_server.services.rl.env import TradingEnv
+    from quantcrew.ml_server.services.rl.rewards import make_reward
 
     payload, _ = _payload("sp500")
     bars = bars_from_payload(payload)

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from _table import print_table, summary
 
-from quantcrew.ml_server.services.covariance import estimate_covariance
+from quantcrew.ml_server.services.risk.covariance import estimate_covariance
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -4,7 +4,7 @@ The real series is the S&P 500 bundled with ``arch`` (1999-2018), read by
 ``quantcrew.data.samples.load_sample("SP500")``; daily SIMPLE close-to-close returns. Each
 method forecasts the one-day VaR at 95 % and 99 % from the previous ``--window`` (500) returns
 only, for every trading day from the first one of 2001 to the end of the data, exactly as
-``POST /v1/risk/backtest`` does (:func:`quantcrew.ml_server.services.var_backtest.backtest_var`).
+``POST /v1/risk/backtest`` does (:func:`quantcrew.ml_server.services.risk.backtest.backtest_var`).
 Per method and level: breaches, breach rate, Kupiec (unconditional coverage) and
 Christoffersen (independence) p-values, and pass / FAIL at ``--significance`` (5 %).
 
@@ -32,8 +32,8 @@ from _table import print_table
 from quantcrew.data.samples import load_sample
 from quantcrew.data.synthetic_assets import generate_garch_series
 from quantcrew.ml_server.schemas.risk import VAR_METHODS, VarMethod
-from quantcrew.ml_server.services.coverage_tests import christoffersen_independence, kupiec_pof
-from quantcrew.ml_server.services.var_backtest import BacktestOutcome, backtest_var
+from quantcrew.ml_server.services.risk.backtest import BacktestOutcome, backtest_var
+from quantcrew.ml_server.services.risk.coverage import christoffersen_independence, kupiec_pof
 
 FloatArray = npt.NDArray[np.float64]
 LEVELS = (0.95, 0.99)

@@ -30,9 +30,10 @@ the crew does and calls the SAME :func:`quantcrew.crew.decision.decide`:
    strategy's own drawdown (see :mod:`quantcrew.backtest.book` for the stop's cooldown).
 6. :func:`~quantcrew.crew.decision.decide` gives each symbol's target position.
 
-Execution: decided at the close of ``t`` with data ``<= t`` and filled at that same close
-(market-on-close; the bundled S&P 500 opens are often stale copies of the previous close, so a
-next-open fill would be fiction), paying ``cost_bps`` per unit of turnover (book conventions in
+Execution: decided at the close of ``t`` with data ``<= t`` and filled at that same close by the
+engine (:class:`~quantcrew.backtest.engine.Execution`, ``fill="close"``: market-on-close; the
+bundled S&P 500 opens are often stale copies of the previous close, so a next-open fill would be
+fiction), paying ``cost_bps`` per unit of turnover (book conventions in
 :mod:`quantcrew.backtest.book`). Benchmark: buy-and-hold, equal weights bought at the close of
 the first bar of the span (paying the same cost once), never rebalanced.
 
@@ -55,8 +56,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from quantcrew.backtest.account import Account, Costs
 from quantcrew.backtest.book import Book
-from quantcrew.backtest.stats import compute_stats, period_returns
+from quantcrew.backtest.engine import Execution
+from quantcrew.backtest.stats import compute_stats
 from quantcrew.backtest.walk_forward_data import BacktestInputError, WalkForwardData, prepare_data
 from quantcrew.backtest.walk_forward_result import (
     PERIODS_PER_YEAR,
@@ -71,6 +74,7 @@ from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.ml_server.schemas.bandit import BanditCreateRequest, BanditRewardRequest, BanditSelectRequest
 from quantcrew.ml_server.schemas.regime import RegimeFitRequest, RegimePredictRequest
+from quantcrew.quant.performance import period_returns
 from quantcrew.tools.fallbacks import STRATEGY_AGENTS, execution_fallback, risk_fallback, rule_positions
 
 if TYPE_CHECKING:
@@ -160,7 +164,8 @@ def walk_forward(
         if start is None or end is None:
             raise BacktestInputError("start" if start is None else "end", "required unless data is prepared")
         data = prepare_data(symbols, start, end, settings=settings, min_train=min_train)
-    run = _Run(data, client=client, limits=limits, refit_every=refit_every, cost=cost_bps / 1e4, policy=policy,
+    run = _Run(data, client=client, limits=limits, refit_every=refit_every, costs=Costs(commission_bps=cost_bps),
+               policy=policy,
                cooldown=cooldown, rebalance_every=rebalance_every, select_every=select_every, seed=seed,
                on_progress=on_progress)
     run.execute()
@@ -200,7 +205,7 @@ class _Run:
     """The state of one walk-forward run: data, regimes, the books, the records."""
 
     def __init__(self, data: WalkForwardData, *, client: MLClient, limits: RiskLimits, refit_every: int,
-                 cost: float, policy: str, cooldown: int | None, rebalance_every: int, select_every: int, seed: int,
+                 costs: Costs, policy: str, cooldown: int | None, rebalance_every: int, select_every: int, seed: int,
                  on_progress: ProgressCallback | None) -> None:
         self.data, self.client, self.limits = data, client, limits
         self.refit_every, self.policy, self.seed = refit_every, policy, seed
@@ -222,8 +227,12 @@ class _Run:
         self.records: list[DecisionRecord] = []
         self.agents: list[list[str]] = [[] for _ in self.symbols]
 
-        def book() -> Book:
-            return Book(len(self.symbols), cost=cost, drawdown_stop=limits.drawdown_stop, cooldown=cooldown)
+        opens = np.column_stack([b.open for b in self.bars])
+
+        def book() -> Book:  # filled by the engine at the close the targets are decided
+            account = Account(len(self.symbols), costs=costs, sizing="weights")
+            return Book(Execution(account, opens, self.closes, fill="close"), drawdown_stop=limits.drawdown_stop,
+                        cooldown=cooldown)
 
         self.book = book()
         self.alt_books = {a: book() for a in STRATEGY_AGENTS}
@@ -323,9 +332,9 @@ class _Run:
             self._progress(f"{self.all_dates[t]}  equity {self.book.equity:.3f}  drawdown {self.book.drawdown:.1%}")
 
     def _hold(self, j: int, t: int) -> None:
-        self.gross[j] = self.book.hold(self.rets[t])
+        self.gross[j] = self.book.hold(t)
         for b in self.alt_books.values():
-            b.hold(self.rets[t])
+            b.hold(t)
         for i, (agent, _) in enumerate(self.choice):  # what following the chosen agent earned over bar t
             self.earned[i].append(float(self.rules[i][agent][t - 1] * self.rets[t, i]))
 
@@ -369,7 +378,7 @@ class _Run:
             as_of=date, symbols=[inputs(i, a, did) for i, (a, did) in enumerate(self.choice)], portfolio_var=var,
             var_method="historical", drawdown=drawdown), self.limits)
         target = np.array([d.target_position for d in decision.decisions])
-        self.turnover[j] = self.book.trade(target)
+        self.turnover[j] = self.book.trade(t, target)
         self.costs[j] = self.book.cost * self.turnover[j]
         self.positions[j] = target
         for d in decision.decisions:
@@ -381,7 +390,7 @@ class _Run:
             alt = decide(DecisionInputs(
                 as_of=date, symbols=[inputs(i, agent, None) for i in range(n_sym)], portfolio_var=var,
                 var_method="historical", drawdown=book.decision_drawdown(t)), self.limits)
-            self.alt_turnover[agent][j] = book.trade(np.array([d.target_position for d in alt.decisions]))
+            self.alt_turnover[agent][j] = book.trade(t, np.array([d.target_position for d in alt.decisions]))
 
     def _size(self, i: int, t: int, target: float) -> tuple[float, tuple[float, float]]:
         """The execution plan's size for following a target of ``target`` on symbol ``i`` at bar ``t``."""
@@ -404,12 +413,15 @@ class _Run:
                                          traded_fraction=self.alt_turnover[a])
                         for a, b in self.alt_books.items()}
         bench_equity, bench_stats = buy_and_hold(self.closes[self.s:], self.book.cost)
-        trials = {"strategy": stats.sharpe, **{a: s.sharpe for a, s in alternatives.items()}}
+        trial_stats = {"strategy": stats, **alternatives}
+        trials = {name: s.sharpe for name, s in trial_stats.items()}
         notes = []
-        finite = [v for v in trials.values() if math.isfinite(v)]
-        dsr = deflated_sharpe(period_returns(self.equity, 1.0), finite, n_trials)
+        # A trial whose returns never varied has a Sharpe of 0 by convention, not by measurement: it
+        # stays out of the spread of trial Sharpe ratios the DSR deflates by.
+        measured = [s.sharpe for s in trial_stats.values() if s.annual_volatility > 0]
+        dsr = deflated_sharpe(period_returns(self.equity, 1.0), measured, n_trials)
         if math.isnan(dsr):
-            notes.append("DSR undefined (flat returns or fewer than 2 finite trial Sharpe ratios)")
+            notes.append("DSR undefined (flat returns or fewer than 2 trials with a measured Sharpe ratio)")
         bench_psr = probabilistic_sharpe(period_returns(bench_equity, 1.0))
         dates = self.all_dates[self.s:]
         return WalkForwardResult(

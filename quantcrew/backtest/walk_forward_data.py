@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcrew.data.errors import DataError
-from quantcrew.data.loaders import load_symbol
 from quantcrew.data.ohlcv import OHLCV
+from quantcrew.data.symbols import load_symbol
 
 if TYPE_CHECKING:
     from quantcrew.config.settings import Settings

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from quantcrew.backtest.sharpe import deflated_sharpe_ratio, probabilistic_sharpe_ratio, sharpe_moments
-from quantcrew.backtest.stats import Stats, compute_stats, period_returns
+from quantcrew.backtest.stats import Stats, compute_stats
+from quantcrew.quant.performance import period_returns
+from quantcrew.quant.sharpe import deflated_sharpe_ratio, probabilistic_sharpe_ratio, sharpe_moments
 
 __all__ = ["PERIODS_PER_YEAR", "DecisionRecord", "RegimeFit", "WalkForwardResult", "buy_and_hold", "deflated_sharpe",
            "probabilistic_sharpe"]

@@ -76,6 +76,11 @@ class ServerSettings(_Section):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     job_workers: int = Field(default=1, ge=1, le=16, description="Jobs (RL training) run at once; more wait queued.")
+    model_cache_size: int = Field(
+        default=32, ge=1, le=4096,
+        description="Rebuilt models (HMMs, estimators, torch nets per device, SB3 policies) the registry keeps "
+                    "in memory (least recently used first out).",
+    )
     max_timesteps: int = Field(default=2_000_000, gt=0, description="Most timesteps one RL training job may ask for.")
 
     @field_validator("api_key")

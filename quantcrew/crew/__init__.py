@@ -1,4 +1,4 @@
-"""Crew assembly, kickoff, the decision pipeline, runs store, scheduler and the CLI.
+"""Crew assembly, kickoff, the decision pipeline, runs store, schedules and the scheduler.
 
 Names resolve lazily (as in ``quantcrew.tools``): ``import quantcrew.crew.decision`` or
 ``quantcrew.crew.schedule`` does not pay for importing crewai (several seconds).

@@ -1,4 +1,4 @@
-"""Load OHLCV bars from CSV (plain or gzipped) and Parquet files, or by symbol.
+"""Load OHLCV bars from CSV (plain or gzipped) and Parquet files.
 
 Numpy, the standard ``csv`` module and (for Parquet, imported when used) pyarrow: no pandas.
 
@@ -19,34 +19,25 @@ from __future__ import annotations
 
 import csv
 import gzip
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import numpy.typing as npt
 
-from quantcrew.data.errors import MAX_PROBLEMS, DataError, SampleUnavailableError, UnknownSymbolError, format_problem
+from quantcrew.data.cells import BadCell, FloatArray, parse_floats, parse_times
+from quantcrew.data.errors import MAX_PROBLEMS, DataError, format_problem
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.data.validate import validate_ohlcv
 
-__all__ = ["SUFFIXES", "load_csv", "load_file", "load_parquet", "load_symbol", "to_payload_dict"]
+__all__ = ["SUFFIXES", "load_csv", "load_file", "load_parquet", "to_payload_dict"]
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
-"""File endings :func:`load_file` understands, in the order :func:`load_symbol` tries them."""
+"""File endings :func:`load_file` understands, in the order
+:func:`~quantcrew.data.symbols.load_symbol` tries them."""
 
 _TIME_NAMES = ("datetime", "timestamp", "date", "time")
 _PRICES = ("open", "high", "low", "close")
-_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "."})
-_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(?P<zone>Z|[+-]\d{2}:?\d{2})?")
-_US = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
-_FORMATS = "ISO (2020-01-02, optionally with a time) or US month/day/year (1/4/1999)"
-
-FloatArray = npt.NDArray[np.float64]
-TimeArray = npt.NDArray[np.datetime64]
-_Cell = tuple[int, str, str]  # (row, column, what is wrong)
 
 
 def load_csv(
@@ -144,58 +135,6 @@ def load_file(
     if name.endswith((".parquet", ".pq")):
         return load_parquet(path, **options)
     raise DataError(path, f"unsupported file type; expected one of {', '.join(SUFFIXES)}")
-
-
-def load_symbol(
-    symbol: str,
-    *,
-    data_dir: str | Path | None = None,
-    max_gap_days: int | None = 7,
-    validate: bool = True,
-) -> OHLCV:
-    """Bars for a symbol, looked up in this order.
-
-    1. A bundled sample (``SP500`` / ``S&P500`` / ``SPX``, ``NASDAQ``, ``VIX``, ``CRUDE``;
-       any case). Samples are checked against their own gap tolerance (CRUDE is monthly),
-       not ``max_gap_days``.
-    2. ``<data_dir>/<symbol>.csv``, ``.csv.gz``, ``.parquet`` or ``.pq`` (file name matched
-       case-insensitively).
-    3. ``symbol`` as the path of an existing file.
-
-    Args:
-        symbol: A sample name, a file stem in ``data_dir``, or a file path.
-        data_dir: Folder of data files (``Settings.data.data_dir``); None skips step 2.
-        max_gap_days: Gap tolerance for files (None: no gap check).
-        validate: Validate bars read from files.
-
-    Raises:
-        UnknownSymbolError: nothing matched; the message lists the samples and the files in ``data_dir``.
-        DataError: a match was found but could not be loaded.
-    """
-    # samples imports this module (load_csv); importing it here keeps the import graph acyclic.
-    from quantcrew.data import samples
-
-    sample_name = samples.resolve_sample_name(symbol)
-    sample_error: DataError | None = None
-    if sample_name is not None:
-        try:
-            return samples.load_sample(sample_name)
-        except SampleUnavailableError as exc:
-            sample_error = exc  # arch is not installed: a file of that name may still exist
-    options: dict[str, Any] = dict(validate=validate, max_gap_days=max_gap_days)
-    folder = None if data_dir is None else Path(data_dir)
-    if folder is not None:
-        found = _find_in_dir(folder, symbol)
-        if found is not None:
-            return load_file(found, **options)
-    as_path = Path(symbol).expanduser()
-    if as_path.is_file():
-        return load_file(as_path, **options)
-    if sample_error is not None:
-        raise sample_error
-    files = sorted(p.name for p in _data_files(folder)) if folder is not None else []
-    hint = "not a file path either" if folder is not None else "no data_dir given, and not a file path"
-    raise UnknownSymbolError(symbol, samples=list(samples.SAMPLES), files=files, data_dir=folder, hint=hint)
 
 
 def to_payload_dict(bars: OHLCV) -> dict[str, Any]:
@@ -306,11 +245,11 @@ def _build(
     if n == 0:
         raise DataError(path, "no data rows under the header")
 
-    bad: list[_Cell] = []  # every cell that does not parse, dates and numbers alike
-    timestamps = _parse_times(time_values, path, time_key, bad)
+    bad: list[BadCell] = []  # every cell that does not parse, dates and numbers alike
+    timestamps = parse_times(time_values, path, time_key, bad)
     numbers: dict[str, FloatArray] = {}
     for canon, original in wanted.items():
-        numbers[canon] = _parse_floats(raw[original], path, original, bad)
+        numbers[canon] = parse_floats(raw[original], path, original, bad)
     if bad:
         bad.sort(key=lambda cell: cell[0])
         lines = [format_problem(msg, row=row, column=col) for row, col, msg in bad[:MAX_PROBLEMS]]
@@ -412,121 +351,3 @@ def _stem(path: Path) -> str:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
     return name or path.name
-
-
-# --- parsing -----------------------------------------------------------------------------
-
-
-def _parse_floats(values: Any, path: Path, column: str, bad: list[_Cell]) -> FloatArray:
-    """Floats from a column; cells that are not numbers are added to ``bad`` (missing cells read as NaN)."""
-    if isinstance(values, np.ndarray):
-        if values.dtype.kind not in "fiub":
-            raise DataError.at(path, f"holds {values.dtype} values, not numbers", column=column)
-        return np.asarray(values, dtype=np.float64)
-    try:
-        return np.array(values, dtype=np.float64)
-    except ValueError:
-        pass  # empty cells, "NA", or text: go cell by cell
-    out = np.empty(len(values), dtype=np.float64)
-    for i, cell in enumerate(values):
-        text = cell.strip()
-        if text.lower() in _MISSING:
-            out[i] = np.nan
-            continue
-        try:
-            out[i] = float(text)
-        except ValueError:
-            out[i] = np.nan
-            bad.append((i, column, f"{cell!r} is not a number"))
-    return out
-
-
-def _parse_times(values: Any, path: Path, column: str, bad: list[_Cell]) -> TimeArray:
-    """``datetime64[ns]`` from a time column; the format (ISO or US) is chosen per file."""
-    if isinstance(values, np.ndarray):
-        if values.dtype.kind != "M":
-            raise DataError.at(path, f"holds {values.dtype} values, not times or dates", column=column)
-        times = values.astype("datetime64[ns]")
-        bad += [(int(i), column, "time is missing") for i in np.flatnonzero(np.isnat(times))]
-        return times
-    strings = [v.strip() for v in values]
-    first = next((s for s in strings if s), "")
-    if _US.match(first):
-        return _parse_us(strings, column, bad)
-    if _ISO.match(first):
-        return _parse_iso(strings, column, bad)
-    row = strings.index(first) if first else 0
-    raise DataError.at(path, f"cannot read date {first!r}: expected {_FORMATS}", row=row, column=column)
-
-
-def _parse_iso(strings: list[str], column: str, bad: list[_Cell]) -> TimeArray:
-    if all(len(s) == 10 and s[4] == "-" and s[7] == "-" for s in strings):
-        try:  # the common case, dates only: numpy parses them in one call
-            return np.array(strings, dtype="datetime64[D]").astype("datetime64[ns]")
-        except ValueError:
-            pass  # an impossible date such as 2020-02-30, or text: find it below
-    normal: list[str] = []
-    for s in strings:
-        m = _ISO.fullmatch(s)
-        if m is not None and m.group("zone"):  # convert to UTC, drop the zone
-            try:
-                s = datetime.fromisoformat(s).astimezone(UTC).replace(tzinfo=None).isoformat()
-            except ValueError:
-                m = None
-        normal.append(s if m is not None else "")
-    return _to_datetime64(normal, strings, column, "ISO dates such as 2020-01-02", bad)
-
-
-def _parse_us(strings: list[str], column: str, bad: list[_Cell]) -> TimeArray:
-    normal: list[str] = []
-    for s in strings:
-        m = _US.fullmatch(s)
-        if m is None:
-            normal.append("")
-            continue
-        month, day, year, hour, minute, second = m.groups()
-        iso = f"{year}-{month:0>2}-{day:0>2}"
-        if hour is not None:
-            iso += f"T{hour:0>2}:{minute}:{second or '00'}"
-        normal.append(iso)
-    return _to_datetime64(normal, strings, column, "month/day/year dates such as 1/4/1999", bad)
-
-
-def _to_datetime64(normal: list[str], strings: list[str], column: str, expected: str, bad: list[_Cell]) -> TimeArray:
-    """Parse normalised ISO strings ("" where the text was not recognised) in one numpy call."""
-    if all(normal):
-        try:
-            return np.array(normal, dtype="datetime64[ns]")
-        except ValueError:
-            pass  # a well-formed but impossible date (2/30/2020): find which
-    out = np.full(len(normal), np.datetime64("NaT"), dtype="datetime64[ns]")
-    for i, text in enumerate(normal):
-        try:
-            if text:
-                out[i] = np.datetime64(text, "ns")
-                continue
-        except ValueError:
-            pass
-        bad.append((i, column, f"cannot read date {strings[i]!r}: this file uses {expected}"))
-    return out
-
-
-# --- symbols -----------------------------------------------------------------------------
-
-
-def _data_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return [p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES)]
-
-
-def _find_in_dir(folder: Path, symbol: str) -> Path | None:
-    """``<folder>/<symbol><suffix>``, matching the name case-insensitively; plain names only."""
-    if not symbol or Path(symbol).name != symbol or symbol in {".", ".."}:
-        return None  # a path, not a name: never look outside data_dir
-    by_name = {p.name.lower(): p for p in _data_files(folder)}
-    for suffix in SUFFIXES:
-        hit = by_name.get(symbol.lower() + suffix)
-        if hit is not None:
-            return hit
-    return None

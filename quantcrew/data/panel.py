@@ -31,8 +31,9 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcrew.data.errors import DataError
-from quantcrew.data.loaders import SUFFIXES, load_file, load_symbol
+from quantcrew.data.loaders import SUFFIXES, load_file
 from quantcrew.data.ohlcv import OHLCV
+from quantcrew.data.symbols import load_symbol
 
 __all__ = ["AlignmentError", "Panel", "align", "guess_frequency", "load_panel", "load_panel_dir"]
 
@@ -246,7 +247,7 @@ def load_panel(
     end: str | None = None,
     min_overlap: int = 30,
 ) -> Panel:
-    """Load symbols with :func:`~quantcrew.data.loaders.load_symbol` and align them.
+    """Load symbols with :func:`~quantcrew.data.symbols.load_symbol` and align them.
 
     Each symbol resolves as in ``load_symbol``: a bundled sample (``SP500``, ``NASDAQ``,
     ``VIX``, ``CRUDE`` and their aliases), a file in ``data_dir``, or a file path. Columns

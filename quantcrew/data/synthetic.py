@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from quantcrew.data.markov import forward_filter_numpy, stationary_distribution
 from quantcrew.data.ohlcv import OHLCV
+from quantcrew.quant.markov import forward_filter_numpy, stationary_distribution
 
 __all__ = [
     "DEFAULT_TRANSITION",

@@ -13,28 +13,15 @@ from quantcrew import __version__
 from quantcrew.config.settings import Settings, get_settings
 from quantcrew.ml_server.batching import BatcherPool
 from quantcrew.ml_server.device import resolve_device
+from quantcrew.ml_server.families import FAMILIES
 from quantcrew.ml_server.handlers import install_error_handlers
 from quantcrew.ml_server.jobs import JobManager
 from quantcrew.ml_server.limits import BodySizeLimitMiddleware
 from quantcrew.ml_server.metrics import Metrics, MetricsMiddleware
 from quantcrew.ml_server.registry import ModelRegistry
-from quantcrew.ml_server.routes import (
-    anomaly,
-    bandit,
-    cluster,
-    decompose,
-    ensemble,
-    execution,
-    health,
-    jobs,
-    models,
-    regime,
-    risk,
-    rl,
-    supervised,
-)
+from quantcrew.ml_server.routes import health, jobs, models
 from quantcrew.ml_server.security import require_api_key
-from quantcrew.ml_server.services.bandit_store import BanditStore
+from quantcrew.ml_server.services.bandit.store import BanditStore
 from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.threads import limit_compute_threads
 
@@ -54,7 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits = limit_compute_threads(settings.server.compute_threads)
-        app.state.registry = ModelRegistry(settings.registry_db, settings.artifacts_dir)
+        app.state.registry = ModelRegistry(settings.registry_db, settings.artifacts_dir,
+                                           cache_size=settings.server.model_cache_size)
         app.state.device = resolve_device(settings.server.device)
         app.state.bandits = BanditStore(settings.registry_db)
         app.state.jobs = JobManager(settings.registry_db, workers=settings.server.job_workers)
@@ -91,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_key = key.get_secret_value().encode() if key is not None else None
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-    for family in (regime, risk, decompose, cluster, anomaly, supervised, rl, bandit, ensemble, execution):
+    for family in FAMILIES.values():
         v1.include_router(family.router)
     v1.include_router(models.router)
     v1.include_router(jobs.router)

@@ -23,6 +23,9 @@ Wiring it to Prometheus (``quantcrew.ml_server.metrics.Metrics``)::
 
 A batcher serves one event loop at a time; when it is first used from another loop (a test
 client that opens a loop per request) it starts a fresh queue and worker there.
+
+The server builds its batchers (limits from the settings, metrics per family, the device thread)
+in :mod:`quantcrew.ml_server.inference`; this module knows nothing of models or settings.
 """
 
 from __future__ import annotations
@@ -38,11 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from quantcrew.config.settings import InferenceSettings
-from quantcrew.ml_server.errors import InvalidInputError
-from quantcrew.ml_server.metrics import Metrics
-
-__all__ = ["BatchStats", "BatcherPool", "DynamicBatcher", "check_samples", "inference_batcher"]
+__all__ = ["BatchStats", "BatcherPool", "DynamicBatcher"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -384,25 +383,3 @@ class BatcherPool:
     def __len__(self) -> int:
         with self._lock:
             return len(self._batchers)
-
-
-def inference_batcher(run: Callable[[list[Any]], list[Any]], *, key: str, family: str,
-                      inference: InferenceSettings, metrics: Metrics,
-                      executor: concurrent.futures.Executor) -> DynamicBatcher[Any, Any]:
-    """The server's batcher for one torch model: limits from ``inference``, batch sizes and waits
-    observed in ``metrics`` under ``family``, passes on the shared device ``executor``. Items are
-    arrays; their rows count toward ``max_batch_size``."""
-    return DynamicBatcher(
-        run, name=key, max_batch_size=inference.max_batch_size, max_wait_s=inference.max_wait_ms / 1000.0,
-        enabled=inference.batching, size_of=len, executor=executor,
-        observe_batch=metrics.batch_size.labels(family).observe, observe_wait=metrics.batch_wait.labels(family).observe,
-    )
-
-
-def check_samples(samples: int, cap: int) -> int:
-    """``samples`` when within the server's cap (``inference.max_samples``), else a 422 naming the field."""
-    if samples > cap:
-        raise InvalidInputError(f"samples={samples} is over the server's cap of {cap}",
-                                details=[{"loc": ["body", "samples"], "msg": f"at most {cap}"}])
-    return samples
-

@@ -14,10 +14,11 @@ from fastapi import Depends, Request
 from quantcrew.config.settings import Settings
 from quantcrew.ml_server.batching import BatcherPool
 from quantcrew.ml_server.errors import ModelNotReadyError
+from quantcrew.ml_server.inference import InferenceRuntime
 from quantcrew.ml_server.jobs import JobManager
 from quantcrew.ml_server.metrics import Metrics
 from quantcrew.ml_server.registry import ModelRegistry
-from quantcrew.ml_server.services.bandit_store import BanditStore
+from quantcrew.ml_server.services.bandit.store import BanditStore
 from quantcrew.ml_server.services.deployment import DeploymentStore
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "DeploymentsDep",
     "DeviceDep",
     "DeviceExecutorDep",
+    "InferenceDep",
     "JobsDep",
     "MetricsDep",
     "RegistryDep",
@@ -93,6 +95,16 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+async def get_inference(request: Request) -> InferenceRuntime:
+    """The app's device, device thread and batchers, as the torch families' services use them."""
+    state = request.app.state
+    executor = _state(request, "device_executor", "the device thread")
+    pool = _state(request, "batchers", "the batcher pool")
+    assert isinstance(executor, Executor) and isinstance(pool, BatcherPool)
+    return InferenceRuntime(device=str(_state(request, "device", "the device")), executor=executor, batchers=pool,
+                            inference=state.settings.inference, metrics=state.metrics)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
@@ -102,3 +114,4 @@ DeploymentsDep = Annotated[DeploymentStore, Depends(get_deployments)]
 BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
 DeviceDep = Annotated[str, Depends(get_device)]
 DeviceExecutorDep = Annotated[Executor, Depends(get_device_executor)]
+InferenceDep = Annotated[InferenceRuntime, Depends(get_inference)]

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from quantcrew.ml_server.errors import MLServerError
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["domain_error_response", "error_response", "install_error_handlers", "with_location"]
 
 logger = logging.getLogger("quantcrew.ml_server")
 
@@ -30,10 +30,35 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+_HTTP_LOCATIONS = frozenset({"body", "path", "query", "header", "cookie"})
+
+
+def with_location(details: Any) -> Any:
+    """Services name fields of the request body (``["data", "close"]``); the wire names them as
+    FastAPI's validation does (``["body", "data", "close"]``). Locations that already name an
+    HTTP part (a path parameter, say) are kept."""
+    if not isinstance(details, list):
+        return details
+    out = []
+    for item in details:
+        if isinstance(item, dict) and isinstance(item.get("loc"), list | tuple):
+            loc = list(item["loc"])
+            if not loc or loc[0] not in _HTTP_LOCATIONS:
+                loc.insert(0, "body")
+            item = {**item, "loc": loc}
+        out.append(item)
+    return out
+
+
+def domain_error_response(exc: MLServerError) -> Response:
+    """The one rendering of a domain error: its status, code, message and located details."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return error_response(exc.status_code, exc.code, exc.message, with_location(exc.details), headers)
+
+
 async def _domain_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, MLServerError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
+    return domain_error_response(exc)
 
 
 def _loc_str(loc: Sequence[Any]) -> str:

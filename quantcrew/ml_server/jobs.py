@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from quantcrew.ml_server.errors import ConflictError, MLServerError, ModelNotReadyError, NotFoundError
+from quantcrew.ml_server.handlers import with_location
 from quantcrew.ml_server.schemas.common import ErrorDetail
 from quantcrew.ml_server.schemas.jobs import FINISHED_STATUSES, JobInfo, JobProgress
 
@@ -369,7 +370,9 @@ class JobManager:
                 job.ctx.report(done=p.done, total=p.total, message=str(exc))
             return "cancelled", None, None
         except MLServerError as exc:
-            return "failed", None, _error(exc.code, exc.message, exc.details)
+            # services name body fields without the HTTP part; a job's error reaches the client
+            # through GET /v1/jobs/{id}, not the error handler, so it is located here the same way
+            return "failed", None, _error(exc.code, exc.message, with_location(exc.details))
         except (Exception, SystemExit) as exc:
             # The job boundary: a bug in one job fails that job, never the worker thread.
             logger.exception("job %s (%s) raised", job.job_id, job.kind)

@@ -6,10 +6,10 @@ matrix-shaped families check ``server.max_columns`` with the same kind of helper
 
 from __future__ import annotations
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from quantcrew.ml_server.errors import InvalidInputError
+from quantcrew.ml_server.errors import InvalidInputError, PayloadTooLargeError
+from quantcrew.ml_server.handlers import domain_error_response
 from quantcrew.ml_server.schemas.common import OHLCVPayload
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
@@ -38,7 +38,7 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await _too_large(send, declared, self.max_bytes)
+                    await _too_large(scope, receive, send, declared, self.max_bytes)
                     return
         received = 0
         responded = False
@@ -50,7 +50,7 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     responded = True
-                    await _too_large(send, received, self.max_bytes)
+                    await _too_large(scope, receive, send, received, self.max_bytes)
                     return {"type": "http.disconnect"}
             return message
 
@@ -61,16 +61,14 @@ class BodySizeLimitMiddleware:
         await self.app(scope, limited_receive, guarded_send)
 
 
-async def _too_large(send: Send, size: int, limit: int) -> None:
-    body = orjson.dumps({"error": {
-        "code": "payload_too_large",
-        "message": f"request body of {size} bytes exceeds the limit of {limit} bytes "
-                   "(QUANTCREW_SERVER__MAX_BODY_BYTES)",
-        "details": {"limit_bytes": limit, "received_bytes": size},
-    }})
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+async def _too_large(scope: Scope, receive: Receive, send: Send, size: int, limit: int) -> None:
+    # This middleware sits outside Starlette's exception middleware, so raising here would reach
+    # the server as an unhandled error: the reply is rendered by the error map directly instead.
+    error = PayloadTooLargeError(
+        f"request body of {size} bytes exceeds the limit of {limit} bytes (QUANTCREW_SERVER__MAX_BODY_BYTES)",
+        details={"limit_bytes": limit, "received_bytes": size},
+    )
+    await domain_error_response(error)(scope, receive, send)
 
 
 def check_rows(payload: OHLCVPayload, *, max_rows: int, field: str = "data") -> None:
@@ -79,7 +77,7 @@ def check_rows(payload: OHLCVPayload, *, max_rows: int, field: str = "data") -> 
     if n > max_rows:
         raise InvalidInputError(
             f"{field} has {n} rows; the limit is {max_rows} (QUANTCREW_SERVER__MAX_ROWS)",
-            details=[{"loc": ["body", field, "timestamps"], "msg": f"at most {max_rows} rows", "rows": n}],
+            details=[{"loc": [field, "timestamps"], "msg": f"at most {max_rows} rows", "rows": n}],
         )
 
 
@@ -89,10 +87,10 @@ def check_matrix(payload: MatrixPayload, *, max_rows: int, max_columns: int, fie
     if rows > max_rows:
         raise InvalidInputError(
             f"{field} has {rows} rows; the limit is {max_rows} (QUANTCREW_SERVER__MAX_ROWS)",
-            details=[{"loc": ["body", field, "values"], "msg": f"at most {max_rows} rows", "rows": rows}],
+            details=[{"loc": [field, "values"], "msg": f"at most {max_rows} rows", "rows": rows}],
         )
     if cols > max_columns:
         raise InvalidInputError(
             f"{field} has {cols} columns; the limit is {max_columns} (QUANTCREW_SERVER__MAX_COLUMNS)",
-            details=[{"loc": ["body", field, "columns"], "msg": f"at most {max_columns} columns", "columns": cols}],
+            details=[{"loc": [field, "columns"], "msg": f"at most {max_columns} columns", "columns": cols}],
         )

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from quantcrew.data.loaders import load_symbol, to_payload_dict
+from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
+from quantcrew.data.symbols import load_symbol
 from quantcrew.ml_server.schemas.anomaly import AnomalyRequest, AnomalyResponse
 from quantcrew.tools.arguments import parse_names
 from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient
+from quantcrew.tools.calls import CallFlow, fan_out
+from quantcrew.tools.endpoints import ANOMALY_DETECT
 from quantcrew.tools.fallbacks import anomaly_fallback
 from quantcrew.tools.universe import UniverseInput
 
@@ -63,11 +64,8 @@ class AnomalyDetectionTool(QuantTool):
             }))
         return _Prepared(all_bars, requests)
 
-    def _send(self, client: MLClient, prepared: _Prepared) -> list[AnomalyResponse]:
-        return [client.anomaly_detect(request) for request in prepared.requests]
-
-    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> list[AnomalyResponse]:
-        return list(await asyncio.gather(*(client.anomaly_detect(r) for r in prepared.requests)))
+    def _calls(self, prepared: _Prepared) -> CallFlow[list[AnomalyResponse]]:
+        return (yield from fan_out(ANOMALY_DETECT, prepared.requests))  # one per symbol, concurrent when async
 
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared, reply: list[AnomalyResponse]) -> ToolResult:
         parts = []

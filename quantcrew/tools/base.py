@@ -11,7 +11,7 @@ agent loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from crewai.tools import BaseTool
@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from quantcrew.config.settings import Settings, get_settings
 from quantcrew.data.errors import DataError
 from quantcrew.tools.arguments import ToolInputError
+from quantcrew.tools.calls import CallFlow, aperform, perform
 from quantcrew.tools.client import AsyncMLClient, MLClient, make_async_client, make_client
 from quantcrew.tools.errors import MLClientError, is_server_fault
+from quantcrew.tools.flow import adrive, drive
 
 __all__ = ["QuantTool", "ToolResult"]
 
@@ -86,36 +88,24 @@ class QuantTool(BaseTool):
 
     def _run(self, **kwargs: Any) -> str:
         """CrewAI's sync entry: ``kwargs`` are the validated ``args_schema`` fields."""
-        started = time.perf_counter()
-        prepared, failed = self._prepare_or_fail(kwargs, started)
-        if failed is not None:
-            return failed
-        return self._execute(kwargs, self._send, prepared, started)
+        flow = self._flow(kwargs, has_client=self.client is not None)
+        return drive(flow, lambda step: perform(self._sync_client(), step))
 
     async def _arun(self, **kwargs: Any) -> str:
-        """CrewAI's async entry: the same flow with the async client."""
+        """CrewAI's async entry: the same flow, its calls made through the async client."""
+        flow = self._flow(kwargs, has_client=self.async_client is not None)
+        return await adrive(flow, lambda step: aperform(self._async_client(), step))
+
+    def _flow(self, arguments: dict[str, Any], *, has_client: bool) -> CallFlow[str]:
+        """Prepare, call the server, answer: the whole tool call, its server calls left to the driver."""
         started = time.perf_counter()
-        prepared, failed = self._prepare_or_fail(kwargs, started)
+        prepared, failed = self._prepare_or_fail(arguments, started)
         if failed is not None:
             return failed
-        return await self._aexecute(kwargs, self._asend, prepared, started)
-
-    def _execute(self, arguments: dict[str, Any], call: Callable[[MLClient, Any], Any], prepared: Any,
-                 started: float) -> str:
-        if self.client is None and self._settings().client.url is None:
+        if not has_client and self._settings().client.url is None:
             return self._finish(self._fallback(arguments, prepared, _NO_SERVER), started)
         try:
-            reply = call(self._sync_client(), prepared)
-        except MLClientError as exc:
-            return self._on_client_error(arguments, prepared, exc, started)
-        return self._finish(self._answer(arguments, prepared, reply), started)
-
-    async def _aexecute(self, arguments: dict[str, Any], call: Callable[[AsyncMLClient, Any], Awaitable[Any]],
-                        prepared: Any, started: float) -> str:
-        if self.async_client is None and self._settings().client.url is None:
-            return self._finish(self._fallback(arguments, prepared, _NO_SERVER), started)
-        try:
-            reply = await call(self._async_client(), prepared)
+            reply = yield from self._calls(prepared)
         except MLClientError as exc:
             return self._on_client_error(arguments, prepared, exc, started)
         return self._finish(self._answer(arguments, prepared, reply), started)
@@ -151,12 +141,14 @@ class QuantTool(BaseTool):
         """Load the data and build the wire request (raise DataError on bad data, ToolInputError on bad arguments)."""
         raise NotImplementedError
 
-    def _send(self, client: MLClient, prepared: Any) -> Any:
-        """Call the server with the prepared request(s) and return the reply."""
-        raise NotImplementedError
+    def _calls(self, prepared: Any) -> CallFlow[Any]:
+        """The server calls the tool makes, as a generator (see :mod:`quantcrew.tools.calls`).
 
-    async def _asend(self, client: AsyncMLClient, prepared: Any) -> Any:
-        """``_send`` with the async client."""
+        Yield each call (``reply = yield from call(ENDPOINT, request)``) and return the reply
+        that ``_answer`` receives; the base class runs it with the sync or the async client. A
+        failed call raises its ``MLClientError`` at the ``yield``: catch the ones the tool turns
+        into an answer (e.g. ``NotFound``); the rest become the fallback or a refusal message.
+        """
         raise NotImplementedError
 
     def _answer(self, arguments: dict[str, Any], prepared: Any, reply: Any) -> ToolResult:

@@ -12,7 +12,8 @@ from quantcrew.data.panel import Panel
 from quantcrew.ml_server.schemas.cluster import ClusterRequest, ClusterResponse
 from quantcrew.tools.arguments import ToolInputError, parse_names
 from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient
+from quantcrew.tools.calls import CallFlow, call
+from quantcrew.tools.endpoints import CLUSTER_ANALYZE
 from quantcrew.tools.fallbacks import cluster_fallback
 from quantcrew.tools.universe import UniverseInput, load_universe
 
@@ -74,11 +75,8 @@ class ClusteringTool(QuantTool):
         })
         return _Prepared(panel, request)
 
-    def _send(self, client: MLClient, prepared: _Prepared) -> ClusterResponse:
-        return client.cluster_analyze(prepared.request)
-
-    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> ClusterResponse:
-        return await client.cluster_analyze(prepared.request)
+    def _calls(self, prepared: _Prepared) -> CallFlow[ClusterResponse]:
+        return (yield from call(CLUSTER_ANALYZE, prepared.request))
 
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared, reply: ClusterResponse) -> ToolResult:
         quality = f"silhouette {reply.silhouette:.2f}" if reply.silhouette is not None else "no silhouette"

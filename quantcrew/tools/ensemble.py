@@ -15,12 +15,14 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from quantcrew.data.errors import DataError
-from quantcrew.data.loaders import load_symbol, to_payload_dict
+from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
+from quantcrew.data.symbols import load_symbol
 from quantcrew.ml_server.schemas.ensemble import EnsemblePredictRequest, EnsemblePredictResponse
 from quantcrew.tools.arguments import ToolInputError, iso_date
 from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient
+from quantcrew.tools.calls import CallFlow, call
+from quantcrew.tools.endpoints import ENSEMBLE_PREDICT
 from quantcrew.tools.errors import NotFound
 from quantcrew.tools.fallbacks import ensemble_fallback
 
@@ -98,15 +100,9 @@ class EnsembleSignalTool(QuantTool):
         })
         return _Prepared(bars, request)
 
-    def _send(self, client: MLClient, prepared: _Prepared) -> EnsemblePredictResponse | str:
+    def _calls(self, prepared: _Prepared) -> CallFlow[EnsemblePredictResponse | str]:
         try:
-            return client.ensemble_predict(prepared.request)
-        except NotFound as exc:
-            return f"no ensemble deployed for {prepared.bars.symbol} ({exc.message}): {_TRAIN_HINT}"
-
-    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> EnsemblePredictResponse | str:
-        try:
-            return await client.ensemble_predict(prepared.request)
+            return (yield from call(ENSEMBLE_PREDICT, prepared.request))
         except NotFound as exc:
             return f"no ensemble deployed for {prepared.bars.symbol} ({exc.message}): {_TRAIN_HINT}"
 

@@ -21,7 +21,8 @@ from quantcrew.ml_server.schemas.ensemble import EnsemblePredictRequest
 from quantcrew.ml_server.schemas.execution import DECISION_TYPES, ExecutionRequest, ExecutionResponse, StrategicSignal
 from quantcrew.tools.arguments import ToolInputError, iso_date
 from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient
+from quantcrew.tools.calls import CallFlow, call
+from quantcrew.tools.endpoints import ENSEMBLE_PREDICT, EXECUTION_PLAN
 from quantcrew.tools.ensemble import ENSEMBLE_MIN_BARS, load_recent
 from quantcrew.tools.errors import NotFound
 from quantcrew.tools.fallbacks import ensemble_fallback, execution_fallback
@@ -112,34 +113,18 @@ class ExecutionPlanTool(QuantTool):
                                divergence_metric=rules["divergence_metric"],
                                agreement_score=rules["agreement_score"]), f"trend rules ({why})"
 
-    def _send(self, client: MLClient, prepared: _Prepared) -> _Planned:
+    def _calls(self, prepared: _Prepared) -> CallFlow[_Planned]:
         if prepared.strategic is not None:
             strategic, source = prepared.strategic, "the agent"
         else:
             try:
-                r = client.ensemble_predict(self._ensemble_request(prepared))
+                r = yield from call(ENSEMBLE_PREDICT, self._ensemble_request(prepared))
                 strategic = _strategic(r)
                 source = f"ensemble {r.served_by.name} v{r.served_by.version}"
             except NotFound as exc:
                 strategic, source = self._strategic_from_rules(prepared, f"no ensemble deployed: {exc.message}")
         try:
-            reply = client.execution_plan(self._execution_request(prepared, strategic))
-        except NotFound as exc:
-            return _Planned(None, strategic, source, missing=exc.message)
-        return _Planned(reply, strategic, source)
-
-    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> _Planned:
-        if prepared.strategic is not None:
-            strategic, source = prepared.strategic, "the agent"
-        else:
-            try:
-                r = await client.ensemble_predict(self._ensemble_request(prepared))
-                strategic = _strategic(r)
-                source = f"ensemble {r.served_by.name} v{r.served_by.version}"
-            except NotFound as exc:
-                strategic, source = self._strategic_from_rules(prepared, f"no ensemble deployed: {exc.message}")
-        try:
-            reply = await client.execution_plan(self._execution_request(prepared, strategic))
+            reply = yield from call(EXECUTION_PLAN, self._execution_request(prepared, strategic))
         except NotFound as exc:
             return _Planned(None, strategic, source, missing=exc.message)
         return _Planned(reply, strategic, source)

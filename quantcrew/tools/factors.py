@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 from quantcrew.data.panel import Panel
 from quantcrew.ml_server.schemas.decompose import DecomposeRequest, DecomposeResponse
 from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient
+from quantcrew.tools.calls import CallFlow, call
+from quantcrew.tools.endpoints import DECOMPOSE_ANALYZE
 from quantcrew.tools.fallbacks import factor_fallback
 from quantcrew.tools.universe import UniverseInput, load_universe
 
@@ -58,11 +59,8 @@ class FactorAnalysisTool(QuantTool):
         })
         return _Prepared(panel, request)
 
-    def _send(self, client: MLClient, prepared: _Prepared) -> DecomposeResponse:
-        return client.decompose_analyze(prepared.request)
-
-    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> DecomposeResponse:
-        return await client.decompose_analyze(prepared.request)
+    def _calls(self, prepared: _Prepared) -> CallFlow[DecomposeResponse]:
+        return (yield from call(DECOMPOSE_ANALYZE, prepared.request))
 
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared, reply: DecomposeResponse) -> ToolResult:
         shares = ", ".join(f"{name} {ratio:.1%}" for name, ratio in

@@ -8,12 +8,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from quantcrew.data.loaders import load_symbol, to_payload_dict
+from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
+from quantcrew.data.symbols import load_symbol
 from quantcrew.ml_server.schemas.regime import RegimeLabelRequest, RegimeLabelResponse
 from quantcrew.tools.arguments import iso_date
 from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient
+from quantcrew.tools.calls import CallFlow, call
+from quantcrew.tools.endpoints import REGIME_LABEL
 from quantcrew.tools.fallbacks import regime_fallback
 
 __all__ = ["RegimeDetectionInput", "RegimeDetectionTool"]
@@ -73,11 +75,8 @@ class RegimeDetectionTool(QuantTool):
         )
         return _Prepared(bars, request)
 
-    def _send(self, client: MLClient, prepared: _Prepared) -> RegimeLabelResponse:
-        return client.regime_label(prepared.request)
-
-    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> RegimeLabelResponse:
-        return await client.regime_label(prepared.request)
+    def _calls(self, prepared: _Prepared) -> CallFlow[RegimeLabelResponse]:
+        return (yield from call(REGIME_LABEL, prepared.request))
 
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared, reply: RegimeLabelResponse) -> ToolResult:
         recent = Counter(reply.labels[-_RECENT:])

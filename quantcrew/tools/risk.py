@@ -11,7 +11,8 @@ from quantcrew.data.panel import Panel
 from quantcrew.ml_server.schemas.risk import VAR_METHODS, VarRequest, VarResponse
 from quantcrew.tools.arguments import ToolInputError, check_weights, parse_floats, parse_names
 from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient
+from quantcrew.tools.calls import CallFlow, call
+from quantcrew.tools.endpoints import RISK_VAR
 from quantcrew.tools.fallbacks import risk_fallback
 from quantcrew.tools.universe import UniverseInput, load_universe
 
@@ -77,11 +78,8 @@ class RiskMetricsTool(QuantTool):
         })
         return _Prepared(panel, request)
 
-    def _send(self, client: MLClient, prepared: _Prepared) -> VarResponse:
-        return client.risk_var(prepared.request)
-
-    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> VarResponse:
-        return await client.risk_var(prepared.request)
+    def _calls(self, prepared: _Prepared) -> CallFlow[VarResponse]:
+        return (yield from call(RISK_VAR, prepared.request))
 
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared, reply: VarResponse) -> ToolResult:
         by_level: dict[float, list[str]] = {}

@@ -17,8 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, field_validator
 
 from quantcrew.data.errors import DataError
-from quantcrew.data.loaders import load_symbol, to_payload_dict
+from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
+from quantcrew.data.symbols import load_symbol
 from quantcrew.ml_server.schemas.bandit import (
     BANDIT_POLICIES,
     DEFAULT_ARMS,
@@ -33,7 +34,8 @@ from quantcrew.ml_server.schemas.bandit import (
 from quantcrew.ml_server.schemas.regime import REGIME_LABELS, RegimeLabelRequest, RegimeLabelResponse
 from quantcrew.tools.arguments import ToolInputError, iso_date, parse_floats
 from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient
+from quantcrew.tools.calls import CallFlow, call
+from quantcrew.tools.endpoints import BANDIT_CREATE, BANDIT_REWARD, BANDIT_SELECT, REGIME_LABEL
 from quantcrew.tools.errors import Conflict, NotFound
 from quantcrew.tools.fallbacks import regime_fallback
 
@@ -167,52 +169,30 @@ class AgentSelectionTool(QuantTool):
             {"data": to_payload_dict(bars), "n_states": None, "include_probabilities": False})
         return _Prepared("select", bandit, policy, bars=bars, regime_request=request)
 
-    # -- I/O: the same steps, sync and async -------------------------------------------------------
+    # -- the server calls --------------------------------------------------------------------------
 
-    def _send(self, client: MLClient, prepared: _Prepared) -> _Outcome:
+    def _calls(self, prepared: _Prepared) -> CallFlow[_Outcome]:
         if prepared.reward is not None:
             try:
-                return _Outcome(recorded=client.bandit_reward(prepared.reward))
+                return _Outcome(recorded=(yield from call(BANDIT_REWARD, prepared.reward)))
             except NotFound as exc:
                 return _Outcome(unknown_decision=exc.message)
             except Conflict as exc:
                 return _Outcome(already_rewarded=exc.message)
         if prepared.regime_request is not None:
-            prepared.server_regime = client.regime_label(prepared.regime_request)
+            # kept on prepared: a fallback after a later failure still reports the server's regime
+            prepared.server_regime = yield from call(REGIME_LABEL, prepared.regime_request)
         select = _select_request(prepared)
         try:
-            return _Outcome(decision=client.bandit_select(select))
+            return _Outcome(decision=(yield from call(BANDIT_SELECT, select)))
         except NotFound:
             pass  # first use: create the bandit, then choose
         outcome = _Outcome()
         try:
-            outcome.created = client.bandit_create(_create_request(prepared))
+            outcome.created = yield from call(BANDIT_CREATE, _create_request(prepared))
         except Conflict:
             outcome.notes.append("another caller created the bandit at the same moment")
-        outcome.decision = client.bandit_select(select)
-        return outcome
-
-    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> _Outcome:
-        if prepared.reward is not None:
-            try:
-                return _Outcome(recorded=await client.bandit_reward(prepared.reward))
-            except NotFound as exc:
-                return _Outcome(unknown_decision=exc.message)
-            except Conflict as exc:
-                return _Outcome(already_rewarded=exc.message)
-        if prepared.regime_request is not None:
-            prepared.server_regime = await client.regime_label(prepared.regime_request)
-        select = _select_request(prepared)
-        try:
-            return _Outcome(decision=await client.bandit_select(select))
-        except NotFound:
-            pass
-        outcome = _Outcome()
-        try:
-            outcome.created = await client.bandit_create(_create_request(prepared))
-        except Conflict:
-            outcome.notes.append("another caller created the bandit at the same moment")
-        outcome.decision = await client.bandit_select(select)
+        outcome.decision = yield from call(BANDIT_SELECT, select)
         return outcome
 
     # -- answers ---------------------------------------------------------------------------------

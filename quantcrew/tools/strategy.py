@@ -16,12 +16,14 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from quantcrew.data.errors import DataError
-from quantcrew.data.loaders import load_symbol, to_payload_dict
+from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
+from quantcrew.data.symbols import load_symbol
 from quantcrew.ml_server.schemas.rl import ACTION_LABELS, RL_AGENTS, RL_ALGORITHMS, RLActRequest, RLActResponse
 from quantcrew.tools.arguments import ToolInputError, iso_date, parse_names
 from quantcrew.tools.base import QuantTool, ToolResult
-from quantcrew.tools.client import AsyncMLClient, MLClient
+from quantcrew.tools.calls import CallFlow, call
+from quantcrew.tools.endpoints import RL_ACT
 from quantcrew.tools.errors import NotFound
 from quantcrew.tools.fallbacks import strategy_fallback
 
@@ -119,25 +121,14 @@ class StrategySignalTool(QuantTool):
                                                "algorithm": algorithm, "position": position})
         return _Prepared(bars, agents, request)
 
-    def _send(self, client: MLClient, prepared: _Prepared) -> _Acted:
+    def _calls(self, prepared: _Prepared) -> CallFlow[_Acted]:
         acted = _Acted(None)
         request: RLActRequest | None = prepared.request
         while request is not None:
             try:
-                acted.reply = client.rl_act(request)
+                acted.reply = yield from call(RL_ACT, request)
                 return acted
-            except NotFound as exc:
-                request = _without_missing(request, exc, acted)
-        return acted
-
-    async def _asend(self, client: AsyncMLClient, prepared: _Prepared) -> _Acted:
-        acted = _Acted(None)
-        request: RLActRequest | None = prepared.request
-        while request is not None:
-            try:
-                acted.reply = await client.rl_act(request)
-                return acted
-            except NotFound as exc:
+            except NotFound as exc:  # ask again without the agent that has no policy
                 request = _without_missing(request, exc, acted)
         return acted
 

@@ -15,7 +15,7 @@ lot_size=1)``:
   is left open and ``finalize_trades`` is not needed.
 
 Backtesting.py's Sharpe and Sortino annualise geometric returns; ours are arithmetic (see
-``quantcrew.backtest.stats``). So (a) our statistics are recomputed from backtesting.py's own
+``quantcrew.quant.performance``). So (a) our statistics are recomputed from backtesting.py's own
 equity curve with our formulas and compared, and (b) its reported Sharpe / Sortino / returns are
 recomputed from OUR equity curve with its formulas (re-implemented below) and compared.
 """
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quantcrew.backtest import Costs, compute_stats, run_backtest
+from quantcrew.backtest import Account, Costs, Execution, compute_stats, run_backtest
 from quantcrew.data import load_sample
 
 RTOL = 1e-6
@@ -175,7 +175,8 @@ def test_run_backtest_flat_target_keeps_equity_constant() -> None:
     np.testing.assert_array_equal(result.equity, np.full(c.shape[0], 10_000.0))
     assert result.trades == []
     assert result.stats.n_trades == 0 and result.stats.total_return == 0.0 and result.stats.max_drawdown == 0.0
-    assert math.isnan(result.stats.sharpe) and result.stats.exposure == 0.0 and result.stats.turnover == 0.0
+    assert result.stats.sharpe == 0.0 and result.stats.sortino == 0.0  # zero volatility: 0 by convention, not NaN
+    assert result.stats.exposure == 0.0 and result.stats.turnover == 0.0
 
 
 def test_run_backtest_next_open_fills_hand_case() -> None:
@@ -266,3 +267,45 @@ def test_run_backtest_non_positive_price_raises_naming_column() -> None:
 def test_costs_negative_commission_raises() -> None:
     with pytest.raises(ValueError, match="commission_bps"):
         Costs(commission_bps=-1.0)
+
+
+# --- Execution: when orders fill -----------------------------------------------------------
+
+
+def test_execution_next_open_fills_at_the_next_open_then_holds_to_the_close() -> None:
+    opens = np.array([[10.0, 20.0], [11.0, 19.0], [12.0, 18.0]])
+    closes = np.array([[10.5, 19.5], [11.5, 18.5], [12.5, 17.5]])
+    account = Account(2, costs=Costs(commission_bps=10.0), sizing="weights")
+    execution = Execution(account, opens, closes, fill="next_open")
+    execution.advance(0)
+    assert execution.order(0, [0.5, -0.5]) == 0.0 and account.equity == 1.0  # queued, not filled
+    gross = execution.advance(1)  # filled at open[1], held to close[1]
+    after_fill = 1.0 - 0.001 * 1.0
+    intraday = 0.5 * (11.5 / 11.0 - 1.0) - 0.5 * (18.5 / 19.0 - 1.0)
+    assert account.equity == pytest.approx(after_fill * (1.0 + intraday))
+    assert gross == pytest.approx(intraday)  # nothing held over the gap
+    np.testing.assert_array_equal(execution.traded, [0.0, 1.0, 0.0])
+
+
+def test_execution_close_fill_trades_at_the_decision_bar() -> None:
+    closes = np.array([10.0, 11.0, 12.1])
+    account = Account(1, sizing="weights")
+    execution = Execution(account, closes, closes, fill="close")
+    execution.advance(0)
+    assert execution.order(0, [1.0]) == 1.0
+    assert execution.advance(1) == pytest.approx(0.1) and account.equity == pytest.approx(1.1)
+    assert execution.order(1, [0.0]) == pytest.approx(1.0)
+    execution.advance(2)
+    assert account.equity == pytest.approx(1.1)
+    np.testing.assert_allclose(execution.traded, [1.0, 1.0, 0.0])
+
+
+def test_execution_next_open_order_at_the_last_bar_is_never_filled() -> None:
+    o, h, lo, c = _bars(5)
+    result = run_backtest(o, h, lo, c, np.array([0.0, 0.0, 0.0, 0.0, 1.0]))
+    assert result.trades == [] and np.all(result.equity == 10_000.0)
+
+
+def test_execution_unknown_fill_raises_naming_it() -> None:
+    with pytest.raises(ValueError, match="fill"):
+        Execution(Account(1), [1.0], [1.0], fill="open")  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ HEAVY = ("torch", "sklearn", "hmmlearn", "stable_baselines3", "gymnasium", "matp
 def test_backtest_modules_import_no_ml_framework_and_only_server_schemas() -> None:
     code = (
         "import sys\n"
-        "import quantcrew.backtest.walk_forward, quantcrew.backtest.report, quantcrew.backtest.cli\n"
+        "import quantcrew.backtest.walk_forward, quantcrew.backtest.report, quantcrew.cli.backtest\n"
         "import quantcrew.backtest.book, quantcrew.crew.decision, quantcrew.tools.selection\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
         "print(','.join(m for m in sys.modules if m.startswith('quantcrew.ml_server.')\n"
@@ -25,7 +25,7 @@ def test_backtest_modules_import_no_ml_framework_and_only_server_schemas() -> No
 
 
 def test_cli_module_imports_only_typer_and_rich() -> None:
-    code = ("import sys\nimport quantcrew.backtest.cli\n"
+    code = ("import sys\nimport quantcrew.cli.backtest\n"
             "print(','.join(m for m in ('quantcrew.backtest.walk_forward', 'crewai', 'httpx', 'numpy')"
             " if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

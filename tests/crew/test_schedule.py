@@ -9,7 +9,7 @@ import pytest
 
 from quantcrew.config.settings import Settings
 from quantcrew.crew.runs import RunsStore
-from quantcrew.crew.schedule import ScheduleError, ScheduleNotFound, ScheduleStore, cron_trigger
+from quantcrew.crew.schedule import ScheduleError, ScheduleNotFound, ScheduleStore
 
 
 @pytest.fixture
@@ -54,26 +54,6 @@ def test_add_needs_exactly_one_valid_trigger(store: ScheduleStore) -> None:
     with pytest.raises(ScheduleError, match="JSON-serialisable"):
         store.add("* * * * *", "full", {"when": object()})
     assert store.list() == []
-
-
-def test_cron_day_of_week_follows_crontab_not_apscheduler() -> None:
-    trigger = cron_trigger("0 22 * * 1-5")
-    moment = datetime(2024, 6, 2, 12, tzinfo=trigger.timezone)  # a Sunday
-    fired = []
-    previous = None
-    for _ in range(6):
-        previous = trigger.get_next_fire_time(previous, moment)
-        moment = previous
-        fired.append(previous.strftime("%a %H:%M"))
-    assert fired == ["Mon 22:00", "Tue 22:00", "Wed 22:00", "Thu 22:00", "Fri 22:00", "Mon 22:00"]
-    for sunday in ("0", "7", "sun"):
-        nxt = cron_trigger(f"0 9 * * {sunday}").get_next_fire_time(None, datetime(2024, 6, 3, tzinfo=UTC))
-        assert nxt is not None and nxt.strftime("%a") == "Sun"
-
-
-def test_cron_refuses_day_of_month_and_day_of_week_together() -> None:
-    with pytest.raises(ScheduleError, match="restrict day-of-month or day-of-week, not both"):
-        cron_trigger("0 0 1 * 1")
 
 
 def test_remove_unknown_id_lists_the_known_ids(store: ScheduleStore) -> None:

@@ -1,4 +1,4 @@
-"""Loaders: CSV, gzipped CSV, Parquet, by symbol; every bad file gives one clear DataError."""
+"""Loaders: CSV, gzipped CSV, Parquet; every bad file gives one clear DataError."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantcrew.data import samples
-from quantcrew.data.errors import DataError, SampleUnavailableError, UnknownSymbolError
-from quantcrew.data.loaders import load_csv, load_file, load_parquet, load_symbol, to_payload_dict
+from quantcrew.data.errors import DataError
+from quantcrew.data.loaders import load_csv, load_file, load_parquet, to_payload_dict
 from quantcrew.data.samples import load_sample
 from quantcrew.ml_server.schemas.common import OHLCVPayload
 
@@ -350,62 +349,6 @@ def test_load_parquet_missing_column_and_bad_file(tmp_path: Path) -> None:
     junk = tmp_path / "junk.parquet"
     junk.write_text("not parquet")
     assert "not a readable Parquet file" in str(_error(junk))
-
-
-# --- symbols -------------------------------------------------------------------------------
-
-
-def test_load_symbol_sample_aliases_any_case() -> None:
-    for name in ("SP500", "sp500", "S&P500", "spx", "^GSPC"):
-        assert load_symbol(name).symbol == "SP500"
-    assert load_symbol("vix").symbol == "VIX"
-
-
-def test_load_symbol_from_data_dir_case_insensitive(tmp_path: Path) -> None:
-    _write(tmp_path, GOOD, "aapl.csv")
-    _write(tmp_path, GOOD, "MSFT.csv.gz")
-    assert len(load_symbol("AAPL", data_dir=tmp_path)) == 4
-    assert load_symbol("msft", data_dir=tmp_path).symbol == "MSFT"
-
-
-def test_load_symbol_existing_file_path(tmp_path: Path) -> None:
-    path = _write(tmp_path, GOOD, "IBM.csv")
-    assert load_symbol(str(path)).symbol == "IBM"
-
-
-def test_load_symbol_unknown_lists_samples_and_files(tmp_path: Path) -> None:
-    _write(tmp_path, GOOD, "AAPL.csv")
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(UnknownSymbolError) as info:
-        load_symbol("TSLA", data_dir=tmp_path)
-    text = str(info.value)
-    assert "unknown symbol 'TSLA'" in text
-    assert "SP500, NASDAQ, VIX, CRUDE" in text
-    assert f"files in {tmp_path}: AAPL.csv" in text
-    assert "notes.txt" not in text
-    assert info.value.files == ["AAPL.csv"]
-    assert isinstance(info.value, DataError)
-
-
-def test_load_symbol_with_path_parts_not_looked_up_in_data_dir(tmp_path: Path) -> None:
-    inner = tmp_path / "inner"
-    inner.mkdir()
-    _write(tmp_path, GOOD, "SECRET.csv")
-    with pytest.raises(UnknownSymbolError):
-        load_symbol("../SECRET", data_dir=inner)
-
-
-def test_load_symbol_falls_back_to_data_dir_when_arch_missing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def _no_arch() -> Path:
-        raise SampleUnavailableError("arch", "not installed: pip install 'quantcrew[server]'")
-
-    monkeypatch.setattr(samples, "_arch_root", _no_arch)
-    with pytest.raises(SampleUnavailableError, match=r"quantcrew\[server\]"):
-        load_symbol("SP500", data_dir=tmp_path)
-    _write(tmp_path, GOOD, "SP500.csv")
-    assert len(load_symbol("SP500", data_dir=tmp_path)) == 4
 
 
 # --- payload -------------------------------------------------------------------------------

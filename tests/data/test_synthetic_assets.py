@@ -14,10 +14,9 @@ from quantcrew.data.synthetic_assets import (
     generate_correlated_market,
     generate_factor_market,
     generate_garch_series,
-    student_t_cdf,
-    student_t_ppf,
 )
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
+from quantcrew.quant.student_t import student_t_ppf
 
 
 def _relative_error(market: AssetMarket) -> float:
@@ -187,56 +186,3 @@ def test_garch_refuses_non_stationary_or_bad_df() -> None:
         generate_garch_series(10, df=2.0)
     with pytest.raises(ValueError, match="level must be in"):
         generate_garch_series(10).true_var(99)
-
-
-# --- Student-t quantile ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("df", "p", "expected"),
-    [
-        (5.0, 0.99, 3.364930),
-        (10.0, 0.975, 2.228139),
-        (1.0, 0.975, 12.706205),
-        (2.0, 0.95, 2.919986),
-        (20.0, 0.9, 1.325341),
-        (30.0, 0.995, 2.749996),
-        (3.0, 0.999, 10.214532),
-        (6.0, 0.01, -3.142668),
-    ],
-)
-def test_student_t_ppf_matches_table_values(df: float, p: float, expected: float) -> None:
-    assert student_t_ppf(p, df) == pytest.approx(expected, abs=1e-5)
-
-
-@pytest.mark.parametrize("p", [1e-10, 1e-4, 0.01, 0.2, 0.45, 0.6, 0.9, 0.999, 1 - 1e-9])
-def test_student_t_ppf_matches_closed_forms_for_one_and_two_df(p: float) -> None:
-    tail, sign = min(p, 1 - p), math.copysign(1.0, p - 0.5)  # written in the tail: no cancellation
-    cauchy = sign / math.tan(math.pi * tail)
-    assert student_t_ppf(p, 1.0) == pytest.approx(cauchy, rel=1e-10)
-    two = sign * (1 - 2 * tail) / math.sqrt(2 * tail * (1 - tail))
-    assert student_t_ppf(p, 2.0) == pytest.approx(two, rel=1e-10)
-
-
-@pytest.mark.parametrize("df", [0.5, 3.0, 6.0, 47.5, 1000.0])
-def test_student_t_cdf_inverts_the_ppf(df: float) -> None:
-    for p in (1e-8, 0.001, 0.05, 0.3, 0.5, 0.8, 0.99):
-        assert student_t_cdf(student_t_ppf(p, df), df) == pytest.approx(p, rel=1e-10)
-
-
-def test_student_t_ppf_tends_to_the_normal_quantile() -> None:
-    normal = NormalDist()
-    for p in (0.01, 0.975):
-        assert student_t_ppf(p, math.inf) == normal.inv_cdf(p)
-        assert student_t_ppf(p, 1e7) == pytest.approx(normal.inv_cdf(p), abs=1e-6)
-        # the two methods meet where the Cornish-Fisher expansion takes over (above df = 1e5)
-        assert student_t_ppf(p, math.nextafter(1e5, math.inf)) == pytest.approx(student_t_ppf(p, 1e5), abs=1e-12)
-    # ... and the quantile shrinks toward it as df grows
-    assert student_t_ppf(0.99, 5) > student_t_ppf(0.99, 50) > student_t_ppf(0.99, 5000) > normal.inv_cdf(0.99)
-
-
-def test_student_t_ppf_refuses_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="p must be in"):
-        student_t_ppf(1.0, 5.0)
-    with pytest.raises(ValueError, match="df must be positive"):
-        student_t_ppf(0.5, 0.0)

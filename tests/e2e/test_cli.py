@@ -15,7 +15,7 @@ from quantcrew.crew.runs import RunsStore
 
 pytestmark = pytest.mark.e2e
 
-CLI = [sys.executable, "-m", "quantcrew.crew.cli"]
+CLI = [sys.executable, "-m", "quantcrew.cli"]
 
 
 def _env(home: Path) -> dict[str, str]:

@@ -132,6 +132,23 @@ def test_domain_error_fails_job_with_its_code(manager: JobManager) -> None:
     assert done.error.details == [{"loc": ["body", "timesteps"], "msg": "<= 0"}]
 
 
+def test_domain_error_details_get_the_body_location_when_raised_without_it(manager: JobManager) -> None:
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        raise InvalidInputError("close has a gap", details=[{"loc": ["data", "close"], "msg": "not finite"}])
+
+    done = manager.wait(manager.submit("ensemble_train", fn, params={}).job_id, WAIT_S)
+    assert done.status == "failed" and done.error is not None and done.error.code == "invalid_input"
+    assert done.error.details == [{"loc": ["body", "data", "close"], "msg": "not finite"}]  # as a 422 would say
+
+
+def test_domain_error_details_that_are_not_located_are_stored_as_raised(manager: JobManager) -> None:
+    def fn(ctx: JobContext) -> dict[str, Any]:
+        raise NotFoundError("no model with id 'regime-x'", details={"model_id": "regime-x"})
+
+    done = manager.wait(manager.submit("rl_train", fn, params={}).job_id, WAIT_S)
+    assert done.error is not None and done.error.details == {"model_id": "regime-x"}
+
+
 def test_unexpected_error_fails_job_as_internal_and_worker_runs_next(
     manager: JobManager, caplog: pytest.LogCaptureFixture,
 ) -> None:

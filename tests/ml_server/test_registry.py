@@ -94,3 +94,53 @@ def test_registry_survives_reopen(tmp_path: Path) -> None:
     second = ModelRegistry(tmp_path / "r.db", tmp_path / "a")
     assert second.get(info.model_id).sha256 == info.sha256
     second.load(info.model_id)
+
+
+def test_rebuild_builds_once_and_serves_the_cached_object(registry: ModelRegistry) -> None:
+    info = registry.save(family="regime", name="p", method="m", obj={"a": 1}, fmt="json")
+    built: list[int] = []
+
+    def build(obj: dict[str, int], _info: object) -> tuple[int, int]:
+        built.append(1)
+        return obj["a"], len(built)
+
+    first, got = registry.rebuild(info.model_id, family="regime", build=build)
+    again, _ = registry.rebuild(info.model_id, family="regime", build=build)
+    assert first == again == (1, 1) and got.model_id == info.model_id
+    assert registry.is_cached(info.model_id) and not registry.is_cached(info.model_id, "other")
+
+
+@pytest.mark.parametrize("error", [KeyError("k"), TypeError("t"), ValueError("v"), IndexError("i"),
+                                   AttributeError("a"), RuntimeError("r")])
+def test_rebuild_that_raises_is_an_integrity_error(registry: ModelRegistry, error: Exception) -> None:
+    info = registry.save(family="cluster", name="p", method="m", obj={"a": 1}, fmt="json")
+
+    def build(_obj: object, _info: object) -> object:
+        raise error
+
+    with pytest.raises(ArtifactIntegrityError, match="cannot be rebuilt from its artifact") as err:
+        registry.rebuild(info.model_id, family="cluster", build=build)
+    assert err.value.details == {"model_id": info.model_id}
+    assert not registry.is_cached(info.model_id)
+
+
+def test_rebuild_after_the_file_changed_checks_it_again(registry: ModelRegistry) -> None:
+    info = registry.save(family="regime", name="p", method="m", obj={"a": 1}, fmt="json")
+    registry.rebuild(info.model_id, family="regime", build=lambda obj, _i: obj)
+    path = next(registry.artifacts_dir.glob(f"{info.model_id}.*"))
+    path.write_bytes(path.read_bytes() + b" ")
+    with pytest.raises(ArtifactIntegrityError, match="SHA-256"):
+        registry.rebuild(info.model_id, family="regime", build=lambda obj, _i: obj)
+
+
+def test_cache_keeps_the_most_recently_used_up_to_its_size(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "r.db", tmp_path / "artifacts", cache_size=2)
+    ids = [registry.save(family="regime", name=f"m{i}", method="m", obj={"i": i}, fmt="json").model_id
+           for i in range(3)]
+    for model_id in ids:
+        registry.rebuild(model_id, family="regime", build=lambda obj, _i: obj)
+    assert registry.cached_count() == 2 and not registry.is_cached(ids[0])
+    registry.load(ids[1], family="regime")  # the raw artifact is a variant of its own, and evicts the oldest
+    assert registry.is_cached(ids[1], "") and not registry.is_cached(ids[1]) and registry.is_cached(ids[2])
+    with pytest.raises(ValueError, match="cache_size"):
+        ModelRegistry(tmp_path / "r.db", tmp_path / "artifacts", cache_size=0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from quantcrew.ml_server.deps import MetricsDep, RegistryDep, SettingsDep
-from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.limits import check_matrix
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.cluster import (
@@ -16,7 +15,7 @@ from quantcrew.ml_server.schemas.cluster import (
     ClusterRequest,
     ClusterResponse,
 )
-from quantcrew.ml_server.services import cluster as service
+from quantcrew.ml_server.services.cluster import service
 
 router = APIRouter(prefix="/cluster", tags=["cluster"], route_class=ORJSONRoute)
 
@@ -25,7 +24,7 @@ router = APIRouter(prefix="/cluster", tags=["cluster"], route_class=ORJSONRoute)
 def analyze(req: ClusterRequest, settings: SettingsDep, metrics: MetricsDep) -> Response:
     """Cluster the rows (market states) or the assets and describe the clusters (nothing kept)."""
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    _, _, reply = service.analyze(req)
+    reply = service.analyze(req)
     metrics.fits.labels("cluster", reply.method_used, str(reply.fallback).lower()).inc()
     return model_response(reply)
 
@@ -33,24 +32,15 @@ def analyze(req: ClusterRequest, settings: SettingsDep, metrics: MetricsDep) -> 
 @router.post("/fit", response_model=ClusterFitResponse, responses=ERROR_RESPONSES)
 def fit(req: ClusterFitRequest, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep) -> Response:
     """Cluster the rows and store the model (scaler included) as a new version; observations mode only."""
-    if req.mode == "assets":
-        message = ("mode='assets' cannot be stored: it clusters these columns by their correlation, and nothing in "
-                   "it applies to new rows; call /v1/cluster/analyze instead, or fit mode='observations'")
-        raise InvalidInputError(message, details=[{"loc": ["body", "mode"], "msg": message}])
+    service.check_storable(req)  # a request that cannot be stored is refused before its size is looked at
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    result, matrix, reply = service.analyze(req, min_rows=settings.server.min_rows)
+    reply = service.fit(req, registry, min_rows=settings.server.min_rows)
     metrics.fits.labels("cluster", reply.method_used, str(reply.fallback).lower()).inc()
-    info = registry.save(family="cluster", name=req.name, method=reply.method_used, obj=result.pipeline,
-                         fmt="skops", metadata=service.fit_metadata(req, matrix, reply))
-    fields = {name: getattr(reply, name) for name in type(reply).model_fields}
-    fields.update(model_id=info.model_id, model_version=info.version, model=info)
-    return model_response(ClusterFitResponse.model_construct(**fields))
+    return model_response(reply)
 
 
 @router.post("/predict", response_model=ClusterPredictResponse, responses=ERROR_RESPONSES)
 def predict(req: ClusterPredictRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
     """Assign new rows to a stored model's clusters (no refit)."""
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    pipeline, info = registry.load(req.model_id, family="cluster")
-    return model_response(service.predict(pipeline, info.metadata, req.data, model_id=info.model_id,
-                                          model_version=info.version))
+    return model_response(service.predict(req, registry))

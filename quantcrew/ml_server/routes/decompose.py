@@ -15,7 +15,7 @@ from quantcrew.ml_server.schemas.decompose import (
     DecomposeTransformRequest,
     DecomposeTransformResponse,
 )
-from quantcrew.ml_server.services import decompose as service
+from quantcrew.ml_server.services.decompose import service
 
 router = APIRouter(prefix="/decompose", tags=["decompose"], route_class=ORJSONRoute)
 
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/decompose", tags=["decompose"], route_class=ORJSONRo
 def analyze(req: DecomposeRequest, settings: SettingsDep, metrics: MetricsDep) -> Response:
     """Decompose the matrix into components, explained variance and exposures (nothing kept)."""
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    _, _, reply = service.analyze(req)
+    reply = service.analyze(req)
     metrics.fits.labels("decompose", reply.method_used, str(reply.fallback).lower()).inc()
     return model_response(reply)
 
@@ -33,19 +33,13 @@ def analyze(req: DecomposeRequest, settings: SettingsDep, metrics: MetricsDep) -
 def fit(req: DecomposeFitRequest, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep) -> Response:
     """Decompose the matrix and store the fitted model (scaling and NMF shift included) as a new version."""
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    result, matrix, reply = service.analyze(req, min_rows=settings.server.min_rows)
+    reply = service.fit(req, registry, min_rows=settings.server.min_rows)
     metrics.fits.labels("decompose", reply.method_used, str(reply.fallback).lower()).inc()
-    info = registry.save(family="decompose", name=req.name, method=reply.method_used, obj=result.pipeline,
-                         fmt="skops", metadata=service.fit_metadata(req, matrix, reply))
-    fields = {name: getattr(reply, name) for name in type(reply).model_fields}
-    fields.update(model_id=info.model_id, model_version=info.version, model=info)
-    return model_response(DecomposeFitResponse.model_construct(**fields))
+    return model_response(reply)
 
 
 @router.post("/transform", response_model=DecomposeTransformResponse, responses=ERROR_RESPONSES)
 def transform(req: DecomposeTransformRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
     """Project new rows onto a stored model's components (no refit)."""
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    pipeline, info = registry.load(req.model_id, family="decompose")
-    return model_response(service.transform(pipeline, info.metadata, req.data, model_id=info.model_id,
-                                            model_version=info.version))
+    return model_response(service.transform(req, registry))

@@ -12,7 +12,8 @@ from quantcrew.ml_server.schemas.common import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
 
-FAMILIES = ["regime", "risk", "decompose", "cluster", "anomaly", "supervised", "rl", "bandit"]
+READY_FAMILIES = ["regime", "risk", "decompose", "cluster", "anomaly", "supervised", "rl", "bandit"]
+"""The families ``/ready`` announces (each one of :data:`quantcrew.ml_server.families.FAMILIES`)."""
 
 
 @router.get("/health")
@@ -27,7 +28,7 @@ def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
     device: str | None = getattr(request.app.state, "device", None)
     if device is None:
         raise ModelNotReadyError("server is starting: device not resolved yet")
-    return ReadyResponse(ready=True, device=device, models=registry.count(), families=FAMILIES)
+    return ReadyResponse(ready=True, device=device, models=registry.count(), families=READY_FAMILIES)
 
 
 @router.get("/metrics", response_class=Response)

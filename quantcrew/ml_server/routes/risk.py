@@ -1,13 +1,14 @@
 """Risk family: shrunk covariance estimates, portfolio VaR / CVaR, and rolling VaR backtests.
 
-Every endpoint here is stateless: the covariance of a few hundred rows of a few hundred
-assets takes milliseconds to recompute, less than a registry round trip would, so nothing is
-stored and every reply has ``model_id = null``.
+Every endpoint here is stateless (see :mod:`quantcrew.ml_server.services.risk.service`):
+nothing is stored and every reply has ``model_id = null``.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
 
 from quantcrew.ml_server.deps import MetricsDep, SettingsDep
 from quantcrew.ml_server.limits import check_matrix
@@ -15,42 +16,47 @@ from quantcrew.ml_server.metrics import Metrics
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.risk import CovarianceRequest, CovarianceResponse, VarMethod, VarRequest, VarResponse
 from quantcrew.ml_server.schemas.risk_backtest import VarBacktestRequest, VarBacktestResponse
-from quantcrew.ml_server.services import covariance as covariance_service
-from quantcrew.ml_server.services import var as var_service
-from quantcrew.ml_server.services import var_backtest as backtest_service
+from quantcrew.ml_server.services.risk import service
 
 router = APIRouter(prefix="/risk", tags=["risk"], route_class=ORJSONRoute)
+
+
+async def _device_or_cpu(request: Request) -> str:
+    # unlike DeviceDep, no 503 while the device is still being probed: these fits run fine on the CPU
+    device: str | None = getattr(request.app.state, "device", None)
+    return device or "cpu"
+
+
+DeviceOrCpuDep = Annotated[str, Depends(_device_or_cpu)]
 
 
 @router.post("/covariance", response_model=CovarianceResponse, responses=ERROR_RESPONSES)
 def covariance(req: CovarianceRequest, settings: SettingsDep, metrics: MetricsDep) -> Response:
     """Estimate the covariance of asset returns (sample, Ledoit-Wolf, OAS or constant correlation)."""
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    reply = covariance_service.covariance_reply(req, min_rows=settings.server.min_rows)
+    reply = service.covariance(req, min_rows=settings.server.min_rows)
     metrics.fits.labels("risk", reply.method_used, "false").inc()
     return model_response(reply)
 
 
 @router.post("/var", response_model=VarResponse, responses=ERROR_RESPONSES)
-def var(req: VarRequest, request: Request, settings: SettingsDep, metrics: MetricsDep) -> Response:
+def var(req: VarRequest, device: DeviceOrCpuDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
     """Portfolio VaR and CVaR by historical, parametric, Monte Carlo and filtered historical methods."""
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    device: str = getattr(request.app.state, "device", None) or "cpu"
-    reply = var_service.portfolio_var(req, device=device, min_rows=settings.server.min_rows)
+    reply = service.var(req, device=device, min_rows=settings.server.min_rows)
     _count_fits(metrics, "var", req.methods, fell_back=reply.fallback)
     return model_response(reply)
 
 
 @router.post("/backtest", response_model=VarBacktestResponse, responses=ERROR_RESPONSES)
-def backtest(req: VarBacktestRequest, request: Request, settings: SettingsDep, metrics: MetricsDep) -> Response:
+def backtest(req: VarBacktestRequest, device: DeviceOrCpuDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
     """Rolling out-of-sample one-day VaR per method, with Kupiec and Christoffersen coverage tests.
 
     A full 18-year daily backtest of all five methods takes 10-50 s on two cores (the GARCH
     refits dominate); the client's timeout must allow for it.
     """
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    device: str = getattr(request.app.state, "device", None) or "cpu"
-    reply = backtest_service.backtest_reply(req, device=device)
+    reply = service.backtest(req, device=device)
     _count_fits(metrics, "backtest", req.methods, fell_back=reply.fallback)
     return model_response(reply)
 

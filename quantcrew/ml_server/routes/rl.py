@@ -15,8 +15,7 @@ from quantcrew.ml_server.schemas.rl import (
     RLEvaluateResponse,
     RLTrainRequest,
 )
-from quantcrew.ml_server.services import rl as service
-from quantcrew.ml_server.services.bars import bars_from_payload
+from quantcrew.ml_server.services.rl import service
 
 router = APIRouter(prefix="/rl", tags=["rl"], route_class=ORJSONRoute)
 
@@ -28,21 +27,9 @@ def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, job
     The request is checked before the job starts (timesteps cap, enough training and test
     bars), so bad input is a 422 here, not a failed job later.
     """
-    # torch and stable-baselines3 load on first use (about 3 s), not when the server starts
-    from quantcrew.ml_server.services import rl_training as training
-
     check_rows(req.data, max_rows=settings.server.max_rows)
-    training.check_timesteps(req.timesteps, settings.server.max_timesteps)
-    bars = bars_from_payload(req.data, min_rows=settings.server.min_rows)
-    last = service.split_index(bars, req.train_end, req.train_fraction)
-    plan = training.TrainingPlan(req, bars, last, compute_threads=settings.server.compute_threads)
-    iso = bars.iso()
-    params = {
-        "agents": list(req.agents), "algorithm": req.algorithm, "timesteps": req.timesteps, "seed": req.seed,
-        "action_mode": req.action_mode, "symbol": req.symbol, "train_start": iso[0], "train_end": iso[last],
-        "test_end": iso[-1], "n_bars": len(bars), "data_hash": bars.data_hash, "name_prefix": req.name_prefix,
-    }
-    info = jobs.submit("rl_train", lambda ctx: training.train_agents(plan, registry, ctx), params=params)
+    info = service.train(req, registry, jobs, max_timesteps=settings.server.max_timesteps,
+                         min_rows=settings.server.min_rows, compute_threads=settings.server.compute_threads)
     return model_response(info, status_code=202)
 
 

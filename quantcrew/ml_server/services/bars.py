@@ -45,6 +45,11 @@ class Bars:
         """Timestamps as ISO strings: dates when every bar is at midnight (daily bars)."""
         return list(self._iso)
 
+    def provenance(self) -> dict[str, str | int]:
+        """What a stored model records of the bars it was fitted on: hash, first and last bar, count."""
+        iso = self._iso
+        return {"data_hash": self.data_hash, "data_start": iso[0], "data_end": iso[-1], "n_bars": len(self)}
+
     @cached_property
     def _iso(self) -> list[str]:
         days = self.times.astype("datetime64[D]")
@@ -65,7 +70,7 @@ def bars_from_payload(payload: OHLCVPayload, *, min_rows: int = 2) -> Bars:
     if n < min_rows:
         raise InvalidInputError(
             f"data has {n} bars; at least {min_rows} are needed",
-            details=[{"loc": ["body", "data", "timestamps"], "msg": f"need at least {min_rows} rows"}],
+            details=[{"loc": ["data", "timestamps"], "msg": f"need at least {min_rows} rows"}],
         )
     o = np.asarray(payload.open, dtype=np.float64)
     h = np.asarray(payload.high, dtype=np.float64)

@@ -42,8 +42,9 @@ from typing import Any
 import sqlite_utils
 
 from quantcrew.ml_server.errors import ConflictError, InvalidInputError, NotFoundError
+from quantcrew.ml_server.schemas.ensemble import DeploymentInfo
 
-__all__ = ["STAGES", "Deployment", "DeploymentStore", "Route", "bucket"]
+__all__ = ["STAGES", "Deployment", "DeploymentStore", "Route", "bucket", "deployment_info"]
 
 STAGES: tuple[str, ...] = ("shadow", "canary", "gradual", "full", "retired")
 
@@ -202,7 +203,7 @@ class DeploymentStore:
             if row is not None and (row[0], int(row[1])) != (name, int(version)):
                 raise ConflictError(
                     f"model '{model_id}' is deployed as '{row[0]}' version {row[1]}, not '{name}' version {version}",
-                    details=[{"loc": ["body", "model_id"], "msg": "deployed under another name or version"}])
+                    details=[{"loc": ["model_id"], "msg": "deployed under another name or version"}])
             keep_start = row is not None and row[2] == stage and stage != "gradual"
             started_at = row[3] if keep_start and row is not None else at
             created_at = row[4] if row is not None else at
@@ -270,7 +271,7 @@ class DeploymentStore:
             return Route(primary=candidate, variant=candidate.stage, shadows=shadows, bucket=u)
         if full is None:
             raise NotFoundError(f"no deployed version of '{name}'",
-                                details=[{"loc": ["body", "name"], "msg": "no full, canary or gradual version"}])
+                                details=[{"loc": ["name"], "msg": "no full, canary or gradual version"}])
         return Route(primary=full, variant="full", shadows=shadows, bucket=u)
 
     def _routed(self, name: str) -> builtins.list[Deployment]:
@@ -349,7 +350,7 @@ def _validate(*, model_id: str, name: str, version: int, stage: str, share: floa
 
 
 def _invalid(message: str, field: str) -> InvalidInputError:
-    return InvalidInputError(message, details=[{"loc": ["body", field], "msg": message}])
+    return InvalidInputError(message, details=[{"loc": [field], "msg": message}])
 
 
 def _utc(moment: datetime) -> datetime:
@@ -367,3 +368,10 @@ def _deployment(row: dict[str, Any]) -> Deployment:
                       share=float(row["share"]), ramp_seconds=float(row["ramp_seconds"]),
                       started_at=datetime.fromisoformat(row["started_at"]),
                       updated_at=datetime.fromisoformat(row["updated_at"]))
+
+
+def deployment_info(d: Deployment) -> DeploymentInfo:
+    """The wire form of a deployment, its current share computed now."""
+    return DeploymentInfo(model_id=d.model_id, name=d.name, version=d.version, stage=d.stage, share=d.share,
+                          current_share=d.current_share(datetime.now(UTC)), ramp_seconds=d.ramp_seconds,
+                          started_at=d.started_at, updated_at=d.updated_at)

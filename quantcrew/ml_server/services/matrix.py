@@ -76,7 +76,7 @@ def matrix_from_payload(payload: MatrixPayload, *, min_rows: int = 2, field: str
     if n < min_rows:
         raise InvalidInputError(
             f"{field} has {n} rows; at least {min_rows} are needed",
-            details=[{"loc": ["body", field, "values"], "msg": f"need at least {min_rows} rows", "rows": n}],
+            details=[{"loc": [field, "values"], "msg": f"need at least {min_rows} rows", "rows": n}],
         )
     values = np.asarray(payload.values, dtype=np.float64).reshape(n, len(payload.columns))
     digest = hashlib.sha256("\x1f".join(payload.columns).encode())
@@ -106,7 +106,7 @@ def check_columns(fitted: list[str], given: list[str], *, field: str = "data") -
         msg = f"{field} has the model's columns in another order"
     raise InvalidInputError(
         f"{msg}; expected exactly {fitted}, in that order",
-        details=[{"loc": ["body", field, "columns"], "msg": msg, "missing": missing, "extra": extra,
+        details=[{"loc": [field, "columns"], "msg": msg, "missing": missing, "extra": extra,
                   "expected": fitted}],
     )
 

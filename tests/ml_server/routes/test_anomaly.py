@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from quantcrew.ml_server.schemas.anomaly import AnomalyFitResponse, AnomalyResponse
-from tests.ml_server.services.test_anomaly import SHOCKS, calm_market
+from tests.ml_server.services.anomaly.test_service import SHOCKS, calm_market
 
 
 def _strict_json(text: str) -> Any:

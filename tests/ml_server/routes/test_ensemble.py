@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from quantcrew.config.settings import load_settings
 from quantcrew.data import generate_regime_market, to_payload_dict
 from quantcrew.ml_server.app import create_app
+from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.ensemble import (
     DeploymentInfo,
     EnsemblePredictResponse,
@@ -21,7 +22,9 @@ from quantcrew.ml_server.schemas.ensemble import (
 )
 from quantcrew.ml_server.schemas.execution import ExecutionResponse
 from quantcrew.ml_server.schemas.jobs import JobInfo
-from quantcrew.ml_server.services.ensemble_features import FEATURE_NAMES, WARMUP, build_features
+from quantcrew.ml_server.services.ensemble.features import FEATURE_NAMES, WARMUP, build_features
+from quantcrew.ml_server.services.ensemble.model import EnsembleSpec, pack_state
+from quantcrew.ml_server.services.ensemble.nets import NetConfig, build_net
 from tests.support.replies import assert_finite, invalid_input
 
 TINY = {"members": 2, "window": 8, "hidden": 8, "heads": 2, "epochs": 2, "folds": 2, "batch_size": 128,
@@ -252,3 +255,37 @@ def test_train_bad_input_is_a_422_before_any_job(served: tuple[TestClient, Any],
     assert heads.status_code == 422 and "heads" in heads.text
     stage = client.post("/v1/ensemble/train", json={"data": bars, **TINY, "stage": "canary"})
     assert "share" in str(invalid_input(stage))
+
+
+def _seed_ensemble(registry: ModelRegistry, window: int = 8) -> str:
+    """An ensemble with random weights, written as the training job writes one."""
+    f = len(FEATURE_NAMES)
+    configs = {a: NetConfig(arch=a, members=2, n_features=f, window=window, hidden=8, heads=2)
+               for a in ("lstm", "transformer")}
+    spec = EnsembleSpec(configs=configs, temperatures={a: 1.0 for a in configs},
+                        mc_temperatures={a: 1.0 for a in configs}, weights={a: 0.5 for a in configs},
+                        scaler_mean=(0.0,) * f, scaler_std=(1.0,) * f, feature_names=FEATURE_NAMES, window=window,
+                        horizon=5, up_threshold=0.005, down_threshold=0.005, symbol="TWO")
+    nets = {a: build_net(c, seed=i) for i, (a, c) in enumerate(configs.items())}
+    info = registry.save(family="ensemble", name="ensemble-TWO", method="lstm+transformer", obj=pack_state(nets),
+                         fmt="torch", metadata=spec.to_metadata())
+    return info.model_id
+
+
+def test_two_apps_in_one_process_keep_their_own_rebuilt_models(tmp_path: Any) -> None:
+    settings = load_settings(home=tmp_path / "home")
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+        reg_one, reg_two = one.app.state.registry, two.app.state.registry  # type: ignore[attr-defined]
+        variant = f"model:device={one.app.state.device}"  # type: ignore[attr-defined]
+        model_id = _seed_ensemble(reg_one)
+        values = np.random.default_rng(0).normal(size=(8, len(FEATURE_NAMES))).round(4).tolist()
+        body = {"features": {"columns": list(FEATURE_NAMES), "values": values}, "model_id": model_id,
+                "include_rl": False}
+        first = one.post("/v1/ensemble/predict", json=body)
+        assert first.status_code == 200, first.text
+        assert reg_one.is_cached(model_id, variant) and not reg_two.is_cached(model_id, variant)
+        second = two.post("/v1/ensemble/predict", json=body)
+        assert second.status_code == 200, second.text
+        assert second.json()["probabilities"] == first.json()["probabilities"]
+        assert reg_two.is_cached(model_id, variant)
+    assert reg_one is not reg_two

@@ -115,6 +115,18 @@ def test_var_all_methods_with_provenance(client: TestClient) -> None:
     assert {"omega", "alpha", "beta", "sigma_forecast", "converged"} <= set(body.method_details["filtered_historical"])
 
 
+def test_var_monte_carlo_draws_on_cpu_while_the_device_is_not_set(client: TestClient) -> None:
+    state = client.app.state  # type: ignore[attr-defined]
+    saved, state.device = state.device, None  # as while the server is still starting
+    try:
+        resp = client.post("/v1/risk/var", json={"data": _payload(100, 3), "methods": ["monte_carlo"],
+                                                 "n_paths": 2_000})
+    finally:
+        state.device = saved
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["method_details"]["monte_carlo"]["device"] == "cpu"
+
+
 def test_var_same_seed_same_answer(client: TestClient) -> None:
     req = {"data": _payload(100, 3), "methods": ["monte_carlo"], "n_paths": 5_000, "seed": 1}
     a = client.post("/v1/risk/var", json=req).json()
@@ -216,13 +228,14 @@ def _garch_payload(n: int = 900, seed: int = 3) -> dict[str, object]:
 
 
 def test_backtest_reports_coverage_tests_per_method_and_level(client: TestClient) -> None:
-    body = {"data": _garch_payload(), "window": 300, "refit_every": 50, "n_paths": 2000,
-            "methods": ["historical", "parametric_normal", "filtered_historical"], "include_series": True}
+    methods = ["historical", "parametric_normal", "filtered_historical"]
+    body = {"data": _garch_payload(), "window": 300, "refit_every": 50, "n_paths": 2000, "methods": methods,
+            "include_series": True}
     resp = client.post("/v1/risk/backtest", json=body)
     assert resp.status_code == 200, resp.text
     reply = resp.json()
     assert {(r["method"], r["level"]) for r in reply["results"]} == {
-        (m, lv) for m in body["methods"] for lv in (0.95, 0.99)}  # type: ignore[union-attr]
+        (m, lv) for m in methods for lv in (0.95, 0.99)}
     for r in reply["results"]:
         assert r["n_observations"] == 600 and len(r["var_series"]) == 600
         assert 0.0 <= r["kupiec_p_value"] <= 1.0 and 0.0 <= r["christoffersen_p_value"] <= 1.0

@@ -14,8 +14,8 @@ from quantcrew.ml_server.schemas.supervised import (
     SupervisedFitResponse,
     SupervisedPredictResponse,
 )
-from quantcrew.ml_server.services.supervised import evaluate
-from tests.ml_server.services.test_supervised import linear_data, separable_data
+from quantcrew.ml_server.services.supervised.service import evaluate
+from tests.ml_server.services.supervised.test_service import linear_data, separable_data
 from tests.support.replies import invalid_input
 
 SMALL = {"n_estimators": 15, "max_iter": 150}

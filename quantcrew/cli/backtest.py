@@ -1,0 +1,168 @@
+"""``quantcrew backtest``: the walk-forward backtest of the crew's decision pipeline, as a command.
+
+Registered in :mod:`quantcrew.cli.app` with ``app.command("backtest")(backtest_command)``. Only
+typer, rich and the shared CLI helpers are imported here; the backtest, the data and the server
+are imported when the command runs, so registering it costs the CLI nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from quantcrew.cli.common import load_cli_settings, ml_server
+
+if TYPE_CHECKING:
+    from quantcrew.backtest.walk_forward_data import WalkForwardData
+    from quantcrew.backtest.walk_forward_result import WalkForwardResult
+
+__all__ = ["backtest_command", "parse_date"]
+
+_YEAR = re.compile(r"^\d{4}$")
+
+
+def parse_date(value: str, *, end: bool) -> str:
+    """An ISO date from ``YYYY-MM-DD`` or a bare year (``2005`` is 2005-01-01 as a start, 2005-12-31 as an end)."""
+    value = value.strip()
+    if _YEAR.match(value):
+        return f"{value}-12-31" if end else f"{value}-01-01"
+    return value
+
+
+def backtest_command(
+    symbols: Annotated[str, typer.Option(help="Comma list: bundled series (SP500, NASDAQ, ...), data-folder "
+                                              "symbols or files; several are aligned on common dates.")] = "SP500",
+    start: Annotated[str, typer.Option(help="First date (YYYY-MM-DD, or a year: 2005 = 2005-01-01).")]
+    = "2005-01-01",
+    end: Annotated[str, typer.Option(help="Last date (YYYY-MM-DD, or a year: 2018 = 2018-12-31).")] = "2018-12-31",
+    cost_bps: Annotated[float, typer.Option(min=0.0, help="Cost per unit of turnover, in basis points.")] = 5.0,
+    refit_every: Annotated[int, typer.Option(min=1, help="Bars between regime refits (expanding window).")] = 63,
+    min_train: Annotated[int, typer.Option(min=100, help="Bars of history the first regime fit needs before "
+                                                         "--start.")] = 500,
+    select_every: Annotated[int, typer.Option(min=1, help="Bars between the meta-orchestrator's choices.")] = 21,
+    rebalance_every: Annotated[int, typer.Option(min=1, help="Bars between decisions.")] = 1,
+    cooldown: Annotated[int, typer.Option(min=1, help="Bars flat after a drawdown stop before re-entry.")] = 21,
+    policy: Annotated[str, typer.Option(help="Bandit policy of the meta-orchestrator.")] = "discounted_thompson",
+    max_position: Annotated[float | None, typer.Option(help="Largest |position| per symbol (default: the "
+                                                            "decision's RiskLimits).")] = None,
+    max_gross: Annotated[float | None, typer.Option(help="Largest gross exposure.")] = None,
+    max_var: Annotated[float | None, typer.Option(help="Largest one-day 95% VaR of the book, e.g. 0.02.")] = None,
+    drawdown_stop: Annotated[float | None, typer.Option(help="Drawdown that closes every position, e.g. 0.2.")]
+    = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the regime fits and the bandit.")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder of the report (report.html, equity.png).")]
+    = Path("backtest-report"),
+    server_url: Annotated[str | None, typer.Option(help="ML server URL; default: start one locally.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML settings file.")] = None,
+) -> None:
+    """Walk-forward backtest of the crew's decision pipeline (regimes, bandit, sizing, risk limits) vs buy-and-hold."""
+    from quantcrew.backtest.walk_forward import check_options
+    from quantcrew.backtest.walk_forward_data import BacktestInputError, prepare_data
+    from quantcrew.data.errors import DataError
+
+    err = Console(stderr=True)
+    console = err if as_json else Console()
+    try:  # refuse bad input here, before a server is started for nothing
+        limits = _limits(max_position=max_position, max_gross=max_gross, max_var=max_var, drawdown_stop=drawdown_stop)
+        check_options(refit_every=refit_every, min_train=min_train, cost_bps=cost_bps, cooldown=cooldown,
+                      rebalance_every=rebalance_every, select_every=select_every, policy=policy)
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
+        data_settings = load_cli_settings(config, client__url=server_url)
+        data = prepare_data(names, parse_date(start, end=False), parse_date(end, end=True), settings=data_settings,
+                            min_train=min_train)
+    except (BacktestInputError, DataError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    # With --json, stdout carries the JSON only: whatever the run prints (server start, progress) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        result = _run(data, data_settings, config, console=console, err=err, limits=limits, refit_every=refit_every,
+                      min_train=min_train, cost_bps=cost_bps, policy=policy, cooldown=cooldown,
+                      rebalance_every=rebalance_every, select_every=select_every, seed=seed)
+    from quantcrew.backtest.report import write_report
+
+    html_path, png_path = write_report(result, out)
+    if as_json:
+        typer.echo(json.dumps(_finite({**result.summary(), "report": str(html_path), "equity_png": str(png_path)})))
+        return
+    _print_table(console, result)
+    console.print(f"report: {html_path}\nequity curve: {png_path}")
+
+
+def _limits(**given: float | None) -> Any:
+    from pydantic import ValidationError
+
+    from quantcrew.backtest.walk_forward_data import BacktestInputError
+    from quantcrew.crew.decision import RiskLimits
+
+    try:
+        return RiskLimits(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "limits"
+        raise BacktestInputError(field, str(first["msg"])) from exc
+
+
+def _run(data: WalkForwardData, settings: Any, config: Path | None, *, console: Console, err: Console,
+         **options: Any) -> WalkForwardResult:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from quantcrew.backtest.walk_forward import walk_forward
+    from quantcrew.crew.server_process import ServerStartError
+    from quantcrew.tools.client import make_client
+    from quantcrew.tools.errors import MLClientError
+
+    columns = (TextColumn("[bold]walk-forward"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TextColumn("{task.description}"), TimeElapsedColumn(), TimeRemainingColumn())
+    try:
+        with ml_server(settings, config), make_client(settings.client) as client, \
+                Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("starting", total=None)
+
+            def show(done: int, total: int, message: str) -> None:
+                bar.update(task, completed=done, total=total, description=message)
+
+            return walk_forward(data, client=client, on_progress=show, **options)
+    except (MLClientError, ServerStartError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted; stopping the ML server[/yellow]")
+        raise typer.Exit(130) from None
+
+
+def _print_table(console: Console, result: WalkForwardResult) -> None:
+    from quantcrew.backtest.report import stats_rows
+
+    c = result.config
+    table = Table(title=f"Walk-forward: {', '.join(result.symbols)} {result.dates[0]}..{result.dates[-1]} "
+                        f"({len(result.dates)} bars, {c['cost_bps']:g} bp costs)")
+    table.add_column("")
+    table.add_column("Strategy", justify="right")
+    table.add_column("Buy & hold", justify="right")
+    for row in stats_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"[dim]{len(result.regime_fits)} regime fits (refit every {c['refit_every']} bars), bandit "
+                  f"{result.bandit_id} ({c['policy']}, choosing every {c['select_every']} bars), rule agents; "
+                  f"drawdown stops: {', '.join(result.stop_dates) or 'none'}; {result.wall_s:.0f} s[/dim]")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN / infinity replaced by None (strict JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

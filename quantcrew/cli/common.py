@@ -1,0 +1,105 @@
+"""What the command groups share: consoles, the ``--config`` option, settings, symbol checks, a local ML server.
+
+Only typer, rich and the settings are imported here; the data, the crew and the server
+process are imported when a command needs them, so that loading the CLI stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from quantcrew.config.settings import Settings, SettingsError, load_settings
+
+__all__ = ["ConfigOpt", "check_symbols", "child_env", "console", "err_console", "load_cli_settings", "ml_server"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file.")]
+"""The ``--config`` option every command takes."""
+
+
+def load_cli_settings(config: Path | None, **overrides: Any) -> Settings:
+    """Settings from ``config`` and the environment, with the command's options on top.
+
+    Args:
+        config: The ``--config`` YAML file, or None.
+        **overrides: ``section__key=value`` (e.g. ``client__url=...``); None leaves the setting as loaded.
+
+    Raises:
+        typer.Exit: code 2, after printing the settings error.
+    """
+    try:
+        settings = load_settings(config)
+    except SettingsError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition("__")
+        setattr(getattr(settings, section), key, value)
+    return settings
+
+
+def check_symbols(names: list[str], settings: Settings, end_date: str | None) -> None:
+    """Refuse unknown symbols and an end date outside the data, before any server starts.
+
+    Raises:
+        typer.Exit: code 2, after printing what is wrong.
+    """
+    from quantcrew.data import DataError, load_symbol
+
+    for name in names:
+        try:
+            bars = load_symbol(name, data_dir=settings.data.data_dir, max_gap_days=settings.data.max_gap_days)
+        except DataError as exc:
+            err_console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+        if end_date is not None:
+            first = str(bars.timestamps[0].astype("datetime64[D]"))
+            last = str(bars.timestamps[-1].astype("datetime64[D]"))
+            if not first <= end_date[:10] <= last:
+                err_console.print(f"[red]--end-date {end_date} is outside the data of {name}: it has bars from "
+                                  f"{first} to {last}[/red]")
+                raise typer.Exit(2)
+
+
+@contextmanager
+def ml_server(settings: Settings, config: Path | None) -> Iterator[None]:
+    """A local ML server for the command's duration, unless ``settings.client.url`` names one.
+
+    The server runs as a child process started through its entry point (``python -m
+    quantcrew.ml_server``); ``settings.client.url`` points at it until the block ends.
+
+    Raises:
+        ServerStartError: the child exited or was not ready in time.
+    """
+    from quantcrew.crew.server_process import LocalServer
+
+    if settings.client.url is not None:
+        yield
+        return
+    server = LocalServer(env=child_env(settings), config_file=config, log_path=settings.home / "logs" / "server.log")
+    try:
+        with console.status("Starting the ML server on a free loopback port..."):
+            server.start()
+        settings.client.url = server.url
+        err_console.print(f"[dim]ML server started at {server.url}[/dim]")  # stderr: keeps --json output pure
+        yield
+    finally:
+        server.stop()
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Settings the child server must share with us (home decides registry and artifacts)."""
+    env = {"QUANTCREW_HOME": str(settings.home)}
+    if settings.server.api_key is not None:
+        env["QUANTCREW_SERVER__API_KEY"] = settings.server.api_key.get_secret_value()
+    return env

@@ -1,0 +1,158 @@
+"""``quantcrew run``: the crew on one or more symbols, one decision per symbol (or one agent's report).
+
+:func:`run_crew` is shared with ``quantcrew risk``: it starts a local ML server unless one is
+configured, kicks the crew off and prints its report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from quantcrew.cli.common import ConfigOpt, check_symbols, console, err_console, load_cli_settings, ml_server
+from quantcrew.config.settings import Settings
+
+__all__ = ["print_decision", "run", "run_crew"]
+
+
+def run(
+    symbols: Annotated[str, typer.Option("--symbols", "--symbol",
+                                         help="Comma-separated symbols: bundled series (SP500, NASDAQ, VIX, CRUDE), "
+                                              "data-folder symbols or files.")] = "SP500,NASDAQ",
+    crew: Annotated[str, typer.Option(help="full: the four agents and one decision per symbol; or one agent's "
+                                           "crew: regime, strategy, meta.")] = "full",
+    weights: Annotated[str | None, typer.Option(help="Portfolio weights for the risk step, summing to 1; "
+                                                     "default: equal.")] = None,
+    lookback: Annotated[int, typer.Option(min=60, help="Daily bars to analyse.")] = 750,
+    end_date: Annotated[str | None, typer.Option(help="Analyse as of this date (YYYY-MM-DD).")] = None,
+    drawdown: Annotated[float, typer.Option(min=0.0, max=1.0, help="The portfolio's current drawdown (0.1 = "
+                                                                   "10%); at the stop every target is 0.")] = 0.0,
+    process: Annotated[str | None, typer.Option(help="sequential (default) or hierarchical (the "
+                                                     "meta-orchestrator manages).")] = None,
+    max_llm_calls: Annotated[int | None, typer.Option(min=1, help="Most LLM calls for the run.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(min=0.001, help="Most wall-clock seconds for the run.")]
+    = None,
+    server_url: Annotated[str | None, typer.Option(help="ML server URL; default: start one locally.")] = None,
+    llm: Annotated[str | None, typer.Option(help="'planner' (offline) or a CrewAI LLM string, e.g. openai/gpt-4o.")]
+    = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for --llm.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the structured result as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the crew: regime analyst, risk manager, strategy agent and meta-orchestrator, one decision per symbol."""
+    from quantcrew.crew.crew import CREWS, PROCESSES
+    from quantcrew.tools.arguments import ToolInputError, check_weights, iso_date, parse_floats, parse_names
+
+    if crew not in CREWS or crew == "risk":
+        err_console.print(f"[red]--crew must be one of full, regime, strategy, meta (risk: `quantcrew risk`), "
+                          f"got {crew!r}[/red]")
+        raise typer.Exit(2)
+    if process is not None and process not in PROCESSES:
+        err_console.print(f"[red]--process must be one of {', '.join(PROCESSES)}, got {process!r}[/red]")
+        raise typer.Exit(2)
+    settings = load_cli_settings(config, client__url=server_url, crew__llm=llm, crew__llm_base_url=llm_base_url,
+                                 crew__max_llm_calls=max_llm_calls, crew__max_seconds=max_seconds)
+    try:
+        names = parse_names(symbols, field="symbols")
+        parsed = check_weights(parse_floats(weights, field="weights"), len(names), normalize=False) if weights \
+            else None
+        end = iso_date(end_date)
+    except (ToolInputError, ValueError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    check_symbols(names, settings, end)
+    inputs: dict[str, Any] = {"symbols": ",".join(names), "lookback": lookback, "end_date": end}
+    if crew == "full":
+        inputs["drawdown"] = drawdown
+        if parsed is not None:
+            inputs["weights"] = ",".join(f"{w:.6g}" for w in parsed)
+        title, doing = f"Decision: {', '.join(names)}", (f"Running the crew on {', '.join(names)} (regimes, risk, "
+                                                          "signals, decision)...")
+    else:
+        inputs["symbol"] = names[0]
+        title, doing = f"{crew.capitalize()} report: {names[0]}", f"Running the {crew} crew on {names[0]}..."
+    run_crew(crew, inputs, settings, config=config, as_json=as_json, title=title, doing=doing, process=process)
+
+
+def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: Path | None, as_json: bool,
+             title: str, doing: str, process: str | None = None) -> None:
+    """Start a local ML server unless one is configured, run the crew, print its report.
+
+    Args:
+        kind: The crew (``full``, ``risk``, ``regime``...).
+        inputs: Its kickoff inputs.
+        settings: Settings with the command's options applied.
+        config: The ``--config`` file, passed on to a local server.
+        as_json: Print the structured result as JSON instead of a report.
+        title: The report's title.
+        doing: The status line shown while the crew runs.
+        process: ``sequential`` or ``hierarchical``; None for the crew's own.
+
+    Raises:
+        typer.Exit: 3 over the run budget, 1 when the run or the server failed, 130 on Ctrl-C.
+    """
+    from quantcrew.crew.kickoff import CrewRunError
+    from quantcrew.crew.kickoff import run as kickoff
+    from quantcrew.crew.server_process import ServerStartError
+
+    try:
+        with ml_server(settings, config), console.status(doing) as status:
+            outcome = kickoff(inputs, settings, kind=kind, process=process,
+                              on_tool_result=lambda r: status.update(f"{r.tool} answered..."))
+    except CrewRunError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        if exc.run_id is not None:
+            err_console.print(f"[dim]run {exc.run_id} recorded as {exc.status} in {settings.runs_db}[/dim]")
+        raise typer.Exit(3 if exc.status == "budget_exceeded" else 1) from exc
+    except ServerStartError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted; stopping the ML server[/yellow]")
+        raise typer.Exit(130) from None
+    if as_json:
+        console.print_json(json.dumps({
+            "run_id": outcome.run_id, "status": outcome.status, "inputs": outcome.inputs,
+            "output": outcome.output, "tool_results": [r.model_dump(mode="json") for r in outcome.tool_results],
+            "views": outcome.views,
+            "decision": outcome.decision.model_dump(mode="json") if outcome.decision is not None else None,
+            "llm_calls": outcome.llm_calls, "duration_s": outcome.duration_s,
+        }, default=str))
+        return
+    degraded = " [yellow](DEGRADED: fallback answer)[/yellow]" if outcome.degraded else ""
+    if outcome.decision is not None:
+        print_decision(outcome, title + degraded)
+    else:
+        console.print(Panel(outcome.output, title=f"{title}{degraded}", expand=False))
+    console.print(f"[dim]run {outcome.run_id} stored in {settings.runs_db}[/dim]")
+
+
+def print_decision(outcome: Any, title: str) -> None:
+    """The decision as a table a portfolio manager can audit, then the limits and the provenance."""
+    decision = outcome.decision
+    regimes = {r["symbol"]: r for r in outcome.views.get("market_regimes", {}).get("regimes", [])}
+    table = Table("symbol", "action", "target", "regime (p)", "followed", "size", "timing", "why", "limits",
+                  title=f"{title} (as of {decision.as_of or '?'})", show_lines=True)
+    for d in decision.decisions:
+        r = regimes.get(d.symbol, {})
+        p = f" ({r['probability']:.2f})" if r.get("probability") is not None else ""
+        table.add_row(d.symbol, d.action.upper(), f"{d.target_position:+.2f}", f"{d.regime or '?'}{p}", d.followed,
+                      f"{d.size:.2f}", d.timing or "", d.why, "; ".join(d.limits_applied) or "none")
+    console.print(table)
+    var = f"{decision.estimated_var:.2%} ({decision.var_method})" if decision.estimated_var is not None else "n/a"
+    limits = decision.limits
+    console.print(f"gross exposure {decision.gross_exposure:.2f}; estimated 1-day VaR95 {var}; limits: max position "
+                  f"{limits.max_position:g}, max gross {limits.max_gross:g}, max VaR {limits.max_var:.1%}, drawdown "
+                  f"stop {limits.drawdown_stop:.0%} (drawdown now {decision.drawdown:.1%})")
+    models = ", ".join(sorted({f"{m.tool}:{m.model_id or m.method_used}" for m in decision.models}))
+    console.print(f"[dim]models: {models}[/dim]")
+    if decision.degraded:
+        console.print("[yellow]degraded inputs:[/yellow]")
+        for line in decision.degraded_inputs:
+            console.print(f"[yellow]  - {line}[/yellow]")
+    console.print(f"[dim]{outcome.llm_calls} LLM calls, {outcome.duration_s:.1f} s[/dim]")

@@ -1,0 +1,166 @@
+"""The execution family's verb: plan an order's size and timing with MC-dropout intervals.
+
+The stored network is found (by id, or the newest for the symbol), rebuilt through the
+registry's one cache, its scaled inputs built here, and the sampling pass run on the device
+thread (through the dynamic batcher when batching is on); the draws are summarised here. torch
+loads with the first network, not with this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+from anyio import to_thread
+
+from quantcrew.ml_server.errors import InvalidInputError, NotFoundError
+from quantcrew.ml_server.inference import InferenceRuntime, check_samples
+from quantcrew.ml_server.registry import ModelRegistry
+from quantcrew.ml_server.schemas.common import ModelInfo
+from quantcrew.ml_server.schemas.execution import (
+    MARKET_INPUTS,
+    ExecutionPlan,
+    ExecutionRequest,
+    ExecutionResponse,
+    Interval,
+)
+from quantcrew.ml_server.services import adapter
+from quantcrew.ml_server.services.bars import bars_from_payload
+from quantcrew.ml_server.services.execution import inputs as xin
+from quantcrew.ml_server.services.execution.summary import Summary, summarize
+
+if TYPE_CHECKING:
+    from quantcrew.ml_server.services.execution.model import ExecutionModel
+    from quantcrew.ml_server.services.execution.net import PlanSamples
+
+__all__ = ["PreparedExecution", "finish", "load", "plan", "prepare", "resolve_model_id"]
+
+FloatArray = npt.NDArray[np.float64]
+_SIGNAL = {"down": -1.0, "flat": 0.0, "up": 1.0}
+_MARKET_WARMUP = 61
+
+
+def resolve_model_id(registry: ModelRegistry, model_id: str | None, symbol: str | None) -> str:
+    """The id asked for, else the newest execution network for the symbol (or any, without one).
+
+    Raises:
+        NotFoundError: no execution network (for the symbol) was trained (404).
+    """
+    if model_id is not None:
+        return model_id
+    stored = registry.list(family="execution")
+    if symbol is not None:
+        stored = [m for m in stored if m.metadata.get("symbol") == symbol]
+    if not stored:
+        which = f" for symbol '{symbol}'" if symbol else ""
+        raise NotFoundError(f"no execution network{which}; train one with POST /v1/ensemble/train (execution: true)",
+                            details={"symbol": symbol})
+    return stored[0].model_id
+
+
+def load(registry: ModelRegistry, model_id: str, device: str) -> tuple[ExecutionModel, ModelInfo]:
+    """The stored network ``model_id`` on ``device``, from the registry's cache or rebuilt.
+
+    Raises:
+        ModelNotFoundError: unknown id, or not an execution network (404).
+        ArtifactIntegrityError: the artifact changed, or does not rebuild (409).
+    """
+    from quantcrew.ml_server.services.execution.model import ExecutionModel  # torch loads with the first network
+
+    return adapter.rebuild(registry, model_id, ExecutionModel, device=device)
+
+
+@dataclass(frozen=True)
+class PreparedExecution:
+    """One request's scaled network inputs and what the reply needs about its input."""
+
+    x: npt.NDArray[np.float32]
+    direction: FloatArray
+    data_hash: str
+    as_of: datetime | None
+
+
+def prepare(req: ExecutionRequest, model: ExecutionModel, *, max_request_batch: int) -> PreparedExecution:
+    """Scaled network inputs, one row per decision.
+
+    Raises:
+        InvalidInputError: more decisions than the cap, or too few bars for the market inputs.
+    """
+    k = len(req.signals)
+    if k > max_request_batch:
+        raise InvalidInputError(f"signals has {k} decisions; the cap is {max_request_batch}",
+                                details=[{"loc": ["signals"], "msg": f"at most {max_request_batch}"}])
+    strategic = np.array([[_SIGNAL[s.signal], s.confidence, s.predictive_entropy, s.divergence_metric,
+                           s.agreement_score] for s in req.signals], dtype=np.float64)
+    if req.data is not None:
+        need = _MARKET_WARMUP + k - 1
+        if len(req.data) < need:
+            raise InvalidInputError(
+                f"data has {len(req.data)} bars; market conditions need {_MARKET_WARMUP} bars of history "
+                f"for each of the last {k} bars, so at least {need} are needed",
+                details=[{"loc": ["data"], "msg": f"need at least {need} rows"}])
+        bars = bars_from_payload(req.data, min_rows=need)
+        market = xin.market_inputs(bars.open, bars.high, bars.low, bars.close, bars.volume)[-k:]
+        data_hash, as_of = bars.data_hash, bars.as_of
+    else:
+        assert req.market is not None
+        market = np.array([[getattr(m, c) for c in MARKET_INPUTS] for m in req.market], dtype=np.float64)
+        data_hash, as_of = "sha256:" + _digest(market), None
+    x = np.column_stack([strategic, market])
+    if not np.isfinite(x).all():
+        raise InvalidInputError("market conditions are not finite at the decision bars (too little history?)",
+                                details=[{"loc": ["data"], "msg": "non-finite market inputs"}])
+    return PreparedExecution(model.transform(x), strategic[:, 0], data_hash, as_of)
+
+
+def _digest(a: FloatArray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _interval(s: Summary, i: int) -> Interval:
+    return Interval(mean=float(s.mean[i]), std=float(s.std[i]), lower=float(s.lower[i]), upper=float(s.upper[i]))
+
+
+def finish(req: ExecutionRequest, info: ModelInfo, prepared: PreparedExecution, drawn: PlanSamples,
+           samples: int) -> ExecutionResponse:
+    """The draws summarised per decision: size and wait-probability intervals, and the timing."""
+    size = summarize(drawn.size, req.level)
+    wait = summarize(drawn.wait_prob, req.level)
+    plans = []
+    for i, d in enumerate(prepared.direction):
+        direction = int(d)
+        timing: Literal["now", "wait"] = "wait" if wait.mean[i] > 0.5 and direction != 0 else "now"
+        plans.append(ExecutionPlan(size=_interval(size, i), wait_probability=_interval(wait, i), timing=timing,
+                                   direction=direction, target_fraction=float(direction * size.mean[i])))
+    return ExecutionResponse(
+        model_id=info.model_id, model_version=info.version, method_used="mc_dropout", fallback=False,
+        data_hash=prepared.data_hash, seed=req.seed, as_of=prepared.as_of, plans=plans,
+        decision_type=req.decision_type, samples=samples, level=req.level,
+    )
+
+
+async def plan(req: ExecutionRequest, registry: ModelRegistry, runtime: InferenceRuntime) -> ExecutionResponse:
+    """Size (fraction of the maximum position) and timing (now / wait) per decision, with MC-dropout intervals.
+
+    Raises:
+        InvalidInputError: samples over the cap, too many decisions, too little market history (422).
+        NotFoundError: no such network, or none for the symbol (404).
+        ArtifactIntegrityError: the stored network does not rebuild (409).
+    """
+    inf = runtime.inference
+    samples = check_samples(req.samples or inf.execution_samples[req.decision_type], inf.max_samples)
+    model_id = await to_thread.run_sync(resolve_model_id, registry, req.model_id, req.symbol)
+    model, info = await to_thread.run_sync(load, registry, model_id, runtime.device)
+    prepared = await to_thread.run_sync(partial(prepare, req, model, max_request_batch=inf.max_request_batch))
+    drawn: PlanSamples
+    if req.seed is not None:
+        drawn = await runtime.on_device(model.sample, prepared.x, samples, req.seed)
+    else:
+        run = partial(model.batch_sample, samples=samples)
+        drawn = await runtime.batched(f"execution:{model_id}:{samples}", "execution", run, prepared.x)
+    return finish(req, info, prepared, drawn, samples)

@@ -1,0 +1,233 @@
+"""The rl family's verbs: train specialised policies (a job), ask them, backtest them out of sample.
+
+Policies observe a :class:`~quantcrew.ml_server.services.rl.market.Market` built from the bars
+sent, through the scaler (and regime detector) stored with them; stored policies are rebuilt
+through the registry's one cache. torch and stable-baselines3 load with the first policy (or
+the first training job), not with this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantcrew.ml_server.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
+from quantcrew.ml_server.jobs import JobManager
+from quantcrew.ml_server.registry import ModelRegistry
+from quantcrew.ml_server.schemas.common import ModelInfo
+from quantcrew.ml_server.schemas.jobs import JobInfo
+from quantcrew.ml_server.schemas.rl import (
+    RegimeSlice,
+    RLAction,
+    RLActRequest,
+    RLActResponse,
+    RLEvaluateRequest,
+    RLEvaluateResponse,
+    RLEvaluation,
+    RLTrainRequest,
+)
+from quantcrew.ml_server.services import adapter
+from quantcrew.ml_server.services.bars import Bars, bars_from_payload
+from quantcrew.ml_server.services.regime.model import RegimeDetector
+from quantcrew.ml_server.services.rl.backtest import BacktestMetrics
+from quantcrew.ml_server.services.rl.evaluation import (
+    backtest_report,
+    benchmark_reports,
+    evaluate_positions,
+    run_policy,
+)
+from quantcrew.ml_server.services.rl.features import WARMUP, FeatureScaler
+from quantcrew.ml_server.services.rl.market import (
+    MIN_TEST_BARS,
+    Market,
+    as_naive_utc,
+    observation,
+    prepare_market,
+    split_index,
+)
+
+if TYPE_CHECKING:
+    from quantcrew.ml_server.services.rl.policy import PolicyModel
+
+__all__ = [
+    "act",
+    "check_timesteps",
+    "evaluate",
+    "load_policy",
+    "resolve_policies",
+    "train",
+]
+
+
+# -- training --------------------------------------------------------------------------------------
+
+
+def check_timesteps(timesteps: int, cap: int) -> None:
+    """Refuse a timestep count over the server's cap (an :class:`InvalidInputError` naming the field)."""
+    if timesteps > cap:
+        raise InvalidInputError(
+            f"timesteps {timesteps} is over this server's cap of {cap} (server.max_timesteps)",
+            details=[{"loc": ["timesteps"], "msg": f"must be <= {cap}"}],
+        )
+
+
+def train(req: RLTrainRequest, registry: ModelRegistry, jobs: JobManager, *, max_timesteps: int, min_rows: int,
+          compute_threads: int) -> JobInfo:
+    """Start a training job (one policy per agent).
+
+    The request is checked before the job starts (timesteps cap, enough training and test
+    bars), so bad input is an :class:`InvalidInputError` now, not a failed job later.
+    """
+    check_timesteps(req.timesteps, max_timesteps)
+    bars = bars_from_payload(req.data, min_rows=min_rows)
+    last = split_index(bars, req.train_end, req.train_fraction)
+    # torch and stable-baselines3 load with the first job (about 3 s), not when the server starts
+    from quantcrew.ml_server.services.rl import training
+
+    plan = training.TrainingPlan(req, bars, last, compute_threads=compute_threads)
+    iso = bars.iso()
+    params = {
+        "agents": list(req.agents), "algorithm": req.algorithm, "timesteps": req.timesteps, "seed": req.seed,
+        "action_mode": req.action_mode, "symbol": req.symbol, "train_start": iso[0], "train_end": iso[last],
+        "test_end": iso[-1], "n_bars": len(bars), "data_hash": bars.data_hash, "name_prefix": req.name_prefix,
+    }
+    return jobs.submit("rl_train", lambda ctx: training.train_agents(plan, registry, ctx), params=params)
+
+
+# -- stored policies -------------------------------------------------------------------------------
+
+
+def load_policy(registry: ModelRegistry, model_id: str) -> tuple[PolicyModel, ModelInfo]:
+    """The stored policy ``model_id``, from the registry's cache or rebuilt.
+
+    Raises:
+        ModelNotFoundError: unknown id or not an rl model (404).
+        ArtifactIntegrityError: the file changed, or its tensors do not fit the recorded architecture (409).
+    """
+    from quantcrew.ml_server.services.rl.policy import PolicyModel  # torch + SB3 load on first use
+
+    return adapter.rebuild(registry, model_id, PolicyModel)
+
+
+def resolve_policies(registry: ModelRegistry, *, model_ids: Sequence[str] | None, agents: Sequence[str] | None,
+                     algorithm: str | None) -> list[str]:
+    """Registry ids of the policies asked for: the ids themselves, or each agent's newest policy.
+
+    Raises:
+        NotFoundError: an agent has no trained policy (of that algorithm).
+    """
+    if model_ids is not None:
+        return list(dict.fromkeys(model_ids))
+    stored = registry.list(family="rl")
+    out: list[str] = []
+    for agent in agents or ():
+        match = next((m for m in stored if m.metadata.get("agent") == agent
+                      and (algorithm is None or m.metadata.get("algorithm") == algorithm)), None)
+        if match is None:
+            which = f"agent '{agent}'" + (f" with algorithm '{algorithm}'" if algorithm else "")
+            raise NotFoundError(f"no trained policy for {which}; train one with POST /v1/rl/train",
+                                details={"agent": agent, "algorithm": algorithm})
+        out.append(match.model_id)
+    return out
+
+
+def _market_for(registry: ModelRegistry, bars: Bars, meta: dict[str, Any],
+                cache: dict[tuple[str | None, str], Market]) -> Market:
+    key = (meta.get("regime_model_id"), repr(meta.get("scaler")))
+    market = cache.get(key)
+    if market is None:
+        regime_id = meta.get("regime_model_id")
+        # the detector the policy observes through; a policy trained without one has no id
+        detector = None if regime_id is None else adapter.rebuild(registry, regime_id, RegimeDetector)[0]
+        try:
+            scaler = FeatureScaler.from_dict(meta["scaler"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactIntegrityError(f"rl policy metadata has no usable scaler: {exc}") from exc
+        market = prepare_market(bars, detector=detector, scaler=scaler)
+        if list(market.feature_names) != list(meta.get("feature_names", [])):
+            raise ArtifactIntegrityError(
+                "the policy was trained on other features than this server computes",
+                details={"expected": meta.get("feature_names"), "actual": list(market.feature_names)},
+            )
+        cache[key] = market
+    return market
+
+
+def _check_bars(n: int) -> None:
+    if n < WARMUP + 2:
+        raise InvalidInputError(
+            f"data has {n} bars; policies observe {WARMUP}-bar features, so at least {WARMUP + 2} are needed",
+            details=[{"loc": ["data", "timestamps"], "msg": f"need at least {WARMUP + 2} rows"}],
+        )
+
+
+def act(req: RLActRequest, registry: ModelRegistry) -> RLActResponse:
+    """Every selected policy's action at the last bar."""
+    _check_bars(len(req.data))
+    bars = bars_from_payload(req.data, min_rows=WARMUP + 2)
+    ids = resolve_policies(registry, model_ids=req.model_ids, agents=req.agents, algorithm=req.algorithm)
+    markets: dict[tuple[str | None, str], Market] = {}
+    actions: list[RLAction] = []
+    market: Market | None = None
+    for model_id in ids:
+        policy, info = load_policy(registry, model_id)
+        market = _market_for(registry, bars, info.metadata, markets)
+        answer = policy.answer(observation(market, len(bars) - 1, req.position))
+        actions.append(RLAction(
+            agent=info.metadata["agent"], model_id=info.model_id, model_version=info.version,
+            algorithm=info.metadata["algorithm"], action=answer.action, action_label=answer.label,
+            target_position=answer.target_position, probabilities=answer.probabilities, q_values=answer.q_values,
+            action_std=answer.action_std,
+        ))
+    assert market is not None
+    regime = market.labels[-1] if market.regime_probs is not None else None
+    return RLActResponse(
+        model_id=None, model_version=None, method_used="rl_policy", fallback=False, data_hash=bars.data_hash,
+        seed=None, as_of=bars.as_of, actions=actions, regime=regime, regime_probabilities=market.regime_probs,
+    )
+
+
+def evaluate(req: RLEvaluateRequest, registry: ModelRegistry) -> RLEvaluateResponse:
+    """Backtest the selected policies on the bars after ``start`` (or after their training span)."""
+    _check_bars(len(req.data))
+    bars = bars_from_payload(req.data, min_rows=WARMUP + 2)
+    ids = resolve_policies(registry, model_ids=req.model_ids, agents=req.agents, algorithm=req.algorithm)
+    loaded = [load_policy(registry, m) for m in ids]
+    end = len(bars) - 1  # the last bar's forward return is unknown
+    if req.start is not None:
+        start = int(np.searchsorted(bars.times, as_naive_utc(req.start), side="left"))
+    else:
+        train_ends = [np.datetime64(info.metadata["train_end"], "us") for _, info in loaded]
+        # the last training bar's position is the first one that earns a test-span return
+        start = int(np.searchsorted(bars.times, max(train_ends), side="right")) - 1
+    start = max(start, WARMUP)
+    if end - start < MIN_TEST_BARS:
+        raise InvalidInputError(
+            f"the evaluation span has {max(end - start, 0)} bars; at least {MIN_TEST_BARS} are needed "
+            "(send bars after the policies' training span, or an earlier start)",
+            details=[{"loc": ["start"], "msg": f"need at least {MIN_TEST_BARS} bars to evaluate"}],
+        )
+    markets: dict[tuple[str | None, str], Market] = {}
+    evaluations: list[RLEvaluation] = []
+    bench: dict[str, BacktestMetrics] = {}
+    bench_regimes: dict[str, dict[str, RegimeSlice]] = {}
+    for policy, info in loaded:
+        market = _market_for(registry, bars, info.metadata, markets)
+        if not bench:
+            bench, bench_regimes = benchmark_reports(market, start, end, cost_bps=req.cost_bps,
+                                                     slippage_bps=req.slippage_bps)
+        positions = run_policy(policy, market, start, end)
+        evaluations.append(evaluate_positions(
+            info.metadata["agent"], info.model_id, info.metadata["algorithm"], positions, market, start, end,
+            cost_bps=req.cost_bps, slippage_bps=req.slippage_bps, bench=bench, bench_regimes=bench_regimes,
+        ))
+    iso = bars.iso()
+    return RLEvaluateResponse(
+        model_id=None, model_version=None, method_used="rl_backtest", fallback=False, data_hash=bars.data_hash,
+        seed=None, as_of=bars.as_of, evaluations=evaluations,
+        benchmarks={k: backtest_report(v) for k, v in bench.items()}, benchmark_regime_returns=bench_regimes,
+        start=iso[start], end=iso[end],
+    )
+

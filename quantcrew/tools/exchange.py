@@ -1,0 +1,279 @@
+"""One exchange with the ML server, written once for both clients.
+
+``MLClientBase`` owns everything but I/O: building the request from a row of the endpoint
+table (:mod:`quantcrew.tools.endpoints`), the retry policy, the circuit-breaker bookkeeping,
+and parsing the response into the error tree (:mod:`quantcrew.tools.errors`) or the reply's
+pydantic model. The exchange itself is one generator, ``_exchange``: it yields a ``Send``
+(send this request) or a ``Wait`` (sleep this long) and receives the response back, so
+:class:`quantcrew.tools.client.MLClient` drives it with blocking I/O and
+:class:`quantcrew.tools.client.AsyncMLClient` awaits it (:mod:`quantcrew.tools.flow`).
+
+Retries: only for idempotent endpoints (``regime_fit`` creates a registry version and is
+never retried), only after a retryable fault (unavailable, timeout, 503 not ready; never a
+4xx, another 5xx or an open breaker), at most ``retries`` times, with exponential backoff
+and jitter. Every attempt passes through the breaker; a retry is not made once it has opened.
+The probes ``health`` and ``ready`` make one attempt and bypass the breaker: they exist to
+ask "is it up now?", and an open breaker must not hide the answer.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Generator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Generic, Self, TypeVar, overload
+from urllib.parse import quote
+
+import httpx
+from pydantic import ValidationError
+
+from quantcrew.ml_server.schemas.common import WireModel
+from quantcrew.tools import endpoints as ep
+from quantcrew.tools.breaker import BreakerState, CircuitBreaker
+from quantcrew.tools.endpoints import Endpoint
+from quantcrew.tools.errors import (
+    MLClientError,
+    MLResponseError,
+    MLServerFault,
+    error_from_response,
+    map_transport_errors,
+)
+
+__all__ = ["DEFAULT_MAX_BACKOFF_S", "CallInfo", "MLClientBase", "Send", "Wait"]
+
+DEFAULT_MAX_BACKOFF_S = 5.0
+"""Default cap on one backoff (and on a server's Retry-After), in seconds."""
+
+_T = TypeVar("_T")
+_Req = TypeVar("_Req", bound=WireModel)
+_H = TypeVar("_H", httpx.Client, httpx.AsyncClient)
+
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the last call on a client did, for a tool's metadata.
+
+    Attributes:
+        endpoint: Endpoint name, e.g. ``"regime_label"``.
+        attempts: Requests sent (0 when the breaker refused the call).
+        elapsed_ms: Wall time of the whole call, retries and backoff included.
+        status_code: Status of the last reply, or None when there was none.
+        ok: Whether the call returned a result.
+    """
+
+    endpoint: str
+    attempts: int
+    elapsed_ms: float
+    status_code: int | None
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A step of an exchange: send ``request``; the exchange receives the ``httpx.Response``."""
+
+    request: httpx.Request
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A step of an exchange: sleep ``seconds`` before the next attempt; the exchange receives None."""
+
+    seconds: float
+
+
+class _Post(Generic[_Req, _T]):
+    """A POST endpoint as a client method: ``client.risk_var(request) -> VarResponse`` (awaitable when async)."""
+
+    def __init__(self, endpoint: Endpoint[_Req, _T]) -> None:
+        self.endpoint = endpoint
+        self.__doc__ = endpoint.doc
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: MLClientBase[httpx.Client], owner: type[Any] | None = None) -> Callable[[_Req], _T]: ...
+    @overload
+    def __get__(
+        self, obj: MLClientBase[httpx.AsyncClient], owner: type[Any] | None = None
+    ) -> Callable[[_Req], Awaitable[_T]]: ...
+    def __get__(self, obj: MLClientBase[Any] | None, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj._bind(self.endpoint)
+
+
+class MLClientBase(Generic[_H]):
+    """Everything the sync and async clients share: building, retrying, breaking, parsing.
+
+    A subclass adds how to perform the steps of ``_exchange`` (blocking or awaited), ``_bind``
+    (one POST endpoint as a method) and the methods that take no request body.
+    """
+
+    def __init__(
+        self,
+        http: _H,
+        *,
+        retries: int,
+        backoff_s: float,
+        breaker: CircuitBreaker | None,
+        max_backoff_s: float,
+        rng: random.Random | None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if backoff_s < 0 or max_backoff_s < 0:
+            raise ValueError(f"backoff_s and max_backoff_s must be >= 0, got {backoff_s} and {max_backoff_s}")
+        self._http: _H = http
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.breaker = breaker
+        self._rng = rng if rng is not None else random.Random()
+        self.last_call: CallInfo | None = None
+
+    @property
+    def base_url(self) -> httpx.URL:
+        """The server's base URL, from the injected HTTP client."""
+        return self._http.base_url
+
+    @property
+    def last_call_ms(self) -> float | None:
+        """Wall time of the last call in milliseconds (last writer wins under concurrency)."""
+        return self.last_call.elapsed_ms if self.last_call is not None else None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={str(self.base_url)!r}, retries={self.retries})"
+
+    regime_label = _Post(ep.REGIME_LABEL)
+    regime_fit = _Post(ep.REGIME_FIT)
+    regime_predict = _Post(ep.REGIME_PREDICT)
+    risk_covariance = _Post(ep.RISK_COVARIANCE)
+    risk_var = _Post(ep.RISK_VAR)
+    risk_backtest = _Post(ep.RISK_BACKTEST)
+    decompose_analyze = _Post(ep.DECOMPOSE_ANALYZE)
+    decompose_fit = _Post(ep.DECOMPOSE_FIT)
+    decompose_transform = _Post(ep.DECOMPOSE_TRANSFORM)
+    cluster_analyze = _Post(ep.CLUSTER_ANALYZE)
+    cluster_fit = _Post(ep.CLUSTER_FIT)
+    cluster_predict = _Post(ep.CLUSTER_PREDICT)
+    anomaly_detect = _Post(ep.ANOMALY_DETECT)
+    anomaly_fit = _Post(ep.ANOMALY_FIT)
+    anomaly_score = _Post(ep.ANOMALY_SCORE)
+    supervised_analyze = _Post(ep.SUPERVISED_ANALYZE)
+    supervised_fit = _Post(ep.SUPERVISED_FIT)
+    supervised_predict = _Post(ep.SUPERVISED_PREDICT)
+    rl_train = _Post(ep.RL_TRAIN)
+    rl_act = _Post(ep.RL_ACT)
+    rl_evaluate = _Post(ep.RL_EVALUATE)
+    bandit_create = _Post(ep.BANDIT_CREATE)
+    bandit_select = _Post(ep.BANDIT_SELECT)
+    bandit_reward = _Post(ep.BANDIT_REWARD)
+    bandit_simulate = _Post(ep.BANDIT_SIMULATE)
+    ensemble_train = _Post(ep.ENSEMBLE_TRAIN)
+    ensemble_predict = _Post(ep.ENSEMBLE_PREDICT)
+    ensemble_deploy = _Post(ep.ENSEMBLE_DEPLOY)
+    execution_plan = _Post(ep.EXECUTION_PLAN)
+
+    def _bind(self, endpoint: Endpoint[Any, Any]) -> Callable[[Any], Any]:
+        """``endpoint`` as a method taking its request (see ``_Post``)."""
+        raise NotImplementedError
+
+    def _exchange(
+        self, endpoint: Endpoint[Any, _T], body: WireModel | None, path_id: str | None
+    ) -> Generator[Send | Wait, Any, _T]:
+        """One call, retries included: yields ``Send`` and ``Wait`` steps, returns the parsed reply.
+
+        Raises:
+            TypeError: ``body`` is not the endpoint's request type (before anything is sent).
+            ValueError: an empty ``path_id``.
+            quantcrew.tools.errors.MLClientError: the call failed (after any retries).
+        """
+        request = self._build_request(endpoint, body, path_id)
+        started = time.perf_counter()
+        attempts, status = 0, None
+        try:
+            while True:
+                try:
+                    with self._guard(endpoint):
+                        attempts += 1
+                        with map_transport_errors():
+                            response: httpx.Response = yield Send(request)
+                        status = response.status_code
+                        result = self._parse(endpoint, response)
+                except MLClientError as exc:
+                    delay = self._retry_delay(endpoint, exc, attempts - 1)
+                    if delay is None:
+                        raise
+                    yield Wait(delay)
+                    continue
+                self._record(endpoint, attempts, started, status, True)
+                return result
+        except BaseException:
+            self._record(endpoint, attempts, started, status, False)
+            raise
+
+    def _build_request(
+        self, endpoint: Endpoint[Any, Any], body: WireModel | None, path_id: str | None
+    ) -> httpx.Request:
+        if endpoint.request_type is not None and type(body) is not endpoint.request_type:
+            raise TypeError(f"{endpoint.name} takes a {endpoint.request_type.__name__}, got {type(body).__name__}")
+        path = endpoint.path
+        if path_id is not None:
+            if not path_id:
+                raise ValueError(f"{endpoint.name}: the id must not be empty")
+            path = path.format(id=quote(path_id, safe=""))
+        if body is None:
+            return self._http.build_request(endpoint.method, path)
+        return self._http.build_request(
+            endpoint.method, path, content=body.model_dump_json().encode(), headers=_JSON_HEADERS
+        )
+
+    def _guard(self, endpoint: Endpoint[Any, Any]) -> AbstractContextManager[None]:
+        if self.breaker is None or endpoint.probe:
+            return nullcontext()
+        return self.breaker.guard()
+
+    @staticmethod
+    def _parse(endpoint: Endpoint[Any, _T], response: httpx.Response) -> _T:
+        if not response.is_success:
+            raise error_from_response(response)
+        try:
+            return endpoint.parse(response.content)
+        except ValidationError as exc:
+            raise MLServerFault(
+                f"the reply of {endpoint.name} does not match the wire contract: {exc.error_count()} errors, "
+                f"first: {_first_error(exc)}",
+                status_code=response.status_code,
+                code="invalid_response",
+                details=exc.errors(include_url=False, include_input=False),
+                endpoint=f"{endpoint.method} {endpoint.path}",
+            ) from exc
+
+    def _retry_delay(self, endpoint: Endpoint[Any, Any], exc: MLClientError, attempt: int) -> float | None:
+        """Seconds to wait before retry number ``attempt + 1``, or None to give up and raise ``exc``."""
+        if not (endpoint.idempotent and not endpoint.probe and exc.retryable and attempt < self.retries):
+            return None
+        if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
+            return None  # the next attempt would only be refused; report the real fault instead
+        ceiling = min(self.max_backoff_s, self.backoff_s * 2.0**attempt)
+        delay = ceiling * self._rng.uniform(0.5, 1.0)  # jitter keeps clients from retrying in step
+        if isinstance(exc, MLResponseError) and exc.retry_after_s is not None:  # the server said when
+            delay = min(max(delay, exc.retry_after_s), self.max_backoff_s)
+        return delay
+
+    def _record(
+        self, endpoint: Endpoint[Any, Any], attempts: int, started: float, status: int | None, ok: bool
+    ) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        self.last_call = CallInfo(endpoint.name, attempts, elapsed_ms, status, ok)
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+    return f"{loc}: {first['msg']}"

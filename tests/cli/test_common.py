@@ -1,0 +1,54 @@
+"""The helpers every command group shares: settings with overrides, symbol checks, the child's environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from pydantic import SecretStr
+
+from quantcrew.cli.common import check_symbols, child_env, load_cli_settings, ml_server
+from quantcrew.config.settings import Settings
+
+
+def test_load_cli_settings_applies_overrides_and_skips_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTCREW_CLIENT__URL", "http://127.0.0.1:1")
+    settings = load_cli_settings(None, client__url=None, crew__max_llm_calls=7)
+    assert settings.client.url == "http://127.0.0.1:1"
+    assert settings.crew.max_llm_calls == 7
+
+
+def test_load_cli_settings_bad_settings_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("QUANTCREW_CLIENT__TIMEOUT_S", "-1")
+    with pytest.raises(typer.Exit) as info:
+        load_cli_settings(None)
+    assert info.value.exit_code == 2
+    assert "QUANTCREW_CLIENT__TIMEOUT_S" in capsys.readouterr().err
+
+
+def test_check_symbols_refuses_unknown_symbol_and_end_date_outside_the_data(settings: Settings) -> None:
+    check_symbols(["SP500"], settings, "2010-06-30")
+    for names, end in ((["SP500", "NOPE"], None), (["SP500"], "2030-01-01")):
+        with pytest.raises(typer.Exit) as info:
+            check_symbols(names, settings, end)
+        assert info.value.exit_code == 2
+
+
+def test_child_env_shares_home_and_server_key(settings: Settings) -> None:
+    assert child_env(settings) == {"QUANTCREW_HOME": str(settings.home)}
+    settings.server.api_key = SecretStr("s3cret")
+    assert child_env(settings)["QUANTCREW_SERVER__API_KEY"] == "s3cret"
+
+
+def test_ml_server_with_a_configured_url_starts_nothing(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantcrew.crew.server_process import LocalServer
+
+    def refuse(self: LocalServer) -> LocalServer:
+        raise AssertionError("a server was started although --server-url was given")
+
+    monkeypatch.setattr(LocalServer, "start", refuse)
+    settings.client.url = "http://127.0.0.1:9"
+    with ml_server(settings, Path("unused.yaml")):
+        assert settings.client.url == "http://127.0.0.1:9"
