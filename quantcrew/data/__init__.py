@@ -6,7 +6,8 @@ Numpy, the standard library and pyarrow only: no pandas, no ML library.
 from quantcrew.data.errors import DataError, UnknownSymbolError
 from quantcrew.data.loaders import load_csv, load_file, load_parquet, to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
-from quantcrew.data.panel import AlignmentError, Panel, align, load_panel, load_panel_dir
+from quantcrew.data.panel import AlignmentError, Panel, align
+from quantcrew.data.panel_loaders import load_panel, load_panel_dir
 from quantcrew.data.samples import SAMPLES, load_sample
 from quantcrew.data.symbols import load_symbol
 from quantcrew.data.synthetic import PARAM_SETS, RegimeParams, SyntheticMarket, generate_regime_market, oracle_filter

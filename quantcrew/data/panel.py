@@ -1,9 +1,8 @@
 """Several close-price series aligned on their common dates: the input of multi-asset models.
 
 A :class:`Panel` holds one close column per symbol on the dates every series shares
-(an inner join). :func:`align` builds it from :class:`~quantcrew.data.ohlcv.OHLCV` series,
-:func:`load_panel` from symbols (bundled samples, files in a data folder, paths) and
-:func:`load_panel_dir` from every data file in a folder.
+(an inner join). :func:`align` builds it from :class:`~quantcrew.data.ohlcv.OHLCV` series;
+:mod:`quantcrew.data.panel_loaders` builds it from symbols or a folder of files.
 
 Daily series from different sources often stamp the same trading day with different times
 (midnight, the close, 16:00 New York in UTC), so by default series are matched on the DATE
@@ -12,8 +11,9 @@ part of their timestamps; intraday series are matched on exact timestamps with `
 An inner join keeps the coarsest calendar: aligning the bundled monthly ``CRUDE`` series
 (stamped on the 15th) with daily ``SP500`` leaves one date per month, and only for the months
 whose 15th was a trading day. ``meta["frequency"]`` holds a guess of the panel's spacing
-(``"daily"``, ``"weekly"``, ``"monthly"``...) and ``meta["input_frequency"]`` each input's, so
-that a caller can notice a monthly panel before annualising its returns as daily ones.
+(``"daily"``, ``"weekly"``, ``"monthly"``...; see :func:`~quantcrew.data.frequency.guess_frequency`)
+and ``meta["input_frequency"]`` each input's, so that a caller can notice a monthly panel before
+annualising its returns as daily ones.
 
 Numpy and the standard library only: no pandas.
 """
@@ -24,23 +24,19 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import reduce
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from quantcrew.data.errors import DataError
-from quantcrew.data.loaders import SUFFIXES, load_file
+from quantcrew.data.frequency import guess_frequency
 from quantcrew.data.ohlcv import OHLCV
-from quantcrew.data.symbols import load_symbol
 
-__all__ = ["AlignmentError", "Panel", "align", "guess_frequency", "load_panel", "load_panel_dir"]
+__all__ = ["AlignmentError", "Panel", "align", "timestamp_range"]
 
 FloatArray = npt.NDArray[np.float64]
 TimeArray = npt.NDArray[np.datetime64]
-
-_DAY_NS = 86_400_000_000_000
 
 
 class AlignmentError(DataError):
@@ -211,7 +207,7 @@ def align(
     if not items:
         raise AlignmentError("no series to align: pass at least one OHLCV series")
     symbols = [s.symbol for s in items]
-    ranges = {s.symbol: _range_of(s.timestamps) for s in items}
+    ranges = {s.symbol: timestamp_range(s.timestamps) for s in items}
     repeated = [f"{name!r} ({count} times)" for name, count in Counter(symbols).items() if count > 1]
     if repeated:
         raise AlignmentError(f"repeated symbol{'s' if len(repeated) > 1 else ''} {', '.join(repeated)}: "
@@ -238,126 +234,21 @@ def align(
     return Panel(symbols=tuple(symbols), timestamps=timestamps, close=np.column_stack(columns), meta=meta)
 
 
-def load_panel(
-    symbols: Sequence[str],
-    *,
-    data_dir: str | Path | None = None,
-    max_gap_days: int | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    min_overlap: int = 30,
-) -> Panel:
-    """Load symbols with :func:`~quantcrew.data.symbols.load_symbol` and align them.
-
-    Each symbol resolves as in ``load_symbol``: a bundled sample (``SP500``, ``NASDAQ``,
-    ``VIX``, ``CRUDE`` and their aliases), a file in ``data_dir``, or a file path. Columns
-    carry the loaded series' symbols (the canonical sample name, or the file stem), so
-    ``"SPX"`` and ``"SP500"`` together are refused as a repeated symbol.
-
-    Mind the bundled samples' calendars: ``CRUDE`` is MONTHLY (the 15th of each month), so a
-    panel with it is monthly, holding only the months whose 15th is a date of every other
-    series; ``VIX`` is an index LEVEL (a volatility in percent), not a price, and its
-    "returns" are changes in volatility. ``meta["frequency"]`` says what the panel became.
+def timestamp_range(timestamps: npt.ArrayLike) -> tuple[str, str, int]:
+    """One entry of :attr:`AlignmentError.ranges`: a series' first and last timestamp and its length.
 
     Args:
-        symbols: Symbols to load, in column order.
-        data_dir: Folder of data files (``Settings.data.data_dir``), or None.
-        max_gap_days: Gap tolerance for files (None: no gap check); samples use their own.
-        start: Keep dates on or after this ISO date before aligning (None: from the start).
-        end: Keep dates on or before this ISO date before aligning (None: to the end).
-        min_overlap: Fewest common dates accepted.
+        timestamps: The series' timestamps, sorted.
 
     Returns:
-        The aligned panel (see :func:`align` for its ``meta``); ``meta["requested"]`` lists
-        ``symbols`` as given.
-
-    Raises:
-        UnknownSymbolError: a symbol matches nothing.
-        DataError: a file does not load or validate.
-        AlignmentError: as :func:`align`, counting only the dates in ``[start, end]``.
-    """
-    loaded = [load_symbol(s, data_dir=data_dir, max_gap_days=max_gap_days) for s in symbols]
-    asked: dict[str, list[str]] = {}
-    for requested, bars in zip(symbols, loaded, strict=True):
-        asked.setdefault(bars.symbol, []).append(requested)
-    repeated = [f"{name} (asked as {', '.join(repr(a) for a in names)})" for name, names in asked.items()
-                if len(names) > 1]
-    if repeated:
-        raise AlignmentError(f"repeated symbol{'s' if len(repeated) > 1 else ''} {'; '.join(repeated)}: "
-                             "each column of a panel needs its own series",
-                             symbols=[b.symbol for b in loaded], ranges={b.symbol: _range_of(b.timestamps)
-                                                                         for b in loaded})
-    panel = align([bars.between(start, end) for bars in loaded], min_overlap=min_overlap)
-    panel.meta.update(requested=list(symbols), start=start, end=end)
-    return panel
-
-
-def load_panel_dir(
-    folder: str | Path,
-    *,
-    pattern: str = "*.csv",
-    max_gap_days: int | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    min_overlap: int = 30,
-    price_column: str | None = None,
-) -> Panel:
-    """Load every data file in ``folder`` matching ``pattern`` (one symbol per file) and align them.
-
-    The symbol of each file is its name without the data suffix (``AAPL.csv.gz`` -> ``AAPL``);
-    columns follow the sorted file names. Files matching ``pattern`` without a data suffix
-    (``.csv``, ``.csv.gz``, ``.parquet``, ``.pq``) are skipped and listed in ``meta["skipped"]``.
-    Use ``pattern="*.parquet"`` for Parquet files, ``"*"`` for every data file.
-
-    Args:
-        folder: The folder (not searched recursively).
-        pattern: Glob pattern of the file names to load.
-        max_gap_days: Gap tolerance of each file (None: no gap check).
-        start: Keep dates on or after this ISO date before aligning.
-        end: Keep dates on or before this ISO date before aligning.
-        min_overlap: Fewest common dates accepted.
-        price_column: Read close-only files from this column (as :func:`~quantcrew.data.loaders.load_csv`).
-
-    Returns:
-        The aligned panel; ``meta["folder"]`` and ``meta["pattern"]`` say where it came from.
-
-    Raises:
-        DataError: the folder does not exist, no data file matches, or a file does not load.
-        AlignmentError: two files share a stem, or the files overlap on too few dates.
-    """
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise DataError(root, "no such folder" if not root.exists() else "not a folder")
-    matches = sorted(p for p in root.glob(pattern) if p.is_file())
-    files = [p for p in matches if p.name.lower().endswith(SUFFIXES)]
-    skipped = [p.name for p in matches if p not in files]
-    if not files:
-        present = sorted(p.name for p in root.iterdir() if p.is_file())
-        raise DataError(root, f"no data file matches {pattern!r} (data files end in {', '.join(SUFFIXES)}); "
-                              f"files present: {', '.join(present) or 'none'}")
-    loaded = [load_file(p, max_gap_days=max_gap_days, price_column=price_column) for p in files]
-    panel = align([bars.between(start, end) for bars in loaded], min_overlap=min_overlap)
-    panel.meta.update(folder=str(root), pattern=pattern, skipped=skipped, start=start, end=end)
-    return panel
-
-
-def guess_frequency(timestamps: npt.ArrayLike) -> str:
-    """A name for the typical spacing of sorted timestamps, from the median step.
-
-    Returns:
-        ``"intraday"`` (under 0.9 day), ``"daily"`` (up to 4 days: weekends and holidays),
-        ``"weekly"`` (up to 10), ``"monthly"`` (25 to 45), ``"quarterly"`` (80 to 100),
-        ``"irregular"`` otherwise, or ``"unknown"`` with fewer than two timestamps.
+        ``(first, last, bars)`` with ISO strings (dates only when every timestamp is at
+        midnight); ``("", "", 0)`` for no timestamps.
     """
     ts = np.asarray(timestamps).astype("datetime64[ns]")
-    if ts.size < 2:
-        return "unknown"
-    days = float(np.median(np.diff(ts.view(np.int64)))) / _DAY_NS
-    for name, low, high in (("intraday", -np.inf, 0.9), ("daily", 0.9, 4.0), ("weekly", 4.0, 10.0),
-                            ("monthly", 25.0, 45.0), ("quarterly", 80.0, 100.0)):
-        if low <= days <= high:
-            return name
-    return "irregular"
+    if ts.size == 0:
+        return ("", "", 0)
+    first, last = _iso(ts[[0, -1]])
+    return (first, last, int(ts.size))
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -425,14 +316,6 @@ def _overlap_message(symbols: list[str], ranges: dict[str, tuple[str, str, int]]
             window = f"; shared window {latest_start}..{earliest_end}"
     return (f"only {n_common} common date{'' if n_common == 1 else 's'} across {', '.join(symbols)} "
             f"(need at least {min_overlap}): {spans}{window}")
-
-
-def _range_of(timestamps: npt.ArrayLike) -> tuple[str, str, int]:
-    ts = np.asarray(timestamps).astype("datetime64[ns]")
-    if ts.size == 0:
-        return ("", "", 0)
-    first, last = _iso(ts[[0, -1]])
-    return (first, last, int(ts.size))
 
 
 def _iso(timestamps: TimeArray) -> list[str]:

@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from quantcrew.config.settings import Settings
 from quantcrew.data.errors import DataError
-from quantcrew.data.panel import Panel, load_panel
+from quantcrew.data.panel import Panel
+from quantcrew.data.panel_loaders import load_panel
 from quantcrew.tools.arguments import ToolInputError, iso_date, parse_names
 
 __all__ = ["UniverseInput", "load_universe"]

@@ -216,6 +216,17 @@ def test_adapter_follows_the_model_adapter_protocol(name: str) -> None:
     assert callable(adapter.to_artifact) and callable(adapter.from_artifact) and callable(adapter.fit)
 
 
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family_is_a_package_with_a_service_module(name: str) -> None:
+    """One shape: services/<family>/service.py holds the verbs; a stateful family's adapter lives beside it."""
+    package = Path(__file__).parents[2] / "quantcrew" / "ml_server" / "services" / name
+    assert (package / "__init__.py").is_file(), f"{name} is not a package under services/"
+    assert (package / "service.py").is_file(), f"{name} has no service.py"
+    adapter = FAMILIES[name].adapter
+    if isinstance(adapter, str):
+        assert adapter.startswith(f"quantcrew.ml_server.services.{name}."), adapter
+
+
 def test_get_family_unknown_name_lists_the_valid_ones() -> None:
     assert get_family("regime") is FAMILIES["regime"]
     with pytest.raises(UnknownFamilyError, match="'nope'; valid: regime, risk,"):

@@ -1,78 +1,28 @@
-"""The job manager with real worker threads and a real SQLite file."""
+"""The job manager: submit, read, cancel, wait and shut down, with real worker threads."""
 
 from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from quantcrew.ml_server.errors import ConflictError, InvalidInputError, ModelNotReadyError, NotFoundError
-from quantcrew.ml_server.jobs import INTERRUPTED_MESSAGE, JobCancelled, JobContext, JobFn, JobManager
-
-WAIT_S = 5.0  # upper bound for events in tests; each test finishes far sooner
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "registry.db"
-
-
-@pytest.fixture
-def manager(db_path: Path) -> Iterator[JobManager]:
-    jobs = JobManager(db_path, workers=1)
-    yield jobs
-    jobs.shutdown(timeout_s=2.0)
-
-
-def _blocking(started: threading.Event, release: threading.Event, result: dict[str, Any] | None = None) -> JobFn:
-    """A job that says it started, then waits for the test (ignoring cancellation)."""
-
-    def fn(ctx: JobContext) -> dict[str, Any]:
-        started.set()
-        assert release.wait(WAIT_S), "the test never released the job"
-        return result or {"ok": True}
-
-    return fn
-
-
-def _until_cancelled(started: threading.Event) -> JobFn:
-    """A job that reports progress and polls the cancel flag, as a training loop would."""
-
-    def fn(ctx: JobContext) -> dict[str, Any]:
-        step = 0
-        while not ctx.cancelled:
-            step += 1
-            ctx.report(done=step, total=1_000_000)
-            started.set()
-            time.sleep(0.005)
-        raise JobCancelled
-
-    return fn
-
-
-def _raw_row(db_path: Path, job_id: str) -> sqlite3.Row:
-    with sqlite3.connect(db_path) as conn:
-        conn.row_factory = sqlite3.Row
-        row: sqlite3.Row | None = conn.execute("select * from jobs where job_id = ?", (job_id,)).fetchone()
-    assert row is not None
-    return row
+from quantcrew.ml_server.jobs import INTERRUPTED_MESSAGE, JobCancelled, JobContext, JobManager
+from tests.ml_server.jobs.support import WAIT_S, blocking, until_cancelled
 
 
 def test_submit_returns_queued_entry_with_params(manager: JobManager) -> None:
     started, release = threading.Event(), threading.Event()
-    first = manager.submit("rl_train", _blocking(started, release), params={"timesteps": 64})
+    first = manager.submit("rl_train", blocking(started, release), params={"timesteps": 64})
     assert first.status == "queued"  # even though a worker is free and picks it up at once
     assert started.wait(WAIT_S)
-    second = manager.submit("rl_train", _blocking(threading.Event(), release), params={"algo": "ppo"})
+    second = manager.submit("rl_train", blocking(threading.Event(), release), params={"algo": "ppo"})
     assert re.fullmatch(r"job-[0-9a-f]{16}", first.job_id) and first.job_id != second.job_id
     assert second.status == "queued" and not second.cancel_requested
     assert second.started_at is None and second.finished_at is None and second.result is None
@@ -109,15 +59,6 @@ def test_get_shows_progress_while_running_then_result(manager: JobManager) -> No
     assert done.finished_at is not None and done.started_at is not None and done.finished_at >= done.started_at
     assert done.progress.fraction == 1.0 and done.progress.message == "episode 3"  # message kept when not repeated
     assert done.progress.metrics == {"episode_reward": 2.0}
-
-
-def test_result_with_numpy_values_and_nan_is_stored_as_plain_json(manager: JobManager) -> None:
-    def fn(ctx: JobContext) -> dict[str, Any]:
-        return {"reward": np.float64(1.25), "steps": np.int64(64), "curve": np.array([1.0, np.nan]), "loss": np.inf}
-
-    done = manager.wait(manager.submit("rl_train", fn, params={}).job_id, WAIT_S)
-    assert done.status == "succeeded"
-    assert done.result == {"reward": 1.25, "steps": 64, "curve": [1.0, None], "loss": None}
 
 
 def test_domain_error_fails_job_with_its_code(manager: JobManager) -> None:
@@ -175,7 +116,7 @@ def test_job_returning_non_dict_fails(manager: JobManager) -> None:
 def test_cancel_queued_job_never_runs(manager: JobManager) -> None:
     started, release = threading.Event(), threading.Event()
     ran = threading.Event()
-    blocker = manager.submit("rl_train", _blocking(started, release), params={})
+    blocker = manager.submit("rl_train", blocking(started, release), params={})
     assert started.wait(WAIT_S)
 
     def never(ctx: JobContext) -> dict[str, Any]:
@@ -255,57 +196,9 @@ def test_unknown_job_raises_not_found_naming_it(manager: JobManager) -> None:
             call("job-doesnotexist")
 
 
-def test_restart_marks_unfinished_jobs_interrupted_and_keeps_finished(db_path: Path) -> None:
-    first = JobManager(db_path)
-    started, release = threading.Event(), threading.Event()
-    try:
-        done = first.wait(first.submit("rl_train", lambda ctx: {"model_id": "rl-1"}, params={"a": 1}).job_id, WAIT_S)
-        running = first.submit("rl_train", _blocking(started, release), params={})
-        assert started.wait(WAIT_S)
-        queued = first.submit("rl_train", lambda ctx: {}, params={})
-        # a second process opening the file sees what a crashed one left behind
-        second = JobManager(db_path)
-        for job_id in (running.job_id, queued.job_id):
-            info = second.get(job_id)
-            assert info.status == "interrupted" and info.finished_at is not None
-            assert info.error is not None and info.error.code == "interrupted"
-            assert info.error.message == INTERRUPTED_MESSAGE
-        kept = second.get(done.job_id)
-        assert kept.status == "succeeded" and kept.result == {"model_id": "rl-1"} and kept.params == {"a": 1}
-        with pytest.raises(ConflictError, match=r"already finished \(interrupted\)"):
-            second.cancel(running.job_id)
-        second.shutdown(timeout_s=1.0)
-    finally:
-        first.shutdown(timeout_s=0.0)
-        release.set()
-
-
-def test_report_throttles_writes_but_persists_final_report(manager: JobManager, db_path: Path) -> None:
-    reported, release = threading.Event(), threading.Event()
-
-    def fn(ctx: JobContext) -> dict[str, Any]:
-        for step in range(1, 51):
-            ctx.report(done=step, total=100, message=f"step {step}")
-        reported.set()
-        assert release.wait(WAIT_S)
-        for step in range(51, 101):
-            ctx.report(done=step, total=100, message=f"step {step}")
-        return {}
-
-    job = manager.submit("rl_train", fn, params={})
-    assert reported.wait(WAIT_S)
-    row = _raw_row(db_path, job.job_id)
-    assert (row["done"], row["message"]) == (1, "step 1")  # only the first of 50 quick reports was written
-    assert manager.get(job.job_id).progress.done == 50  # readers still see the latest
-    release.set()
-    manager.wait(job.job_id, WAIT_S)
-    row = _raw_row(db_path, job.job_id)
-    assert (row["done"], row["total"], row["message"]) == (100, 100, "step 100")
-
-
 def test_wait_times_out_on_running_job(manager: JobManager) -> None:
     started, release = threading.Event(), threading.Event()
-    job = manager.submit("rl_train", _blocking(started, release), params={})
+    job = manager.submit("rl_train", blocking(started, release), params={})
     assert started.wait(WAIT_S)
     t0 = time.monotonic()
     with pytest.raises(TimeoutError, match=job.job_id):
@@ -318,7 +211,7 @@ def test_wait_times_out_on_running_job(manager: JobManager) -> None:
 def test_shutdown_cancels_running_and_queued_jobs_without_hanging(db_path: Path) -> None:
     jobs = JobManager(db_path)
     started = threading.Event()
-    running = jobs.submit("rl_train", _until_cancelled(started), params={})
+    running = jobs.submit("rl_train", until_cancelled(started), params={})
     assert started.wait(WAIT_S)
     queued = jobs.submit("rl_train", lambda ctx: {}, params={})
     t0 = time.monotonic()
@@ -339,7 +232,7 @@ def test_shutdown_cancels_running_and_queued_jobs_without_hanging(db_path: Path)
 def test_shutdown_records_job_ignoring_cancellation_as_interrupted(db_path: Path) -> None:
     jobs = JobManager(db_path)
     started, release = threading.Event(), threading.Event()
-    job = jobs.submit("rl_train", _blocking(started, release), params={})
+    job = jobs.submit("rl_train", blocking(started, release), params={})
     assert started.wait(WAIT_S)
     t0 = time.monotonic()
     jobs.shutdown(timeout_s=0.1)
@@ -379,23 +272,3 @@ def test_workers_run_jobs_concurrently(db_path: Path) -> None:
         assert {jobs.wait(i, WAIT_S).status for i in ids} == {"succeeded"}
     finally:
         jobs.shutdown()
-
-
-def test_submit_refuses_params_that_are_not_json(manager: JobManager) -> None:
-    with pytest.raises(ValueError, match="params of a 'rl_train' job cannot be stored as JSON"):
-        manager.submit("rl_train", lambda ctx: {}, params={"env": object()})
-    assert manager.list() == []
-
-
-def test_context_alone_merges_metrics_and_clips_fraction() -> None:
-    ctx = JobContext("job-test")
-    ctx.report(done=2, total=4, message="half", metrics={"reward": 1.0, "loss": 0.5})
-    ctx.report(done=9, total=4, metrics={"reward": float("nan"), "entropy": np.float32(0.25)})  # type: ignore[dict-item]
-    p = ctx.progress
-    assert (p.done, p.total, p.fraction, p.message) == (9, 4, 1.0, "half")
-    assert p.metrics == {"reward": 1.0, "loss": 0.5, "entropy": 0.25}
-    ctx.report(done=-3, total=0)
-    assert (ctx.progress.done, ctx.progress.fraction) == (0, 0.0)
-    assert not ctx.cancelled
-    ctx.request_cancel()
-    assert ctx.cancelled
