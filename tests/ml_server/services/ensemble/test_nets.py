@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -23,15 +22,6 @@ from quantcrew.ml_server.services.ensemble.nets import (
 )
 
 _SMALL = {"members": 2, "n_features": 4, "window": 8, "hidden": 16, "heads": 2}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small nets run faster (and reproducibly) on one intra-op thread, especially on a busy box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _small(arch: str, **overrides: object) -> NetConfig:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -15,15 +14,6 @@ from quantcrew.ml_server.services.execution.inputs import EXECUTION_INPUTS
 from quantcrew.ml_server.services.execution.net import ExecutionConfig, build_execution_net, execution_state
 
 D = len(EXECUTION_INPUTS)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One torch thread: these nets are tiny, and extra threads only fight over a loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

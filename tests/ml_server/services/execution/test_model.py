@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from quantcrew.ml_server.errors import ArtifactIntegrityError
 from quantcrew.ml_server.registry import ModelRegistry
@@ -20,14 +18,6 @@ from quantcrew.ml_server.services.execution.model import ExecutionModel
 from quantcrew.ml_server.services.execution.net import ExecutionConfig
 
 D = len(EXECUTION_INPUTS)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _registry(tmp_path: Path) -> ModelRegistry:
