@@ -150,16 +150,34 @@ class ModelRegistry:
         tmp.write_bytes(payload)
         tmp.replace(path)  # atomic: a reader never sees half a file
         created = datetime.now(UTC)
-        with self._lock, self._db.conn:
-            row = self._db.execute("select max(version) from models where name = ?", [name]).fetchone()
-            version = int(row[0] or 0) + 1
-            self._db["models"].insert({  # type: ignore[union-attr]
-                "model_id": model_id, "name": name, "version": version, "family": family, "method": method,
-                "format": fmt, "sha256": sha, "file": file_name, "created_at": created.isoformat(),
-                "stage": stage, "metadata": json.dumps(metadata or {}),
-            })
+        row_values = {"model_id": model_id, "name": name, "family": family, "method": method, "format": fmt,
+                      "sha256": sha, "file": file_name, "created_at": created.isoformat(), "stage": stage,
+                      "metadata": json.dumps(metadata or {})}
+        with self._lock:
+            version = self._insert_next_version(name, row_values)
         return ModelInfo(model_id=model_id, name=name, version=version, family=family, method=method,
                          sha256=sha, created_at=created, stage=stage, metadata=metadata or {})
+
+    def _insert_next_version(self, name: str, values: dict[str, Any]) -> int:
+        """Insert ``values`` as the next version of ``name``; returns that version.
+
+        Another process may share this file (a second server on the same home): ``BEGIN
+        IMMEDIATE`` takes SQLite's write lock before the last version is read, so two writers
+        cannot both read version n and both write n + 1 (the unique index would refuse one).
+        """
+        conn = self._db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("select max(version) from models where name = ?", [name]).fetchone()
+            version = int(row[0] or 0) + 1
+            columns = ["version", *values]
+            conn.execute(f"insert into models ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
+                         [version, *values.values()])
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return version
 
     # -- reading -----------------------------------------------------------------------------
 

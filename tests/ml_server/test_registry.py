@@ -144,3 +144,30 @@ def test_cache_keeps_the_most_recently_used_up_to_its_size(tmp_path: Path) -> No
     assert registry.is_cached(ids[1], "") and not registry.is_cached(ids[1]) and registry.is_cached(ids[2])
     with pytest.raises(ValueError, match="cache_size"):
         ModelRegistry(tmp_path / "r.db", tmp_path / "artifacts", cache_size=0)
+
+
+def test_concurrent_saves_of_one_name_from_two_registries_never_collide(tmp_path: Path) -> None:
+    """Two servers on one home (two connections) numbering versions of one name at the same time."""
+    import threading
+
+    first = ModelRegistry(tmp_path / "registry.db", tmp_path / "artifacts")
+    second = ModelRegistry(tmp_path / "registry.db", tmp_path / "artifacts")
+    errors: list[BaseException] = []
+
+    def save_many(registry: ModelRegistry) -> None:
+        try:
+            for _ in range(25):
+                registry.save(family="regime", name="shared", method="rules", obj={"x": 1}, fmt="json")
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save_many, args=(r,)) for r in (first, second, first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    versions = sorted(m.version for m in first.list() if m.name == "shared")
+    assert versions == list(range(1, 101))
+    first.close()
+    second.close()
