@@ -76,14 +76,24 @@ def ml_server(settings: Settings, config: Path | None) -> Iterator[None]:
     """A local ML server for the command's duration, unless ``settings.client.url`` names one.
 
     The server runs as a child process started through its entry point (``python -m
-    quantcrew.ml_server``); ``settings.client.url`` points at it until the block ends.
+    quantcrew.ml_server``); ``settings.client.url`` points at it until the block ends. When a
+    server already holds the home (``<home>/server.lock``) and answers, that one is used and left
+    running.
 
     Raises:
         ServerStartError: the child exited or was not ready in time.
     """
+    from quantcrew.config.server_lock import running_server
     from quantcrew.crew.server_process import LocalServer
 
     if settings.client.url is not None:
+        yield
+        return
+    running = running_server(settings.home)
+    if running is not None and running.url is not None and _answers(running.url):
+        # one server per home: a second one would refuse to start; reuse it and leave it running
+        settings.client.url = running.url
+        err_console.print(f"[dim]Using the ML server already running at {running.url} (pid {running.pid})[/dim]")
         yield
         return
     server = LocalServer(env=child_env(settings), config_file=config, log_path=settings.home / "logs" / "server.log")
@@ -95,6 +105,16 @@ def ml_server(settings: Settings, config: Path | None) -> Iterator[None]:
         yield
     finally:
         server.stop()
+
+
+def _answers(url: str) -> bool:
+    """Whether a server answers ``/health`` at ``url`` within a couple of seconds."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def child_env(settings: Settings) -> dict[str, str]:

@@ -37,11 +37,27 @@ def main(argv: list[str] | None = None) -> int:
     limit_compute_threads(server.compute_threads)  # before any model code loads its native libraries
     import uvicorn
 
+    from quantcrew.config.server_lock import HomeInUseError, hold_home
     from quantcrew.ml_server.app import create_app
 
-    uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level=server.log_level,
-                access_log=False, timeout_graceful_shutdown=5)
+    # one server per home: a second one would share the registry and mark the first one's jobs interrupted
+    try:
+        with hold_home(settings.home, _client_url(server.host, server.port)):
+            uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level=server.log_level,
+                        access_log=False, timeout_graceful_shutdown=5)
+    except HomeInUseError as exc:
+        print(f"quantcrew-server: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _client_url(host: str, port: int) -> str | None:
+    """The URL a client on this machine reaches the server at (None on port 0: not known before binding)."""
+    if port == 0:
+        return None
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 if __name__ == "__main__":

@@ -52,3 +52,46 @@ def test_ml_server_with_a_configured_url_starts_nothing(settings: Settings, monk
     settings.client.url = "http://127.0.0.1:9"
     with ml_server(settings, Path("unused.yaml")):
         assert settings.client.url == "http://127.0.0.1:9"
+
+
+@pytest.mark.integration
+def test_ml_server_reuses_the_server_holding_the_home_and_leaves_it_running(tmp_path: Path) -> None:
+    import httpx
+
+    from quantcrew.config.server_lock import running_server
+    from quantcrew.config.settings import load_settings
+    from quantcrew.crew.server_process import LocalServer
+
+    home = tmp_path / "home"
+    with LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=tmp_path / "server.log") as first:
+        held = running_server(home)
+        assert held is not None and held.url == first.url
+        settings = load_settings(home=home)
+
+        def refuse(self: LocalServer) -> LocalServer:
+            raise AssertionError("a second server was started on a home that has one")
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(LocalServer, "start", refuse)
+            with ml_server(settings, None):
+                assert settings.client.url == first.url
+        assert httpx.get(f"{first.url}/health", timeout=5).status_code == 200  # still running
+    assert running_server(home) is None
+
+
+@pytest.mark.integration
+def test_second_server_on_a_home_in_use_exits_2_naming_the_first(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from quantcrew.crew.server_process import LocalServer, free_port
+
+    home = tmp_path / "home"
+    with LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=tmp_path / "server.log") as first:
+        second = subprocess.run(
+            [sys.executable, "-m", "quantcrew.ml_server", "--port", str(free_port())],
+            env={**os.environ, "QUANTCREW_HOME": str(home)}, capture_output=True, text=True, timeout=120,
+        )
+    assert second.returncode == 2
+    assert "in use by another ML server" in second.stderr and first.url in second.stderr
