@@ -82,6 +82,12 @@ class ServerSettings(_Section):
                     "in memory (least recently used first out).",
     )
     max_timesteps: int = Field(default=2_000_000, gt=0, description="Most timesteps one RL training job may ask for.")
+    max_abs_reward: float = Field(
+        default=1e6, gt=0.0, le=1e100,
+        description="Largest |reward| /v1/bandit/reward accepts (a larger one is a 422 naming this bound). "
+                    "Far above any realised return used as a reward, far below where a policy's sums of "
+                    "squares would overflow; at most 1e100, the bound every policy is built for.",
+    )
 
     @field_validator("api_key")
     @classmethod

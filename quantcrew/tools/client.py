@@ -25,7 +25,7 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from quantcrew.config.settings import ClientSettings
-from quantcrew.ml_server.schemas.bandit import BanditList, BanditState
+from quantcrew.ml_server.schemas.bandit import BanditDeleted, BanditList, BanditResetRequest, BanditState
 from quantcrew.ml_server.schemas.common import HealthResponse, ModelInfo, ReadyResponse, WireModel
 from quantcrew.ml_server.schemas.ensemble import DeploymentList, ShadowLog
 from quantcrew.ml_server.schemas.jobs import FINISHED_STATUSES, JobInfo, JobList
@@ -108,6 +108,14 @@ class MLClient(MLClientBase[httpx.Client]):
     def bandit_list(self) -> BanditList:
         """Every bandit."""
         return self._call(ep.BANDIT_LIST)
+
+    def bandit_reset(self, bandit: str, regime: str | None = None) -> BanditState:
+        """Forget what a bandit learned in ``regime`` (None: every regime); returns its new state."""
+        return self._call(ep.BANDIT_RESET, BanditResetRequest(regime=regime), path_id=bandit)
+
+    def bandit_delete(self, bandit: str) -> BanditDeleted:
+        """Delete a bandit with its states and decisions; an unknown one raises ``ModelNotFound``."""
+        return self._call(ep.BANDIT_DELETE, path_id=bandit)
 
     def get_job(self, job_id: str) -> JobInfo:
         """A job's status, progress and (once finished) result or error."""
@@ -226,6 +234,14 @@ class AsyncMLClient(MLClientBase[httpx.AsyncClient]):
     async def bandit_list(self) -> BanditList:
         """Every bandit."""
         return await self._call(ep.BANDIT_LIST)
+
+    async def bandit_reset(self, bandit: str, regime: str | None = None) -> BanditState:
+        """Forget what a bandit learned in ``regime`` (None: every regime); returns its new state."""
+        return await self._call(ep.BANDIT_RESET, BanditResetRequest(regime=regime), path_id=bandit)
+
+    async def bandit_delete(self, bandit: str) -> BanditDeleted:
+        """Delete a bandit with its states and decisions; an unknown one raises ``ModelNotFound``."""
+        return await self._call(ep.BANDIT_DELETE, path_id=bandit)
 
     async def get_job(self, job_id: str) -> JobInfo:
         """A job's status, progress and (once finished) result or error."""

@@ -25,8 +25,10 @@ from quantcrew.ml_server.schemas.anomaly import (
 from quantcrew.ml_server.schemas.bandit import (
     BanditCreateRequest,
     BanditDecision,
+    BanditDeleted,
     BanditInfo,
     BanditList,
+    BanditResetRequest,
     BanditRewardRequest,
     BanditRewardResponse,
     BanditSelectRequest,
@@ -87,9 +89,9 @@ from quantcrew.ml_server.schemas.supervised import (
 )
 
 __all__ = [
-    "Endpoint", "ANOMALY_DETECT", "ANOMALY_FIT", "ANOMALY_SCORE", "BANDIT_CREATE", "BANDIT_LIST",
-    "BANDIT_REWARD", "BANDIT_SELECT", "BANDIT_SIMULATE", "BANDIT_STATE", "CANCEL_JOB", "CLUSTER_ANALYZE",
-    "CLUSTER_FIT", "CLUSTER_PREDICT", "DECOMPOSE_ANALYZE", "DECOMPOSE_FIT", "DECOMPOSE_TRANSFORM",
+    "Endpoint", "ANOMALY_DETECT", "ANOMALY_FIT", "ANOMALY_SCORE", "BANDIT_CREATE", "BANDIT_DELETE", "BANDIT_LIST",
+    "BANDIT_RESET", "BANDIT_REWARD", "BANDIT_SELECT", "BANDIT_SIMULATE", "BANDIT_STATE", "CANCEL_JOB",
+    "CLUSTER_ANALYZE", "CLUSTER_FIT", "CLUSTER_PREDICT", "DECOMPOSE_ANALYZE", "DECOMPOSE_FIT", "DECOMPOSE_TRANSFORM",
     "ENSEMBLE_DEPLOY", "ENSEMBLE_DEPLOYMENTS", "ENSEMBLE_PREDICT", "ENSEMBLE_SHADOW_LOG", "ENSEMBLE_TRAIN",
     "EXECUTION_PLAN", "GET_JOB", "GET_MODEL", "HEALTH", "LIST_JOBS", "LIST_MODELS", "READY", "REGIME_FIT",
     "REGIME_LABEL", "REGIME_PREDICT", "RISK_BACKTEST", "RISK_COVARIANCE", "RISK_VAR", "RL_ACT", "RL_EVALUATE",
@@ -228,4 +230,11 @@ BANDIT_STATE: Endpoint[WireModel, BanditState] = Endpoint(
 )
 BANDIT_LIST: Endpoint[WireModel, BanditList] = Endpoint(
     "bandit_list", "GET", "/v1/bandit", None, BanditList.model_validate_json, True
+)
+BANDIT_DELETE: Endpoint[WireModel, BanditDeleted] = Endpoint(
+    "bandit_delete", "DELETE", "/v1/bandit/{id}", None, BanditDeleted.model_validate_json, False
+)
+# A POST with an id in its path: a hand-written method of each client, not a bound request method.
+BANDIT_RESET: Endpoint[BanditResetRequest, BanditState] = Endpoint(
+    "bandit_reset", "POST", "/v1/bandit/{id}/reset", BanditResetRequest, BanditState.model_validate_json, False
 )

@@ -22,17 +22,16 @@ def test_holding_a_home_names_the_server_until_released(tmp_path: Path) -> None:
 
 
 def test_second_holder_is_refused_with_the_first_ones_url(tmp_path: Path) -> None:
-    with hold_home(tmp_path, "http://127.0.0.1:9999"), pytest.raises(HomeInUseError) as err:
-        with hold_home(tmp_path, "http://127.0.0.1:8888"):
-            pass
+    with (hold_home(tmp_path, "http://127.0.0.1:9999"), pytest.raises(HomeInUseError) as err,
+          hold_home(tmp_path, "http://127.0.0.1:8888")):
+        pass
     message = str(err.value)
     assert "http://127.0.0.1:9999" in message and f"pid {os.getpid()}" in message and "QUANTCREW_HOME" in message
 
 
 def test_home_is_free_again_after_a_refusal(tmp_path: Path) -> None:
-    with hold_home(tmp_path, "http://a:1"), pytest.raises(HomeInUseError):
-        with hold_home(tmp_path, "http://b:2"):
-            pass
+    with hold_home(tmp_path, "http://a:1"), pytest.raises(HomeInUseError), hold_home(tmp_path, "http://b:2"):
+        pass
     with hold_home(tmp_path, "http://b:2") as me:
         assert running_server(tmp_path) == me
 

@@ -12,7 +12,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from quantcrew.config.settings import ClientSettings
+from quantcrew.config.settings import ClientSettings, Settings
+from quantcrew.ml_server.schemas.bandit import (
+    BanditCreateRequest,
+    BanditDeleted,
+    BanditRewardRequest,
+    BanditSelectRequest,
+)
 from quantcrew.ml_server.schemas.common import HealthResponse, ModelInfo, OHLCVPayload, ReadyResponse
 from quantcrew.ml_server.schemas.regime import (
     RegimeFitRequest,
@@ -604,7 +610,45 @@ def test_works_over_starlette_test_client() -> None:
             client.get_model("zz")
 
 
+def test_bandit_reset_and_delete_over_the_real_app(settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from quantcrew.ml_server.app import create_app
+
+    with TestClient(create_app(settings)) as http, MLClient(http) as client:  # type: ignore[arg-type]
+        client.bandit_create(BanditCreateRequest(name="meta", policy="ucb1"))
+        for regime in ("bull", "bear"):
+            decision = client.bandit_select(BanditSelectRequest(bandit="meta", regime=regime))
+            client.bandit_reward(BanditRewardRequest(decision_id=decision.decision_id, reward=0.5))
+        decision = client.bandit_select(BanditSelectRequest(bandit="meta", regime="bull"))
+        with pytest.raises(InvalidModelInput, match="QUANTCREW_SERVER__MAX_ABS_REWARD"):
+            client.bandit_reward(BanditRewardRequest(decision_id=decision.decision_id, reward=1e160))
+        state = client.bandit_reset("meta", regime="bull")
+        assert {r.regime: r.pulls for r in state.regimes}["bull"] == 0 and state.pulls == 1
+        assert client.bandit_reset("meta").pulls == 0
+        deleted = client.bandit_delete("meta")
+        assert deleted.name == "meta" and deleted.regimes == ["bear", "bull"] and deleted.decisions == 2
+        with pytest.raises(ModelNotFound):
+            client.bandit_delete("meta")
+        with pytest.raises(ModelNotFound):
+            client.bandit_state("meta")
+
+
 # ---------------------------------------------------------------------------- async
+
+
+async def test_async_bandit_reset_and_delete_send_their_routes(sleeps: Sleeps) -> None:
+    deleted = BanditDeleted(bandit_id="bandit-0123456789abcdef", name="meta", regimes=["bull"], decisions=3)
+    server = Server(_ok(deleted))
+    assert await _make_async(server, sleeps).bandit_delete("meta") == deleted
+    assert (server.requests[0].method, server.requests[0].url.path) == ("DELETE", "/v1/bandit/meta")
+    server = Server(_error(404, "not_found", "no bandit with id or name 'meta'"))
+    with pytest.raises(ModelNotFound):
+        await _make_async(server, sleeps).bandit_reset("meta", regime="bear")
+    request = server.requests[0]
+    assert (request.method, request.url.path) == ("POST", "/v1/bandit/meta/reset")
+    assert json.loads(request.content) == {"regime": "bear"}
+    assert server.calls == 1  # a reset is never retried
 
 
 async def test_async_regime_label_parses_realistic_response(sleeps: Sleeps) -> None:

@@ -26,7 +26,8 @@ def test_every_row_is_a_method_of_both_clients_under_its_name() -> None:
 def test_post_rows_bind_to_methods_with_the_row_doc_and_async_ones_are_coroutines() -> None:
     client = MLClient.__new__(MLClient)
     aclient = AsyncMLClient.__new__(AsyncMLClient)
-    for row in (r for r in ROWS if r.method == "POST"):
+    # A POST with an id in its path (bandit_reset) is written by hand: it takes the id besides the body.
+    for row in (r for r in ROWS if r.method == "POST" and "{id}" not in r.path):
         method, amethod = getattr(client, row.name), getattr(aclient, row.name)
         assert method.__name__ == amethod.__name__ == row.name
         assert method.__doc__ == amethod.__doc__ == row.doc != ""

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
-from quantcrew.ml_server.deps import BanditStoreDep, MetricsDep
+from fastapi import APIRouter, Body, Response
+
+from quantcrew.ml_server.deps import BanditStoreDep, MetricsDep, SettingsDep
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.bandit import (
     BanditCreateRequest,
     BanditDecision,
+    BanditDeleted,
     BanditInfo,
     BanditList,
+    BanditResetRequest,
     BanditRewardRequest,
     BanditRewardResponse,
     BanditSelectRequest,
@@ -44,9 +48,12 @@ def select(req: BanditSelectRequest, store: BanditStoreDep) -> Response:
 
 
 @router.post("/reward", response_model=BanditRewardResponse, responses=ERROR_RESPONSES)
-def reward(req: BanditRewardRequest, store: BanditStoreDep, metrics: MetricsDep) -> Response:
-    """Report what a decision earned; the regime's bandit learns from it (once per decision)."""
-    reply = service.reward(store, req.decision_id, req.reward)
+def reward(req: BanditRewardRequest, store: BanditStoreDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
+    """Report what a decision earned; the regime's bandit learns from it (once per decision).
+
+    A reward beyond +-``max_abs_reward`` (QUANTCREW_SERVER__MAX_ABS_REWARD, default 1e6) is a 422.
+    """
+    reply = service.reward(store, req.decision_id, req.reward, max_abs_reward=settings.server.max_abs_reward)
     metrics.fits.labels("bandit", reply.method_used, "false").inc()
     return model_response(reply)
 
@@ -63,3 +70,16 @@ def simulate(req: BanditSimulateRequest, metrics: MetricsDep) -> Response:
 def state(bandit: str, store: BanditStoreDep) -> Response:
     """A bandit's state: per regime, every arm's estimate, pulls and the estimated regret."""
     return model_response(service.state(store, bandit))
+
+
+@router.post("/{bandit}/reset", response_model=BanditState, responses=ERROR_RESPONSES)
+def reset(bandit: str, store: BanditStoreDep,
+          req: Annotated[BanditResetRequest | None, Body()] = None) -> Response:
+    """Forget what the bandit learned, in one regime or (no body / null regime) all; its definition stays."""
+    return model_response(service.reset(store, bandit, req.regime if req is not None else None))
+
+
+@router.delete("/{bandit}", response_model=BanditDeleted, responses=ERROR_RESPONSES)
+def delete(bandit: str, store: BanditStoreDep) -> Response:
+    """Delete a bandit with every regime's state and every decision (404 if unknown)."""
+    return model_response(service.delete(store, bandit))

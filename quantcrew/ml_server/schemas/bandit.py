@@ -26,9 +26,11 @@ __all__ = [
     "ArmEstimate",
     "BanditCreateRequest",
     "BanditDecision",
+    "BanditDeleted",
     "BanditInfo",
     "BanditList",
     "BanditParams",
+    "BanditResetRequest",
     "BanditPhase",
     "BanditPolicyName",
     "BanditRegimeState",
@@ -202,7 +204,9 @@ class BanditRewardRequest(WireModel):
     """Report what a decision earned."""
 
     decision_id: str = Field(min_length=1, max_length=64, description="Id from /v1/bandit/select.")
-    reward: FiniteFloat = Field(description="The reward, in the units of the bandit's reward_range.")
+    reward: FiniteFloat = Field(
+        description="The reward, in the units of the bandit's reward_range: a finite number within the server's "
+                    "bound (+-1e6 unless QUANTCREW_SERVER__MAX_ABS_REWARD says otherwise); beyond it, a 422.")
 
 
 class BanditRewardResponse(Provenance):
@@ -244,6 +248,22 @@ class BanditState(Provenance):
     regimes: list[BanditRegimeState] = Field(description="One entry per regime, in the bandit's order.")
     pseudo_regret: float = Field(description="Estimated regret summed over regimes.")
     pulls: int = Field(description="Rewards received, all regimes.")
+
+
+class BanditResetRequest(WireModel):
+    """Forget what a bandit learned; its arms, regimes, policy and params stay."""
+
+    regime: str | None = Field(default=None, min_length=1, max_length=64,
+                               description="The one regime to reset; null (or no body) resets every regime.")
+
+
+class BanditDeleted(WireModel):
+    """What ``DELETE /v1/bandit/{bandit}`` removed."""
+
+    bandit_id: str = Field(description="Id of the deleted bandit.")
+    name: str = Field(description="Its name (free to use again).")
+    regimes: list[str] = Field(description="Regimes whose saved state was deleted (those ever used).")
+    decisions: int = Field(description="Decisions deleted, rewarded or not.")
 
 
 class BanditPhase(WireModel):

@@ -1,7 +1,9 @@
-"""Bandit routes over HTTP: create, list, select, reward, state, simulate; errors; state across a restart."""
+"""Bandit routes over HTTP: create, list, select, reward, state, reset, delete, simulate; errors; restarts."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from quantcrew.config.settings import Settings
 from quantcrew.ml_server.app import create_app
 from quantcrew.ml_server.schemas.bandit import (
     BanditDecision,
+    BanditDeleted,
     BanditInfo,
     BanditList,
     BanditRewardResponse,
@@ -212,3 +215,145 @@ def test_non_finite_reward_is_422(client: TestClient) -> None:
 ])
 def test_bad_simulate_is_422_naming_field(client: TestClient, body: dict[str, Any], fragment: str) -> None:
     assert fragment in invalid_input(client.post("/v1/bandit/simulate", json=body))["message"]
+
+
+# -- poisoning, reset and delete ----------------------------------------------------------------------
+
+
+def _reward(client: TestClient, reward: float, regime: str = "bull") -> Any:
+    decision = client.post("/v1/bandit/select", json={"bandit": "meta", "regime": regime})
+    assert decision.status_code == 200, decision.text
+    return client.post("/v1/bandit/reward", json={"decision_id": decision.json()["decision_id"], "reward": reward})
+
+
+@pytest.mark.parametrize("policy", ["thompson_gaussian", "ucb1", "exp3"])
+def test_huge_reward_is_422_naming_bound_and_later_selects_are_200(client: TestClient, policy: str) -> None:
+    _create(client, policy=policy)
+    for reward in (1e160, 1e308, -1e308, 1e6 * 1.5):
+        err = invalid_input(_reward(client, reward))
+        assert "1e+06" in err["message"] and "QUANTCREW_SERVER__MAX_ABS_REWARD" in err["message"]
+        assert err["details"][0]["loc"][-1] == "reward" and "1e+06" in err["details"][0]["msg"]
+    for reward in (1e6, -1e6, 1e6, 0.0):  # at the bound: accepted, and harmless
+        resp = _reward(client, reward)
+        assert resp.status_code == 200, resp.text
+        assert_finite(resp.json())
+    for _ in range(5):
+        resp = client.post("/v1/bandit/select", json={"bandit": "meta", "regime": "bull"})
+        assert resp.status_code == 200, resp.text
+        assert_finite(resp.json())
+    state = client.get("/v1/bandit/meta")
+    assert state.status_code == 200 and state.json()["pulls"] == 4
+    assert_finite(state.json())
+
+
+def test_reward_bound_follows_the_setting(settings: Settings) -> None:
+    settings.server.max_abs_reward = 10.0
+    with TestClient(create_app(settings)) as client:
+        _create(client)
+        assert "+-10 " in invalid_input(_reward(client, 10.5))["message"]
+        assert _reward(client, -10.0).status_code == 200
+
+
+def test_delete_removes_bandit_then_404_and_survives_restart(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as first:
+        created = _create(first)
+        _step(first, regime="bull")
+        _step(first, regime="bear")
+        pending = first.post("/v1/bandit/select", json={"bandit": "meta", "regime": "bull"}).json()
+        resp = first.delete("/v1/bandit/meta")
+        assert resp.status_code == 200, resp.text
+        body = BanditDeleted.model_validate(resp.json())
+        assert (body.bandit_id, body.name, body.regimes, body.decisions) == (created["bandit_id"], "meta",
+                                                                            ["bear", "bull"], 3)
+        assert first.get("/v1/bandit/meta").status_code == 404
+        assert first.delete("/v1/bandit/meta").status_code == 404
+        late = first.post("/v1/bandit/reward", json={"decision_id": pending["decision_id"], "reward": 1.0})
+        assert late.status_code == 404
+    with TestClient(create_app(settings)) as second:
+        assert second.get("/v1/bandit/meta").status_code == 404
+        assert second.get("/v1/bandit").json()["bandits"] == []
+        _create(second)  # the name is free again, and the new bandit starts from nothing
+        assert second.get("/v1/bandit/meta").json()["pulls"] == 0
+
+
+def test_reset_clears_every_regime_and_keeps_configuration(client: TestClient) -> None:
+    created = _create(client, policy="ucb1", params={"c": 0.5})
+    fresh = client.get("/v1/bandit/meta").json()
+    for regime in ("bull", "bear"):
+        for _ in range(3):
+            _step(client, regime=regime)
+    resp = client.post("/v1/bandit/meta/reset")  # no body: every regime
+    assert resp.status_code == 200, resp.text
+    body = BanditState.model_validate(resp.json())
+    assert body.pulls == 0 and body.bandit.params.c == 0.5 and body.bandit.bandit_id == created["bandit_id"]
+    assert all(r.pulls == r.decisions == r.pending == 0 and r.best_arm is None for r in body.regimes)
+    # Each regime starts again from its seeded stream: the same choices as a never-used bandit.
+    assert [e["estimate"] for r in resp.json()["regimes"] for e in r["explanation"]] == \
+        [e["estimate"] for r in fresh["regimes"] for e in r["explanation"]]
+    assert _step(client, regime="bull")["arm"] == "conservative"
+
+
+def test_reset_one_regime_leaves_the_others(client: TestClient) -> None:
+    _create(client)
+    _step(client, regime="bull")
+    _step(client, regime="bear")
+    resp = client.post("/v1/bandit/meta/reset", json={"regime": "bear"})
+    assert resp.status_code == 200, resp.text
+    pulls = {r["regime"]: r["pulls"] for r in resp.json()["regimes"]}
+    assert pulls == {"bull": 1, "bear": 0, "sideways": 0, "volatile": 0}
+    assert "regimes" in invalid_input(client.post("/v1/bandit/meta/reset", json={"regime": "crash"}))["message"]
+    assert client.post("/v1/bandit/nope/reset").status_code == 404
+
+
+def _corrupt(settings: Settings, regime: str, field: str, value: float) -> None:
+    with sqlite3.connect(settings.registry_db) as db:
+        (text,) = db.execute("SELECT state FROM bandit_state WHERE regime = ?", (regime,)).fetchone()
+        state = json.loads(text)
+        state[field][0] = value
+        # An older version wrote overflowed figures like this (json's Infinity / NaN tokens).
+        db.execute("UPDATE bandit_state SET state = ?, version = version + 1 WHERE regime = ?",
+                   (json.dumps(state), regime))
+
+
+@pytest.mark.parametrize(("policy", "field", "value"), [
+    ("thompson_gaussian", "m2", float("inf")),
+    ("ucb1", "raw_sum", float("nan")),
+    ("exp3", "logw", float("-inf")),
+])
+def test_corrupt_stored_state_is_409_not_500_until_reset(settings: Settings, policy: str, field: str,
+                                                         value: float) -> None:
+    with TestClient(create_app(settings)) as first:
+        _create(first, policy=policy)
+        _step(first, regime="bull")
+        _step(first, regime="bear")
+    _corrupt(settings, "bull", field, value)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as second:
+        for resp in (second.post("/v1/bandit/select", json={"bandit": "meta", "regime": "bull"}),
+                     second.get("/v1/bandit/meta")):
+            assert resp.status_code == 409, resp.text
+            message = resp.json()["error"]["message"]
+            assert "'meta'" in message and "'bull'" in message and "reset" in message
+        assert second.post("/v1/bandit/select", json={"bandit": "meta", "regime": "bear"}).status_code == 200
+        assert second.post("/v1/bandit/meta/reset", json={"regime": "bull"}).status_code == 200
+    with TestClient(create_app(settings)) as third:  # the reset was saved
+        _step(third, regime="bull")
+        assert third.get("/v1/bandit/meta").status_code == 200
+
+
+def test_corrupt_state_is_409_for_the_server_that_cached_it(client: TestClient, settings: Settings) -> None:
+    _create(client, policy="thompson_gaussian")
+    _step(client, regime="bull")
+    _corrupt(settings, "bull", "mean", float("inf"))  # as another process writing it would
+    resp = client.post("/v1/bandit/select", json={"bandit": "meta", "regime": "bull"})
+    assert resp.status_code == 409 and "reset" in resp.json()["error"]["message"]
+    assert client.delete("/v1/bandit/meta").status_code == 200
+
+
+def test_openapi_documents_reset_and_delete(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    delete, reset = paths["/v1/bandit/{bandit}"]["delete"], paths["/v1/bandit/{bandit}/reset"]["post"]
+    assert delete["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/BanditDeleted")
+    assert reset["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/BanditState")
+    for op in (delete, reset):
+        assert {"404", "409", "422"} <= set(op["responses"])
+    assert "requestBody" in reset and not reset["requestBody"].get("required", False)

@@ -17,6 +17,8 @@ from quantcrew.ml_server.services.bandit.policy import ArmStats, BanditPolicy
 
 __all__ = ["EXP3"]
 
+_LOGW_FLOOR = 1000.0
+
 
 class EXP3(BanditPolicy):
     """EXP3 (Auer, Cesa-Bianchi, Freund & Schapire, 2002): exponential weights on
@@ -60,12 +62,17 @@ class EXP3(BanditPolicy):
             p = self.probabilities()[arm]
         if not 0.0 < p <= 1.0:
             raise ValueError(f"propensity must be in (0, 1], got {p}")
+        # A select's probability is never below gamma / K; flooring a caller's propensity there
+        # bounds each step of the log-weight by 1 (an absurdly small one would overflow it).
+        p = max(p, self.gamma / self.n_arms)
         x = self._unit(reward)
         logw = self._logw
         logw[arm] += self.gamma * x / (p * self.n_arms)
         top = max(logw)
         if top > 100.0:  # keep the log-weights small; probabilities are unchanged
-            self._logw = [v - top for v in logw]
+            # A weight below e^-1000 of the top one is 0 in float either way; the floor keeps the
+            # saved log-weights finite however long one arm lags.
+            self._logw = [max(v - top, -_LOGW_FLOOR) for v in logw]
 
     def _stats(self, arm: int) -> ArmStats:
         p = self.probabilities()[arm]

@@ -1,6 +1,8 @@
 """Bandit policy parameters: one set of fields every policy reads from, checked with the name of a bad one.
 
 Rewards are real numbers; ``reward_range=(lo, hi)`` maps them onto [0, 1] for every policy.
+Both a reward and the ends of ``reward_range`` lie within +-:data:`REWARD_LIMIT`, which keeps every
+policy's sums, squares and posterior figures finite.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["UCB_BONUSES", "ParamError", "PolicyParams"]
+__all__ = ["REWARD_LIMIT", "UCB_BONUSES", "ParamError", "PolicyParams"]
 
 UCB_BONUSES = ("tuned", "hoeffding")
+
+# The largest |reward| (and |end of reward_range|) a policy takes. Squared and summed over even
+# 2**63 rewards it stays far below the float maximum (1.8e308), so no policy can overflow on it.
+REWARD_LIMIT = 1e100
 
 
 class ParamError(ValueError):
@@ -80,6 +86,9 @@ class PolicyParams:
         lo, hi = _finite("reward_range", rr[0]), _finite("reward_range", rr[1])
         if not lo < hi:
             raise ParamError("reward_range", f"params.reward_range needs lo < hi, got ({lo}, {hi})")
+        if max(abs(lo), abs(hi)) > REWARD_LIMIT:
+            raise ParamError("reward_range",
+                             f"params.reward_range must lie within +-{REWARD_LIMIT:g}, got ({lo}, {hi})")
         object.__setattr__(self, "reward_range", (lo, hi))
         for name in ("prior_alpha", "prior_beta"):
             if not _finite(name, getattr(self, name)) > 0.0:

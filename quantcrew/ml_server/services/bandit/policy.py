@@ -11,6 +11,11 @@ Rewards are real numbers. ``reward_range=(lo, hi)`` maps them onto [0, 1]; UCB1,
 sliding-window UCB, EXP3 and both Beta-Bernoulli samplers clip to it (a clipped reward is
 counted), Gaussian Thompson only rescales. Every figure that :meth:`BanditPolicy.explain`
 reports is back in the reward's own units, except EXP3's probabilities.
+
+Any finite reward within +-:data:`~quantcrew.ml_server.services.bandit.params.REWARD_LIMIT` keeps
+every figure finite, in any sequence: the clipping policies work in [0, 1], Gaussian Thompson holds
+a rescaled reward within +-:data:`UNIT_LIMIT` (see :meth:`BanditPolicy._unit`) and EXP3 keeps its
+log-weights in a bounded band. :meth:`BanditPolicy.is_finite` checks a (restored) policy.
 """
 
 from __future__ import annotations
@@ -22,9 +27,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from quantcrew.ml_server.services.bandit.params import ParamError, PolicyParams
+from quantcrew.ml_server.services.bandit.params import REWARD_LIMIT, ParamError, PolicyParams
 
-__all__ = ["ArmStats", "BanditPolicy", "argmax"]
+__all__ = ["UNIT_LIMIT", "ArmStats", "BanditPolicy", "argmax"]
+
+# The largest |rescaled reward| a non-clipping policy keeps: a narrow reward_range (width 1e-300)
+# would otherwise turn an ordinary reward into 1e306 units, whose square overflows.
+UNIT_LIMIT = 1e100
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +116,8 @@ class BanditPolicy:
             raise ValueError(f"arm must be an integer in [0, {self.n_arms}), got {arm!r}")
         if not math.isfinite(reward):
             raise ValueError(f"reward must be a finite number, got {reward!r}")
+        if abs(reward) > REWARD_LIMIT:
+            raise ValueError(f"reward must lie within +-{REWARD_LIMIT:g}, got {reward!r}")
         self._learn(arm, float(reward), rng, propensity)
         self._raw_n[arm] += 1
         self._raw_sum[arm] += reward
@@ -121,7 +132,8 @@ class BanditPolicy:
     def _unit(self, reward: float) -> float:
         x = (reward - self._lo) / self._width
         if not self.clips:
-            return x
+            # Held, not counted as clipped: only a reward ~1e100 range-widths away gets here.
+            return x if -UNIT_LIMIT <= x <= UNIT_LIMIT else math.copysign(UNIT_LIMIT, x)
         if x < 0.0:
             self._clipped += 1
             return 0.0
@@ -177,6 +189,16 @@ class BanditPolicy:
         best = max(m for _, m in means)
         return sum(n * (best - m) for n, m in means)
 
+    def is_finite(self) -> bool:
+        """True when every saved number and every figure :meth:`explain` reports is finite.
+
+        A policy saved by an older version may hold an overflowed (inf or NaN) figure; this lets its
+        owner refuse it instead of answering with it.
+        """
+        stats = self.explain()
+        figures = [v for s in stats for v in (s.estimate, s.uncertainty, s.pulls, s.score, s.mean_reward)]
+        return _all_finite(self.to_state()) and _all_finite(figures) and math.isfinite(self.pseudo_regret())
+
     # -- persistence -------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
@@ -207,3 +229,14 @@ class BanditPolicy:
     def _load(self, state: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
+
+
+def _all_finite(value: Any) -> bool:
+    """True when no float anywhere inside ``value`` (nested lists and dicts) is inf or NaN."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_all_finite(v) for v in value)
+    return True

@@ -1,4 +1,4 @@
-"""The bandit family's verbs: create, list, select, reward, state, simulate.
+"""The bandit family's verbs: create, list, select, reward, state, reset, delete, simulate.
 
 A bandit holds one policy per regime over the same arms (:mod:`~quantcrew.ml_server.services.bandit.store`
 keeps them in SQLite); these verbs check what is asked, call the store, and build the replies:
@@ -20,6 +20,7 @@ from quantcrew.ml_server.schemas.bandit import (
     DEFAULT_ARMS,
     ArmEstimate,
     BanditDecision,
+    BanditDeleted,
     BanditInfo,
     BanditList,
     BanditParams,
@@ -36,7 +37,9 @@ from quantcrew.ml_server.services.bandit.policy import ArmStats
 from quantcrew.ml_server.services.bandit.simulation import simulate as run_simulation
 from quantcrew.ml_server.services.bandit.store import BanditRecord, BanditStore
 
-__all__ = ["create", "list_bandits", "reward", "select", "simulate", "state"]
+__all__ = ["MAX_ABS_REWARD_ENV", "create", "delete", "list_bandits", "reset", "reward", "select", "simulate", "state"]
+
+MAX_ABS_REWARD_ENV = "QUANTCREW_SERVER__MAX_ABS_REWARD"
 
 
 def _invalid(message: str, *loc: str | int) -> InvalidInputError:
@@ -108,6 +111,7 @@ def state(store: BanditStore, ref: str) -> BanditState:
 
     Raises:
         NotFoundError: No such bandit.
+        ConflictError: A regime's saved state is unusable (it names the regime; reset it).
     """
     record = _bandit(store, ref, "path", "bandit")  # the bandit of this verb is named in the URL path
     snapshots = store.snapshot(record)
@@ -139,6 +143,7 @@ def select(store: BanditStore, ref: str, regime: str) -> BanditDecision:
     Raises:
         NotFoundError: No such bandit.
         InvalidInputError: ``regime`` is not one of the bandit's regimes (they are listed).
+        ConflictError: The regime's saved state is unusable (reset it).
     """
     record = _bandit(store, ref, "bandit")
     if regime not in record.regimes:
@@ -155,17 +160,28 @@ def select(store: BanditStore, ref: str, regime: str) -> BanditDecision:
         reason=_reason(record, regime, arm, view.stats), pseudo_regret=view.pseudo_regret, pulls=view.pulls)
 
 
-def reward(store: BanditStore, decision_id: str, value: float) -> BanditRewardResponse:
+def reward(store: BanditStore, decision_id: str, value: float, *, max_abs_reward: float = 1e6) -> BanditRewardResponse:
     """Learn from what decision ``decision_id`` earned (once per decision).
+
+    Args:
+        store: The bandit store.
+        decision_id: A decision returned by :func:`select`.
+        value: The reward.
+        max_abs_reward: Largest |reward| accepted (the server's ``max_abs_reward`` setting).
 
     Raises:
         NotFoundError: No such decision.
-        ConflictError: The decision was rewarded already.
-        InvalidInputError: A non-finite reward.
+        ConflictError: The decision was rewarded already, or the regime's saved state is unusable.
+        InvalidInputError: A non-finite reward, or one beyond +-``max_abs_reward`` (the message names
+            the bound and its setting).
     """
     value = float(value)
     if not math.isfinite(value):
         raise _invalid(f"reward must be a finite number, got {value}", "reward")
+    if abs(value) > max_abs_reward:
+        raise _invalid(f"reward {value:g} is outside the accepted bound +-{max_abs_reward:g} "
+                       f"(server setting max_abs_reward, env {MAX_ABS_REWARD_ENV}); rewards are meant to be "
+                       "returns or similar figures, far inside it", "reward")
     learned = store.learn(decision_id, value)
     record, view, arm = learned.record, learned.view, learned.arm
     return BanditRewardResponse(
@@ -174,6 +190,41 @@ def reward(store: BanditStore, decision_id: str, value: float) -> BanditRewardRe
         bandit_id=record.bandit_id, regime=learned.regime, arm=record.arms[arm], arm_index=arm, reward=value,
         clipped=learned.clipped, explanation=_estimates(record, view.stats), pseudo_regret=view.pseudo_regret,
         pulls=view.pulls)
+
+
+# -- reset and delete ------------------------------------------------------------------------------
+
+
+def reset(store: BanditStore, ref: str, regime: str | None = None) -> BanditState:
+    """Forget what the bandit learned in ``regime`` (None: every regime); arms, policy and params stay.
+
+    Each reset regime starts again from its prior and seeded random stream; its decisions still
+    waiting for a reward are dropped (a late reward for one is a 404).
+
+    Returns:
+        The bandit's state after the reset.
+
+    Raises:
+        NotFoundError: No such bandit.
+        InvalidInputError: ``regime`` is not one of the bandit's regimes (they are listed).
+    """
+    record = _bandit(store, ref, "path", "bandit")
+    if regime is not None and regime not in record.regimes:
+        raise _invalid(f"regime '{regime}' is not one of bandit '{record.name}''s regimes {list(record.regimes)}",
+                       "regime")
+    store.reset(record, record.regimes if regime is None else (regime,))
+    return state(store, record.bandit_id)
+
+
+def delete(store: BanditStore, ref: str) -> BanditDeleted:
+    """Delete a bandit, every regime's state and every decision; its name is free again.
+
+    Raises:
+        NotFoundError: No such bandit.
+    """
+    record = _bandit(store, ref, "path", "bandit")
+    regimes, decisions = store.delete(record)
+    return BanditDeleted(bandit_id=record.bandit_id, name=record.name, regimes=regimes, decisions=decisions)
 
 
 # -- simulation ------------------------------------------------------------------------------------

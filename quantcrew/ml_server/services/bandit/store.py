@@ -17,6 +17,10 @@ stream it would have drawn.
 
 What a caller reads of a policy (:class:`RegimeView`) is taken under the store's lock, so a
 reply never mixes two steps. Replies themselves are built by the family's service.
+
+A state is never saved with an inf or NaN in it, and one that was (by an older version) or that
+cannot be read back is refused with a :class:`~quantcrew.ml_server.errors.ConflictError` naming the
+bandit and regime: :meth:`BanditStore.reset` (or :meth:`BanditStore.delete`) is the way out.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from quantcrew.ml_server.errors import ConflictError, NotFoundError
+from quantcrew.ml_server.services.bandit.params import ParamError
 from quantcrew.ml_server.services.bandit.policies import make_policy, restore_policy
 from quantcrew.ml_server.services.bandit.policy import ArmStats, BanditPolicy
 
@@ -305,7 +310,9 @@ class BanditStore:
                 raise NotFoundError(f"no decision with id '{decision_id}'; use a decision_id returned by select",
                                     details=[{"loc": ["decision_id"], "msg": "unknown decision"}])
             record = self.find(row["bandit_id"])
-            assert record is not None  # a decision's bandit is never deleted
+            if record is None:  # deleted by another process since the row was read
+                raise NotFoundError(f"no decision with id '{decision_id}'; its bandit was deleted",
+                                    details=[{"loc": ["decision_id"], "msg": "unknown decision"}])
             regime, arm = row["regime"], int(row["arm"])
             key = (record.bandit_id, regime)
             try:
@@ -321,18 +328,79 @@ class BanditStore:
                     live.policy.update(arm, reward, live.rng, propensity=row["propensity"])
                     live.last_reward_at = now
                     self._save(db, record, regime, live, now)
-            except ConflictError:
-                raise
             except BaseException:
-                self._live.pop(key, None)
+                self._live.pop(key, None)  # the next call reloads what was committed
                 raise
             return Learned(record=record, regime=regime, arm=arm, clipped=clipped, digest=digest, rewarded_at=now,
                            view=live.view())
 
+    # -- removal -----------------------------------------------------------------------------
+
+    def delete(self, record: BanditRecord) -> tuple[list[str], int]:
+        """Delete a bandit with its regimes' states and every decision.
+
+        Returns:
+            The regimes that had a saved state, and the number of decisions deleted.
+        """
+        with self._lock:
+            key = (record.bandit_id,)
+            try:
+                with self._transaction() as db:
+                    regimes = [r["regime"] for r in db.execute(
+                        "SELECT regime FROM bandit_state WHERE bandit_id = ? ORDER BY regime", key).fetchall()]
+                    decisions = db.execute("DELETE FROM bandit_decisions WHERE bandit_id = ?", key).rowcount
+                    db.execute("DELETE FROM bandit_state WHERE bandit_id = ?", key)
+                    db.execute("DELETE FROM bandits WHERE bandit_id = ?", key)
+            finally:
+                self._forget(record)
+            return regimes, decisions
+
+    def reset(self, record: BanditRecord, regimes: tuple[str, ...]) -> None:
+        """Forget what ``regimes`` (some of the record's) learned; the bandit's definition stays.
+
+        Each regime starts again from its prior and its seeded generator, and its decisions still
+        waiting for a reward are deleted (their propensities belong to the forgotten policy).
+        Rewarded decisions stay as history. The state's version keeps counting, so another
+        process's cached policy is reloaded.
+
+        Raises:
+            NotFoundError: The bandit was deleted meanwhile.
+        """
+        with self._lock:
+            try:
+                with self._transaction() as db:
+                    if db.execute("SELECT 1 FROM bandits WHERE bandit_id = ?", (record.bandit_id,)).fetchone() is None:
+                        raise _deleted(record)
+                    now = _now()
+                    for regime in regimes:
+                        key = (record.bandit_id, regime)
+                        row = db.execute("SELECT version FROM bandit_state WHERE bandit_id = ? AND regime = ?",
+                                         key).fetchone()
+                        db.execute("DELETE FROM bandit_decisions WHERE bandit_id = ? AND regime = ? "
+                                   "AND reward IS NULL", key)
+                        if row is None:
+                            continue  # never used: already at its prior
+                        live = self._fresh(record, regime)
+                        live.version = int(row["version"])
+                        self._save(db, record, regime, live, now)
+            finally:
+                for regime in regimes:
+                    self._live.pop((record.bandit_id, regime), None)
+
+    def _forget(self, record: BanditRecord) -> None:
+        self._records.pop(record.bandit_id, None)
+        for regime in record.regimes:
+            self._live.pop((record.bandit_id, regime), None)
+
     # -- state in memory and on disk ---------------------------------------------------------
 
     def _fresh(self, record: BanditRecord, regime: str) -> _Live:
-        policy = make_policy(record.policy, len(record.arms), record.params)
+        try:
+            policy = make_policy(record.policy, len(record.arms), record.params)
+        except ParamError as exc:  # saved by an older version that accepted, e.g., a reward_range beyond 1e100
+            message = (f"bandit '{record.name}' was created with parameters no longer accepted ({exc}); "
+                       f"delete it (DELETE /v1/bandit/{record.name}) and create it again")
+            raise ConflictError(message, details=[{"loc": ["params", exc.param], "msg": message}]) from exc
         rng = np.random.default_rng([record.seed, record.regimes.index(regime)])
         state, rng_state = json.dumps(policy.to_state()), json.dumps(rng.bit_generator.state)
         return _Live(policy, rng, 0, _digest(state, rng_state), 0, None)
@@ -343,19 +411,31 @@ class BanditStore:
         row = db.execute("SELECT version FROM bandit_state WHERE bandit_id = ? AND regime = ?", key).fetchone()
         live = self._live.get(key)
         if row is None:
+            # A first use: make sure another process has not deleted the bandit meanwhile, or its
+            # state would be written back for a bandit that no longer exists.
+            if db.execute("SELECT 1 FROM bandits WHERE bandit_id = ?", (record.bandit_id,)).fetchone() is None:
+                self._forget(record)
+                raise _deleted(record)
             live = self._fresh(record, regime)
         elif live is None or live.version != row["version"]:
-            live = self._restore(db, key)
+            live = self._restore(db, record, regime)
         self._live[key] = live
         return live
 
-    def _restore(self, db: sqlite3.Connection, key: tuple[str, str]) -> _Live:
-        row = db.execute("SELECT * FROM bandit_state WHERE bandit_id = ? AND regime = ?", key).fetchone()
-        bit_generator = np.random.PCG64()
-        bit_generator.state = json.loads(row["rng_state"])
-        return _Live(restore_policy(json.loads(row["state"])), np.random.Generator(bit_generator),
-                     int(row["version"]), _digest(row["state"], row["rng_state"]), int(row["decisions"]),
-                     row["last_reward_at"])
+    def _restore(self, db: sqlite3.Connection, record: BanditRecord, regime: str) -> _Live:
+        """The saved regime, refused with a 409 when it cannot be read back or holds inf / NaN."""
+        row = db.execute("SELECT * FROM bandit_state WHERE bandit_id = ? AND regime = ?",
+                         (record.bandit_id, regime)).fetchone()
+        try:
+            bit_generator = np.random.PCG64()
+            bit_generator.state = json.loads(row["rng_state"])
+            policy = restore_policy(json.loads(row["state"]))
+        except (ValueError, TypeError, KeyError) as exc:  # json's and restore's errors are ValueErrors
+            raise _broken(record, regime, f"it cannot be read back ({exc})") from exc
+        if not policy.is_finite():
+            raise _broken(record, regime, "it holds a non-finite number (inf or NaN)")
+        return _Live(policy, np.random.Generator(bit_generator), int(row["version"]),
+                     _digest(row["state"], row["rng_state"]), int(row["decisions"]), row["last_reward_at"])
 
     def _peek(self, record: BanditRecord, regime: str) -> tuple[_Live, str | None]:
         """Read-only view of a regime (nothing created or written)."""
@@ -366,11 +446,15 @@ class BanditStore:
             return self._fresh(record, regime), None
         live = self._live.get(key)
         if live is None or live.version != row["version"]:
-            live = self._live[key] = self._restore(self._conn, key)
+            live = self._live[key] = self._restore(self._conn, record, regime)
         return live, row["updated_at"]
 
     def _save(self, db: sqlite3.Connection, record: BanditRecord, regime: str, live: _Live, now: str) -> None:
-        state, rng_state = json.dumps(live.policy.to_state()), json.dumps(live.rng.bit_generator.state)
+        try:  # allow_nan=False: an inf or NaN is refused here, never committed to poison later calls
+            state = json.dumps(live.policy.to_state(), allow_nan=False)
+        except ValueError as exc:
+            raise _broken(record, regime, "this step made it non-finite, so it was not saved") from exc
+        rng_state = json.dumps(live.rng.bit_generator.state)
         live.version += 1
         live.digest = _digest(state, rng_state)
         db.execute(
@@ -388,3 +472,13 @@ def _already_rewarded(db: sqlite3.Connection, decision_id: str) -> ConflictError
     return ConflictError(f"decision '{decision_id}' was already rewarded ({row['reward']} at {row['rewarded_at']}); "
                          "a decision takes one reward",
                          details=[{"loc": ["decision_id"], "msg": "already rewarded"}])
+
+
+def _deleted(record: BanditRecord) -> NotFoundError:
+    return NotFoundError(f"bandit '{record.name}' was deleted", details=[{"loc": ["bandit"], "msg": "unknown bandit"}])
+
+
+def _broken(record: BanditRecord, regime: str, why: str) -> ConflictError:
+    message = (f"the saved state of bandit '{record.name}' in regime '{regime}' is unusable: {why}; reset it with "
+               f"POST /v1/bandit/{record.name}/reset (body {{\"regime\": \"{regime}\"}}) or delete the bandit")
+    return ConflictError(message, details=[{"loc": ["regime"], "msg": message}])

@@ -24,6 +24,9 @@ __all__ = ["DiscountedThompson", "ThompsonBeta", "ThompsonGaussian"]
 
 # Normal-inverse-gamma prior of thompson_gaussian, in rescaled units (reward_range -> [0, 1]).
 _NIG_MEAN, _NIG_KAPPA, _NIG_ALPHA, _NIG_BETA = 0.5, 1.0, 1.0, 0.25
+# Bound on a Student t draw: with 2 degrees of freedom a draw is occasionally astronomically large,
+# and times a posterior scale of up to ~1e100 it could overflow; |t| > 1e50 has probability ~1e-100.
+_T_LIMIT = 1e50
 
 
 def _bernoulli(x: float, rng: np.random.Generator | None) -> float:
@@ -117,7 +120,7 @@ class ThompsonGaussian(BanditPolicy):
 
     def select(self, rng: np.random.Generator) -> int:
         t = rng.standard_t
-        scores = [mu + scale * t(dof) for mu, scale, dof in self._post]
+        scores = [mu + scale * min(max(t(dof), -_T_LIMIT), _T_LIMIT) for mu, scale, dof in self._post]
         self._scores = scores  # type: ignore[assignment]
         return argmax(scores)
 

@@ -97,3 +97,39 @@ def test_a_second_store_reloads_a_regime_the_first_changed(tmp_path: Path) -> No
     assert a.select(record, "calm").view.pulls == 2
     a.close()
     b.close()
+
+
+def test_reset_by_another_store_is_seen_by_one_that_cached_the_policy(tmp_path: Path) -> None:
+    first, second = BanditStore(tmp_path / "r.db"), BanditStore(tmp_path / "r.db")
+    record = _record()
+    first.create(record)
+    for _ in range(3):
+        first.learn(first.select(record, "calm").decision_id, 1.0)
+    second.reset(record, ("calm",))
+    assert first.select(record, "calm").view.pulls == 0  # the version kept counting: reloaded, not stale
+    first.close()
+    second.close()
+
+
+def test_delete_by_another_store_is_not_undone_by_one_that_cached_the_record(tmp_path: Path) -> None:
+    first, second = BanditStore(tmp_path / "r.db"), BanditStore(tmp_path / "r.db")
+    record = _record()
+    first.create(record)
+    first.select(record, "calm")
+    assert second.delete(record) == (["calm"], 1)
+    with pytest.raises(NotFoundError, match="deleted"):
+        first.select(record, "storm")  # its first use would otherwise write a state for a deleted bandit
+    assert first.find("meta") is None and second.usage() == []
+    first.close()
+    second.close()
+
+
+def test_bandit_saved_with_params_no_longer_accepted_is_conflict_then_deletable(store: BanditStore) -> None:
+    record = _record()
+    record.params["reward_range"] = [-1e200, 1e200]  # an older version accepted it
+    store.create(record)
+    with pytest.raises(ConflictError, match="delete it"):
+        store.select(record, "calm")
+    with pytest.raises(ConflictError, match="delete it"):
+        store.snapshot(record)
+    assert store.delete(record) == ([], 0)
