@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	# trains what the crew consults once per symbol and data span (skipped when already there)
+	$(VENV)/bin/quantcrew setup --symbols SP500,NASDAQ
 	$(VENV)/bin/quantcrew run --symbols SP500,NASDAQ
 
 test: $(STAMP)
@@ -28,6 +30,7 @@ server: $(STAMP)
 	$(VENV)/bin/quantcrew-server
 
 bench: $(STAMP)
+	$(PY) bench/setup_demo.py
 	$(PY) bench/regime_accuracy.py
 	$(PY) bench/regime_latency.py
 	$(PY) bench/crew_run.py

@@ -1,4 +1,4 @@
-"""The ``quantcrew`` command line: run the crew, serve the models, inspect past runs, backtest, schedule.
+"""The ``quantcrew`` command line: set up models, run the crew, serve models, inspect runs, backtest, schedule.
 
 Each command group lives in its own module; this one only assembles them, in the order
 ``quantcrew --help`` lists them.
@@ -9,11 +9,14 @@ from __future__ import annotations
 import typer
 
 from quantcrew.cli.backtest import backtest_command
+from quantcrew.cli.data import data_app
+from quantcrew.cli.outcomes import outcomes
 from quantcrew.cli.risk import risk
 from quantcrew.cli.run import run
 from quantcrew.cli.runs import runs_app
 from quantcrew.cli.schedule import schedule_app, scheduler_command
 from quantcrew.cli.server import server
+from quantcrew.cli.setup import setup
 from quantcrew.cli.train import train
 
 __all__ = ["app", "main"]
@@ -21,12 +24,15 @@ __all__ = ["app", "main"]
 app = typer.Typer(name="quantcrew", help="CrewAI agents for quantitative research, over the quantcrew ML server.",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(runs_app, name="runs")
+app.command()(setup)
 app.command()(run)
 app.command()(risk)
 app.command()(train)
+app.command()(outcomes)
 app.command()(server)
 app.command("backtest")(backtest_command)
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(data_app, name="data")
 app.command("scheduler")(scheduler_command)
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from quantcrew.cli.common import ConfigOpt, check_symbols, console, err_console, load_cli_settings, ml_server
 from quantcrew.config.settings import Settings
 
-__all__ = ["print_decision", "run", "run_crew"]
+__all__ = ["print_decision", "run", "run_crew", "say_untrained"]
 
 
 def run(
@@ -102,6 +102,8 @@ def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: P
 
     try:
         with ml_server(settings, config), console.status(doing) as status:
+            if kind in ("full", "strategy", "meta"):
+                say_untrained(settings, str(inputs.get("symbols") or inputs.get("symbol") or ""))
             outcome = kickoff(inputs, settings, kind=kind, process=process,
                               on_tool_result=lambda r: status.update(f"{r.tool} answered..."))
     except CrewRunError as exc:
@@ -122,6 +124,8 @@ def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: P
             "views": outcome.views,
             "decision": outcome.decision.model_dump(mode="json") if outcome.decision is not None else None,
             "llm_calls": outcome.llm_calls, "duration_s": outcome.duration_s,
+            "degraded": outcome.degraded, "gated": outcome.gated, "degraded_notes": outcome.degraded_notes,
+            "settled": outcome.settled.model_dump(mode="json") if outcome.settled is not None else None,
         }, default=str))
         return
     degraded = " [yellow](DEGRADED: fallback answer)[/yellow]" if outcome.degraded else ""
@@ -130,6 +134,30 @@ def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: P
     else:
         console.print(Panel(outcome.output, title=f"{title}{degraded}", expand=False))
     console.print(f"[dim]run {outcome.run_id} stored in {settings.runs_db}[/dim]")
+
+
+def say_untrained(settings: Settings, symbols: str) -> None:
+    """One line per symbol the home has no trained models for: what will answer instead, and the fix."""
+    from quantcrew.data import load_symbol
+    from quantcrew.tools.client import make_client
+    from quantcrew.tools.errors import MLClientError
+
+    try:
+        with make_client(settings.client) as client:
+            models = client.list_models()
+    except MLClientError:
+        return  # the tools say so themselves, each marked degraded
+    for name in [s.strip() for s in symbols.split(",") if s.strip()]:
+        try:
+            symbol = load_symbol(name, data_dir=settings.data.data_dir, max_gap_days=settings.data.max_gap_days).symbol
+        except Exception:  # noqa: BLE001 - the run itself reports bad data
+            continue
+        trained = {m.family for m in models if str(m.metadata.get("symbol") or "").upper() == symbol.upper()}
+        missing = [what for family, what in (("rl", "the RL agents"), ("ensemble", "the ensemble"),
+                                             ("execution", "the execution network")) if family not in trained]
+        if missing:
+            err_console.print(f"[yellow]{symbol}: no trained {', '.join(missing)} on this home, so rules will answer "
+                              f"for them (degraded); `quantcrew setup --symbols {symbol}` trains them.[/yellow]")
 
 
 def print_decision(outcome: Any, title: str) -> None:
@@ -151,8 +179,16 @@ def print_decision(outcome: Any, title: str) -> None:
                   f"stop {limits.drawdown_stop:.0%} (drawdown now {decision.drawdown:.1%})")
     models = ", ".join(sorted({f"{m.tool}:{m.model_id or m.method_used}" for m in decision.models}))
     console.print(f"[dim]models: {models}[/dim]")
+    if decision.gated_inputs:
+        console.print("gated (a trained model failed its quality gate; a named rule answered by design):")
+        for line in decision.gated_inputs:
+            console.print(f"  - {line}", markup=False)
     if decision.degraded:
-        console.print("[yellow]degraded inputs:[/yellow]")
+        console.print("[yellow]DEGRADED inputs (the model asked for could not answer):[/yellow]")
         for line in decision.degraded_inputs:
-            console.print(f"[yellow]  - {line}[/yellow]")
+            console.print(f"  - {line}", style="yellow", markup=False)
+    for line in getattr(outcome, "degraded_notes", []):
+        console.print(f"DEGRADED: {line}", style="yellow", markup=False)
+    if getattr(outcome, "settled", None) is not None:
+        console.print(outcome.settled.summary(), style="dim", markup=False)
     console.print(f"[dim]{outcome.llm_calls} LLM calls, {outcome.duration_s:.1f} s[/dim]")

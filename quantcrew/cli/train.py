@@ -150,24 +150,94 @@ def _print_ensemble_result(raw: Any) -> None:
         table.add_row(r.method, str(r.n), f"{r.accuracy:.3f}", f"{r.ece:.4f}", f"{r.brier:.4f}", f"{r.nll:.4f}")
     console.print(table)
     m = result.model
-    console.print(f"ensemble {m.name} v{m.version} ({m.model_id}) deployed as {result.deployment.stage}"
-                  + (f"; execution network {result.execution_model.model_id}" if result.execution_model else "")
-                  + f"; {result.training_seconds:.0f} s")
+    console.print(f"ensemble {m.name} v{m.version} ({m.model_id}): {_gate_line(result.gate, result.deployment)}",
+                  markup=False)
+    if result.execution_model is not None:
+        e = result.execution_model
+        console.print(f"execution network {e.name} v{e.version} ({e.model_id}): "
+                      f"{_gate_line(result.execution_gate, result.execution_deployment)}", markup=False)
+    console.print(f"{result.training_seconds:.0f} s", style="dim")
+
+
+def _gate_line(gate: Any, deployment: Any) -> str:
+    """``deployed as full; gate PASSED: ...`` or ``not deployed (gated): ...``."""
+    verdict = "no gate verdict" if gate is None else f"gate {'PASSED' if gate.passed else 'failed'}: {gate.summary}"
+    if deployment is None:
+        return f"not deployed (gated; a rule answers in its place); {verdict}"
+    return f"deployed as {deployment.stage}; {verdict}"
 
 
 def _print_rl_result(raw: Any) -> None:
     from quantcrew.ml_server.schemas.rl import RLTrainResult
 
     result = RLTrainResult.model_validate(raw)
-    table = Table("agent", "model_id", "seconds", "total return", "Sharpe", "max DD", "specialty", "beats B&H",
+    table = Table("agent", "model_id", "seconds", "total return", "Sharpe", "max DD", "specialty", "gate",
+                  "Sharpe - B&H (90% CI)", "deployed",
                   title=f"Out of sample {result.test_start} .. {result.test_end} (after costs)")
     for p in result.policies:
         e = p.evaluation
         if e is None:
             continue
+        interval = p.gate.interval if p.gate is not None else None
         table.add_row(p.agent, p.model_id, f"{p.train_seconds:.1f}", f"{e.metrics.total_return:+.1%}",
                       f"{e.metrics.sharpe:.2f}", f"{e.metrics.max_drawdown:.1%}", e.specialty_metric,
-                      "yes" if e.beats_buy_and_hold else "no")
+                      _gate_cell(p.gate), "" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]",
+                      "yes" if p.deployed else "no")
     for name, m in result.benchmarks.items():
-        table.add_row(name, "", "", f"{m.total_return:+.1%}", f"{m.sharpe:.2f}", f"{m.max_drawdown:.1%}", "", "")
+        table.add_row(name, "", "", f"{m.total_return:+.1%}", f"{m.sharpe:.2f}", f"{m.max_drawdown:.1%}", "", "", "",
+                      "")
     console.print(table)
+    undeployed = [p.agent for p in result.policies if not p.deployed]
+    if undeployed:
+        console.print(f"not deployed: {', '.join(undeployed)}; the crew keeps the policy deployed before for this "
+                      "symbol, or the agent's rule")
+
+
+_SHORT = {"Sharpe after costs": "Sharpe", "buy-and-hold": "B&H"}
+
+
+def _gate_cell(gate: Any) -> str:
+    """``PASSED: Sharpe 0.52 > B&H 0.41`` or ``failed: Sharpe -0.12 <= B&H 0.41, <= flat 0.00; held 3% <= 10%``."""
+    if gate is None:
+        return "no verdict"
+    deciding = [c for c in gate.checks if not c.name.endswith("_reported")]
+    if gate.passed:
+        shown = [c for c in deciding if c.name == "sharpe_above_buy_and_hold"] or deciding[:1]
+    else:
+        shown = [c for c in deciding if not c.passed]
+    parts: list[str] = []
+    last: tuple[str, float | None] | None = None
+    for c in shown:
+        key = (c.measure, c.value)
+        if key == last and c.value is not None and c.baseline_value is not None:
+            baseline = _SHORT.get(c.baseline, c.baseline)
+            extra = f"{_op(c.passed, c.value, c.baseline_value)} {baseline} {_num(c.baseline_value)}"
+            if extra not in parts[-1]:
+                parts[-1] += f", {extra}"
+        else:
+            parts.append(_check_cell(c))
+        last = key
+    return ("PASSED: " if gate.passed else "failed: ") + "; ".join(parts)
+
+
+def _check_cell(c: Any) -> str:
+    value = 0.0 if c.value is None else c.value
+    base = 0.0 if c.baseline_value is None else c.baseline_value
+    op = _op(c.passed, value, base)
+    if c.name == "position_held":
+        return f"held {value:.0%} {op} {base:.0%} of bars"
+    if c.value is None or c.baseline_value is None:
+        return f"{c.measure} not measurable"
+    measure, baseline = _SHORT.get(c.measure, c.measure), _SHORT.get(c.baseline, c.baseline)
+    return f"{measure} {_num(value)} {op} {baseline} {_num(base)}"
+
+
+def _op(passed: bool, value: float, base: float) -> str:
+    """The comparison that holds between the two values, as the verdict reads it."""
+    if passed:
+        return ">" if value > base else "<" if value < base else ">="
+    return "<=" if value <= base else ">="
+
+
+def _num(x: float) -> str:
+    return f"{x:.2g}" if x != 0 and abs(x) < 0.01 else f"{x:.2f}"

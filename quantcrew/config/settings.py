@@ -164,7 +164,9 @@ class ClientSettings(_Section):
 class DataSettings(_Section):
     """Where market data comes from and how strictly it is checked."""
 
-    data_dir: Path | None = Field(default=None, description="Folder of <SYMBOL>.csv / .parquet files.")
+    data_dir: Path | None = Field(
+        default=None,
+        description="Folder of <SYMBOL>.csv / .parquet files, read before the bundled series (default <home>/data).")
     max_gap_days: int = Field(default=7, ge=1, description="Calendar-day gap between bars reported as a gap.")
 
 
@@ -226,6 +228,8 @@ class Settings(BaseSettings):
             self.server.registry_db = home / "registry.db"
         if self.crew.runs_db is None:
             self.crew.runs_db = home / "runs.db"
+        if self.data.data_dir is None:
+            self.data.data_dir = home / "data"  # where `quantcrew data add` writes; read before the bundled series
         if self.client.api_key is None and self.server.api_key is not None:
             self.client.api_key = self.server.api_key
         return self

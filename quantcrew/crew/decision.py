@@ -1,7 +1,21 @@
 """The decision pipeline: plain, deterministic code from tool results to a :class:`Decision`.
 
 The crew's last step, the walk-forward backtest and the tests all call :func:`decide` with a
-:class:`DecisionInputs`; nothing here does I/O, reads a clock or draws a random number.
+:class:`DecisionInputs`; nothing here does I/O, reads a clock or draws a random number. The same
+inputs give the same decision: the bandit's choice arrives as an input (which arm, why, and the
+evidence behind it), so exploration happens where the bandit learns, never as a coin flip here.
+
+**Degraded and gated, once for the whole project.** Every input of a decision is one of three:
+
+- *answered*: the model the crew asked for answered (a trained model, or a stateless fit);
+- *gated*: a trained model exists, its quality gate judged it on bars it was not trained on and
+  rejected it, so a named rule answered **by design**. The decision lists these in
+  ``gated_inputs`` ("tool[symbol]: the failed gate and the rule that stood in"); they do not make
+  the decision degraded;
+- *degraded*: the model the crew asked for could not answer: the ML server unreachable or
+  refusing, its circuit breaker open, or no trained model at all, so a fallback answered. The
+  decision lists these in ``degraded_inputs``, and only these make ``degraded`` true (and a run
+  degraded).
 
 Per symbol, in order:
 
@@ -26,7 +40,7 @@ Per symbol, in order:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -35,6 +49,7 @@ from quantcrew.config.settings import RiskLimitsSettings
 __all__ = [
     "Decision",
     "DecisionInputs",
+    "ModelOutput",
     "ModelRef",
     "RiskLimits",
     "SymbolDecision",
@@ -63,12 +78,32 @@ class ModelRef(BaseModel):
     method_used: str | None = None
 
 
+class ModelOutput(BaseModel):
+    """What one consulted model (or the rule standing in for it) said about one symbol.
+
+    ``output`` is compact: the regime's label and probability; an agent's action, target,
+    source (``rl_policy`` or ``rules``) and gated flag; the bandit's chosen arm, decision id,
+    reason and evidence; the execution plan's size; the ensemble's signal.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool: str
+    model_id: str | None = None
+    model_version: int | None = None
+    method_used: str | None = None
+    degraded: bool = Field(default=False, description="A fallback answered: the model asked for could not.")
+    gated: bool = Field(default=False, description="A rule answered by design: the model failed its quality gate.")
+    output: dict[str, Any] = Field(default_factory=dict)
+
+
 class SymbolInputs(BaseModel):
     """What the agents found about one symbol."""
 
     model_config = ConfigDict(extra="forbid")
 
     symbol: str
+    as_of: str | None = Field(default=None, description="Date of the last bar the findings saw (YYYY-MM-DD).")
     regime: str | None = None
     regime_probability: float | None = None
     agent_targets: dict[str, float] = Field(
@@ -80,6 +115,8 @@ class SymbolInputs(BaseModel):
                                description="The execution plan's size: fraction of the maximum position.")
     size_interval: tuple[float, float] | None = None
     timing: str | None = None
+    consulted: list[ModelOutput] = Field(default_factory=list,
+                                         description="What each model consulted for this symbol said.")
 
     @field_validator("agent_targets")
     @classmethod
@@ -104,6 +141,9 @@ class DecisionInputs(BaseModel):
     models: list[ModelRef] = Field(default_factory=list)
     degraded_inputs: list[str] = Field(default_factory=list,
                                        description="'tool[symbol]: reason' for every input a fallback produced.")
+    gated_inputs: list[str] = Field(
+        default_factory=list, description="'tool[symbol]: reason' for every input a rule gave by design, its "
+                                          "model having failed its quality gate.")
 
     @model_validator(mode="after")
     def _unique_symbols(self) -> DecisionInputs:
@@ -119,6 +159,7 @@ class SymbolDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     symbol: str
+    as_of: str | None = Field(default=None, description="Date of the last bar the decision saw (YYYY-MM-DD).")
     action: Action
     target_position: float = Field(description="Signed fraction of capital to hold after this decision.")
     conviction: float = Field(description="The followed agent's (or the mean) target before sizing and limits.")
@@ -126,9 +167,13 @@ class SymbolDecision(BaseModel):
     followed: str = Field(description="The agent followed, or 'consensus'.")
     regime: str | None = None
     decision_id: str | None = None
+    chosen_agent: str | None = Field(default=None, description="The agent the bandit chose (None: no choice).")
+    agent_target: float | None = Field(
+        default=None, description="The chosen agent's own target: what following it alone would hold.")
     timing: str | None = None
     why: str
     limits_applied: list[str] = Field(default_factory=list)
+    consulted: list[ModelOutput] = Field(default_factory=list)
 
 
 class Decision(BaseModel):
@@ -144,8 +189,10 @@ class Decision(BaseModel):
     limits: RiskLimits
     drawdown: float = 0.0
     models: list[ModelRef] = Field(default_factory=list)
-    degraded: bool = False
+    degraded: bool = Field(default=False, description="True only when an input was degraded (see the module).")
     degraded_inputs: list[str] = Field(default_factory=list)
+    gated: bool = Field(default=False, description="True when a rule answered by design for a gated model.")
+    gated_inputs: list[str] = Field(default_factory=list)
 
     def target(self, symbol: str) -> float:
         """The target position of ``symbol`` (KeyError naming the decided symbols when absent)."""
@@ -164,8 +211,10 @@ class Decision(BaseModel):
         var = f", est. 1-day VaR95 {self.estimated_var:.2%}" if self.estimated_var is not None else ""
         lines.append(f"Gross exposure {self.gross_exposure:.2f}{var}; drawdown {self.drawdown:.1%} "
                      f"(stop {self.limits.drawdown_stop:.0%}).")
-        if self.degraded:
-            lines.append(f"DEGRADED inputs: {'; '.join(self.degraded_inputs)}")
+        if self.gated_inputs:
+            lines.append(f"GATED (rule by design): {'; '.join(self.gated_inputs)}")
+        if self.degraded_inputs:
+            lines.append(f"DEGRADED: {'; '.join(self.degraded_inputs)}")
         return "\n".join(lines)
 
 
@@ -182,8 +231,9 @@ def _action(target: float) -> Action:
 
 
 def _one(s: SymbolInputs, limits: RiskLimits) -> SymbolDecision:
-    if s.chosen_agent is not None and s.chosen_agent in s.agent_targets:
-        followed, conviction = s.chosen_agent, s.agent_targets[s.chosen_agent]
+    chosen_target = s.agent_targets.get(s.chosen_agent) if s.chosen_agent is not None else None
+    if s.chosen_agent is not None and chosen_target is not None:
+        followed, conviction = s.chosen_agent, chosen_target
         why = f"{s.chosen_agent} chosen" + (f" ({s.selection_reason})" if s.selection_reason else "")
     elif s.agent_targets:
         followed = "consensus"
@@ -201,9 +251,10 @@ def _one(s: SymbolInputs, limits: RiskLimits) -> SymbolDecision:
         why += "; no execution plan: size = |conviction|"
     direction = 0.0 if abs(conviction) <= _FLAT else math.copysign(1.0, conviction)
     target = direction * size * limits.max_position  # size <= 1 (validated): never past max_position
-    return SymbolDecision(symbol=s.symbol, action=_action(target), target_position=target, conviction=conviction,
-                          size=size, followed=followed, regime=s.regime, decision_id=s.decision_id,
-                          timing=s.timing, why=why)
+    return SymbolDecision(symbol=s.symbol, as_of=s.as_of, action=_action(target), target_position=target,
+                          conviction=conviction, size=size, followed=followed, regime=s.regime,
+                          decision_id=s.decision_id, chosen_agent=s.chosen_agent, agent_target=chosen_target,
+                          timing=s.timing, why=why, consulted=list(s.consulted))
 
 
 def _scale(decisions: list[SymbolDecision], factor: float, note: str) -> None:
@@ -244,4 +295,5 @@ def decide(inputs: DecisionInputs, limits: RiskLimits | None = None) -> Decision
         d.target_position = round(d.target_position, 12) + 0.0  # no -0.0 in the record
     return Decision(as_of=inputs.as_of, decisions=decisions, gross_exposure=gross, estimated_var=estimated,
                     var_method=inputs.var_method, limits=limits, drawdown=inputs.drawdown, models=inputs.models,
-                    degraded=bool(inputs.degraded_inputs), degraded_inputs=inputs.degraded_inputs)
+                    degraded=bool(inputs.degraded_inputs), degraded_inputs=inputs.degraded_inputs,
+                    gated=bool(inputs.gated_inputs), gated_inputs=inputs.gated_inputs)

@@ -100,6 +100,7 @@ class PortfolioDecisionTool(BaseTool):
         summary = "Decision" + (f" as of {decision.as_of}" if decision.as_of else "") + ":\n" + decision.summary()
         return self._finish(ToolResult(tool=self.name, ok=True, degraded=decision.degraded,
                                        degraded_reason="; ".join(decision.degraded_inputs) or None,
+                                       gated=decision.gated, gated_reason="; ".join(decision.gated_inputs) or None,
                                        summary=summary, arguments=arguments,
                                        data=decision.model_dump(mode="json")), started)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -18,6 +18,9 @@ from quantcrew.crew.decision import Decision, RiskLimits
 from quantcrew.crew.runs import RunsStore
 from quantcrew.tools.base import ToolResult
 from quantcrew.tools.client import MLClient, make_client
+
+if TYPE_CHECKING:
+    from quantcrew.crew.outcomes import SettleReport
 
 __all__ = ["CrewRunError", "RunOutcome", "normalise_inputs", "run"]
 
@@ -33,7 +36,8 @@ class CrewRunError(RuntimeError):
 
 @dataclass
 class RunOutcome:
-    """What a run produced: the crew's final text, every tool's structured result, the decision."""
+    """What a run produced: the crew's final text, every tool's structured result, the decision, and what
+    settling earlier decisions' outcomes did before the crew ran (``settled``)."""
 
     run_id: str
     status: str
@@ -44,10 +48,37 @@ class RunOutcome:
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     llm_calls: int = 0
     duration_s: float = 0.0
+    settled: SettleReport | None = None
+    degraded_notes: list[str] = field(default_factory=list)
+    """Degraded beyond the tools: e.g. the bandit's rewards could not be sent (the server was down)."""
 
     @property
     def degraded(self) -> bool:
-        return any(r.degraded for r in self.tool_results)
+        """True when a model the crew asked for could not answer (see :mod:`quantcrew.crew.decision`)."""
+        return any(r.degraded for r in self.tool_results) or bool(self.degraded_notes)
+
+    @property
+    def gated(self) -> bool:
+        """True when a rule answered by design for a model that failed its quality gate (not degraded)."""
+        return any(r.gated for r in self.tool_results)
+
+
+def _settle(store: RunsStore, settings: Settings, client: MLClient | None, as_of: str | None
+            ) -> tuple[SettleReport | None, list[str]]:
+    """Settle earlier decisions whose outcome bars lie on or before ``as_of`` (None: in the data) and reward
+    the bandit for them. Never raises: a failure becomes a degraded note."""
+    from quantcrew.crew.outcomes import bandit_rewarder, bars_from_settings, settle
+
+    try:
+        report = settle(store, bars_from_settings(settings), as_of=as_of,
+                        reward=bandit_rewarder(client) if client is not None else None)
+    except Exception as exc:  # settling must never fail the run
+        return None, [f"outcomes: settling earlier decisions failed: {type(exc).__name__}: {exc}"]
+    notes = []
+    if report.server_error is not None:
+        notes.append(f"outcomes: {report.pending} bandit reward(s) left pending, the ML server could not take "
+                     f"them ({report.server_error}); the next run or `quantcrew outcomes` sends them")
+    return report, notes
 
 
 def normalise_inputs(kind: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +178,9 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
     if client is None and settings.client.url is not None:
         # one client (one connection pool, one breaker) for every tool of the crew
         client = owned = make_client(settings.client)
+    # outcomes close the loop: earlier decisions are settled (and the bandit rewarded) before this one is made,
+    # using only outcome bars on or before this run's as-of date
+    settled, degraded_notes = _settle(store, settings, client, spec_inputs.get("end_date"))
     tools, decision_tool = _make_tools(spec, settings, client, keep, results, limits)
 
     def ensure_decision() -> Decision | None:
@@ -176,7 +210,10 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
     def close(status: str, **fields: Any) -> None:
         store.finish_run(run_id, status=status, llm_calls=budget.llm_calls,
                          duration_s=time.perf_counter() - started,
-                         degraded=any(r.degraded for r in results), **fields)
+                         degraded=any(r.degraded for r in results) or bool(degraded_notes),
+                         gated=any(r.gated for r in results),
+                         settled=settled.model_dump(mode="json", exclude={"outcomes"}) if settled else None,
+                         **fields)
         store.close()
 
     try:
@@ -204,4 +241,4 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
     close("succeeded", output=text, decision=decision.model_dump(mode="json") if decision is not None else None)
     return RunOutcome(run_id=run_id, status="succeeded", output=text, inputs=spec_inputs, tool_results=results,
                       decision=decision, views=views, llm_calls=budget.llm_calls,
-                      duration_s=time.perf_counter() - started)
+                      duration_s=time.perf_counter() - started, settled=settled, degraded_notes=degraded_notes)

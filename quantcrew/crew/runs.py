@@ -1,6 +1,20 @@
-"""The runs store: runs, tool calls and their results in one SQLite file (WAL).
+"""The runs store: runs, tool calls, their results and the decisions' outcomes in one SQLite file (WAL).
 
 Inspect it with the ``sqlite-utils`` CLI, e.g. ``sqlite-utils rows ~/.quantcrew/runs.db runs``.
+
+Tables:
+
+- ``runs``: one row per crew run (inputs, status, the decision as JSON, whether it was degraded
+  or gated, the outcomes it settled);
+- ``tool_calls``: every tool call of a run with its structured result;
+- ``decision_outcomes``: what each stored decision earned, once per (run, symbol): the realised
+  return of the bar after the decision, the decision's and the chosen agent's return, and
+  whether the bandit was rewarded for it (``pending``, ``rewarded``, ``no_decision``,
+  ``failed``). The row is claimed once (``INSERT ... ON CONFLICT DO NOTHING``) and a reward is
+  sent only by the process holding the row's claim, so two settlers never reward twice.
+
+A file made by an earlier version opens and is migrated in place (columns and tables added,
+nothing rewritten); ``PRAGMA user_version`` records the schema version.
 """
 
 from __future__ import annotations
@@ -9,7 +23,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +32,61 @@ import sqlite_utils
 if TYPE_CHECKING:  # crewai (under quantcrew.tools.base) is seconds to import; the store does not need it
     from quantcrew.tools.base import ToolResult
 
-__all__ = ["STATUSES", "RunsStore", "open_database"]
+__all__ = ["REWARD_STATUSES", "SCHEMA_VERSION", "STATUSES", "RunsStore", "open_database"]
 
+SCHEMA_VERSION = 2
+"""1: runs and tool_calls (with the added run columns); 2: gated flags and decision_outcomes."""
 
-_RUN_COLUMNS: dict[str, type] = {"decision": str, "degraded": int, "llm_calls": int, "duration_s": float,
-                                  "budget": str}
+_RUN_COLUMNS: dict[str, str] = {"decision": "TEXT", "degraded": "INTEGER", "llm_calls": "INTEGER",
+                                "duration_s": "REAL", "budget": "TEXT", "gated": "INTEGER", "settled": "TEXT"}
 """Columns of ``runs`` beyond the first schema: the decision (JSON), whether any input was degraded,
-LLM calls made, wall time, and the budget the run was held to."""
+LLM calls made, wall time, the budget the run was held to, whether any input was gated, and what the
+run's settling of earlier decisions did (JSON)."""
+
+_TOOL_CALL_COLUMNS: dict[str, str] = {"gated": "INTEGER", "gated_reason": "TEXT"}
+
+_CREATE_RUNS = """CREATE TABLE IF NOT EXISTS "runs" (
+   "run_id" TEXT PRIMARY KEY, "kind" TEXT, "status" TEXT, "started_at" TEXT, "finished_at" TEXT,
+   "inputs" TEXT, "llm" TEXT, "server_url" TEXT, "output" TEXT, "error" TEXT)"""
+
+_CREATE_TOOL_CALLS = """CREATE TABLE IF NOT EXISTS "tool_calls" (
+   "id" INTEGER PRIMARY KEY, "run_id" TEXT REFERENCES "runs"("run_id"), "tool" TEXT, "created_at" TEXT,
+   "arguments" TEXT, "ok" INTEGER, "degraded" INTEGER, "degraded_reason" TEXT, "summary" TEXT, "data" TEXT,
+   "elapsed_ms" REAL)"""
+
+_CREATE_OUTCOMES = """CREATE TABLE IF NOT EXISTS "decision_outcomes" (
+   "run_id" TEXT NOT NULL REFERENCES "runs"("run_id"),
+   "symbol" TEXT NOT NULL,
+   "decision_date" TEXT NOT NULL,
+   "outcome_date" TEXT NOT NULL,
+   "close" REAL NOT NULL,
+   "outcome_close" REAL NOT NULL,
+   "r" REAL NOT NULL,
+   "target" REAL NOT NULL,
+   "decision_return" REAL NOT NULL,
+   "agent" TEXT,
+   "agent_target" REAL,
+   "agent_return" REAL,
+   "decision_id" TEXT,
+   "reward_status" TEXT NOT NULL
+       CHECK ("reward_status" IN ('pending', 'rewarded', 'no_decision', 'failed')),
+   "reward_error" TEXT,
+   "settled_at" TEXT NOT NULL,
+   "rewarded_at" TEXT,
+   "claim" TEXT,
+   "claimed_at" TEXT,
+   UNIQUE ("run_id", "symbol"))"""
+
+_OUTCOME_COLUMNS = ("run_id", "symbol", "decision_date", "outcome_date", "close", "outcome_close", "r", "target",
+                    "decision_return", "agent", "agent_target", "agent_return", "decision_id", "reward_status",
+                    "reward_error", "settled_at")
 
 STATUSES = ("running", "succeeded", "failed", "interrupted", "budget_exceeded")
+
+REWARD_STATUSES = ("pending", "rewarded", "no_decision", "failed")
+"""``pending``: the bandit has not taken the reward yet (no server, or it was down: the next settle
+retries); ``rewarded``: it took it (or had it already); ``no_decision``: no bandit decision to
+reward (a fallback's choice, or a decision the bandit does not know); ``failed``: refused for good."""
 
 
 def _now() -> str:
@@ -52,24 +112,30 @@ class RunsStore:
         self._ensure_schema()
 
     def _ensure_schema(self) -> None:
-        names = set(self._db.table_names())
-        if "runs" not in names:
-            self._db["runs"].create(  # type: ignore[union-attr]
-                {"run_id": str, "kind": str, "status": str, "started_at": str, "finished_at": str,
-                 "inputs": str, "llm": str, "server_url": str, "output": str, "error": str},
-                pk="run_id",
-            )
-        runs = self._db["runs"]
-        for column, kind in _RUN_COLUMNS.items():  # columns added after the first release
-            if column not in runs.columns_dict:
-                runs.add_column(column, kind)  # type: ignore[union-attr]
-        if "tool_calls" not in names:
-            self._db["tool_calls"].create(  # type: ignore[union-attr]
-                {"id": int, "run_id": str, "tool": str, "created_at": str, "arguments": str, "ok": int,
-                 "degraded": int, "degraded_reason": str, "summary": str, "data": str, "elapsed_ms": float},
-                pk="id", foreign_keys=[("run_id", "runs", "run_id")],
-            )
-            self._db["tool_calls"].create_index(["run_id"])  # type: ignore[union-attr]
+        """Create the tables, or migrate a file made by an earlier version in place (one write transaction,
+        so two stores opening one old file at once migrate it once)."""
+        conn = self._db.conn
+        with self._lock:
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return  # up to date: no write lock taken on open
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_CREATE_RUNS)
+                conn.execute(_CREATE_TOOL_CALLS)
+                conn.execute('CREATE INDEX IF NOT EXISTS "idx_tool_calls_run_id" ON "tool_calls" ("run_id")')
+                for table, columns in (("runs", _RUN_COLUMNS), ("tool_calls", _TOOL_CALL_COLUMNS)):
+                    have = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+                    for column, kind in columns.items():  # columns added after the first release
+                        if column not in have:
+                            conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
+                conn.execute(_CREATE_OUTCOMES)
+                conn.execute('CREATE INDEX IF NOT EXISTS "idx_decision_outcomes_pending" '
+                             'ON "decision_outcomes" ("reward_status", "outcome_date")')
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
 
     def close(self) -> None:
         self._db.conn.close()
@@ -93,13 +159,15 @@ class RunsStore:
                 "run_id": run_id, "tool": result.tool, "created_at": _now(),
                 "arguments": json.dumps(result.arguments, default=str), "ok": int(result.ok),
                 "degraded": int(result.degraded), "degraded_reason": result.degraded_reason,
-                "summary": result.summary, "data": json.dumps(result.data, default=str),
+                "gated": int(result.gated), "gated_reason": result.gated_reason, "summary": result.summary,
+                "data": json.dumps(result.data, default=str),
                 "elapsed_ms": result.elapsed_ms,
             })
 
     def finish_run(self, run_id: str, *, status: str, output: str | None = None, error: str | None = None,
                    decision: dict[str, Any] | None = None, degraded: bool | None = None,
-                   llm_calls: int | None = None, duration_s: float | None = None) -> None:
+                   llm_calls: int | None = None, duration_s: float | None = None, gated: bool | None = None,
+                   settled: dict[str, Any] | None = None) -> None:
         """Close a run: ``succeeded``, ``failed``, ``interrupted`` or ``budget_exceeded``."""
         if status not in STATUSES or status == "running":
             raise ValueError(f"a finished run's status must be one of {list(STATUSES[1:])}, got {status!r}")
@@ -108,7 +176,8 @@ class RunsStore:
                 "status": status, "finished_at": _now(), "output": output, "error": error,
                 "decision": json.dumps(decision, default=str) if decision is not None else None,
                 "degraded": None if degraded is None else int(degraded), "llm_calls": llm_calls,
-                "duration_s": duration_s,
+                "duration_s": duration_s, "gated": None if gated is None else int(gated),
+                "settled": json.dumps(settled, default=str) if settled is not None else None,
             })
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -118,19 +187,118 @@ class RunsStore:
             if not rows:
                 return None
             calls = list(self._db["tool_calls"].rows_where("run_id = ?", [run_id], order_by="id"))
+            outcomes = self._outcome_rows("run_id = ?", [run_id], order_by="symbol")
         run = dict(rows[0])
         run["inputs"] = json.loads(run["inputs"] or "{}")
         run["decision"] = json.loads(run["decision"]) if run.get("decision") else None
-        run["degraded"] = None if run.get("degraded") is None else bool(run["degraded"])
+        run["settled"] = json.loads(run["settled"]) if run.get("settled") else None
+        for flag in ("degraded", "gated"):
+            run[flag] = None if run.get(flag) is None else bool(run[flag])
         for call in calls:
             call["arguments"] = json.loads(call["arguments"] or "{}")
             call["data"] = json.loads(call["data"] or "{}")
             call["ok"] = bool(call["ok"])
             call["degraded"] = bool(call["degraded"])
+            call["gated"] = bool(call.get("gated"))
         run["tool_calls"] = calls
+        run["outcomes"] = outcomes
         return run
 
     def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first (without their tool calls)."""
         with self._lock:
             return list(self._db["runs"].rows_where(order_by="started_at desc", limit=limit))
+
+    # -- outcomes ----------------------------------------------------------------------------------
+
+    def unsettled_decisions(self) -> list[dict[str, Any]]:
+        """Succeeded runs whose decision has a symbol without an outcome row, oldest first: ``run_id``,
+        ``inputs``, ``decision`` (decoded) and ``settled_symbols`` (those with a row already)."""
+        query = """SELECT run_id, inputs, decision FROM runs
+                   WHERE status = 'succeeded' AND decision IS NOT NULL AND json_valid(decision)
+                     AND (SELECT COUNT(*) FROM decision_outcomes o WHERE o.run_id = runs.run_id)
+                         < COALESCE(json_array_length(decision, '$.decisions'), 0)
+                   ORDER BY started_at, run_id"""
+        with self._lock:
+            rows = self._db.conn.execute(query).fetchall()
+            done: dict[str, set[str]] = {}
+            for run_id, symbol in self._db.conn.execute(
+                    "SELECT run_id, symbol FROM decision_outcomes WHERE run_id IN "
+                    f"({','.join('?' * len(rows))})", [r[0] for r in rows]).fetchall() if rows else []:
+                done.setdefault(run_id, set()).add(symbol)
+        return [{"run_id": run_id, "inputs": json.loads(inputs or "{}"), "decision": json.loads(decision),
+                 "settled_symbols": sorted(done.get(run_id, set()))} for run_id, inputs, decision in rows]
+
+    def add_outcome(self, outcome: dict[str, Any], *, claim: str | None = None) -> bool:
+        """Store a decision's outcome unless one is stored for its (run, symbol); True when this call stored it.
+
+        With ``claim``, the row is stored already claimed by that caller (its reward is the caller's to send).
+        """
+        values = [outcome.get(c) for c in _OUTCOME_COLUMNS] + [claim, _now() if claim is not None else None]
+        if values[_OUTCOME_COLUMNS.index("settled_at")] is None:
+            values[_OUTCOME_COLUMNS.index("settled_at")] = _now()
+        if outcome.get("reward_status") not in REWARD_STATUSES:
+            raise ValueError(f"reward_status must be one of {list(REWARD_STATUSES)}, "
+                             f"got {outcome.get('reward_status')!r}")
+        columns = ", ".join(f'"{c}"' for c in (*_OUTCOME_COLUMNS, "claim", "claimed_at"))
+        with self._lock, self._db.conn:
+            cursor = self._db.conn.execute(
+                f'INSERT INTO "decision_outcomes" ({columns}) VALUES ({", ".join("?" * len(values))}) '
+                'ON CONFLICT ("run_id", "symbol") DO NOTHING', values)
+        return cursor.rowcount == 1
+
+    def claim_rewards(self, token: str, *, as_of: str | None = None, stale_after_s: float = 300.0
+                      ) -> list[dict[str, Any]]:
+        """Claim the outcomes whose reward is pending (outcome bar on or before ``as_of``; None: any) for the
+        caller ``token``, and return them. A row is claimed by one caller at a time: claims older than
+        ``stale_after_s`` (a settler that died) are taken over."""
+        now = datetime.now(UTC)
+        stale = (now - timedelta(seconds=stale_after_s)).isoformat()
+        bound = "9999-12-31" if as_of is None else as_of[:10]
+        with self._lock:
+            with self._db.conn:
+                self._db.conn.execute(
+                    'UPDATE "decision_outcomes" SET "claim" = ?, "claimed_at" = ? '
+                    "WHERE reward_status = 'pending' AND decision_id IS NOT NULL AND outcome_date <= ? "
+                    "AND (claim IS NULL OR claim = ? OR claimed_at < ?)", (token, now.isoformat(), bound, token, stale))
+            return self._outcome_rows("claim = ? AND reward_status = 'pending'", [token],
+                                      order_by="outcome_date, run_id, symbol")
+
+    def finish_reward(self, run_id: str, symbol: str, token: str, *, status: str, error: str | None = None) -> bool:
+        """Record how the reward of a claimed outcome went and release the claim; False when ``token`` does not
+        hold the claim (nothing changed)."""
+        if status not in REWARD_STATUSES:
+            raise ValueError(f"reward status must be one of {list(REWARD_STATUSES)}, got {status!r}")
+        with self._lock, self._db.conn:
+            cursor = self._db.conn.execute(
+                'UPDATE "decision_outcomes" SET reward_status = ?, reward_error = ?, rewarded_at = ?, claim = NULL, '
+                "claimed_at = NULL WHERE run_id = ? AND symbol = ? AND claim = ?",
+                (status, error, _now() if status != "pending" else None, run_id, symbol, token))
+        return cursor.rowcount == 1
+
+    def release_claims(self, token: str) -> int:
+        """Release every claim ``token`` still holds (its rewards stay pending for the next settle)."""
+        with self._lock, self._db.conn:
+            cursor = self._db.conn.execute(
+                'UPDATE "decision_outcomes" SET claim = NULL, claimed_at = NULL WHERE claim = ?', (token,))
+        return cursor.rowcount
+
+    def pending_rewards(self, as_of: str | None = None) -> int:
+        """How many stored outcomes wait for their bandit reward (outcome bar on or before ``as_of``)."""
+        bound = "9999-12-31" if as_of is None else as_of[:10]
+        with self._lock:
+            row = self._db.conn.execute(
+                "SELECT COUNT(*) FROM decision_outcomes WHERE reward_status = 'pending' AND decision_id IS NOT NULL "
+                "AND outcome_date <= ?", (bound,)).fetchone()
+        return int(row[0])
+
+    def outcomes(self, run_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Stored outcomes, newest decision first (of one run when ``run_id`` is given)."""
+        where, args = ("run_id = ?", [run_id]) if run_id is not None else (None, [])
+        with self._lock:
+            return self._outcome_rows(where, args, order_by="decision_date desc, run_id, symbol", limit=limit)
+
+    def _outcome_rows(self, where: str | None, args: list[Any], *, order_by: str,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+        rows = self._db["decision_outcomes"].rows_where(where, args, order_by=order_by, limit=limit)
+        return [{k: v for k, v in row.items() if k not in ("claim", "claimed_at")} for row in rows]

@@ -11,12 +11,13 @@ schema, and the Decision is always the pipeline's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from quantcrew.crew.decision import DecisionInputs, ModelRef, SymbolInputs
+from quantcrew.crew.decision import DecisionInputs, ModelOutput, ModelRef, SymbolInputs
 from quantcrew.tools.base import ToolResult
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "SymbolRegime",
     "SymbolStrategy",
     "VarFigure",
+    "consulted_outputs",
     "decision_inputs",
     "degraded_inputs",
+    "gated_inputs",
     "model_refs",
     "regime_view",
     "risk_view",
@@ -117,6 +120,8 @@ class SymbolStrategy(_View):
     execution_timing: str | None = None
     degraded: bool = False
     degraded_reasons: list[str] = Field(default_factory=list)
+    gated: bool = Field(default=False, description="A rule answered by design for a model that failed its gate.")
+    gated_reasons: list[str] = Field(default_factory=list)
 
 
 class StrategyView(_View):
@@ -124,6 +129,7 @@ class StrategyView(_View):
 
     symbols: list[SymbolStrategy] = Field(default_factory=list)
     degraded: bool = False
+    gated: bool = False
 
 
 def _symbol(result: ToolResult) -> str | None:
@@ -148,10 +154,17 @@ def _last_per_symbol(results: Iterable[ToolResult], tool: str, order: list[str] 
     return dict(sorted(out.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
-def _reason(result: ToolResult) -> str:
+def _where(result: ToolResult) -> str:
     symbol = _symbol(result)
-    where = f"{result.tool}[{symbol}]" if symbol else result.tool
-    return f"{where}: {result.degraded_reason or 'fallback'}"
+    return f"{result.tool}[{symbol}]" if symbol else result.tool
+
+
+def _reason(result: ToolResult) -> str:
+    return f"{_where(result)}: {result.degraded_reason or 'fallback'}"
+
+
+def _gated_reason(result: ToolResult) -> str:
+    return f"{_where(result)}: {result.gated_reason or 'the model failed its quality gate; a rule answered'}"
 
 
 def regime_view(results: Iterable[ToolResult], symbols: list[str] | None = None) -> RegimeView:
@@ -234,12 +247,14 @@ def strategy_view(results: Iterable[ToolResult], symbols: list[str] | None = Non
             view.execution_timing = (p.data.get("plan") or {}).get("timing") or p.data.get("timing")
         view.degraded_reasons = [_reason(r) for r in used if r.degraded]
         view.degraded = bool(view.degraded_reasons)
+        view.gated_reasons = [_gated_reason(r) for r in used if r.gated]
+        view.gated = bool(view.gated_reasons)
         out.append(view)
-    return StrategyView(symbols=out, degraded=any(v.degraded for v in out))
+    return StrategyView(symbols=out, degraded=any(v.degraded for v in out), gated=any(v.gated for v in out))
 
 
 def model_refs(results: Iterable[ToolResult]) -> list[ModelRef]:
-    """Every model (or rule) the results came from, once each."""
+    """Every model (or rule) the results came from, once each, sorted by tool, symbol and model."""
     refs: dict[tuple[Any, ...], ModelRef] = {}
 
     def add(tool: str, symbol: str | None, model_id: Any, version: Any, method: Any) -> None:
@@ -264,12 +279,134 @@ def model_refs(results: Iterable[ToolResult]) -> list[ModelRef]:
         version = d.get("model_version") or prov.get("model_version")
         method = d.get("method_used") or prov.get("method_used") or d.get("rule")
         add(r.tool, symbol, model_id, version, method)
-    return list(refs.values())
+    # in a fixed order: the crew's tools may answer in any order, and the same inputs give the same decision
+    return [refs[k] for k in sorted(refs, key=lambda key: tuple("" if v is None else str(v) for v in key))]
 
 
 def degraded_inputs(results: Iterable[ToolResult]) -> list[str]:
-    """'tool[symbol]: reason' for every degraded result, once each."""
-    return list(dict.fromkeys(_reason(r) for r in results if r.degraded))
+    """'tool[symbol]: reason' for every degraded result, once each (the model asked for could not answer)."""
+    return sorted(set(_reason(r) for r in results if r.degraded))  # sorted: tools may answer in any order
+
+
+def gated_inputs(results: Iterable[ToolResult]) -> list[str]:
+    """'tool[symbol]: reason' for every gated result, once each (a rule answered by design: the trained model
+    failed its quality gate). Not degraded."""
+    return sorted(set(_gated_reason(r) for r in results if r.gated))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON that round-trips exactly: non-finite floats become None, tuples lists."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if value is not None and value != "" else None
+
+
+def _output(result: ToolResult, *, model_id: Any, version: Any, method: Any, output: dict[str, Any],
+            degraded: bool | None = None, gated: bool | None = None) -> ModelOutput:
+    return ModelOutput(tool=result.tool, model_id=_str(model_id), model_version=_int(version),
+                       method_used=_str(method), degraded=result.degraded if degraded is None else degraded,
+                       gated=result.gated if gated is None else gated, output=_plain(output))
+
+
+def _regime_output(r: ToolResult) -> ModelOutput:
+    d = r.data
+    prov = _dict(d.get("provenance"))
+    return _output(r, model_id=d.get("model_id") or prov.get("model_id"),
+                   version=d.get("model_version") or prov.get("model_version"),
+                   method=d.get("method_used") or prov.get("method_used") or d.get("rule"),
+                   output={"label": d.get("current_label"), "probability": d.get("current_probability")})
+
+
+def _signal_outputs(r: ToolResult) -> list[ModelOutput]:
+    out = []
+    for s in r.data.get("signals") or []:
+        source = str(s.get("source") or "")
+        gated = bool(s.get("gated")) or (r.gated and not r.degraded and source != "rl_policy")
+        output: dict[str, Any] = {"agent": s.get("agent"), "action": s.get("action_label"),
+                                  "target": s.get("target_position"), "source": source, "gated": gated}
+        if gated:
+            output["gate"] = s.get("gate") or s.get("gated_reason")  # the failed gate, in one sentence
+            output["gated_model_id"] = s.get("gated_model_id")
+        method = s.get("algorithm") if source == "rl_policy" else s.get("method_used") or "rules"
+        model_id = s.get("model_id") or (s.get("gated_model_id") if gated else None)
+        out.append(_output(r, model_id=model_id, version=s.get("model_version"), method=method,
+                           output=output, gated=gated,
+                           degraded=r.degraded and source != "rl_policy" and not gated))
+    return out
+
+
+def _selection_output(r: ToolResult) -> ModelOutput:
+    d = r.data
+    prov = _dict(d.get("provenance"))
+    output = {"agent": d.get("agent"), "decision_id": d.get("decision_id"), "regime": d.get("regime"),
+              "mode": d.get("selection"), "reason": d.get("reason"), "evidence": _evidence(d),
+              "arms": [{k: a.get(k) for k in ("arm", "estimate", "pulls", "raw_pulls", "mean_reward")}
+                       for a in d.get("arms") or [] if isinstance(a, dict)]}
+    return _output(r, model_id=prov.get("model_id") or d.get("bandit_id"), version=None,
+                   method=prov.get("method_used") or d.get("method_used") or d.get("policy"), output=output)
+
+
+def _plan_output(r: ToolResult) -> ModelOutput:
+    d = r.data
+    prov = _dict(d.get("provenance"))
+    plan = _dict(d.get("plan"))
+    size = plan.get("size") or d.get("size") or {}
+    strategic = _dict(d.get("strategic"))
+    output = {"size": size.get("mean"), "interval": [size.get("lower"), size.get("upper")] if "lower" in size
+              else None, "timing": plan.get("timing") or d.get("timing"),
+              "signal": strategic.get("signal") or r.arguments.get("signal")}
+    return _output(r, model_id=prov.get("model_id") or d.get("model_id"),
+                   version=prov.get("model_version") or d.get("model_version"),
+                   method=prov.get("method_used") or d.get("method_used") or d.get("rule"), output=output)
+
+
+def _ensemble_output(r: ToolResult) -> ModelOutput:
+    d = r.data
+    served = _dict(d.get("served_by"))
+    return _output(r, model_id=served.get("model_id") or d.get("model_id"),
+                   version=served.get("version") or d.get("model_version"),
+                   method=d.get("method_used") or d.get("rule"),
+                   output={"signal": d.get("signal"), "confidence": d.get("confidence")})
+
+
+def consulted_outputs(*, regime: ToolResult | None = None, signals: ToolResult | None = None,
+                      selection: ToolResult | None = None, plan: ToolResult | None = None,
+                      ensemble: ToolResult | None = None) -> list[ModelOutput]:
+    """What each model consulted for one symbol said: the regime, every agent, the bandit's choice, the
+    execution plan and the ensemble, in that order (the ones given)."""
+    out: list[ModelOutput] = []
+    if regime is not None:
+        out.append(_regime_output(regime))
+    if signals is not None:
+        out += _signal_outputs(signals)
+    if selection is not None:
+        out.append(_selection_output(selection))
+    if plan is not None:
+        out.append(_plan_output(plan))
+    if ensemble is not None:
+        out.append(_ensemble_output(ensemble))
+    return out
 
 
 def decision_inputs(results: list[ToolResult], symbols: list[str], *, drawdown: float = 0.0) -> DecisionInputs:
@@ -283,6 +420,8 @@ def decision_inputs(results: list[ToolResult], symbols: list[str], *, drawdown: 
     """
     results = [r for r in results if r.tool != "portfolio_decision"]
     regimes = {r.symbol: r for r in regime_view(results).regimes}
+    regime_results = _last_per_symbol(results, "regime_detection")
+    ensembles = _last_per_symbol(results, "ensemble_signal")
     risk = risk_view(results)
     signals = _last_per_symbol(results, "strategy_signals")
     selections = {s: r for s, r in _last_per_symbol(
@@ -305,17 +444,48 @@ def decision_inputs(results: list[ToolResult], symbols: list[str], *, drawdown: 
             size = (plan.data.get("plan") or {}).get("size") or plan.data.get("size") or {}
             timing = (plan.data.get("plan") or {}).get("timing") or plan.data.get("timing")
         interval = (float(size["lower"]), float(size["upper"])) if "lower" in size and "upper" in size else None
+        as_of = (regime.as_of if regime else None) or _date(signals[name].data.get("as_of") if name in signals
+                                                            else None)
         per_symbol.append(SymbolInputs(
-            symbol=name, regime=regime.regime if regime else None,
+            symbol=name, as_of=as_of, regime=regime.regime if regime else None,
             regime_probability=regime.probability if regime else None, agent_targets=targets,
             chosen_agent=sel.data.get("agent") if sel else None,
             selection_reason=_selection_reason(sel) if sel else None,
             decision_id=sel.data.get("decision_id") if sel else None,
             size=min(max(float(size["mean"]), 0.0), 1.0) if "mean" in size else None,
-            size_interval=interval, timing=timing))
+            size_interval=interval, timing=timing,
+            consulted=consulted_outputs(regime=regime_results.get(name), signals=signals.get(name), selection=sel,
+                                        plan=plan, ensemble=ensembles.get(name))))
     as_of = max((r.as_of for r in regimes.values() if r.as_of), default=None)
     return DecisionInputs(as_of=as_of, symbols=per_symbol, portfolio_var=risk.var_95, var_method=risk.var_method,
-                          drawdown=drawdown, models=model_refs(results), degraded_inputs=degraded_inputs(results))
+                          drawdown=drawdown, models=model_refs(results), degraded_inputs=degraded_inputs(results),
+                          gated_inputs=gated_inputs(results))
+
+
+def _date(value: Any) -> str | None:
+    text = str(value or "")[:10]
+    return text if len(text) == 10 and text[4] == "-" else None
+
+
+def _evidence(data: dict[str, Any]) -> str | None:
+    """The chosen arm's record in plain words: its mean reward over how many rewards, and the estimate."""
+    chosen = data.get("agent")
+    arms = [a for a in data.get("arms") or [] if isinstance(a, dict)]
+    arm = next((a for a in arms if a.get("arm") == chosen), None)
+    if arm is None:
+        return None
+    raw = int(arm.get("raw_pulls") or 0)
+    if raw == 0 or arm.get("mean_reward") is None:
+        return f"{chosen} has no reward yet in this regime"
+    text = f"{chosen} earned a mean reward of {float(arm['mean_reward']):+.4g} over {raw} reward{'s' * (raw != 1)}"
+    if arm.get("estimate") is not None:
+        sd = f" +/- {float(arm['uncertainty']):.3g}" if arm.get("uncertainty") is not None else ""
+        text += f" (estimate {float(arm['estimate']):+.4g}{sd} on {float(arm.get('pulls') or 0):.3g} counted pulls)"
+    others = [a for a in arms if a is not arm and a.get("estimate") is not None]
+    if others:
+        best = max(others, key=lambda a: float(a["estimate"]))
+        text += f"; next best {best.get('arm')} estimate {float(best['estimate']):+.4g}"
+    return text
 
 
 def _selection_reason(result: ToolResult) -> str:
@@ -323,4 +493,6 @@ def _selection_reason(result: ToolResult) -> str:
     if result.degraded:
         return f"round-robin fallback ({result.degraded_reason})"
     where = f"{d.get('policy') or 'bandit'} bandit, regime {d.get('regime') or '?'}"
-    return f"{where}: {d['reason']}" if d.get("reason") else where
+    text = f"{where}: {d['reason']}" if d.get("reason") else where
+    evidence = _evidence(d)
+    return f"{text}; evidence: {evidence}" if evidence else text

@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from quantcrew.data.cells import BadCell, FloatArray, parse_floats, parse_times
 from quantcrew.data.errors import MAX_PROBLEMS, DataError, format_problem
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.data.validate import validate_ohlcv
 
-__all__ = ["SUFFIXES", "load_csv", "load_file", "load_parquet", "to_payload_dict"]
+__all__ = ["SUFFIXES", "bars_hash", "load_csv", "load_file", "load_parquet", "payload_hash", "to_payload_dict"]
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 """File endings :func:`load_file` understands, in the order
@@ -153,6 +155,27 @@ def to_payload_dict(bars: OHLCV) -> dict[str, Any]:
     if bars.volume.size and np.any(bars.volume != 0.0):
         payload["volume"] = bars.volume.tolist()
     return payload
+
+
+def bars_hash(times_us: npt.NDArray[np.datetime64], columns: Sequence[npt.NDArray[np.float64]]) -> str:
+    """``sha256:<hex>`` of bar timestamps (``datetime64[us]``, naive UTC) and float64 columns.
+
+    The one definition of a data hash: the server hashes every request's bars with it (recorded
+    with each model), and the client hashes its own bars the same way to recognise what a model
+    was trained on.
+    """
+    digest = hashlib.sha256(np.ascontiguousarray(times_us.astype("datetime64[us]")).view(np.int64).tobytes())
+    for column in columns:
+        digest.update(np.ascontiguousarray(column, dtype=np.float64).tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def payload_hash(bars: OHLCV) -> str:
+    """The data hash the ML server records for ``to_payload_dict(bars)`` (volume only when sent)."""
+    columns = [bars.open, bars.high, bars.low, bars.close]
+    if bars.volume.size and np.any(bars.volume != 0.0):
+        columns.append(bars.volume)
+    return bars_hash(bars.timestamps.astype("datetime64[us]"), columns)
 
 
 # --- reading -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ __all__ = [
     "ConflictError",
     "InvalidInputError",
     "MLServerError",
+    "ModelGatedError",
     "ModelNotFoundError",
     "ModelNotReadyError",
     "NotFoundError",
@@ -82,6 +83,14 @@ class ArtifactIntegrityError(ConflictError):
 
     status_code = 409
     code = "artifact_integrity"
+
+
+class ModelGatedError(ConflictError):
+    """Trained models exist for what was asked, but none passed its quality gate, so none is
+    deployed (409). ``details`` carries the newest one's ``model_id`` and its ``gate`` verdict."""
+
+    status_code = 409
+    code = "model_gated"
 
 
 class ModelNotReadyError(MLServerError):

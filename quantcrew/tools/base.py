@@ -39,6 +39,11 @@ class ToolResult(BaseModel):
     ok: bool = Field(description="False when the tool could not answer (bad input, data error).")
     degraded: bool = Field(default=False, description="True when a local fallback answered instead of the server.")
     degraded_reason: str | None = None
+    gated: bool = Field(
+        default=False,
+        description="True when a trained model was judged by its quality gate and rejected, and a named rule "
+                    "answered by design (not degraded: the model the crew asked for did answer, with 'no').")
+    gated_reason: str | None = Field(default=None, description="The failed gate and the rule that stood in.")
     summary: str = Field(description="The text the agent received.")
     arguments: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict, description="The full structured answer.")

@@ -28,6 +28,7 @@ from quantcrew.ml_server.schemas.bandit import (
     BanditDeleted,
     BanditInfo,
     BanditList,
+    BanditReplayRequest,
     BanditResetRequest,
     BanditRewardRequest,
     BanditRewardResponse,
@@ -90,7 +91,7 @@ from quantcrew.ml_server.schemas.supervised import (
 
 __all__ = [
     "Endpoint", "ANOMALY_DETECT", "ANOMALY_FIT", "ANOMALY_SCORE", "BANDIT_CREATE", "BANDIT_DELETE", "BANDIT_LIST",
-    "BANDIT_RESET", "BANDIT_REWARD", "BANDIT_SELECT", "BANDIT_SIMULATE", "BANDIT_STATE", "CANCEL_JOB",
+    "BANDIT_REPLAY", "BANDIT_RESET", "BANDIT_REWARD", "BANDIT_SELECT", "BANDIT_SIMULATE", "BANDIT_STATE", "CANCEL_JOB",
     "CLUSTER_ANALYZE", "CLUSTER_FIT", "CLUSTER_PREDICT", "DECOMPOSE_ANALYZE", "DECOMPOSE_FIT", "DECOMPOSE_TRANSFORM",
     "ENSEMBLE_DEPLOY", "ENSEMBLE_DEPLOYMENTS", "ENSEMBLE_PREDICT", "ENSEMBLE_SHADOW_LOG", "ENSEMBLE_TRAIN",
     "EXECUTION_PLAN", "GET_JOB", "GET_MODEL", "HEALTH", "LIST_JOBS", "LIST_MODELS", "READY", "REGIME_FIT",
@@ -197,6 +198,9 @@ BANDIT_SELECT = _post("bandit_select", "/v1/bandit/select", BanditSelectRequest,
                       "Choose an arm for a regime; records a decision (never retried).", idempotent=False)
 BANDIT_REWARD = _post("bandit_reward", "/v1/bandit/reward", BanditRewardRequest, BanditRewardResponse,
                       "Record the reward of a past decision (never retried).", idempotent=False)
+BANDIT_REPLAY = _post("bandit_replay", "/v1/bandit/replay", BanditReplayRequest, JobInfo,
+                      "Start a warm-start replay of stored RL policies into a bandit; returns the job (never "
+                      "retried: a span is replayed once, a second time is a 409).", idempotent=False)
 BANDIT_SIMULATE = _post("bandit_simulate", "/v1/bandit/simulate", BanditSimulateRequest, BanditSimulateResponse,
                         "Simulate a policy on arms whose means are known; reports regret.")
 ENSEMBLE_TRAIN = _post("ensemble_train", "/v1/ensemble/train", EnsembleTrainRequest, JobInfo,

@@ -4,7 +4,9 @@ The server's LSTM and Transformer members (temperature-scaled, mixed by validati
 give a down / flat / up signal, its calibrated probability, and how much the members agree
 (agreement, consensus, divergence, entropy). With no trained ensemble, or with the server
 down, three trend rules stand in (:func:`quantcrew.tools.fallbacks.ensemble_fallback`) and
-the answer says so.
+the answer is marked degraded. When the symbol's ensembles were trained but none passed its
+quality gate (the server's 409 ``model_gated``), the same rules answer by design: the answer
+is marked gated, names the failed gate and the rule, and is not degraded.
 """
 
 from __future__ import annotations
@@ -23,13 +25,48 @@ from quantcrew.tools.arguments import ToolInputError, iso_date
 from quantcrew.tools.base import QuantTool, ToolResult
 from quantcrew.tools.calls import CallFlow, call
 from quantcrew.tools.endpoints import ENSEMBLE_PREDICT
-from quantcrew.tools.errors import NotFound
+from quantcrew.tools.errors import Conflict, NotFound
 from quantcrew.tools.fallbacks import ensemble_fallback
 
-__all__ = ["ENSEMBLE_MIN_BARS", "EnsembleSignalInput", "EnsembleSignalTool", "load_recent"]
+__all__ = ["ENSEMBLE_MIN_BARS", "EnsembleSignalInput", "EnsembleSignalTool", "Gated", "gated_from", "load_recent",
+           "train_hint"]
 
 ENSEMBLE_MIN_BARS = 130  # 70 warm-up bars for the features + a window of up to 60
-_TRAIN_HINT = "run `quantcrew train --model ensemble`"
+MODEL_GATED = "model_gated"
+"""The server's error code for "trained, judged by its quality gate and rejected" (409)."""
+
+
+def train_hint(symbol: str) -> str:
+    """The command that trains what the crew consults for ``symbol``."""
+    return f"run `quantcrew setup --symbols {symbol}`"
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A model the server judged and rejected: which one, its gate's sentence, the rule that stands in."""
+
+    model_id: str | None
+    summary: str
+    rule: str | None
+
+    def reason(self, what: str, rule: str) -> str:
+        """``gated_reason``: the failed gate (its summary, which names the rule standing in) and the rule."""
+        which = f" {self.model_id}" if self.model_id else ""
+        text = f"{what}{which} gated by its quality gate: {self.summary}"
+        return text if self.rule else f"{text}; {rule} answered by design"
+
+
+def gated_from(exc: Conflict) -> Gated | None:
+    """The gate a ``model_gated`` 409 names, or None for any other conflict."""
+    if exc.code != MODEL_GATED:
+        return None
+    details = exc.details if isinstance(exc.details, dict) else {}
+    gate = details.get("gate") if isinstance(details.get("gate"), dict) else None
+    summary = str(gate.get("summary")) if gate and gate.get("summary") else (
+        "no gate verdict recorded: no version is deployed")
+    rule = str(gate["rule"]) if gate and gate.get("rule") else None
+    model_id = details.get("model_id")
+    return Gated(str(model_id) if model_id else None, summary, rule)
 
 
 class EnsembleSignalInput(BaseModel):
@@ -86,7 +123,8 @@ class EnsembleSignalTool(QuantTool):
         "probability (when it says 70%, it has been right about 70% of the time out of sample), the probability "
         "of each class, and the uncertainty: agreement_score (share of members agreeing), consensus_strength, "
         "divergence_metric (members contradicting each other) and predictive_entropy, with the version that "
-        "answered. Without a trained ensemble or a server, three trend rules answer instead, marked degraded."
+        "answered. Without a trained ensemble or a server, three trend rules answer instead, marked degraded; when "
+        "the trained ensemble failed its quality gate, the same rules answer by design, marked gated."
     )
     args_schema: type[BaseModel] = EnsembleSignalInput
 
@@ -100,16 +138,24 @@ class EnsembleSignalTool(QuantTool):
         })
         return _Prepared(bars, request)
 
-    def _calls(self, prepared: _Prepared) -> CallFlow[EnsemblePredictResponse | str]:
+    def _calls(self, prepared: _Prepared) -> CallFlow[EnsemblePredictResponse | Gated | str]:
         try:
             return (yield from call(ENSEMBLE_PREDICT, prepared.request))
         except NotFound as exc:
-            return f"no ensemble deployed for {prepared.bars.symbol} ({exc.message}): {_TRAIN_HINT}"
+            symbol = prepared.bars.symbol
+            return f"no ensemble trained for {symbol} ({exc.message}): {train_hint(symbol)}"
+        except Conflict as exc:
+            gated = gated_from(exc)
+            if gated is None:
+                raise
+            return gated
 
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared,
-                reply: EnsemblePredictResponse | str) -> ToolResult:
+                reply: EnsemblePredictResponse | Gated | str) -> ToolResult:
         if isinstance(reply, str):
             return self._fallback(arguments, prepared, reply)
+        if isinstance(reply, Gated):
+            return self._rules(arguments, prepared, gated=reply)
         as_of = reply.as_of.date().isoformat() if reply.as_of else "?"
         served = reply.served_by
         data = reply.model_dump(mode="json", exclude={"points"})
@@ -127,19 +173,32 @@ class EnsembleSignalTool(QuantTool):
         return ToolResult(tool=self.name, ok=True, summary=summary, arguments=arguments, data=data)
 
     def _fallback(self, arguments: dict[str, Any], prepared: _Prepared, reason: str) -> ToolResult:
+        return self._rules(arguments, prepared, degraded=reason)
+
+    def _rules(self, arguments: dict[str, Any], prepared: _Prepared, *, degraded: str | None = None,
+               gated: Gated | None = None) -> ToolResult:
+        """The trend rules' answer: degraded (the server could not answer) or gated (the ensemble was rejected)."""
+        gated_reason = gated.reason("ensemble", "the trend rules") if gated is not None else None
         try:
             result = ensemble_fallback(prepared.bars)
         except ValueError as exc:
-            text = f"{self.name}: no signal: the server could not answer ({reason}) and the fallback failed: {exc}"
-            return ToolResult(tool=self.name, ok=False, degraded=True, degraded_reason=reason, summary=text,
-                              arguments=arguments)
-        result.update(degraded=True, degraded_reason=reason)
+            text = (f"{self.name}: no signal: the ensemble did not answer ({degraded or gated_reason}) and the "
+                    f"trend rules failed: {exc}")
+            return ToolResult(tool=self.name, ok=False, degraded=degraded is not None, degraded_reason=degraded,
+                              gated=gated is not None, gated_reason=gated_reason, summary=text, arguments=arguments)
+        result.update(degraded=degraded is not None, degraded_reason=degraded, gated=gated is not None,
+                      gated_reason=gated_reason)
+        if gated is not None:
+            result["gate"] = {"model_id": gated.model_id, "summary": gated.summary, "rule": gated.rule}
         probs = ", ".join(f"{k} {v:.2f}" for k, v in result["probabilities"].items())
+        status = (f"gated: {gated_reason}. degraded: false" if gated is not None
+                  else f"degraded: true ({degraded})")
         summary = (
             f"{prepared.bars.symbol} signal as of {result['as_of']} from TREND RULES, not the ensemble: "
             f"{result['signal'].upper()} (uncalibrated probability {result['confidence']:.2f}; {probs}); "
             f"agreement {result['agreement_score']:.2f}, divergence {result['divergence_metric']:.2f}. "
-            f"degraded: true ({reason}); do not read the probability as calibrated."
+            f"{status}; do not read the probability as calibrated."
         )
-        return ToolResult(tool=self.name, ok=True, degraded=True, degraded_reason=reason, summary=summary,
-                          arguments=arguments, data=result)
+        return ToolResult(tool=self.name, ok=True, degraded=degraded is not None, degraded_reason=degraded,
+                          gated=gated is not None, gated_reason=gated_reason, summary=summary, arguments=arguments,
+                          data=result)

@@ -173,6 +173,7 @@ class MLClientBase(Generic[_H]):
     bandit_create = _Post(ep.BANDIT_CREATE)
     bandit_select = _Post(ep.BANDIT_SELECT)
     bandit_reward = _Post(ep.BANDIT_REWARD)
+    bandit_replay = _Post(ep.BANDIT_REPLAY)
     bandit_simulate = _Post(ep.BANDIT_SIMULATE)
     ensemble_train = _Post(ep.ENSEMBLE_TRAIN)
     ensemble_predict = _Post(ep.ENSEMBLE_PREDICT)

@@ -5,7 +5,9 @@ The server's execution network samples its dropout masks in one batched pass and
 the size (a fraction of the maximum position) and the probability that waiting a bar fills
 better, each with a mean, a standard deviation and an interval. Without an execution network
 or a server, a volatility-targeting rule answers (:func:`quantcrew.tools.fallbacks.execution_fallback`),
-marked degraded.
+marked degraded. When the symbol's network (or, for ``signal="auto"``, its ensemble) was
+trained but rejected by its quality gate (409 ``model_gated``), the rule (or the trend rules)
+answers by design: marked gated, naming the failed gate, not degraded.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from quantcrew.tools.arguments import ToolInputError, iso_date
 from quantcrew.tools.base import QuantTool, ToolResult
 from quantcrew.tools.calls import CallFlow, call
 from quantcrew.tools.endpoints import ENSEMBLE_PREDICT, EXECUTION_PLAN
-from quantcrew.tools.ensemble import ENSEMBLE_MIN_BARS, load_recent
-from quantcrew.tools.errors import NotFound
+from quantcrew.tools.ensemble import ENSEMBLE_MIN_BARS, Gated, gated_from, load_recent, train_hint
+from quantcrew.tools.errors import Conflict, NotFound
 from quantcrew.tools.fallbacks import ensemble_fallback, execution_fallback
 
 __all__ = ["ExecutionPlanInput", "ExecutionPlanTool"]
@@ -61,10 +63,13 @@ class _Prepared:
 
 @dataclass
 class _Planned:
+    """The plan's inputs and the network's reply, and why a rule stood in for either (degraded or gated)."""
+
     reply: ExecutionResponse | None
     strategic: StrategicSignal
     strategic_source: str
-    missing: str | None = None
+    degraded: list[str] = field(default_factory=list)
+    gated: list[str] = field(default_factory=list)
 
 
 class ExecutionPlanTool(QuantTool):
@@ -76,7 +81,8 @@ class ExecutionPlanTool(QuantTool):
         "now or wait a bar), from the ML server's execution network with Monte Carlo dropout uncertainty (mean, "
         "standard deviation and a 90% interval for the size and for the probability that waiting fills better). "
         "signal='auto' takes the strategic signal from the deployed ensemble. Without a trained network or a "
-        "server, a volatility-targeting rule answers, marked degraded."
+        "server, a volatility-targeting rule answers, marked degraded; when the trained network failed its quality "
+        "gate, the rule answers by design, marked gated."
     )
     args_schema: type[BaseModel] = ExecutionPlanInput
 
@@ -113,35 +119,57 @@ class ExecutionPlanTool(QuantTool):
                                divergence_metric=rules["divergence_metric"],
                                agreement_score=rules["agreement_score"]), f"trend rules ({why})"
 
-    def _calls(self, prepared: _Prepared) -> CallFlow[_Planned]:
+    def _strategic(self, prepared: _Prepared) -> CallFlow[tuple[StrategicSignal, str, list[str], list[str]]]:
+        """The strategic signal, its source, and why a rule gave it (degraded or gated reasons)."""
         if prepared.strategic is not None:
-            strategic, source = prepared.strategic, "the agent"
-        else:
-            try:
-                r = yield from call(ENSEMBLE_PREDICT, self._ensemble_request(prepared))
-                strategic = _strategic(r)
-                source = f"ensemble {r.served_by.name} v{r.served_by.version}"
-            except NotFound as exc:
-                strategic, source = self._strategic_from_rules(prepared, f"no ensemble deployed: {exc.message}")
+            return prepared.strategic, "the agent", [], []
+        symbol = prepared.bars.symbol
+        try:
+            r = yield from call(ENSEMBLE_PREDICT, self._ensemble_request(prepared))
+        except NotFound as exc:
+            why = f"no ensemble trained for {symbol} ({exc.message}): {train_hint(symbol)}"
+            strategic, source = self._strategic_from_rules(prepared, "no ensemble trained")
+            return strategic, source, [why], []
+        except Conflict as exc:
+            gated = gated_from(exc)
+            if gated is None:
+                raise
+            why = gated.reason("ensemble", "the trend rules")
+            strategic, source = self._strategic_from_rules(prepared, "ensemble gated")
+            return strategic, source, [], [why]
+        return _strategic(r), f"ensemble {r.served_by.name} v{r.served_by.version}", [], []
+
+    def _calls(self, prepared: _Prepared) -> CallFlow[_Planned]:
+        strategic, source, degraded, gated = yield from self._strategic(prepared)
+        symbol = prepared.bars.symbol
         try:
             reply = yield from call(EXECUTION_PLAN, self._execution_request(prepared, strategic))
         except NotFound as exc:
-            return _Planned(None, strategic, source, missing=exc.message)
-        return _Planned(reply, strategic, source)
+            degraded = [*degraded, f"no execution network trained for {symbol} ({exc.message}): {train_hint(symbol)}"]
+            return _Planned(None, strategic, source, degraded, gated)
+        except Conflict as exc:
+            rejected: Gated | None = gated_from(exc)
+            if rejected is None:
+                raise
+            gated = [*gated, rejected.reason("execution network", "the volatility-target rule")]
+            return _Planned(None, strategic, source, degraded, gated)
+        return _Planned(reply, strategic, source, degraded, gated)
 
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared, planned: _Planned) -> ToolResult:
         if planned.reply is None:
-            missing = f"no execution network: {planned.missing}: run `quantcrew train --model ensemble`"
-            return self._rule_plan(arguments, prepared, planned.strategic, planned.strategic_source, missing)
+            return self._rule_plan(arguments, prepared, planned.strategic, planned.strategic_source,
+                                   degraded=planned.degraded, gated=planned.gated)
         reply = planned.reply
         plan = reply.plans[0]
-        degraded = planned.strategic_source.startswith("trend rules")
-        reason = planned.strategic_source if degraded else None
+        degraded = bool(planned.degraded)
+        reason = "; ".join(planned.degraded) if degraded else None
+        gated_reason = "; ".join(planned.gated) if planned.gated else None
         data: dict[str, Any] = {
             "symbol": prepared.bars.symbol, "plan": plan.model_dump(mode="json"),
             "strategic": planned.strategic.model_dump(mode="json"), "strategic_source": planned.strategic_source,
             "decision_type": reply.decision_type, "samples": reply.samples, "level": reply.level,
             "provenance": reply.model_dump(mode="json", exclude={"plans"}), "degraded": degraded,
+            "gated": gated_reason is not None, "gated_reason": gated_reason,
         }
         s, w = plan.size, plan.wait_probability
         as_of = reply.as_of.date().isoformat() if reply.as_of else "?"
@@ -152,9 +180,10 @@ class ExecutionPlanTool(QuantTool):
             f"{reply.level:.0%} interval {s.lower:.2f}-{s.upper:.2f}), signed target {plan.target_fraction:+.2f}; "
             f"timing {plan.timing.upper()} "
             f"(P(wait fills better) {w.mean:.2f}, sd {w.std:.2f}). MC dropout, {reply.samples} samples, model "
-            f"{reply.model_id}. degraded: {'true (' + str(reason) + ')' if degraded else 'false'}"
+            f"{reply.model_id}. {_status(reason, gated_reason)}"
         )
-        return ToolResult(tool=self.name, ok=True, degraded=degraded, degraded_reason=reason, summary=summary,
+        return ToolResult(tool=self.name, ok=True, degraded=degraded, degraded_reason=reason,
+                          gated=gated_reason is not None, gated_reason=gated_reason, summary=summary,
                           arguments=arguments, data=data)
 
     def _fallback(self, arguments: dict[str, Any], prepared: _Prepared, reason: str) -> ToolResult:
@@ -162,26 +191,38 @@ class ExecutionPlanTool(QuantTool):
             strategic, source = prepared.strategic, "the agent"
         else:
             strategic, source = self._strategic_from_rules(prepared, "server unavailable")
-        return self._rule_plan(arguments, prepared, strategic, source, reason)
+        return self._rule_plan(arguments, prepared, strategic, source, degraded=[reason], gated=[])
 
     def _rule_plan(self, arguments: dict[str, Any], prepared: _Prepared, strategic: StrategicSignal, source: str,
-                   reason: str) -> ToolResult:
+                   *, degraded: list[str], gated: list[str]) -> ToolResult:
+        """The volatility-target rule's plan: degraded and / or gated, each with its reasons."""
+        reason = "; ".join(degraded) if degraded else None
+        gated_reason = "; ".join(gated) if gated else None
         try:
             result = execution_fallback(prepared.bars, strategic.signal, strategic.confidence)
         except ValueError as exc:
-            return ToolResult(tool=self.name, ok=False, degraded=True, degraded_reason=reason, arguments=arguments,
-                              summary=f"{self.name}: no plan: {reason}; the fallback failed too: {exc}")
+            return ToolResult(tool=self.name, ok=False, degraded=reason is not None, degraded_reason=reason,
+                              gated=gated_reason is not None, gated_reason=gated_reason, arguments=arguments,
+                              summary=f"{self.name}: no plan: {reason or gated_reason}; the rule failed too: {exc}")
         result.update(strategic=strategic.model_dump(mode="json"), strategic_source=source,
-                      decision_type=prepared.decision_type, degraded=True, degraded_reason=reason)
+                      decision_type=prepared.decision_type, degraded=reason is not None, degraded_reason=reason,
+                      gated=gated_reason is not None, gated_reason=gated_reason)
         s = result["size"]
         summary = (
             f"{prepared.bars.symbol} {prepared.decision_type} plan as of {result['as_of']} from a VOLATILITY-TARGET "
             f"RULE, not the execution network, for signal {strategic.signal.upper()} (p {strategic.confidence:.2f}, "
             f"from {source}): size {s['mean']:.2f} (range {s['lower']:.2f}-{s['upper']:.2f} over 10/20/60-bar vol), "
-            f"signed target {result['target_fraction']:+.2f}, timing NOW. degraded: true ({reason})"
+            f"signed target {result['target_fraction']:+.2f}, timing NOW. {_status(reason, gated_reason)}"
         )
-        return ToolResult(tool=self.name, ok=True, degraded=True, degraded_reason=reason, summary=summary,
+        return ToolResult(tool=self.name, ok=True, degraded=reason is not None, degraded_reason=reason,
+                          gated=gated_reason is not None, gated_reason=gated_reason, summary=summary,
                           arguments=arguments, data=result)
+
+
+def _status(degraded: str | None, gated: str | None) -> str:
+    """The closing words of a summary: gated (by design) and degraded (the server or a model missing)."""
+    text = f"gated: {gated}. " if gated else ""
+    return text + (f"degraded: true ({degraded})" if degraded else "degraded: false")
 
 
 def _strategic(reply: Any) -> StrategicSignal:

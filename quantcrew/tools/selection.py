@@ -5,6 +5,11 @@ aggressive, balanced, contrarian) has earned. Selecting returns the agent to fol
 ``decision_id``; once the outcome of that choice is known, the same tool records it
 (``decision_id`` + ``reward``) and the bandit learns. With the server down the tool falls back
 to a round-robin over the agents (no learning) and never pretends a reward was recorded.
+
+A selection is deterministic by default (the server's mode ``exploit``): the agent with the
+highest mean reward in the regime, the same one for the same stored bandit, with the evidence
+in plain words. ``explore=True`` asks for the policy's random draw instead; exploration belongs
+where the bandit learns (its warm-start replay, rewarded outcomes), not in a live decision.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from quantcrew.data.symbols import load_symbol
 from quantcrew.ml_server.schemas.bandit import (
     BANDIT_POLICIES,
     DEFAULT_ARMS,
+    DEFAULT_REWARD_RANGE,
     ArmEstimate,
     BanditCreateRequest,
     BanditDecision,
@@ -41,7 +47,7 @@ from quantcrew.tools.fallbacks import regime_fallback
 
 __all__ = ["REWARD_RANGE", "AgentSelectionInput", "AgentSelectionTool"]
 
-REWARD_RANGE: tuple[float, float] = (-0.05, 0.05)
+REWARD_RANGE: tuple[float, float] = DEFAULT_REWARD_RANGE
 """Reward span a bandit created by the tool maps onto [0, 1]: a daily return of -5% .. +5%."""
 
 _BANDIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -73,6 +79,11 @@ class AgentSelectionInput(BaseModel):
         default="discounted_thompson",
         description=f"Bandit policy used when the bandit is created: {', '.join(BANDIT_POLICIES)}.",
     )
+    explore: bool = Field(
+        default=False,
+        description="False (default): follow the agent with the highest mean reward in the regime, the same one "
+                    "for the same bandit state. True: let the bandit draw (explore), as it does while it learns.",
+    )
     decision_id: str | None = Field(
         default=None,
         description="To record an outcome: the decision_id a previous selection returned (give reward too). "
@@ -95,6 +106,7 @@ class _Prepared:
     mode: Literal["select", "reward"]
     bandit: str
     policy: str
+    explore: bool = False
     regime: str | None = None  # the regime given; None: detect it ("auto")
     bars: OHLCV | None = None
     regime_request: RegimeLabelRequest | None = None
@@ -153,8 +165,9 @@ class AgentSelectionTool(QuantTool):
         regime = str(arguments.get("regime") or "auto").strip().lower()
         if regime != "auto" and regime not in REGIME_LABELS:
             raise ToolInputError(f"regime: unknown '{regime}'; choose 'auto' or one of {', '.join(REGIME_LABELS)}")
+        explore = _flag(arguments.get("explore"), "explore")
         if regime != "auto":
-            return _Prepared("select", bandit, policy, regime=regime)
+            return _Prepared("select", bandit, policy, explore=explore, regime=regime)
         data = self._settings().data
         bars = load_symbol(str(arguments.get("symbol") or "SP500"), data_dir=data.data_dir,
                            max_gap_days=data.max_gap_days)
@@ -167,7 +180,7 @@ class AgentSelectionTool(QuantTool):
                                          f"{_MIN_REGIME_BARS} (or pass regime=bull/bear/sideways/volatile)")
         request = RegimeLabelRequest.model_validate(
             {"data": to_payload_dict(bars), "n_states": None, "include_probabilities": False})
-        return _Prepared("select", bandit, policy, bars=bars, regime_request=request)
+        return _Prepared("select", bandit, policy, explore=explore, bars=bars, regime_request=request)
 
     # -- the server calls --------------------------------------------------------------------------
 
@@ -226,7 +239,7 @@ class AgentSelectionTool(QuantTool):
             created = (f" Created bandit '{reply.created.name}' now ({reply.created.policy} over "
                        f"{', '.join(reply.created.arms)}; rewards {lo:+g}..{hi:+g} map to 0..1).")
         data: dict[str, Any] = {
-            "mode": "select", "agent": d.arm, "decision_id": d.decision_id, "regime": d.regime,
+            "mode": "select", "selection": d.mode, "agent": d.arm, "decision_id": d.decision_id, "regime": d.regime,
             "regime_source": source, "regime_probability": probability, "symbol": _symbol(prepared),
             "bandit": d.bandit_name, "bandit_id": d.bandit_id, "policy": d.policy, "reason": d.reason,
             "arms": [a.model_dump(mode="json") for a in d.explanation], "pseudo_regret": d.pseudo_regret,
@@ -235,8 +248,11 @@ class AgentSelectionTool(QuantTool):
                            "seed": d.seed, "as_of": d.as_of.isoformat() if d.as_of else None},
             "degraded": False, "notes": reply.notes,
         }
+        how = ("the bandit's draw (explore)" if d.mode == "explore"
+               else "the best mean reward, deterministic for this bandit state")
         summary = (
-            f"Follow the {d.arm.upper()} agent in the {d.regime.upper()} regime ({regime_text}). Why: {d.reason}. "
+            f"Follow the {d.arm.upper()} agent in the {d.regime.upper()} regime ({regime_text}), chosen by {how}. "
+            f"Why: {d.reason}. "
             f"decision_id: {d.decision_id} - keep it: once the outcome is known, call agent_selection with "
             f"decision_id={d.decision_id} and reward=<return earned by following {d.arm}> so the bandit learns. "
             f"Agents (estimate +/- uncertainty, pulls): {_arms_text(d.explanation)}. Estimated regret so far "
@@ -287,7 +303,8 @@ class AgentSelectionTool(QuantTool):
         agent = DEFAULT_ARMS[turn % len(DEFAULT_ARMS)]
         note = "ML server unavailable: round-robin choice, no learning"
         data: dict[str, Any] = {
-            "mode": "select", "agent": agent, "decision_id": None, "regime": regime, "regime_source": source,
+            "mode": "select", "selection": "round_robin", "agent": agent, "decision_id": None, "regime": regime,
+            "regime_source": source,
             "regime_probability": probability, "symbol": _symbol(prepared), "bandit": prepared.bandit,
             "policy": "round_robin", "method_used": "fallback_round_robin", "turn": turn,
             "reason": f"round-robin turn {turn + 1} in regime '{regime}' (order: {', '.join(DEFAULT_ARMS)})",
@@ -308,7 +325,20 @@ def _select_request(prepared: _Prepared) -> BanditSelectRequest:
     if regime is None:
         assert prepared.server_regime is not None
         regime = prepared.server_regime.current_label
-    return BanditSelectRequest(bandit=prepared.bandit, regime=regime)
+    return BanditSelectRequest(bandit=prepared.bandit, regime=regime,
+                               mode="explore" if prepared.explore else "exploit")
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A yes/no argument as an agent may write it (true, "yes", 1, ...)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off", ""):
+        return False
+    raise ToolInputError(f"{name}: '{value}' is not yes or no; give true or false")
 
 
 def _create_request(prepared: _Prepared) -> BanditCreateRequest:

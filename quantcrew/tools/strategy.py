@@ -1,10 +1,15 @@
 """StrategySignalTool: what the specialised RL policies would do on a symbol now (ML server's rl family).
 
 Each of the four agents (conservative, aggressive, balanced, contrarian) is a policy trained
-on the server with its own reward. The tool asks the newest policy of each selected agent for
-its action at the last bar and sums them up as a consensus. Agents with no trained policy,
-or every agent when the server is down, are answered by transparent numpy rules instead
-(:func:`quantcrew.tools.fallbacks.strategy_fallback`), and the answer says so.
+on the server with its own reward. The tool asks, for the bars' symbol, the policy of each
+selected agent deployed for that symbol (the one that passed its quality gate) for its action
+at the last bar, and sums them up as a consensus. Transparent numpy rules
+(:func:`quantcrew.tools.fallbacks.strategy_fallback`) answer instead in two cases, told apart:
+
+* gated: the agent's policies for the symbol were judged and rejected by their gate; its rule
+  answers by design (``gated: true``, the failed gate named). Not degraded.
+* degraded: the agent has no trained policy for the symbol, or the server is down; the rule
+  answers because the model asked for could not (``degraded: true``, and the command to fix it).
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ from quantcrew.data.errors import DataError
 from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.data.symbols import load_symbol
-from quantcrew.ml_server.schemas.rl import ACTION_LABELS, RL_AGENTS, RL_ALGORITHMS, RLActRequest, RLActResponse
+from quantcrew.ml_server.schemas.rl import (
+    ACTION_LABELS,
+    RL_AGENTS,
+    RL_ALGORITHMS,
+    GatedPolicy,
+    RLActRequest,
+    RLActResponse,
+)
 from quantcrew.tools.arguments import ToolInputError, iso_date, parse_names
 from quantcrew.tools.base import QuantTool, ToolResult
 from quantcrew.tools.calls import CallFlow, call
@@ -31,7 +43,18 @@ __all__ = ["MIN_BARS", "StrategySignalInput", "StrategySignalTool", "consensus"]
 
 MIN_BARS = 62  # the policies' features need a 60-bar window, plus the bar acted on and one return
 _FLAT_BAND = 0.1  # a continuous target within +/- this is read as flat when labelling it
-_TRAIN_HINT = "run `quantcrew train`"
+_SYMBOL_MAX = 64  # the wire's limit on a symbol name
+# the rule that answers for each agent, in short (quantcrew.tools.rules describes each in full)
+_RULE_NAMES: dict[str, str] = {
+    "aggressive": "momentum rule",
+    "balanced": "volatility-scaled momentum rule",
+    "conservative": "volatility-filtered momentum rule",
+    "contrarian": "mean-reversion rule",
+}
+
+
+def _train_hint(symbol: str) -> str:
+    return f"run `quantcrew setup --symbols {symbol}`"
 
 
 class StrategySignalInput(BaseModel):
@@ -95,8 +118,9 @@ class StrategySignalTool(QuantTool):
         "contrarian; PPO, A2C or DQN) what each would do on a symbol now, from bars up to the last one only. "
         "Returns each agent's action (short, flat or long) and target position with its probabilities or "
         "Q-values, the market regime the policies see, a consensus (mean target position and majority action), "
-        "and the provenance (model ids, data hash, as-of date). Agents without a trained policy, or all of them "
-        "when the server is down, get transparent momentum / mean-reversion rules instead, marked degraded."
+        "and the provenance (model ids, data hash, as-of date). An agent whose policy failed its quality gate is "
+        "answered by its momentum / mean-reversion rule, marked gated (by design, not degraded); agents without "
+        "a trained policy, or all of them when the server is down, get the rules too, marked degraded."
     )
     args_schema: type[BaseModel] = StrategySignalInput
 
@@ -117,7 +141,8 @@ class StrategySignalTool(QuantTool):
         bars = bars.tail(lookback) if len(bars) else bars
         if len(bars) < MIN_BARS:
             raise DataError(bars.symbol, f"only {len(bars)} bars up to the end date; the policies need {MIN_BARS}")
-        request = RLActRequest.model_validate({"data": to_payload_dict(bars), "agents": agents,
+        symbol = bars.symbol.strip() if 0 < len(bars.symbol.strip()) <= _SYMBOL_MAX else None
+        request = RLActRequest.model_validate({"data": to_payload_dict(bars), "agents": agents, "symbol": symbol,
                                                "algorithm": algorithm, "position": position})
         return _Prepared(bars, agents, request)
 
@@ -134,17 +159,20 @@ class StrategySignalTool(QuantTool):
 
     def _answer(self, arguments: dict[str, Any], prepared: _Prepared, reply: _Acted) -> ToolResult:
         if reply.reply is None:
-            return self._fallback(arguments, prepared, _missing_reason(reply))
+            return self._fallback(arguments, prepared, _missing_reason(reply, prepared.bars.symbol))
         server = reply.reply
         signals: list[dict[str, Any]] = [_server_signal(a.model_dump(mode="json")) for a in server.actions]
+        gated = {g.agent: g for g in server.gated}
+        ruled = list(gated) + reply.missing
         rules: dict[str, Any] | None = None
-        if reply.missing:
-            rules = strategy_fallback(prepared.bars, reply.missing)
-            signals += rules["signals"]
+        if ruled:
+            rules = strategy_fallback(prepared.bars, ruled)
+            signals += [_gated_signal(s, gated[s["agent"]]) if s["agent"] in gated else s for s in rules["signals"]]
         order = {agent: i for i, agent in enumerate(prepared.agents)}
         signals.sort(key=lambda s: order.get(s["agent"], len(order)))
         as_of = server.as_of.date().isoformat() if server.as_of else "?"
-        reason = _missing_reason(reply) if reply.missing else None
+        reason = _missing_reason(reply, prepared.bars.symbol) if reply.missing else None
+        gated_reason = "; ".join(_gated_text(g) for g in server.gated) or None
         data: dict[str, Any] = {
             "symbol": prepared.bars.symbol, "as_of": as_of, "position_held": prepared.request.position,
             "regime": server.regime, "regime_probabilities": server.regime_probabilities,
@@ -153,22 +181,27 @@ class StrategySignalTool(QuantTool):
             "provenance": {"method_used": server.method_used, "model_ids": [a.model_id for a in server.actions],
                            "data_hash": server.data_hash, "as_of": as_of, "fallback": server.fallback},
             "missing_policies": reply.missing, "degraded": reply.missing != [], "degraded_reason": reason,
+            "gated_policies": [g.model_dump(mode="json") for g in server.gated], "gated": bool(gated),
+            "gated_reason": gated_reason,
         }
         if rules is not None:
             data["rules_indicators"] = rules["indicators"]
         regime = (f"regime the policies see: {server.regime.upper()}"
                   + (f" (p={server.regime_probabilities[server.regime]:.2f})"
                      if server.regime_probabilities and server.regime in server.regime_probabilities else "")
-                  if server.regime else "the policies observe no regime")
+                  if server.regime else "the policies observe no regime" if server.actions
+                  else "no policy answered, so no regime from them")
+        gated_tail = f"gated: true ({gated_reason}). " if gated_reason else ""
         tail = f"degraded: true ({reason}; those agents answered by rules)" if reason else "degraded: false"
+        models = ", ".join(data["provenance"]["model_ids"]) or "none answered"
         summary = (
             f"{prepared.bars.symbol} strategy signals as of {as_of}, holding {prepared.request.position:+.2f} "
             f"({regime}): {_signals_text(signals)}. {_consensus_text(data['consensus'])}. "
-            f"Provenance: models {', '.join(data['provenance']['model_ids'])}; data {server.data_hash[:19]}. "
-            f"{tail}"
+            f"Provenance: models {models}; data {server.data_hash[:19]}. {gated_tail}{tail}"
         )
-        return ToolResult(tool=self.name, ok=True, degraded=bool(reason), degraded_reason=reason, summary=summary,
-                          arguments=arguments, data=data)
+        return ToolResult(tool=self.name, ok=True, degraded=bool(reason), degraded_reason=reason,
+                          gated=bool(gated), gated_reason=gated_reason, summary=summary, arguments=arguments,
+                          data=data)
 
     def _fallback(self, arguments: dict[str, Any], prepared: _Prepared, reason: str) -> ToolResult:
         rules = strategy_fallback(prepared.bars, prepared.agents)
@@ -232,11 +265,28 @@ def _without_missing(request: RLActRequest, exc: NotFound, acted: _Acted) -> RLA
     return request.model_copy(update={"agents": rest}) if rest else None
 
 
-def _missing_reason(acted: _Acted) -> str:
+def _missing_reason(acted: _Acted, symbol: str) -> str:
     if acted.not_found is not None:
-        return f"no trained policy: {acted.not_found}: {_TRAIN_HINT}"
+        return f"no trained policy: {acted.not_found}: {_train_hint(symbol)}"
     which = ", ".join(acted.missing)
-    return f"no trained policy for agent{'s' if len(acted.missing) > 1 else ''} {which}: {_TRAIN_HINT}"
+    return (f"no trained policy for agent{'s' if len(acted.missing) > 1 else ''} {which} on {symbol}: "
+            f"{_train_hint(symbol)}")
+
+
+def _gated_text(g: GatedPolicy) -> str:
+    """``"balanced: RL policy rl-... failed its gate (Sharpe ...); volatility-scaled momentum rule answered"``."""
+    rule = _RULE_NAMES.get(g.agent, "rule")
+    if g.gate is None:
+        return f"{g.agent}: RL policy {g.model_id} has no gate verdict (trained before quality gates); {rule} answered"
+    if g.gate.passed:
+        return f"{g.agent}: RL policy {g.model_id} {g.reason}; {rule} answered"
+    why = g.reason.removeprefix("failed its gate: ")
+    return f"{g.agent}: RL policy {g.model_id} failed its gate ({why}); {rule} answered"
+
+
+def _gated_signal(signal: dict[str, Any], g: GatedPolicy) -> dict[str, Any]:
+    return {**signal, "gated": True, "gated_model_id": g.model_id,
+            "gate": g.gate.summary if g.gate is not None else g.reason}
 
 
 def _server_signal(action: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +319,7 @@ def _signals_text(signals: list[dict[str, Any]]) -> str:
         elif s.get("action_std") is not None:
             detail = f", sd {s['action_std']:.2f}"
         source = (f"{s['algorithm']} policy {s['model_id']}" if s["source"] == "rl_policy"
-                  else "rule")
+                  else f"rule, policy {s['gated_model_id']} gated" if s.get("gated") else "rule")
         parts.append(f"{s['agent']} {s['action_label'].upper()} (target {s['target_position']:+.2f}{detail}; "
                      f"{source})")
     return "; ".join(parts)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from quantcrew.cli import app, main
 
-COMMANDS = ["run", "risk", "train", "server", "backtest", "scheduler", "runs", "schedule"]
+COMMANDS = ["setup", "run", "risk", "train", "outcomes", "server", "backtest", "scheduler", "runs", "schedule", "data"]
 
 
 def test_app_registers_every_command_group_in_help_order() -> None:

@@ -41,3 +41,49 @@ def test_runs_show_unknown_id_exits_1() -> None:
     result = runner.invoke(app, ["runs", "show", "nosuch"], env={"COLUMNS": "250"})
     assert result.exit_code == 1
     assert "no run 'nosuch'" in result.stderr
+
+
+def test_runs_show_puts_each_symbols_outcome_beside_its_decision() -> None:
+    from quantcrew.crew.decision import DecisionInputs, SymbolInputs, decide
+    from quantcrew.crew.outcomes import settle
+    from quantcrew.data.symbols import load_symbol
+
+    symbols = [SymbolInputs(symbol="SP500", as_of="2012-06-29", agent_targets={"aggressive": 1.0},
+                            chosen_agent="aggressive", size=0.5),
+               SymbolInputs(symbol="NASDAQ", as_of="2018-12-31", agent_targets={"aggressive": -1.0},
+                            chosen_agent="aggressive", size=0.5)]
+    decision = decide(DecisionInputs(as_of="2018-12-31", symbols=symbols))
+    store = _store()
+    run_id = store.start_run(kind="full", inputs={"symbols": "SP500,NASDAQ"}, llm="quantcrew-planner",
+                             server_url=None)
+    store.finish_run(run_id, status="succeeded", decision=decision.model_dump(mode="json"))
+    bars = {s: load_symbol(s) for s in ("SP500", "NASDAQ")}
+    settle(store, bars.__getitem__)
+    store.close()
+    result = runner.invoke(app, ["runs", "show", run_id])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    sp500, nasdaq = shown["decision"]["decisions"]
+    close = bars["SP500"].between("2012-06-29", "2012-07-02").close
+    r = close[1] / close[0] - 1.0
+    assert sp500["outcome"]["outcome_date"] == "2012-07-02"
+    assert abs(sp500["outcome"]["r"] - r) < 1e-12 and abs(sp500["outcome"]["decision_return"] - 0.5 * r) < 1e-12
+    assert sp500["outcome"]["reward_status"] == "no_decision"
+    assert nasdaq["outcome"] == "pending: outcome bar after 2018-12-31 not in the data yet"
+    assert "outcomes" not in shown
+
+
+def test_runs_show_says_when_an_outcome_bar_is_known_but_not_settled_yet() -> None:
+    from quantcrew.crew.decision import DecisionInputs, SymbolInputs, decide
+
+    symbols = [SymbolInputs(symbol="SP500", as_of="2012-06-29", agent_targets={"balanced": 0.5},
+                            chosen_agent="balanced")]
+    store = _store()
+    run_id = store.start_run(kind="full", inputs={"symbols": "SP500"}, llm="quantcrew-planner", server_url=None)
+    store.finish_run(run_id, status="succeeded", decision=decide(DecisionInputs(symbols=symbols)).model_dump())
+    store.close()
+    result = runner.invoke(app, ["runs", "show", run_id])
+    assert result.exit_code == 0, result.output
+    [sp500] = json.loads(result.stdout)["decision"]["decisions"]
+    assert sp500["outcome"].startswith("not settled yet: its outcome bar 2012-07-02 (after 2012-06-29) is in the "
+                                       "data")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from quantcrew.crew.decision import DecisionInputs, ModelRef, RiskLimits, SymbolInputs, decide, signal_confidence
+from quantcrew.crew.decision import (
+    DecisionInputs,
+    ModelOutput,
+    ModelRef,
+    RiskLimits,
+    SymbolInputs,
+    decide,
+    signal_confidence,
+)
 
 TARGETS = {"conservative": 0.0, "aggressive": 1.0, "balanced": 0.5, "contrarian": -1.0}
 
@@ -118,3 +126,36 @@ def test_signal_confidence_spans_no_view_to_certain() -> None:
     assert signal_confidence(0.0) == pytest.approx(1 / 3)
     assert signal_confidence(-1.0) == pytest.approx(1.0)
     assert signal_confidence(2.0) == pytest.approx(1.0)
+
+
+def test_gated_inputs_are_shown_but_do_not_make_the_decision_degraded() -> None:
+    gated = ["strategy_signals[SP500]: balanced: RL policy rl-1 failed its gate; momentum rule answered"]
+    decision = decide(_inputs(gated_inputs=gated))
+    assert (decision.degraded, decision.gated, decision.gated_inputs) == (False, True, gated)
+    summary = decision.summary()
+    assert f"GATED (rule by design): {gated[0]}" in summary and "DEGRADED" not in summary
+
+
+def test_degraded_and_gated_inputs_are_both_printed() -> None:
+    decision = decide(_inputs(gated_inputs=["execution_plan[SP500]: gate failed"],
+                              degraded_inputs=["regime_detection[SP500]: server unavailable"]))
+    assert decision.degraded and decision.gated
+    lines = decision.summary().splitlines()
+    assert "GATED (rule by design): execution_plan[SP500]: gate failed" in lines
+    assert "DEGRADED: regime_detection[SP500]: server unavailable" in lines
+
+
+def test_decision_carries_the_chosen_agents_target_date_and_consulted_models() -> None:
+    consulted = [ModelOutput(tool="regime_detection", model_id="regime-1", method_used="gaussian_hmm",
+                             output={"label": "bull", "probability": 0.8})]
+    s = SymbolInputs(symbol="SP500", as_of="2018-12-31", agent_targets=TARGETS, chosen_agent="balanced",
+                     decision_id="dec-1", size=0.6, consulted=consulted)
+    d = decide(DecisionInputs(symbols=[s])).decisions[0]
+    assert (d.as_of, d.chosen_agent, d.agent_target, d.decision_id) == ("2018-12-31", "balanced", 0.5, "dec-1")
+    assert d.consulted == consulted and d.target_position == pytest.approx(0.6)
+
+
+def test_chosen_agent_without_a_signal_has_no_agent_target() -> None:
+    s = SymbolInputs(symbol="SP500", agent_targets={"aggressive": 1.0}, chosen_agent="contrarian")
+    d = decide(DecisionInputs(symbols=[s])).decisions[0]
+    assert (d.followed, d.chosen_agent, d.agent_target) == ("consensus", "contrarian", None)

@@ -91,3 +91,87 @@ def test_model_refs_lists_each_model_once() -> None:
     refs = model_refs(RESULTS + [_regime("SP500", "bull")])
     ids = [r.model_id for r in refs if r.model_id]
     assert ids.count("regime-SP500") == 1 and "ppo-SP500" in ids and "exec-1" in ids
+
+
+def _gated_signals(symbol: str) -> ToolResult:
+    signals = [{"agent": "aggressive", "action_label": "long", "target_position": 0.8, "source": "rl_policy",
+                "model_id": f"ppo-{symbol}", "model_version": 3, "algorithm": "ppo"},
+               {"agent": "balanced", "action_label": "short", "target_position": -0.5, "source": "rules",
+                "rule": "momentum", "gated": True, "gated_model_id": "rl-balanced-1",
+                "gate": "failed: Sharpe after costs 0.12 <= buy-and-hold 0.41"}]
+    return ToolResult(tool="strategy_signals", ok=True, gated=True,
+                      gated_reason="balanced: RL policy rl-balanced-1 failed its gate; momentum rule answered",
+                      summary="", arguments={"symbol": symbol}, data={"signals": signals, "as_of": "2018-12-31"})
+
+
+def _bandit_choice(symbol: str) -> ToolResult:
+    arms = [{"arm": "aggressive", "arm_index": 1, "estimate": 0.0021, "uncertainty": 0.0004, "pulls": 30.0,
+             "raw_pulls": 34, "score": None, "mean_reward": 0.0019},
+            {"arm": "balanced", "arm_index": 2, "estimate": 0.0005, "uncertainty": 0.0006, "pulls": 12.0,
+             "raw_pulls": 12, "score": None, "mean_reward": 0.0004}]
+    return ToolResult(tool="agent_selection", ok=True, summary="", arguments={"symbol": symbol, "regime": "bull"},
+                      data={"mode": "select", "selection": "exploit", "agent": "aggressive",
+                            "decision_id": f"dec-{symbol}", "regime": "bull", "policy": "discounted_thompson",
+                            "reason": "aggressive has the highest mean reward", "arms": arms,
+                            "provenance": {"model_id": "bandit-1", "method_used": "discounted_thompson"}})
+
+
+GATED_RESULTS = [_regime("SP500", "bull"), _gated_signals("SP500"), _bandit_choice("SP500"),
+                 _plan("SP500", "up", 0.7)]
+
+
+def test_decision_inputs_record_what_each_consulted_model_said() -> None:
+    [sp] = decision_inputs(GATED_RESULTS, ["SP500"]).symbols
+    assert sp.as_of == "2018-12-31"
+    by_tool = [(m.tool, m.model_id, m.model_version, m.method_used) for m in sp.consulted]
+    assert by_tool == [("regime_detection", "regime-SP500", 2, "gaussian_hmm"),
+                       ("strategy_signals", "ppo-SP500", 3, "ppo"),
+                       ("strategy_signals", "rl-balanced-1", None, "rules"),
+                       ("agent_selection", "bandit-1", None, "discounted_thompson"),
+                       ("execution_plan", "exec-1", 1, "mc_dropout")]
+    regime, aggressive, balanced, choice, plan = sp.consulted
+    assert regime.output == {"label": "bull", "probability": 0.8}
+    assert aggressive.output == {"agent": "aggressive", "action": "long", "target": 0.8, "source": "rl_policy",
+                                 "gated": False} and not aggressive.gated
+    assert balanced.gated and not balanced.degraded and balanced.output["gated"] is True
+    assert balanced.output["gate"] == "failed: Sharpe after costs 0.12 <= buy-and-hold 0.41"
+    assert (choice.output["agent"], choice.output["decision_id"], choice.output["mode"]) == (
+        "aggressive", "dec-SP500", "exploit")
+    assert choice.output["reason"] == "aggressive has the highest mean reward"
+    assert choice.output["evidence"].startswith("aggressive earned a mean reward of +0.0019 over 34 rewards")
+    assert plan.output == {"size": 0.7, "interval": [pytest.approx(0.6), pytest.approx(0.8)], "timing": "now",
+                           "signal": "up"}
+
+
+def test_gated_inputs_are_listed_apart_from_degraded_ones() -> None:
+    inputs = decision_inputs(GATED_RESULTS, ["SP500"])
+    assert inputs.degraded_inputs == []
+    assert inputs.gated_inputs == [
+        "strategy_signals[SP500]: balanced: RL policy rl-balanced-1 failed its gate; momentum rule answered"]
+    decision = decide(inputs)
+    assert decision.gated and not decision.degraded
+
+
+def test_the_decisions_why_carries_the_bandits_reason_and_evidence() -> None:
+    d = decide(decision_inputs(GATED_RESULTS, ["SP500"])).decisions[0]
+    assert (d.followed, d.chosen_agent, d.agent_target, d.decision_id) == ("aggressive", "aggressive", 0.8,
+                                                                           "dec-SP500")
+    assert d.why.startswith("aggressive chosen (discounted_thompson bandit, regime bull: aggressive has the "
+                            "highest mean reward; evidence: aggressive earned a mean reward of +0.0019 over 34 "
+                            "rewards (estimate +0.0021 +/- 0.0004 on 30 counted pulls); next best balanced "
+                            "estimate +0.0005)")
+
+
+def test_decision_from_the_same_results_is_the_same_and_round_trips_as_json() -> None:
+    from quantcrew.crew.decision import Decision
+
+    one, two = (decide(decision_inputs(GATED_RESULTS + RESULTS, ["SP500", "NASDAQ"])) for _ in range(2))
+    assert one == two
+    assert Decision.model_validate_json(one.model_dump_json()) == one
+
+
+def test_strategy_view_shows_gated_apart_from_degraded() -> None:
+    [sp] = strategy_view(GATED_RESULTS, ["SP500"]).symbols
+    assert (sp.degraded, sp.gated) == (False, True)
+    assert sp.gated_reasons == [
+        "strategy_signals[SP500]: balanced: RL policy rl-balanced-1 failed its gate; momentum rule answered"]

@@ -1,4 +1,4 @@
-"""Symbol resolution: a bundled sample first, then a file in the data folder, then a file path."""
+"""Symbol resolution: the data folder first (an appended copy wins), then a bundled sample, then a path."""
 
 from __future__ import annotations
 

@@ -16,10 +16,12 @@ from quantcrew.config.settings import ClientSettings, Settings
 from quantcrew.ml_server.schemas.bandit import (
     BanditCreateRequest,
     BanditDeleted,
+    BanditReplayRequest,
     BanditRewardRequest,
     BanditSelectRequest,
 )
 from quantcrew.ml_server.schemas.common import HealthResponse, ModelInfo, OHLCVPayload, ReadyResponse
+from quantcrew.ml_server.schemas.jobs import JobInfo, JobProgress
 from quantcrew.ml_server.schemas.regime import (
     RegimeFitRequest,
     RegimeFitResponse,
@@ -32,6 +34,7 @@ from quantcrew.tools.breaker import BreakerState, CircuitBreaker
 from quantcrew.tools.client import AsyncMLClient, MLClient, make_async_client, make_client
 from quantcrew.tools.errors import (
     CircuitOpenError,
+    Conflict,
     InvalidModelInput,
     MLClientError,
     MLResponseError,
@@ -632,6 +635,34 @@ def test_bandit_reset_and_delete_over_the_real_app(settings: Settings) -> None:
             client.bandit_delete("meta")
         with pytest.raises(ModelNotFound):
             client.bandit_state("meta")
+
+
+def _replay_request() -> BanditReplayRequest:
+    bars = {"timestamps": ["2024-01-02", "2024-01-03"], "open": [1.0, 1.1], "high": [1.2, 1.2],
+            "low": [0.9, 1.0], "close": [1.1, 1.15]}
+    return BanditReplayRequest.model_validate({"symbol": "SP500", "data": bars, "model_ids": ["rl-a", "rl-b"]})
+
+
+def test_bandit_replay_posts_and_parses_the_job_and_a_second_replay_is_a_conflict(make: MakeClient) -> None:
+    job = JobInfo(job_id="job-0123456789abcdef", kind="bandit_replay", status="queued", cancel_requested=False,
+                  created_at=datetime(2024, 1, 2, tzinfo=UTC), progress=JobProgress(done=0, total=0, fraction=0.0),
+                  params={"bars": 120})
+    server = Server(_ok(job), _error(409, "conflict", "already replayed", {"status": "done", "result": {"bars": 1}}))
+    client = make(server)
+    request = _replay_request()
+    assert client.bandit_replay(request) == job
+    assert (server.requests[0].method, server.requests[0].url.path) == ("POST", "/v1/bandit/replay")
+    assert json.loads(server.requests[0].content)["model_ids"] == ["rl-a", "rl-b"]
+    with pytest.raises(Conflict, match="already replayed") as info:
+        client.bandit_replay(request)
+    assert info.value.details == {"status": "done", "result": {"bars": 1}}
+
+
+async def test_async_bandit_replay_is_never_retried(sleeps: Sleeps) -> None:
+    server = Server(_error(503, "model_not_ready", "starting"))
+    with pytest.raises(ModelNotReady):
+        await _make_async(server, sleeps).bandit_replay(_replay_request())
+    assert server.calls == 1 and server.requests[0].url.path == "/v1/bandit/replay"
 
 
 # ---------------------------------------------------------------------------- async

@@ -168,5 +168,39 @@ def test_tool_name_and_schema_are_stable() -> None:
     tool = AgentSelectionTool()
     assert tool.name == "agent_selection"
     props = tool.args_schema.model_json_schema()["properties"]
-    assert set(props) == {"symbol", "regime", "lookback", "end_date", "bandit", "policy", "decision_id", "reward"}
+    assert set(props) == {"symbol", "regime", "lookback", "end_date", "bandit", "policy", "explore", "decision_id",
+                          "reward"}
     assert all(p.get("description") for p in props.values())
+
+
+def test_selection_is_deterministic_by_default_and_says_why(settings: Settings, ml_client: MLClient) -> None:
+    tool = AgentSelectionTool(settings=settings, client=ml_client)
+    pays = {"conservative": 0.001, "aggressive": -0.002, "balanced": 0.003, "contrarian": 0.0}
+    for _ in range(12):  # some evidence, gathered the way the bandit learns: drawing
+        tool.run(regime="bull", explore=True)
+        assert tool.last_result is not None and tool.last_result.data["selection"] == "explore"
+        data = tool.last_result.data
+        tool.run(decision_id=data["decision_id"], reward=pays[data["agent"]])
+    before = ml_client.bandit_state("meta-orchestrator")
+    texts, agents = [], []
+    for _ in range(5):
+        texts.append(tool.run(regime="bull"))
+        assert tool.last_result is not None and tool.last_result.ok
+        agents.append(tool.last_result.data["agent"])
+        assert tool.last_result.data["selection"] == "exploit"
+    after = ml_client.bandit_state("meta-orchestrator")
+    assert len(set(agents)) == 1 and after.data_hash == before.data_hash and after.pulls == before.pulls
+    [bull] = [r for r in before.regimes if r.regime == "bull"]
+    rewarded = [a for a in bull.explanation if a.mean_reward is not None]
+    assert agents[0] == max(rewarded, key=lambda a: a.mean_reward or 0.0).arm
+    assert tool.last_result is not None
+    reason = tool.last_result.data["reason"]
+    assert reason.startswith(f"{agents[0]} has the highest mean reward in the bull regime")
+    assert all(f"Why: {reason}." in t and "deterministic for this bandit state" in t for t in texts)
+
+
+def test_a_bandit_without_rewards_says_to_warm_start(settings: Settings, ml_client: MLClient) -> None:
+    tool = AgentSelectionTool(settings=settings, client=ml_client)
+    text = tool.run(regime="volatile")
+    assert tool.last_result is not None and tool.last_result.data["agent"] == "conservative"
+    assert "no rewards yet in regime volatile" in text and "quantcrew setup" in text

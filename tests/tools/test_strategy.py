@@ -1,4 +1,5 @@
-"""StrategySignalTool against the real app with a trained policy, without one, with the server down, bad input."""
+"""StrategySignalTool against the real app: a deployed policy, a gated one (its rule answers, not degraded), none
+(degraded), the server down, bad input."""
 
 from __future__ import annotations
 
@@ -26,12 +27,15 @@ _AGENTS = ["conservative", "aggressive", "balanced", "contrarian"]
 class _Trained:
     settings: Settings
     client: MLClient
-    model_id: str
+    model_id: str  # the aggressive policy, deployed for SP500
+    gated_id: str  # the contrarian policy, which failed its gate
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Trained]:
-    """One app whose registry holds a tiny A2C policy for the aggressive agent (trained once per module)."""
+    """One app whose registry holds tiny A2C policies for SP500 (trained once per module): the aggressive one
+    deployed, the contrarian one failed its gate (trained without regimes, its sideways return cannot be measured).
+    """
     home = tmp_path_factory.mktemp("strategy-home")
     with pytest.MonkeyPatch.context() as mp:  # module scope runs before the autouse env cleaner
         mp.chdir(Path(home))
@@ -42,12 +46,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Trained]:
         client = MLClient(tc)
         data = to_payload_dict(load_sample("SP500").tail(400))
         job = client.rl_train(RLTrainRequest.model_validate(
-            {"data": data, "symbol": "SP500", "agents": ["aggressive"], "algorithm": "a2c", "timesteps": 600,
-             "regime_features": False, "n_envs": 2}))
+            {"data": data, "symbol": "SP500", "agents": ["aggressive", "contrarian"], "algorithm": "a2c",
+             "timesteps": 512, "regime_features": False, "n_envs": 2}))
         done = client.wait_for_job(job.job_id, poll_s=0.05, timeout_s=60)
         assert done.status == "succeeded", done.error
-        result = RLTrainResult.model_validate(done.result)
-        yield _Trained(settings, client, result.policies[0].model_id)
+        aggressive, contrarian = RLTrainResult.model_validate(done.result).policies
+        assert contrarian.gate is not None and not contrarian.gate.passed and not contrarian.deployed
+        if not aggressive.deployed:  # a tiny run rarely passes: deploy it as a passing one would be
+            store = tc.app.state.deployments  # type: ignore[attr-defined]
+            store.set(model_id=aggressive.model_id, name="rl-aggressive-sp500", version=aggressive.model_version,
+                      stage="full")
+        yield _Trained(settings, client, aggressive.model_id, contrarian.model_id)
 
 
 def _expected_rules(lookback: int) -> dict[str, float]:
@@ -60,8 +69,9 @@ def test_run_answers_from_the_trained_policy(trained: _Trained) -> None:
     tool = StrategySignalTool(settings=trained.settings, client=trained.client)
     text = tool.run(symbol="SP500", agents="aggressive", lookback=300, position=0.5)
     assert "degraded: false" in text and trained.model_id in text and "aggressive" in text
+    assert "gated" not in text
     result = tool.last_result
-    assert result is not None and result.ok and not result.degraded
+    assert result is not None and result.ok and not result.degraded and not result.gated
     [signal] = result.data["signals"]
     assert signal["source"] == "rl_policy" and signal["model_id"] == trained.model_id
     assert signal["algorithm"] == "a2c" and signal["action_label"] in {"short", "flat", "long"}
@@ -76,18 +86,51 @@ def test_run_answers_from_the_trained_policy(trained: _Trained) -> None:
 
 
 @pytest.mark.slow
-def test_all_agents_mix_the_policy_with_rules_for_untrained_agents(trained: _Trained) -> None:
+def test_a_gated_agent_is_answered_by_its_rule_and_is_not_degraded(trained: _Trained) -> None:
+    tool = StrategySignalTool(settings=trained.settings, client=trained.client)
+    text = tool.run(symbol="SP500", agents="contrarian,aggressive", lookback=300)
+    result = tool.last_result
+    assert result is not None and result.ok and result.gated and not result.degraded
+    assert result.degraded_reason is None and result.data["missing_policies"] == []
+    reason = result.gated_reason or ""
+    assert reason.startswith(f"contrarian: RL policy {trained.gated_id} failed its gate (")
+    assert "return in sideways regimes not measurable" in reason and reason.endswith("mean-reversion rule answered")
+    by_agent = {s["agent"]: s for s in result.data["signals"]}
+    assert by_agent["aggressive"]["source"] == "rl_policy" and by_agent["aggressive"]["model_id"] == trained.model_id
+    gated = by_agent["contrarian"]
+    assert gated["source"] == "rules" and gated["gated"] is True and gated["gated_model_id"] == trained.gated_id
+    assert gated["gate"].startswith("failed: ")
+    assert gated["target_position"] == pytest.approx(_expected_rules(300)["contrarian"])
+    assert f"gated: true ({reason})" in text and text.endswith("degraded: false")
+    assert result.data["gated_policies"][0]["model_id"] == trained.gated_id
+
+
+@pytest.mark.slow
+def test_every_agent_gated_answers_rules_with_no_policy_and_is_not_degraded(trained: _Trained) -> None:
+    tool = StrategySignalTool(settings=trained.settings, client=trained.client)
+    text = tool.run(symbol="SP500", agents="contrarian", lookback=300)
+    result = tool.last_result
+    assert result is not None and result.ok and result.gated and not result.degraded
+    [signal] = result.data["signals"]
+    assert signal["source"] == "rules" and signal["gated"] is True
+    assert result.data["provenance"]["model_ids"] == [] and "models none answered" in text
+    assert "gated: true" in text and "degraded: false" in text
+
+
+@pytest.mark.slow
+def test_all_agents_mix_the_policy_with_rules_for_gated_and_untrained_agents(trained: _Trained) -> None:
     tool = StrategySignalTool(settings=trained.settings, client=trained.client)
     text = tool.run(symbol="SP500", lookback=300)
     result = tool.last_result
-    assert result is not None and result.ok and result.degraded
+    assert result is not None and result.ok and result.degraded and result.gated
     assert [s["agent"] for s in result.data["signals"]] == _AGENTS
     sources = {s["agent"]: s["source"] for s in result.data["signals"]}
     assert sources == {"conservative": "rules", "aggressive": "rl_policy", "balanced": "rules",
                        "contrarian": "rules"}
-    assert result.data["missing_policies"] == ["conservative", "balanced", "contrarian"]
-    assert "no trained policy for agents conservative, balanced, contrarian" in text
-    assert "quantcrew train" in text and "degraded: true" in text
+    assert result.data["missing_policies"] == ["conservative", "balanced"]
+    assert [g["agent"] for g in result.data["gated_policies"]] == ["contrarian"]
+    assert "no trained policy for agents conservative, balanced on SP500" in text
+    assert "run `quantcrew setup --symbols SP500`" in text and "degraded: true" in text and "gated: true" in text
     rules = _expected_rules(300)
     for s in result.data["signals"]:
         if s["source"] == "rules":
@@ -100,8 +143,8 @@ def test_all_agents_mix_the_policy_with_rules_for_untrained_agents(trained: _Tra
 def test_algorithm_without_a_policy_falls_back_to_rules(trained: _Trained) -> None:
     tool = StrategySignalTool(settings=trained.settings, client=trained.client)
     text = tool.run(symbol="SP500", agents="aggressive", algorithm="PPO")
-    assert "no trained policy for agent aggressive: run `quantcrew train`" in text
-    assert tool.last_result is not None and tool.last_result.degraded
+    assert "no trained policy for agent aggressive on SP500: run `quantcrew setup --symbols SP500`" in text
+    assert tool.last_result is not None and tool.last_result.degraded and not tool.last_result.gated
 
 
 @pytest.mark.slow
@@ -123,9 +166,10 @@ def test_no_trained_policy_answers_rules_and_says_to_train(settings: Settings, m
     tool = StrategySignalTool(settings=settings, client=ml_client)
     text = tool.run(symbol="SP500", lookback=300)
     assert "degraded: true" in text and "RULES" in text
-    assert "no trained policy for agents conservative, aggressive, balanced, contrarian: run `quantcrew train`" in text
+    assert ("no trained policy for agents conservative, aggressive, balanced, contrarian on SP500: "
+            "run `quantcrew setup --symbols SP500`") in text
     result = tool.last_result
-    assert result is not None and result.ok and result.degraded
+    assert result is not None and result.ok and result.degraded and not result.gated
     assert {s["agent"]: s["target_position"] for s in result.data["signals"]} == pytest.approx(_expected_rules(300))
     assert result.data["provenance"]["method_used"] == "fallback_rules"
 

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
 
-from quantcrew.ml_server.deps import BanditStoreDep, MetricsDep, SettingsDep
+from quantcrew.ml_server.deps import BanditStoreDep, JobsDep, MetricsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.bandit import (
     BanditCreateRequest,
@@ -14,6 +15,7 @@ from quantcrew.ml_server.schemas.bandit import (
     BanditDeleted,
     BanditInfo,
     BanditList,
+    BanditReplayRequest,
     BanditResetRequest,
     BanditRewardRequest,
     BanditRewardResponse,
@@ -22,7 +24,8 @@ from quantcrew.ml_server.schemas.bandit import (
     BanditSimulateResponse,
     BanditState,
 )
-from quantcrew.ml_server.services.bandit import service
+from quantcrew.ml_server.schemas.jobs import JobInfo
+from quantcrew.ml_server.services.bandit import replay, service
 
 router = APIRouter(prefix="/bandit", tags=["bandit"], route_class=ORJSONRoute)
 
@@ -43,8 +46,12 @@ def list_bandits(store: BanditStoreDep) -> Response:
 
 @router.post("/select", response_model=BanditDecision, responses=ERROR_RESPONSES)
 def select(req: BanditSelectRequest, store: BanditStoreDep) -> Response:
-    """Choose an arm for the current regime, with every arm's estimate and the reason."""
-    return model_response(service.select(store, req.bandit, req.regime))
+    """Choose an arm for the current regime, with every arm's estimate and the reason.
+
+    Mode 'explore' (default) draws; mode 'exploit' follows the arm with the highest mean reward (no draw,
+    no change of state), the same arm for the same stored state.
+    """
+    return model_response(service.select(store, req.bandit, req.regime, mode=req.mode))
 
 
 @router.post("/reward", response_model=BanditRewardResponse, responses=ERROR_RESPONSES)
@@ -56,6 +63,19 @@ def reward(req: BanditRewardRequest, store: BanditStoreDep, settings: SettingsDe
     reply = service.reward(store, req.decision_id, req.reward, max_abs_reward=settings.server.max_abs_reward)
     metrics.fits.labels("bandit", reply.method_used, "false").inc()
     return model_response(reply)
+
+
+@router.post("/replay", response_model=JobInfo, status_code=202, responses=ERROR_RESPONSES)
+def replay_policies(req: BanditReplayRequest, store: BanditStoreDep, registry: RegistryDep, jobs: JobsDep,
+                    settings: SettingsDep) -> Response:
+    """Warm-start a bandit: replay stored RL policies over bars none was trained on (a job; poll /v1/jobs/{id}).
+
+    Checked before the job starts (policies, arms, span), so bad input is a 4xx here. Replaying the same
+    bandit, symbol, policies and span again is a 409 whose details carry the earlier result.
+    """
+    check_rows(req.data, max_rows=settings.server.max_rows)
+    info = replay.start(req, store, registry, jobs, max_abs_reward=settings.server.max_abs_reward)
+    return model_response(info, status_code=202)
 
 
 @router.post("/simulate", response_model=BanditSimulateResponse, responses=ERROR_RESPONSES)

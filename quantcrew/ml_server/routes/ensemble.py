@@ -58,7 +58,10 @@ async def predict(req: EnsemblePredictRequest, settings: SettingsDep, registry: 
 
 @router.post("/deployments", response_model=DeploymentInfo, responses=ERROR_RESPONSES)
 def set_stage(req: DeploymentRequest, registry: RegistryDep, deployments: DeploymentsDep) -> Response:
-    """Deploy a stored ensemble version as shadow, canary, gradual or full."""
+    """Deploy a stored ensemble (or execution network) version as shadow, canary, gradual or full.
+
+    Also the hand override of a quality gate: a version that failed it answers once deployed here.
+    """
     return model_response(service.deploy(req, registry, deployments))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from quantcrew.ml_server.deps import JobsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import DeploymentsDep, JobsDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.jobs import JobInfo
@@ -21,27 +21,35 @@ router = APIRouter(prefix="/rl", tags=["rl"], route_class=ORJSONRoute)
 
 
 @router.post("/train", response_model=JobInfo, status_code=202, responses=ERROR_RESPONSES)
-def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, jobs: JobsDep) -> Response:
+def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, jobs: JobsDep,
+          deployments: DeploymentsDep) -> Response:
     """Start a training job (one policy per agent); poll ``GET /v1/jobs/{job_id}`` for progress and the result.
 
-    The request is checked before the job starts (timesteps cap, enough training and test
-    bars), so bad input is a 422 here, not a failed job later.
+    Each policy is judged by its quality gate on the test span; one that passes is deployed for
+    the request's symbol. The request is checked before the job starts (timesteps cap, enough
+    training and test bars), so bad input is a 422 here, not a failed job later.
     """
     check_rows(req.data, max_rows=settings.server.max_rows)
     info = service.train(req, registry, jobs, max_timesteps=settings.server.max_timesteps,
-                         min_rows=settings.server.min_rows, compute_threads=settings.server.compute_threads)
+                         min_rows=settings.server.min_rows, compute_threads=settings.server.compute_threads,
+                         deployments=deployments)
     return model_response(info, status_code=202)
 
 
 @router.post("/act", response_model=RLActResponse, responses=ERROR_RESPONSES)
-def act(req: RLActRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
-    """Each selected policy's action at the last bar, with its probabilities (or Q-values)."""
+def act(req: RLActRequest, settings: SettingsDep, registry: RegistryDep, deployments: DeploymentsDep) -> Response:
+    """Each selected policy's action at the last bar, with its probabilities (or Q-values).
+
+    With a ``symbol``, the policies deployed for it answer (those that passed their gate); agents
+    whose policies were gated are listed in ``gated``, not answered.
+    """
     check_rows(req.data, max_rows=settings.server.max_rows)
-    return model_response(service.act(req, registry))
+    return model_response(service.act(req, registry, deployments))
 
 
 @router.post("/evaluate", response_model=RLEvaluateResponse, responses=ERROR_RESPONSES)
 def evaluate(req: RLEvaluateRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
-    """Out-of-sample backtest of each selected policy after costs, beside buy-and-hold and flat."""
+    """Out-of-sample backtest of each selected policy after costs, beside buy-and-hold and flat, with the quality
+    gate's verdict on that span."""
     check_rows(req.data, max_rows=settings.server.max_rows)
     return model_response(service.evaluate(req, registry))

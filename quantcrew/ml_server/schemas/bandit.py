@@ -7,6 +7,12 @@ a restart. ``simulate`` runs a policy against arms of known means and reports it
 
 Rewards are real numbers in the caller's units; ``params.reward_range`` says which span maps
 onto [0, 1] (UCB, EXP3 and the Beta samplers clip to it; Gaussian Thompson only rescales).
+
+A select in mode ``explore`` draws, as a learning bandit does; in mode ``exploit`` it draws
+nothing and follows the arm with the highest mean reward, so a live decision is the same for the
+same stored state. ``replay`` warm-starts a bandit (a job): stored RL policies are replayed over
+bars none of them was trained on, each bar selected in mode explore and rewarded with the chosen
+agent's realised return after costs.
 Pydantic only: the agent-side client imports this module.
 """
 
@@ -17,23 +23,31 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from quantcrew.ml_server.schemas.common import FiniteFloat, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import FiniteFloat, OHLCVPayload, Provenance, WireModel
 from quantcrew.ml_server.schemas.regime import REGIME_LABELS
 
 __all__ = [
     "BANDIT_POLICIES",
     "DEFAULT_ARMS",
+    "DEFAULT_BANDIT",
+    "DEFAULT_REWARD_RANGE",
     "ArmEstimate",
     "BanditCreateRequest",
+    "BanditSpec",
     "BanditDecision",
     "BanditDeleted",
     "BanditInfo",
     "BanditList",
+    "BanditMode",
     "BanditParams",
     "BanditResetRequest",
     "BanditPhase",
     "BanditPolicyName",
     "BanditRegimeState",
+    "BanditReplayCreate",
+    "BanditReplayRegime",
+    "BanditReplayRequest",
+    "BanditReplayResult",
     "BanditRewardRequest",
     "BanditRewardResponse",
     "BanditSelectRequest",
@@ -49,6 +63,14 @@ BANDIT_POLICIES: tuple[BanditPolicyName, ...] = (
 
 DEFAULT_ARMS: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
 """The specialised RL agents a meta-orchestrator chooses among."""
+
+DEFAULT_BANDIT = "meta-orchestrator"
+"""Name of the bandit the crew consults (the agent-selection tool's default)."""
+
+DEFAULT_REWARD_RANGE: tuple[float, float] = (-0.05, 0.05)
+"""Reward span of a bandit rewarded with daily returns: -5% .. +5% maps onto [0, 1]."""
+
+BanditMode = Literal["explore", "exploit"]
 
 _NAME = r"^[A-Za-z0-9_.:-]+$"
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME)]
@@ -101,11 +123,9 @@ class BanditParams(WireModel):
         return value
 
 
-class BanditCreateRequest(WireModel):
-    """Create a bandit: one policy instance per regime, over the same arms."""
+class BanditSpec(WireModel):
+    """What a bandit is made of: one policy instance per regime, over the same arms."""
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-                      description="Unique name; a bandit is addressed by its id or this name.")
     policy: BanditPolicyName = Field(default="thompson_beta", description="The bandit policy of every regime.")
     arms: list[Label] = Field(
         default_factory=lambda: list(DEFAULT_ARMS), min_length=2, max_length=32,
@@ -126,6 +146,13 @@ class BanditCreateRequest(WireModel):
     @classmethod
     def _unique_regimes(cls, value: list[str]) -> list[str]:
         return _unique(value, "regimes")
+
+
+class BanditCreateRequest(BanditSpec):
+    """Create a bandit: one policy instance per regime, over the same arms."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Unique name; a bandit is addressed by its id or this name.")
 
 
 class BanditInfo(WireModel):
@@ -154,6 +181,12 @@ class BanditSelectRequest(WireModel):
 
     bandit: str = Field(min_length=1, max_length=64, description="Bandit id or name.")
     regime: str = Field(min_length=1, max_length=64, description="Current regime: one of the bandit's regimes.")
+    mode: BanditMode = Field(
+        default="explore",
+        description="'explore': the policy draws (Thompson sample, UCB index, EXP3 draw), as a learning bandit "
+                    "does. 'exploit': no draw and no change of the policy's state: the arm with the highest mean "
+                    "reward in the regime (ties: more rewards, then arm order), the same arm for the same stored "
+                    "state. Either way the decision is recorded and can be rewarded.")
 
 
 class ArmEstimate(WireModel):
@@ -193,7 +226,8 @@ class BanditDecision(Provenance):
     propensity: float | None = Field(
         description="Probability the arm was chosen with (EXP3 only; it weights the reward).")
     explanation: list[ArmEstimate] = Field(description="Every arm as the policy saw it when choosing.")
-    reason: str = Field(description="One sentence saying why this arm.")
+    reason: str = Field(description="One sentence saying why this arm, with the evidence.")
+    mode: BanditMode = Field(default="explore", description="How the arm was chosen: a draw, or the best mean.")
     pseudo_regret: float = Field(
         description="ESTIMATED regret of the regime so far: sum of pulls_a * (best mean - mean_a) over the "
                     "empirical mean rewards (the true best arm is unknown).")
@@ -345,3 +379,103 @@ class BanditSimulateResponse(Provenance):
     best_arms: list[int] = Field(description="Best arm (index) of each phase.")
     change_points: list[int] = Field(description="First round of each phase.")
     mean_reward: float = Field(description="Average reward drawn.")
+
+
+# -- warm-start replay -----------------------------------------------------------------------------
+
+
+def _default_replay_params() -> BanditParams:
+    return BanditParams(reward_range=DEFAULT_REWARD_RANGE)
+
+
+class BanditReplayCreate(BanditSpec):
+    """The bandit a replay creates when none has its name (defaults: those of the agent-selection tool)."""
+
+    policy: BanditPolicyName = Field(default="discounted_thompson", description="The policy of every regime.")
+    params: BanditParams = Field(default_factory=_default_replay_params,
+                                 description="Policy parameters; by default rewards of -5% .. +5% map onto [0, 1].")
+
+
+class BanditReplayRequest(WireModel):
+    """Warm-start a bandit by replaying stored RL policies over bars none of them was trained on (a job).
+
+    For each bar t of the span: the regime is the policies' filtered regime label at t, the
+    bandit selects in mode explore, and the decision is rewarded with the chosen agent's
+    realised return of the next bar after costs (its position at t times the bar's return,
+    minus costs on its position change). A span is replayed once: the same bandit, symbol,
+    policies and span again is a 409 carrying the earlier result.
+    """
+
+    bandit: str = Field(default=DEFAULT_BANDIT, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                        description="Bandit id or name; created from `create` when no bandit has it.")
+    symbol: str = Field(min_length=1, max_length=64, description="The instrument the bars are of.")
+    data: OHLCVPayload = Field(
+        description="Daily bars, oldest first: at least the 60 bars before the span (the features' window) and "
+                    "the span itself.")
+    model_ids: list[str] = Field(
+        min_length=2, max_length=32,
+        description="Stored rl policies, one per arm of the bandit: a policy's agent (metadata 'agent') names its "
+                    "arm.")
+    start: datetime | None = Field(
+        default=None,
+        description="First bar replayed; default the first bar after the latest training end among the policies, "
+                    "so no policy was trained on a replayed bar (an earlier start is refused).")
+    end: datetime | None = Field(
+        default=None,
+        description="Last bar whose close enters a reward (e.g. the as-of date); default the last bar sent. The "
+                    "last bar replayed is the one before it.")
+    cost_bps: float = Field(default=1.0, ge=0.0, le=500.0,
+                            description="Commission per unit of turnover, in basis points of notional.")
+    slippage_bps: float = Field(default=1.0, ge=0.0, le=500.0,
+                                description="Slippage per unit of turnover, in basis points; added to cost_bps.")
+    create: BanditReplayCreate = Field(default_factory=BanditReplayCreate,
+                                       description="How to create the bandit when none has the name.")
+
+    @field_validator("model_ids")
+    @classmethod
+    def _unique_models(cls, value: list[str]) -> list[str]:
+        return _unique(value, "model_ids")
+
+
+class BanditReplayRegime(WireModel):
+    """One regime after a replay."""
+
+    regime: str = Field(description="The regime.")
+    bars: int = Field(description="Bars of the span in this regime.")
+    pulls: dict[str, int] = Field(description="This replay's decisions per arm in this regime.")
+    agent_rewards: dict[str, float] = Field(description="Each agent's summed reward over this regime's bars.")
+    exploit_arm: str = Field(description="The arm a select in mode exploit chooses now in this regime.")
+    exploit_mean_reward: float | None = Field(description="Its mean reward (every reward it ever received here).")
+    exploit_rewards: int = Field(description="The rewards that mean is over.")
+    reason: str = Field(description="Why, in plain words, with the evidence.")
+
+
+class BanditReplayResult(WireModel):
+    """What a replay did: the bandit's rewards against every agent's, and the choice per regime now."""
+
+    replay_key: str = Field(description="sha256 of (bandit id, symbol, sorted model ids, span start, span end).")
+    bandit_id: str = Field(description="The bandit replayed into.")
+    bandit_name: str = Field(description="Its name.")
+    created: bool = Field(description="True when the replay created the bandit.")
+    policy: BanditPolicyName = Field(description="The bandit's policy.")
+    symbol: str = Field(description="The instrument.")
+    agents: dict[str, str] = Field(description="Arm -> the rl policy (model id) replayed for it.")
+    span_start: str = Field(description="First bar replayed.")
+    span_end: str = Field(description="Last bar replayed (its reward is the next bar's return).")
+    bars: int = Field(description="Bars replayed: decisions made and rewarded, one each.")
+    regime_model_id: str | None = Field(description="The regime model whose filtered labels chose the regime; null "
+                                                    "when the policies have none.")
+    regime_source: str = Field(description="Where each bar's regime came from, in words.")
+    cost_bps: float = Field(description="Commission per unit of turnover, in basis points.")
+    slippage_bps: float = Field(description="Slippage per unit of turnover, in basis points.")
+    agent_rewards: dict[str, float] = Field(
+        description="Each agent's summed reward over the span (its net return bar by bar, had it been followed "
+                    "throughout).")
+    bandit_reward: float = Field(description="Summed reward of the bandit's choices.")
+    best_agent: str = Field(description="The agent with the highest summed reward in hindsight.")
+    best_agent_reward: float = Field(description="Its summed reward.")
+    regret: float = Field(description="best_agent_reward - bandit_reward.")
+    regret_per_bar: float = Field(description="regret / bars.")
+    pulls: dict[str, int] = Field(description="This replay's decisions per arm.")
+    regimes: list[BanditReplayRegime] = Field(description="Every regime of the bandit, in its order.")
+    summary: str = Field(description="The replay in one or two sentences.")

@@ -27,6 +27,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from quantcrew.ml_server.schemas.common import FiniteFloat, ModelInfo, OHLCVPayload, Provenance, WireModel
+from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
 __all__ = [
@@ -199,11 +200,29 @@ class FoldReport(WireModel):
 
 
 class EnsembleTrainResult(WireModel):
-    """A succeeded training job's ``result``."""
+    """A succeeded training job's ``result``.
+
+    Each model the job stores is judged by its quality gate on bars it was not trained on
+    (``gate``, ``execution_gate``). One that passes is deployed (``deployment``,
+    ``execution_deployment``); one that fails stays in the registry, is not deployed, and its
+    deployment field is null: requests for the symbol then answer 409 ``model_gated``.
+    """
 
     model: ModelInfo = Field(description="The ensemble stored in the registry (final fit on every labelled bar).")
     execution_model: ModelInfo | None = Field(description="The execution network, when one was trained.")
-    deployment: DeploymentInfo
+    deployment: DeploymentInfo | None = Field(
+        description="The ensemble's deployment at the stage asked for; null when it failed its gate (not deployed).")
+    gate: GateVerdict | None = Field(
+        default=None,
+        description="The ensemble's gate: out-of-sample log loss of the deployed method against the training "
+                    "labels' class-frequency forecast, with a Diebold-Mariano test on the per-row differences.")
+    execution_gate: GateVerdict | None = Field(
+        default=None,
+        description="The execution network's gate: Sharpe of the returns it sizes against the rule sizing's on the "
+                    "same out-of-sample signals; null when no network was trained.")
+    execution_deployment: DeploymentInfo | None = Field(
+        default=None, description="The execution network's deployment ('full'); null when it failed its gate or "
+                                  "none was trained.")
     folds: list[FoldReport]
     out_of_sample: list[CalibrationReport] = Field(
         description="Every fold's test rows together: ensemble vs MC dropout, combined and per architecture.")

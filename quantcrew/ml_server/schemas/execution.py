@@ -6,7 +6,8 @@ uncertainty metrics) and the market conditions at the last bar, and proposes an 
 better fill). Dropout stays active at inference: ``samples`` passes of one decision run as
 one batched forward pass, and the reply gives each output's mean, standard deviation and an
 equal-tailed interval. Samples default per decision type (entry, exit, rebalance: the
-server's ``inference.execution_samples``).
+server's ``inference.execution_samples``). The dropout masks are seeded (by ``seed``, else by
+the inputs), so the same inputs always get the same plan.
 """
 
 from __future__ import annotations
@@ -71,10 +72,15 @@ class ExecutionRequest(WireModel):
     samples: int | None = Field(
         default=None, gt=0, description="Dropout samples per decision; default the server's for the decision type.")
     level: float = Field(default=0.9, gt=0.0, lt=1.0, description="Coverage of the reported intervals.")
-    model_id: str | None = Field(default=None, min_length=1, max_length=64,
-                                 description="Execution network by id; default the newest for `symbol`.")
+    model_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Execution network by id; default the deployed one of `symbol` (one that passed its quality "
+                    "gate): 409 model_gated when the symbol's networks were all rejected, 404 when none was trained.")
     symbol: str | None = Field(default=None, max_length=64)
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Dropout seed; default random.")
+    seed: int | None = Field(
+        default=None, ge=0, le=2**32 - 1,
+        description="Dropout seed; default a hash of the network, the inputs and the sample count, so the same "
+                    "inputs get the same plan (the seed used is in the reply).")
 
     @model_validator(mode="after")
     def _one_market(self) -> ExecutionRequest:

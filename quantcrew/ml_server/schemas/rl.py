@@ -10,6 +10,13 @@ Four agents share one trading environment and differ only by the reward they wer
 Training is a job (``POST /v1/rl/train`` answers with a :class:`~quantcrew.ml_server.schemas.jobs.JobInfo`;
 its ``result``, once succeeded, is an :class:`RLTrainResult`). Bars up to ``train_end`` train;
 the bars after it are the out-of-sample test span every policy is evaluated on.
+
+Every trained policy is judged there by the quality gate (a
+:class:`~quantcrew.ml_server.schemas.gate.GateVerdict`, recorded with the policy): one that
+passes is deployed, stage ``full``, as ``rl-<agent>-<symbol lowercased>``
+(:func:`rl_deployment_name`); one that fails stays in the registry, unused. Asked with a
+``symbol``, ``/v1/rl/act`` answers with each agent's deployed policy and lists the agents
+whose policies were gated instead.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from quantcrew.ml_server.schemas.common import FiniteFloat, OHLCVPayload, Provenance, WireModel
+from quantcrew.ml_server.schemas.gate import GateVerdict
 
 __all__ = [
     "ACTION_LABELS",
@@ -27,6 +35,7 @@ __all__ = [
     "RL_ALGORITHMS",
     "ActionMode",
     "BacktestReport",
+    "GatedPolicy",
     "RLActRequest",
     "RLActResponse",
     "RLAction",
@@ -39,6 +48,7 @@ __all__ = [
     "RLTrainRequest",
     "RLTrainResult",
     "RegimeSlice",
+    "rl_deployment_name",
 ]
 
 RLAgent = Literal["conservative", "aggressive", "balanced", "contrarian"]
@@ -53,6 +63,11 @@ _SEED_MAX = 2**32 - 1
 
 def _all_agents() -> list[RLAgent]:
     return list(RL_AGENTS)
+
+
+def rl_deployment_name(agent: str, symbol: str) -> str:
+    """The deployment name of an agent's policies on one symbol: ``rl-<agent>-<symbol lowercased>``."""
+    return f"rl-{agent}-{symbol.strip().lower()}"
 
 
 class _Costs(WireModel):
@@ -148,7 +163,14 @@ class RLEvaluation(WireModel):
         description="The policy's compounded return within each filtered regime label of the test span "
                     "(the label known when the position was chosen).")
     specialty_metric: str = Field(description="The metric this agent is built to win on.")
-    beats_buy_and_hold: bool = Field(description="Whether it beats buy-and-hold on its specialty metric.")
+    beats_buy_and_hold: bool = Field(
+        description="DEPRECATED, not a verdict: whether the specialty metric alone beats buy-and-hold's (true for "
+                    "a policy that never trades, whose drawdown is small). Read `gate` instead.")
+    gate: GateVerdict | None = Field(
+        default=None,
+        description="The quality gate's verdict on this span: Sharpe after costs above buy-and-hold's and flat's, "
+                    "a position held on at least 10% of the bars, the specialty better than buy-and-hold's, and "
+                    "the 90% bootstrap interval of the Sharpe difference beside it.")
 
 
 class RLPolicyResult(WireModel):
@@ -166,6 +188,12 @@ class RLPolicyResult(WireModel):
     train_start: str
     train_end: str
     evaluation: RLEvaluation | None = Field(description="Out-of-sample backtest; null when no test bars remain.")
+    gate: GateVerdict | None = Field(
+        default=None, description="The quality gate's verdict on the test span (also in the registry metadata).")
+    deployed: bool = Field(
+        default=False,
+        description="Whether the policy passed its gate and was deployed (stage 'full') as "
+                    "rl-<agent>-<symbol>; a policy trained without a symbol is never deployed.")
 
 
 class RLTrainResult(WireModel):
@@ -200,9 +228,19 @@ class _PolicySelection(WireModel):
 
 
 class RLActRequest(_PolicySelection):
-    """Ask policies what to do at the last bar."""
+    """Ask policies what to do at the last bar.
+
+    With ``agents`` and a ``symbol`` (and no ``model_ids``), each agent's policy deployed for
+    that symbol answers: the one that passed its quality gate. An agent whose policies for the
+    symbol all failed (or were trained before gates) is listed in the reply's ``gated`` and not
+    answered; an agent with no policy for the symbol is a 404 naming it. Without a symbol, each
+    agent's newest policy answers, judged or not.
+    """
 
     data: OHLCVPayload = Field(description="Recent bars, oldest first (at least 62: the features need 60 bars).")
+    symbol: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="With agents: answer with the policies deployed for this symbol (matched without case).")
     position: FiniteFloat = Field(default=0.0, ge=-1.0, le=1.0, description="The position held now, in [-1, 1].")
 
 
@@ -222,10 +260,22 @@ class RLAction(WireModel):
     action_std: float | None = Field(description="Continuous policies: the Gaussian policy's standard deviation.")
 
 
+class GatedPolicy(WireModel):
+    """An agent not answered: its policies for the symbol exist, but none passed its quality gate."""
+
+    agent: RLAgent
+    model_id: str = Field(description="The agent's newest policy for the symbol.")
+    gate: GateVerdict | None = Field(
+        description="That policy's verdict; null for a policy trained before quality gates (no verdict recorded).")
+    reason: str = Field(description="Why it does not answer, in words: the failed checks, or no verdict recorded.")
+
+
 class RLActResponse(Provenance):
     """Every policy's action on the same bars; ``model_id`` is null (several models answered)."""
 
-    actions: list[RLAction]
+    actions: list[RLAction] = Field(description="One per answering policy; empty when every agent asked was gated.")
+    gated: list[GatedPolicy] = Field(
+        default_factory=list, description="Agents asked with a symbol whose policies failed their gate: not answered.")
     regime: str | None = Field(description="Filtered regime label of the last bar, from the policies' regime model.")
     regime_probabilities: dict[str, float] | None = Field(description="Filtered probability of each regime label.")
 

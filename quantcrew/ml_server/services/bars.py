@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -10,6 +9,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from quantcrew.data.loaders import bars_hash
 from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.schemas.common import OHLCVPayload
 
@@ -78,10 +78,8 @@ def bars_from_payload(payload: OHLCVPayload, *, min_rows: int = 2) -> Bars:
     c = np.asarray(payload.close, dtype=np.float64)
     v = None if payload.volume is None else np.asarray(payload.volume, dtype=np.float64)
     times = _as_datetime64(payload.timestamps)
-    digest = hashlib.sha256(times.view(np.int64).tobytes())
-    for arr in (o, h, lo, c) + ((v,) if v is not None else ()):
-        digest.update(arr.tobytes())
-    return Bars(list(payload.timestamps), times, o, h, lo, c, v, "sha256:" + digest.hexdigest())
+    digest = bars_hash(times, (o, h, lo, c) + ((v,) if v is not None else ()))
+    return Bars(list(payload.timestamps), times, o, h, lo, c, v, digest)
 
 
 def _as_datetime64(stamps: list[datetime]) -> npt.NDArray[np.datetime64]:

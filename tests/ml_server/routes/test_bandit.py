@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from quantcrew.config.settings import Settings
+from quantcrew.data import generate_regime_market, to_payload_dict
 from quantcrew.ml_server.app import create_app
 from quantcrew.ml_server.schemas.bandit import (
     BanditDecision,
     BanditDeleted,
     BanditInfo,
     BanditList,
+    BanditReplayResult,
     BanditRewardResponse,
     BanditSimulateResponse,
     BanditState,
 )
+from quantcrew.ml_server.schemas.jobs import JobInfo
+from quantcrew.ml_server.schemas.rl import RLTrainResult
 from tests.support.replies import assert_finite, invalid_input
 
 _PAYS = {"conservative": 0.2, "aggressive": 0.3, "balanced": 0.9, "contrarian": 0.1}
@@ -357,3 +362,71 @@ def test_openapi_documents_reset_and_delete(client: TestClient) -> None:
     for op in (delete, reset):
         assert {"404", "409", "422"} <= set(op["responses"])
     assert "requestBody" in reset and not reset["requestBody"].get("required", False)
+
+
+# -- deterministic selection and warm-start replay -------------------------------------------------
+
+
+def test_exploit_select_gives_one_arm_and_leaves_the_state(client: TestClient) -> None:
+    _create(client, policy="discounted_thompson")
+    for _ in range(20):
+        _step(client)
+    before = client.get("/v1/bandit/meta").json()
+    replies = [client.post("/v1/bandit/select", json={"bandit": "meta", "regime": "bull", "mode": "exploit"})
+               for _ in range(5)]
+    assert all(r.status_code == 200 for r in replies), replies[0].text
+    decisions = [BanditDecision.model_validate(r.json()) for r in replies]
+    assert len({d.arm for d in decisions}) == 1 and all(d.mode == "exploit" for d in decisions)
+    assert "has the highest mean reward in the bull regime" in decisions[0].reason
+    after = client.get("/v1/bandit/meta").json()
+    assert after["data_hash"] == before["data_hash"] and after["pulls"] == before["pulls"]
+    resp = client.post("/v1/bandit/select", json={"bandit": "meta", "regime": "bull", "mode": "greedy"})
+    assert resp.status_code == 422 and "mode" in resp.text
+
+
+def _wait(client: TestClient, job_id: str, timeout_s: float = 300.0) -> JobInfo:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = JobInfo.model_validate(client.get(f"/v1/jobs/{job_id}").json())
+        if job.status not in ("queued", "running"):
+            return job
+        assert time.monotonic() < deadline, f"job still {job.status}"
+        time.sleep(0.05)
+
+
+def test_replay_warm_starts_a_bandit_once_then_409(client: TestClient) -> None:
+    bars = to_payload_dict(generate_regime_market(450, seed=5).bars)
+    train = client.post("/v1/rl/train", json={"data": bars, "agents": ["aggressive", "balanced"], "algorithm": "a2c",
+                                              "timesteps": 256, "regime_features": False, "n_envs": 2})
+    assert train.status_code == 202, train.text
+    trained = _wait(client, train.json()["job_id"])
+    assert trained.status == "succeeded", trained.error
+    ids = [p.model_id for p in RLTrainResult.model_validate(trained.result).policies]
+    body = {"symbol": "SYN", "data": bars, "model_ids": ids, "create": {"arms": ["aggressive", "balanced"]}}
+
+    resp = client.post("/v1/bandit/replay", json=body)
+    assert resp.status_code == 202, resp.text
+    job = _wait(client, resp.json()["job_id"])
+    assert job.kind == "bandit_replay" and job.status == "succeeded", job.error
+    assert_finite(job.result)
+    result = BanditReplayResult.model_validate(job.result)
+    assert result.bandit_name == "meta-orchestrator" and result.regime_model_id is None
+    assert "every bar counted as 'sideways'" in result.regime_source
+    assert {r.regime: r.bars for r in result.regimes} == {"bull": 0, "bear": 0, "sideways": result.bars,
+                                                          "volatile": 0}
+    assert result.regret == pytest.approx(max(result.agent_rewards.values()) - result.bandit_reward)
+    state = BanditState.model_validate(client.get("/v1/bandit/meta-orchestrator").json())
+    assert state.pulls == state.bandit.decisions == result.bars
+
+    again = client.post("/v1/bandit/replay", json=body)
+    assert again.status_code == 409, again.text
+    error = again.json()["error"]
+    assert error["code"] == "conflict" and "already replayed" in error["message"]
+    assert BanditReplayResult.model_validate(error["details"]["result"]) == result
+    assert client.get("/v1/bandit/meta-orchestrator").json()["pulls"] == result.bars
+
+    unknown = client.post("/v1/bandit/replay", json={**body, "model_ids": [ids[0], "rl-000000000000"]})
+    assert unknown.status_code == 404, unknown.text
+    short = client.post("/v1/bandit/replay", json={**body, "model_ids": ids[:1]})
+    assert invalid_input(short)["details"][0]["loc"] == ["body", "model_ids"]
+    assert "/v1/bandit/replay" in client.get("/openapi.json").json()["paths"]

@@ -1,4 +1,5 @@
-"""Ensemble and execution routes over HTTP: train as a job, predict with uncertainty, deployment stages, bad input."""
+"""Ensemble and execution routes over HTTP: train as a job, quality gates, predict with uncertainty, deployment
+stages, deterministic plans, bad input."""
 
 from __future__ import annotations
 
@@ -22,13 +23,20 @@ from quantcrew.ml_server.schemas.ensemble import (
 )
 from quantcrew.ml_server.schemas.execution import ExecutionResponse
 from quantcrew.ml_server.schemas.jobs import JobInfo
+from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.ensemble.features import FEATURE_NAMES, WARMUP, build_features
 from quantcrew.ml_server.services.ensemble.model import EnsembleSpec, pack_state
 from quantcrew.ml_server.services.ensemble.nets import NetConfig, build_net
+from quantcrew.ml_server.services.execution.fit import ExecTrainConfig
+from quantcrew.ml_server.services.execution.inputs import EXECUTION_INPUTS
+from quantcrew.ml_server.services.execution.model import ExecutionModel
+from quantcrew.ml_server.services.execution.net import ExecutionConfig
+from quantcrew.ml_server.services.gate import execution_gate
 from tests.support.replies import assert_finite, invalid_input
 
-TINY = {"members": 2, "window": 8, "hidden": 8, "heads": 2, "epochs": 2, "folds": 2, "batch_size": 128,
-        "mc_samples": 4, "symbol": "SYN"}
+TINY = {"members": 2, "window": 8, "hidden": 8, "heads": 2, "epochs": 8, "learning_rate": 0.01, "folds": 2,
+        "batch_size": 128, "mc_samples": 4, "symbol": "SYN"}
+"""Small enough to train in seconds; on :func:`_cycles` bars that is enough for the ensemble to pass its gate."""
 
 
 def _wait(client: TestClient, job_id: str, timeout_s: float = 120.0) -> JobInfo:
@@ -41,21 +49,46 @@ def _wait(client: TestClient, job_id: str, timeout_s: float = 120.0) -> JobInfo:
         time.sleep(0.05)
 
 
+def _cycles(n: int = 700, *, period: int = 40, amplitude: float = 0.08, noise: float = 0.002,
+            seed: int = 0) -> dict[str, Any]:
+    """Daily bars whose log price swings in a slow sine with a little noise: the next move is learnable."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    close = 100.0 * np.exp(amplitude * np.sin(2 * np.pi * t / period) + 2e-4 * t + np.cumsum(rng.normal(0, noise, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    days = np.datetime64("2010-01-04") + np.arange(n).astype("timedelta64[D]")
+    return {"timestamps": [f"{d}T00:00:00" for d in days], "open": open_.tolist(),
+            "high": (np.maximum(open_, close) * 1.002).tolist(), "low": (np.minimum(open_, close) * 0.998).tolist(),
+            "close": close.tolist(), "volume": rng.uniform(1e6, 2e6, n).tolist()}
+
+
 @pytest.fixture(scope="module")
 def bars() -> dict[str, Any]:
-    return to_payload_dict(generate_regime_market(700, seed=11).bars)
+    return _cycles()
+
+
+def _train(client: TestClient, body: dict[str, Any]) -> EnsembleTrainResult:
+    resp = client.post("/v1/ensemble/train", json=body)
+    assert resp.status_code == 202, resp.text
+    job = _wait(client, resp.json()["job_id"])
+    assert job.status == "succeeded", job.error
+    return EnsembleTrainResult.model_validate(job.result)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, bars: dict[str, Any]) -> Iterator[tuple[TestClient, Any]]:
-    """One app and one trained ensemble (with its execution network) for the whole module."""
+    """One app and one trained ensemble (with its execution network), both past their gates, for the module."""
     settings = load_settings(home=tmp_path_factory.mktemp("ensemble-home"))
     with TestClient(create_app(settings)) as client:
-        resp = client.post("/v1/ensemble/train", json={"data": bars, **TINY})
-        assert resp.status_code == 202, resp.text
-        job = _wait(client, resp.json()["job_id"])
-        assert job.status == "succeeded", job.error
-        yield client, EnsembleTrainResult.model_validate(job.result)
+        yield client, _train(client, {"data": bars, **TINY})
+
+
+@pytest.fixture(scope="module")
+def rejected(served: tuple[TestClient, Any]) -> EnsembleTrainResult:
+    """An ensemble trained on regime-switching noise for 'RGM', briefly: it fails its gate."""
+    client, _ = served
+    noise = to_payload_dict(generate_regime_market(700, seed=11).bars)
+    return _train(client, {"data": noise, **TINY, "epochs": 2, "learning_rate": 1e-3, "symbol": "RGM"})
 
 
 def _recent(bars: dict[str, Any], n: int) -> dict[str, Any]:
@@ -72,10 +105,115 @@ def test_train_job_reports_folds_calibration_and_stores_both_models(served: tupl
     # walk-forward: every fold is tested strictly after the bars it was trained on
     for f in result.folds:
         assert f.train_end < f.test_start
-    assert result.model.family == "ensemble" and result.deployment.stage == "full"
+    assert result.model.family == "ensemble"
     assert result.execution_model is not None and result.execution_model.family == "execution"
     assert abs(sum(result.class_balance.values()) - 1.0) < 1e-9
     assert client.get(f"/v1/models/{result.model.model_id}").json()["sha256"] == result.model.sha256
+
+
+def _stored(client: TestClient, model_id: str) -> dict[str, Any]:
+    resp = client.get(f"/v1/models/{model_id}")
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def test_an_ensemble_that_passes_its_gate_is_deployed_with_the_verdict_recorded(
+        served: tuple[TestClient, Any]) -> None:
+    client, result = served
+    assert result.gate is not None and result.gate.passed and result.gate.gate == "ensemble"
+    assert result.gate.p_value is not None and result.gate.p_value < 0.05
+    assert result.gate.span_start == result.folds[0].test_start and result.gate.span_end == result.folds[-1].test_end
+    assert result.gate.n == sum(f.n_test for f in result.folds)
+    assert result.deployment is not None and result.deployment.stage == "full"
+    assert result.deployment.name == "ensemble-SYN" and result.deployment.model_id == result.model.model_id
+    stored = _stored(client, result.model.model_id)
+    assert stored["metadata"]["gate"] == result.gate.model_dump(mode="json") and stored["stage"] == "full"
+
+
+def test_an_ensemble_that_fails_its_gate_is_stored_with_the_verdict_and_not_deployed(
+        served: tuple[TestClient, Any], rejected: EnsembleTrainResult) -> None:
+    client, _ = served
+    assert rejected.gate is not None and not rejected.gate.passed and rejected.deployment is None
+    assert rejected.gate.summary.startswith("failed: ") and rejected.gate.rule is not None
+    stored = _stored(client, rejected.model.model_id)
+    assert stored["metadata"]["gate"] == rejected.gate.model_dump(mode="json") and stored["stage"] == "gated"
+    assert client.get("/v1/ensemble/deployments", params={"name": "ensemble-RGM"}).json()["deployments"] == []
+
+
+def test_an_execution_network_is_deployed_exactly_when_it_passes_its_gate(
+        served: tuple[TestClient, Any], rejected: EnsembleTrainResult) -> None:
+    # on a few hundred bars the network and the rule sizing are close, so either verdict may come: both
+    # trainings are checked for the same rule (the verdict itself is the gate module's to test)
+    client, result = served
+    for trained, symbol in ((result, "SYN"), (rejected, "RGM")):
+        verdict, info = trained.execution_gate, trained.execution_model
+        assert verdict is not None and info is not None and verdict.gate == "execution"
+        assert verdict.interval is not None and verdict.n > 0 and verdict.rule is not None
+        stored = _stored(client, info.model_id)
+        assert stored["metadata"]["gate"] == verdict.model_dump(mode="json")
+        deployed = client.get("/v1/ensemble/deployments", params={"name": f"execution-{symbol}"}).json()
+        if verdict.passed:
+            assert trained.execution_deployment is not None and trained.execution_deployment.stage == "full"
+            assert [d["model_id"] for d in deployed["deployments"]] == [info.model_id]
+            assert stored["stage"] == "full"
+        else:
+            assert trained.execution_deployment is None and deployed["deployments"] == []
+            assert stored["stage"] == "gated"
+
+
+def _gated_network(client: TestClient, symbol: str) -> tuple[str, dict[str, Any]]:
+    """An execution network stored for ``symbol`` as the training job stores one that failed its gate."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, len(EXECUTION_INPUTS)))
+    x[:, 0] = rng.choice([-1.0, 1.0], 200)
+    net = ExecutionModel(ExecutionConfig(hidden=(8,)), train=ExecTrainConfig(epochs=2)).fit(
+        x, rng.uniform(0, 1, 200), (x[:, 5] > 0).astype(np.int64))
+    returns = rng.normal(0.0005, 0.01, 120)
+    verdict = execution_gate(sized_returns=returns - 0.002, rule_returns=returns, span_start="2018-01-02",
+                             span_end="2018-06-29", rule="volatility-target rule").model_dump(mode="json")
+    registry: ModelRegistry = client.app.state.registry  # type: ignore[attr-defined]
+    info = adapter.store(registry, net, name=f"execution-{symbol}", metadata={"symbol": symbol, "gate": verdict},
+                         stage="gated")
+    return info.model_id, verdict
+
+
+def test_a_gated_symbol_answers_409_model_gated_until_a_version_is_deployed_by_hand(
+        served: tuple[TestClient, Any], rejected: EnsembleTrainResult, bars: dict[str, Any]) -> None:
+    client, _ = served
+    network_id, network_gate = _gated_network(client, "GTD")
+    assert rejected.gate is not None
+    predict = {"data": _recent(bars, 120), "symbol": "RGM"}
+    plan = {"signals": [{"signal": "up", "confidence": 0.6}], "data": _recent(bars, 100), "symbol": "GTD"}
+    for path, body, model_id, verdict, symbol in (
+            ("/v1/ensemble/predict", predict, rejected.model.model_id, rejected.gate.model_dump(mode="json"), "RGM"),
+            ("/v1/execution/plan", plan, network_id, network_gate, "GTD")):
+        resp = client.post(path, json=body)
+        assert resp.status_code == 409, resp.text
+        error = resp.json()["error"]
+        assert error["code"] == "model_gated" and model_id in error["message"] and "failed" in error["message"]
+        assert error["details"]["model_id"] == model_id and error["details"]["symbol"] == symbol
+        assert error["details"]["gate"] == verdict
+    # a person may overrule a gate: the version deployed by hand answers
+    for model_id in (rejected.model.model_id, network_id):
+        deployed = client.post("/v1/ensemble/deployments", json={"model_id": model_id, "stage": "full"})
+        assert deployed.status_code == 200, deployed.text
+    assert client.post("/v1/ensemble/predict", json=predict).json()["model_id"] == rejected.model.model_id
+    assert client.post("/v1/execution/plan", json=plan).json()["model_id"] == network_id
+
+
+def test_the_same_inputs_get_the_same_plan_without_a_seed(served: tuple[TestClient, Any],
+                                                          bars: dict[str, Any]) -> None:
+    client, result = served
+    assert result.execution_model is not None
+    body = {"signals": [{"signal": "up", "confidence": 0.7}, {"signal": "down", "confidence": 0.5}],
+            "data": _recent(bars, 100), "model_id": result.execution_model.model_id}
+    first, again = (client.post("/v1/execution/plan", json=body).json() for _ in range(2))
+    assert first["plans"] == again["plans"] and first["seed"] == again["seed"] is not None
+    assert first["plans"][0]["size"]["std"] > 0  # the draws differ; the same draws come back
+    longer = client.post("/v1/execution/plan", json={**body, "data": _recent(bars, 101)}).json()
+    assert longer["plans"] == first["plans"]  # the same bars up to the decisions: the same inputs, the same plan
+    bolder = [{"signal": "up", "confidence": 0.8}, body["signals"][1]]
+    assert client.post("/v1/execution/plan", json={**body, "signals": bolder}).json()["seed"] != first["seed"]
 
 
 def test_predict_returns_calibrated_signal_with_uncertainty(served: tuple[TestClient, Any],
@@ -124,7 +262,8 @@ def test_canary_answers_its_share_of_keys_stickily_and_shadow_is_logged(
     resp = client.post("/v1/ensemble/train", json={"data": bars, **TINY, "seed": 1, "execution": False,
                                                    "stage": "canary", "share": 0.5})
     canary = EnsembleTrainResult.model_validate(_wait(client, resp.json()["job_id"]).result)
-    assert canary.deployment.stage == "canary" and canary.model.version == result.model.version + 1
+    assert canary.deployment is not None and canary.deployment.stage == "canary"
+    assert canary.model.version == result.model.version + 1
     recent = _recent(bars, 120)
     answered = {}
     for k in range(24):
@@ -174,8 +313,9 @@ def test_pinned_model_id_bypasses_stages(served: tuple[TestClient, Any], bars: d
 def test_execution_plan_returns_size_and_timing_with_intervals(served: tuple[TestClient, Any],
                                                                bars: dict[str, Any]) -> None:
     client, result = served
+    assert result.execution_model is not None
     body = {"signals": [{"signal": "up", "confidence": 0.6}, {"signal": "down", "confidence": 0.5}],
-            "data": _recent(bars, 100), "symbol": "SYN", "decision_type": "exit"}
+            "data": _recent(bars, 100), "model_id": result.execution_model.model_id, "decision_type": "exit"}
     resp = client.post("/v1/execution/plan", json=body)
     assert resp.status_code == 200, resp.text
     reply = ExecutionResponse.model_validate(resp.json())
@@ -186,7 +326,8 @@ def test_execution_plan_returns_size_and_timing_with_intervals(served: tuple[Tes
         assert p.timing in ("now", "wait")
     market = [{"ret_1": 0.001, "ret_5": 0.01, "vol_10": 0.01, "vol_ratio": 1.0, "range": 0.012}]
     explicit = client.post("/v1/execution/plan", json={"signals": [{"signal": "up", "confidence": 0.7}],
-                                                       "market": market, "samples": 8, "seed": 1, "symbol": "SYN"})
+                                                       "market": market, "samples": 8, "seed": 1,
+                                                       "model_id": result.execution_model.model_id})
     assert explicit.status_code == 200 and explicit.json()["samples"] == 8
 
 
@@ -231,11 +372,13 @@ def test_predict_bad_input_is_a_clear_4xx(served: tuple[TestClient, Any], bars: 
 
 
 def test_execution_bad_input_is_a_clear_4xx(served: tuple[TestClient, Any], bars: dict[str, Any]) -> None:
-    client, _ = served
+    client, result = served
+    assert result.execution_model is not None
     sig = [{"signal": "up", "confidence": 0.6}]
     assert client.post("/v1/execution/plan", json={"signals": sig, "data": _recent(bars, 100),
                                                    "samples": 0}).status_code == 422
-    short = client.post("/v1/execution/plan", json={"signals": sig, "data": _recent(bars, 30), "symbol": "SYN"})
+    short = client.post("/v1/execution/plan", json={"signals": sig, "data": _recent(bars, 30),
+                                                    "model_id": result.execution_model.model_id})
     assert "data" in str(invalid_input(short))
     unknown = client.post("/v1/execution/plan", json={"signals": sig, "data": _recent(bars, 100),
                                                       "model_id": "execution-nope"})

@@ -56,6 +56,9 @@ class EXP3(BanditPolicy):
     def propensity(self, arm: int) -> float | None:
         return self._scores[arm]
 
+    def choice_probability(self, arm: int) -> float | None:
+        return self.probabilities()[arm]
+
     def _learn(self, arm: int, reward: float, rng: np.random.Generator | None, propensity: float | None) -> None:
         p = propensity if propensity is not None else self._scores[arm]
         if p is None:

@@ -129,6 +129,13 @@ class BanditPolicy:
         """Probability with which ``arm`` was chosen at the last ``select`` (EXP3 only)."""
         return None
 
+    def choice_probability(self, arm: int) -> float | None:
+        """Probability with which a ``select`` now would choose ``arm``, without drawing (EXP3 only).
+
+        Recorded with a decision made without a draw, so that EXP3 still weighs its reward.
+        """
+        return None
+
     def _unit(self, reward: float) -> float:
         x = (reward - self._lo) / self._width
         if not self.clips:

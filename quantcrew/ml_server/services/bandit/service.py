@@ -23,6 +23,7 @@ from quantcrew.ml_server.schemas.bandit import (
     BanditDeleted,
     BanditInfo,
     BanditList,
+    BanditMode,
     BanditParams,
     BanditRegimeState,
     BanditRewardResponse,
@@ -31,6 +32,7 @@ from quantcrew.ml_server.schemas.bandit import (
     BanditState,
 )
 from quantcrew.ml_server.schemas.regime import REGIME_LABELS
+from quantcrew.ml_server.services.bandit.exploit import exploit_reason
 from quantcrew.ml_server.services.bandit.params import ParamError
 from quantcrew.ml_server.services.bandit.policies import make_policy
 from quantcrew.ml_server.services.bandit.policy import ArmStats
@@ -137,8 +139,18 @@ def state(store: BanditStore, ref: str) -> BanditState:
 # -- decisions -------------------------------------------------------------------------------------
 
 
-def select(store: BanditStore, ref: str, regime: str) -> BanditDecision:
+def select(store: BanditStore, ref: str, regime: str, *, mode: BanditMode = "explore") -> BanditDecision:
     """Choose an arm for ``regime``, with every arm's estimate and the reason.
+
+    Args:
+        store: The bandit store.
+        ref: Bandit id or name.
+        regime: One of the bandit's regimes.
+        mode: 'explore': the policy draws (Thompson sample, UCB index, EXP3 draw), as a bandit
+            that learns does. 'exploit': no draw and no change of the policy's state: the arm
+            with the highest mean reward in the regime (ties: more rewards, then arm order),
+            so the same stored state always gives the same arm. Either way the decision is
+            recorded and can be rewarded.
 
     Raises:
         NotFoundError: No such bandit.
@@ -149,15 +161,21 @@ def select(store: BanditStore, ref: str, regime: str) -> BanditDecision:
     if regime not in record.regimes:
         raise _invalid(f"regime '{regime}' is not one of bandit '{record.name}''s regimes {list(record.regimes)}",
                        "regime")
-    choice = store.select(record, regime)
+    choice = store.select(record, regime, explore=mode == "explore")
     view, arm = choice.view, choice.arm
+    if mode == "explore":
+        reason = _reason(record, regime, arm, view.stats)
+    else:
+        silent = view.pulls == 0  # then say whether the bandit learned anything at all
+        elsewhere = silent and any(snap.view.pulls for snap in store.snapshot(record))
+        reason = exploit_reason(record.arms, regime, view.stats, rewarded_elsewhere=elsewhere)
     return BanditDecision(
         model_id=record.bandit_id, model_version=None, method_used=record.policy, fallback=False,
         data_hash=choice.digest, seed=record.seed, as_of=_time(view.last_reward_at),
         decision_id=choice.decision_id, bandit_id=record.bandit_id, bandit_name=record.name, regime=regime,
         arm=record.arms[arm], arm_index=arm, policy=record.policy,  # type: ignore[arg-type]
-        propensity=choice.propensity, explanation=_estimates(record, view.stats),
-        reason=_reason(record, regime, arm, view.stats), pseudo_regret=view.pseudo_regret, pulls=view.pulls)
+        propensity=choice.propensity, explanation=_estimates(record, view.stats), reason=reason, mode=mode,
+        pseudo_regret=view.pseudo_regret, pulls=view.pulls)
 
 
 def reward(store: BanditStore, decision_id: str, value: float, *, max_abs_reward: float = 1e6) -> BanditRewardResponse:

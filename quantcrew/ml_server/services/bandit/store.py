@@ -1,11 +1,14 @@
 """Bandits per regime, persisted in SQLite beside the model registry.
 
-Three tables in the registry's database file (its own connection, WAL):
+Four tables in the registry's database file (its own connection, WAL):
 
 * ``bandits``: one row per bandit (name unique, policy, arms, regimes, params, seed);
 * ``bandit_state``: one row per (bandit, regime) that has been used: the policy state and the
   random generator's state as JSON, counters, and a ``version`` bumped by every write;
-* ``bandit_decisions``: every choice (arm, EXP3 propensity) and, once reported, its reward.
+* ``bandit_decisions``: every choice (arm, EXP3 propensity) and, once reported, its reward;
+* ``bandit_replays``: every warm-start replay by its key (bandit, symbol, policies, span), so a
+  span is never replayed, and rewarded, twice. A database written by a version without this
+  table gets it when it is opened (every table is created if missing).
 
 A policy instance per (bandit, regime) is created lazily and kept in memory. Every
 :meth:`BanditStore.select` and :meth:`BanditStore.learn` runs in one ``BEGIN IMMEDIATE``
@@ -40,11 +43,12 @@ from typing import Any
 import numpy as np
 
 from quantcrew.ml_server.errors import ConflictError, NotFoundError
+from quantcrew.ml_server.services.bandit.exploit import exploit_arm
 from quantcrew.ml_server.services.bandit.params import ParamError
 from quantcrew.ml_server.services.bandit.policies import make_policy, restore_policy
 from quantcrew.ml_server.services.bandit.policy import ArmStats, BanditPolicy
 
-__all__ = ["BanditRecord", "BanditStore", "Choice", "Learned", "RegimeSnapshot", "RegimeView"]
+__all__ = ["BanditRecord", "BanditStore", "Choice", "Learned", "RegimeSnapshot", "RegimeView", "ReplayRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bandits (
@@ -58,6 +62,11 @@ CREATE TABLE IF NOT EXISTS bandit_decisions (
     decision_id TEXT PRIMARY KEY, bandit_id TEXT NOT NULL REFERENCES bandits(bandit_id), regime TEXT NOT NULL,
     arm INTEGER NOT NULL, propensity REAL, created_at TEXT NOT NULL, reward REAL, rewarded_at TEXT);
 CREATE INDEX IF NOT EXISTS bandit_decisions_pending ON bandit_decisions (bandit_id, regime, reward);
+CREATE TABLE IF NOT EXISTS bandit_replays (
+    replay_key TEXT PRIMARY KEY, bandit_id TEXT NOT NULL REFERENCES bandits(bandit_id), symbol TEXT NOT NULL,
+    model_ids TEXT NOT NULL, span_start TEXT NOT NULL, span_end TEXT NOT NULL, bars INTEGER NOT NULL,
+    status TEXT NOT NULL, job_id TEXT, bars_done INTEGER NOT NULL, note TEXT, result TEXT, created_at TEXT NOT NULL,
+    finished_at TEXT);
 """
 
 
@@ -147,6 +156,43 @@ class RegimeSnapshot:
     digest: str
     pending: int
     updated_at: str | None
+
+
+@dataclass(frozen=True)
+class ReplayRecord:
+    """A warm-start replay as recorded (a row of ``bandit_replays``).
+
+    Attributes:
+        replay_key: sha256 of (bandit id, symbol, sorted policy ids, span start, span end).
+        bandit_id: The bandit replayed into.
+        symbol: The instrument replayed.
+        model_ids: The policies replayed, sorted.
+        span_start: First bar replayed (ISO).
+        span_end: Last bar replayed (ISO).
+        bars: Bars in the span.
+        status: 'running', 'done' or 'stopped' (cancelled or failed part way; its rewards stand).
+        job_id: The job that ran it.
+        bars_done: Bars rewarded.
+        note: Why it stopped.
+        result: The replay's result, once done (JSON-able).
+        created_at: When it was claimed (ISO).
+        finished_at: When it finished or stopped (ISO).
+    """
+
+    replay_key: str
+    bandit_id: str
+    symbol: str
+    model_ids: tuple[str, ...]
+    span_start: str
+    span_end: str
+    bars: int
+    status: str
+    job_id: str | None
+    bars_done: int
+    note: str | None
+    result: dict[str, Any] | None
+    created_at: str
+    finished_at: str | None
 
 
 @dataclass
@@ -275,16 +321,28 @@ class BanditStore:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def select(self, record: BanditRecord, regime: str) -> Choice:
-        """Choose an arm for ``regime`` (one of the record's); the decision and the new state are saved together."""
+    def select(self, record: BanditRecord, regime: str, *, explore: bool = True) -> Choice:
+        """Choose an arm for ``regime`` (one of the record's); the decision and the new state are saved together.
+
+        Args:
+            record: The bandit.
+            regime: One of its regimes.
+            explore: True: the policy draws (its scores and random stream move on). False: the
+                arm with the highest mean reward (:func:`~quantcrew.ml_server.services.bandit.exploit.exploit_arm`),
+                no draw; only the decision is recorded, the policy's state and stream stay as they were.
+        """
         with self._lock:
             key = (record.bandit_id, regime)
             try:
                 with self._transaction() as db:
                     live = self._load(db, record, regime)
                     digest = live.digest
-                    arm = live.policy.select(live.rng)
-                    propensity = live.policy.propensity(arm)
+                    if explore:
+                        arm = live.policy.select(live.rng)
+                        propensity = live.policy.propensity(arm)
+                    else:
+                        arm = exploit_arm(live.policy.explain())
+                        propensity = live.policy.choice_probability(arm)
                     decision_id = "dec-" + uuid.uuid4().hex[:16]
                     now = _now()
                     db.execute("INSERT INTO bandit_decisions VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
@@ -334,6 +392,79 @@ class BanditStore:
             return Learned(record=record, regime=regime, arm=arm, clipped=clipped, digest=digest, rewarded_at=now,
                            view=live.view())
 
+    # -- warm-start replays -------------------------------------------------------------------
+
+    def claim_replay(self, record: BanditRecord, replay_key: str, *, symbol: str, model_ids: tuple[str, ...],
+                     span_start: str, span_end: str, bars: int) -> ReplayRecord | None:
+        """Record a replay as running, unless its key is recorded already.
+
+        Returns:
+            None when claimed now; the replay recorded earlier under the same key otherwise
+            (nothing is written then).
+
+        Raises:
+            NotFoundError: The bandit was deleted meanwhile.
+        """
+        with self._lock, self._transaction() as db:
+            earlier = self._replay_row(db, replay_key)
+            if earlier is not None:
+                return earlier
+            if db.execute("SELECT 1 FROM bandits WHERE bandit_id = ?", (record.bandit_id,)).fetchone() is None:
+                raise _deleted(record)
+            db.execute("INSERT INTO bandit_replays VALUES (?, ?, ?, ?, ?, ?, ?, 'running', NULL, 0, NULL, NULL, ?, "
+                       "NULL)", (replay_key, record.bandit_id, symbol, json.dumps(sorted(model_ids)), span_start,
+                                 span_end, int(bars), _now()))
+            return None
+
+    def attach_replay_job(self, replay_key: str, job_id: str) -> None:
+        """Name the job that runs a claimed replay."""
+        with self._lock:
+            self._conn.execute("UPDATE bandit_replays SET job_id = ? WHERE replay_key = ?", (job_id, replay_key))
+
+    def progress_replay(self, replay_key: str, bars_done: int) -> None:
+        """Record how many bars of a running replay were rewarded so far."""
+        with self._lock:
+            self._conn.execute("UPDATE bandit_replays SET bars_done = ? WHERE replay_key = ? AND status = 'running'",
+                               (int(bars_done), replay_key))
+
+    def finish_replay(self, replay_key: str, bars_done: int, result: dict[str, Any]) -> None:
+        """Record a replay as done, with its result (JSON-able, finite)."""
+        with self._lock:
+            self._conn.execute("UPDATE bandit_replays SET status = 'done', bars_done = ?, result = ?, finished_at = ? "
+                               "WHERE replay_key = ?",
+                               (int(bars_done), json.dumps(result, allow_nan=False), _now(), replay_key))
+
+    def stop_replay(self, replay_key: str, bars_done: int, note: str) -> None:
+        """Record a replay that stopped part way; with no bar rewarded its key is released instead.
+
+        The rewards of the bars done stand, so the key stays taken: the same span is never
+        rewarded twice. With nothing rewarded, the replay may simply run again.
+        """
+        with self._lock:
+            if bars_done <= 0:
+                self._conn.execute("DELETE FROM bandit_replays WHERE replay_key = ? AND status = 'running'",
+                                   (replay_key,))
+                return
+            self._conn.execute("UPDATE bandit_replays SET status = 'stopped', bars_done = ?, note = ?, "
+                               "finished_at = ? WHERE replay_key = ?", (int(bars_done), note, _now(), replay_key))
+
+    def replay(self, replay_key: str) -> ReplayRecord | None:
+        """The replay recorded under ``replay_key``, or None."""
+        with self._lock:
+            return self._replay_row(self._conn, replay_key)
+
+    @staticmethod
+    def _replay_row(db: sqlite3.Connection, replay_key: str) -> ReplayRecord | None:
+        row = db.execute("SELECT * FROM bandit_replays WHERE replay_key = ?", (replay_key,)).fetchone()
+        if row is None:
+            return None
+        return ReplayRecord(
+            replay_key=row["replay_key"], bandit_id=row["bandit_id"], symbol=row["symbol"],
+            model_ids=tuple(json.loads(row["model_ids"])), span_start=row["span_start"], span_end=row["span_end"],
+            bars=int(row["bars"]), status=row["status"], job_id=row["job_id"], bars_done=int(row["bars_done"]),
+            note=row["note"], result=json.loads(row["result"]) if row["result"] else None,
+            created_at=row["created_at"], finished_at=row["finished_at"])
+
     # -- removal -----------------------------------------------------------------------------
 
     def delete(self, record: BanditRecord) -> tuple[list[str], int]:
@@ -350,6 +481,7 @@ class BanditStore:
                         "SELECT regime FROM bandit_state WHERE bandit_id = ? ORDER BY regime", key).fetchall()]
                     decisions = db.execute("DELETE FROM bandit_decisions WHERE bandit_id = ?", key).rowcount
                     db.execute("DELETE FROM bandit_state WHERE bandit_id = ?", key)
+                    db.execute("DELETE FROM bandit_replays WHERE bandit_id = ?", key)
                     db.execute("DELETE FROM bandits WHERE bandit_id = ?", key)
             finally:
                 self._forget(record)
@@ -361,7 +493,9 @@ class BanditStore:
         Each regime starts again from its prior and its seeded generator, and its decisions still
         waiting for a reward are deleted (their propensities belong to the forgotten policy).
         Rewarded decisions stay as history. The state's version keeps counting, so another
-        process's cached policy is reloaded.
+        process's cached policy is reloaded. A reset of every regime also forgets the bandit's
+        finished replays, so a warm-start may run again; a reset of some regimes keeps them (the
+        other regimes still hold their rewards).
 
         Raises:
             NotFoundError: The bandit was deleted meanwhile.
@@ -372,6 +506,9 @@ class BanditStore:
                     if db.execute("SELECT 1 FROM bandits WHERE bandit_id = ?", (record.bandit_id,)).fetchone() is None:
                         raise _deleted(record)
                     now = _now()
+                    if set(regimes) >= set(record.regimes):
+                        db.execute("DELETE FROM bandit_replays WHERE bandit_id = ? AND status != 'running'",
+                                   (record.bandit_id,))
                     for regime in regimes:
                         key = (record.bandit_id, regime)
                         row = db.execute("SELECT version FROM bandit_state WHERE bandit_id = ? AND regime = ?",

@@ -5,6 +5,10 @@ name), rebuilds it through the registry's one cache, prepares its input windows,
 forward pass on the device thread (gathered with concurrent requests by the dynamic batcher),
 and turns the logits into the reply. Preparation and post-processing are plain numpy; torch
 loads with the first model, not with this module.
+
+A name whose trained versions all failed their quality gate has none deployed: a prediction
+for it is a :class:`ModelGatedError` (409 ``model_gated``) naming the newest version and its
+verdict, so a client can tell "judged and rejected" from "never trained" (404).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.bars import bars_from_payload
 from quantcrew.ml_server.services.deployment import Deployment, DeploymentStore, deployment_info
 from quantcrew.ml_server.services.ensemble.features import WARMUP, build_features
+from quantcrew.ml_server.services.ensemble.naming import ensemble_name
+from quantcrew.ml_server.services.execution.service import gated_error
 from quantcrew.ml_server.services.matrix import check_columns, matrix_from_payload
 from quantcrew.ml_server.services.rl import service as rl_service
 from quantcrew.quant import calibration
@@ -57,6 +63,7 @@ __all__ = [
     "Resolved",
     "deploy",
     "deployment_list",
+    "ensemble_name",
     "finish",
     "is_cached",
     "load",
@@ -138,7 +145,7 @@ class Resolved:
 
 def model_name(req: EnsemblePredictRequest) -> str:
     """The deployed model name a request asks for: its ``name``, else ``ensemble-<symbol>``."""
-    return req.name or f"ensemble-{req.symbol}"
+    return req.name or ensemble_name(req.symbol)
 
 
 def _ensemble_info(registry: ModelRegistry, model_id: str) -> ModelInfo:
@@ -158,7 +165,14 @@ def resolve(req: EnsemblePredictRequest, registry: ModelRegistry, deployments: D
         return Resolved(req.model_id, ServedBy(model_id=info.model_id, name=info.name, version=info.version,
                                                stage=d.stage if d else info.stage, variant="pinned", bucket=None),
                         [], key)
-    route = deployments.route(model_name(req), key)
+    name = model_name(req)
+    try:
+        route = deployments.route(name, key)
+    except NotFoundError:
+        gated = gated_error(registry, family="ensemble", name=name, symbol=req.symbol, what="ensemble version")
+        if gated is not None:
+            raise gated from None
+        raise
     p = route.primary
     return Resolved(p.model_id, ServedBy(model_id=p.model_id, name=p.name, version=p.version, stage=p.stage,
                                          variant=route.variant, bucket=route.bucket), route.shadows, key)
@@ -302,7 +316,8 @@ async def predict(req: EnsemblePredictRequest, registry: ModelRegistry, deployme
 
     Raises:
         InvalidInputError: too few rows, columns that do not match the model, over a cap (422).
-        NotFoundError: no such model, or no deployed version of the name (404).
+        NotFoundError: no such model, or no version of the name was ever trained (404).
+        ModelGatedError: versions of the name were trained, none is deployed (409).
         ArtifactIntegrityError: the stored version does not rebuild (409).
     """
     inf = runtime.inference
@@ -351,13 +366,22 @@ async def _answer(req: EnsemblePredictRequest, model_id: str, resolved: Resolved
 # -- deployment stages ---------------------------------------------------------------------------
 
 
+_DEPLOYABLE = ("ensemble", "execution")
+
+
 def deploy(req: DeploymentRequest, registry: ModelRegistry, deployments: DeploymentStore) -> DeploymentInfo:
-    """Deploy a stored ensemble version as shadow, canary, gradual or full.
+    """Deploy a stored ensemble (or execution network) version as shadow, canary, gradual or full.
+
+    This is also the hand override of a gate: a version that failed its gate answers once
+    deployed here (its verdict stays in its metadata).
 
     Raises:
-        NotFoundError: no such model, or not an ensemble (404).
+        NotFoundError: no such model, or neither an ensemble nor an execution network (404).
     """
-    info = _ensemble_info(registry, req.model_id)
+    info = registry.get(req.model_id)
+    if info.family not in _DEPLOYABLE:
+        raise NotFoundError(f"model '{req.model_id}' is a {info.family} model, not an ensemble or an execution "
+                            "network", details={"model_id": req.model_id})
     d = deployments.set(model_id=info.model_id, name=info.name, version=info.version, stage=req.stage,
                         share=req.share, ramp_seconds=req.ramp_seconds)
     return deployment_info(d)

@@ -7,6 +7,16 @@ and the architecture weights on that tail; the fold's test rows are then predict
 The stored model is a final fit on every labelled bar the same way. The execution network
 (:class:`ExecutionModel`) trains on the ensemble's out-of-sample signals (never on in-sample
 ones, which are overconfident). Both are written through the registry adapters.
+
+Both are judged by their quality gate (:mod:`quantcrew.ml_server.services.gate`) on rows they
+were not trained on, and the verdict is stored with the model (metadata ``gate``). The
+ensemble's gate reads the walk-forward test rows of the method that serves by default (the
+ensemble of members, not MC dropout): its mean log loss against the forecast that always says
+the class frequencies of the first fold's training labels. The execution network's gate reads
+the tail of those rows it did not train on: the Sharpe of next-bar returns sized by it against
+sized by the rule that stands in for it (:mod:`quantcrew.ml_server.services.execution.rule`).
+A model that passes is deployed (the ensemble at the stage asked for, the execution network
+``full``); one that fails is stored with the registry stage ``gated`` and not deployed.
 """
 
 from __future__ import annotations
@@ -32,24 +42,35 @@ from quantcrew.ml_server.schemas.ensemble import (
     FoldReport,
     ReliabilityBin,
 )
+from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.bars import Bars
-from quantcrew.ml_server.services.deployment import DeploymentStore, deployment_info
+from quantcrew.ml_server.services.deployment import Deployment, DeploymentStore, deployment_info
 from quantcrew.ml_server.services.ensemble.features import FEATURE_NAMES, WARMUP, build_features
 from quantcrew.ml_server.services.ensemble.fit import TrainConfig
 from quantcrew.ml_server.services.ensemble.folds import Fold, direction_labels, holdout_split, walk_forward_folds
 from quantcrew.ml_server.services.ensemble.model import EnsembleModel
+from quantcrew.ml_server.services.ensemble.naming import ensemble_name
 from quantcrew.ml_server.services.ensemble.nets import NetConfig
 from quantcrew.ml_server.services.execution import inputs as xin
 from quantcrew.ml_server.services.execution.fit import ExecTrainConfig
 from quantcrew.ml_server.services.execution.model import ExecutionModel
+from quantcrew.ml_server.services.execution.rule import RULE as EXECUTION_RULE
+from quantcrew.ml_server.services.execution.rule import next_bar_returns, rule_sizes
+from quantcrew.ml_server.services.execution.service import execution_name
+from quantcrew.ml_server.services.gate import ensemble_gate, execution_gate
 from quantcrew.quant import calibration
 
-__all__ = ["EnsemblePlan", "prepare_plan", "strategic_inputs", "train_ensemble"]
+__all__ = ["ENSEMBLE_RULE", "GATED_STAGE", "EnsemblePlan", "prepare_plan", "strategic_inputs", "train_ensemble"]
 
 FloatArray = npt.NDArray[np.float64]
 _MIN_FIT = 40
 _EXEC_MIN_ROWS = 120
+_GATE_SAMPLES = 30  # MC-dropout draws per row when the execution gate sizes with the network
+GATED_STAGE = "gated"
+"""The registry stage of a version that failed its gate (stored, never deployed)."""
+ENSEMBLE_RULE = "trend rules: softmax([-z, 0, z]) of 5/20/60-bar return z-scores"
+"""The rule that answers for the ensemble when none is deployed (the agent side's fallback)."""
 
 
 @dataclass
@@ -98,7 +119,7 @@ def prepare_plan(req: EnsembleTrainRequest, bars: Bars, *, device: str, compute_
         raise _bad("folds", str(exc)) from exc
     features = build_features(bars.open, bars.high, bars.low, bars.close, bars.volume)
     labels, _ = direction_labels(bars.close, horizon=req.horizon, up=req.up_threshold, down=req.down_threshold)
-    name = req.name or (f"ensemble-{req.symbol}" if req.symbol else "ensemble")
+    name = req.name or ensemble_name(req.symbol)
     return EnsemblePlan(req, bars, name, features, labels, first, stop, folds, device, compute_threads)
 
 
@@ -258,6 +279,7 @@ def _train(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentS
             oos.append(_report(f"ensemble:{a}", np.concatenate(oos_ens[a]), y_all))
             oos.append(_report(f"mc_dropout:{a}", np.concatenate(oos_mc[a]), y_all))
 
+    gate = _ensemble_gate(plan, np.concatenate(oos_mix), rows_all)
     final = _fit(plan, plan.first, plan.stop, req.seed + 999_983, progress, "final fit", ctx).model
     balance = np.bincount(plan.labels[plan.first:plan.stop], minlength=3) / (plan.stop - plan.first)
     meta = {
@@ -265,22 +287,45 @@ def _train(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentS
         "train_end": iso[plan.stop - 1], "n_bars": len(plan.bars),
         "out_of_sample": {r.method: {"ece": r.ece, "brier": r.brier, "nll": r.nll, "accuracy": r.accuracy}
                           for r in oos},
+        "gate": gate.model_dump(mode="json"),
     }
-    model = adapter.store(registry, final, name=plan.name, metadata=meta, stage=req.stage)
-    deployment = deployments.set(model_id=model.model_id, name=model.name, version=model.version, stage=req.stage,
-                                 share=req.share, ramp_seconds=req.ramp_seconds)
-    execution_model = None
+    model = adapter.store(registry, final, name=plan.name, metadata=meta,
+                          stage=req.stage if gate.passed else GATED_STAGE)
+    deployment = None
+    if gate.passed:
+        deployment = deployments.set(model_id=model.model_id, name=model.name, version=model.version,
+                                     stage=req.stage, share=req.share, ramp_seconds=req.ramp_seconds)
+    execution = _ExecutionOutcome(None, None, None)
     if req.execution:
         ctx.report(done=progress.done, total=progress.total, message="execution network")
-        execution_model = _train_execution(plan, registry, rows_all, oos_unc, model.model_id, progress, ctx)
+        execution = _train_execution(plan, registry, deployments, rows_all, oos_unc, model.model_id, progress, ctx)
     result = EnsembleTrainResult(
-        model=model, execution_model=execution_model, deployment=deployment_info(deployment), folds=fold_reports,
+        model=model, execution_model=execution.model,
+        deployment=deployment_info(deployment) if deployment is not None else None, gate=gate,
+        execution_gate=execution.gate,
+        execution_deployment=deployment_info(execution.deployment) if execution.deployment is not None else None,
+        folds=fold_reports,
         out_of_sample=oos, class_balance={c: float(b) for c, b in zip(CLASS_LABELS, balance, strict=True)},
         features=list(FEATURE_NAMES), training_seconds=round(time.perf_counter() - started, 3),
         data_hash=plan.bars.data_hash, seed=req.seed,
     )
     ctx.report(done=progress.total, total=progress.total, message="done")
     return result.model_dump(mode="json")
+
+
+def _ensemble_gate(plan: EnsemblePlan, probabilities: FloatArray, rows: npt.NDArray[np.int64]) -> GateVerdict:
+    """The ensemble's gate on its walk-forward test rows (``probabilities`` of the ensemble method).
+
+    The baseline forecast is the class frequencies of the first fold's training labels: what
+    was known before the first test row.
+    """
+    first = plan.folds[0]
+    known = plan.labels[first.train_start:first.train_stop]
+    frequencies = np.bincount(known, minlength=len(CLASS_LABELS)).astype(np.float64) / len(known)
+    iso = plan.bars.iso()
+    return ensemble_gate(probabilities=probabilities, labels=plan.labels[rows], train_frequencies=frequencies,
+                         horizon=plan.req.horizon, span_start=iso[int(rows[0])], span_end=iso[int(rows[-1])],
+                         rule=ENSEMBLE_RULE)
 
 
 def strategic_inputs(unc: calibration.Uncertainty) -> FloatArray:
@@ -291,9 +336,18 @@ def strategic_inputs(unc: calibration.Uncertainty) -> FloatArray:
     return np.column_stack([signal, confidence, unc.predictive_entropy, unc.divergence_metric, unc.agreement_score])
 
 
-def _train_execution(plan: EnsemblePlan, registry: ModelRegistry, rows: npt.NDArray[np.int64],
-                     uncs: Sequence[calibration.Uncertainty], ensemble_id: str, progress: _Progress,
-                     ctx: JobContext) -> ModelInfo | None:
+@dataclass(frozen=True)
+class _ExecutionOutcome:
+    """The execution network stored (None: too few rows), its gate and its deployment (None: failed)."""
+
+    model: ModelInfo | None
+    gate: GateVerdict | None
+    deployment: Deployment | None
+
+
+def _train_execution(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentStore,
+                     rows: npt.NDArray[np.int64], uncs: Sequence[calibration.Uncertainty], ensemble_id: str,
+                     progress: _Progress, ctx: JobContext) -> _ExecutionOutcome:
     b, req = plan.bars, plan.req
     strategic = np.concatenate([strategic_inputs(u) for u in uncs])
     market = xin.market_inputs(b.open, b.high, b.low, b.close, b.volume)[rows]
@@ -303,19 +357,45 @@ def _train_execution(plan: EnsemblePlan, registry: ModelRegistry, rows: npt.NDAr
                                                      horizon=req.horizon)
     x = np.column_stack([strategic, market])
     keep = valid[rows] & np.isfinite(x).all(axis=1)
-    x, size_y, timing_y = x[keep], size_t[rows][keep], timing_t[rows][keep]
+    x, size_y, timing_y, kept = x[keep], size_t[rows][keep], timing_t[rows][keep], rows[keep]
     if len(x) < _EXEC_MIN_ROWS:
         ctx.report(done=progress.done, total=progress.total,
                    message=f"execution network skipped: {len(x)} out-of-sample rows (< {_EXEC_MIN_ROWS})")
-        return None
+        return _ExecutionOutcome(None, None, None)
     model = ExecutionModel(train=ExecTrainConfig(seed=req.seed), train_fraction=0.8, device=plan.device)
     model.fit(x, size_y, timing_y, on_epoch=progress.net_epoch("execution network"),
               should_stop=lambda: ctx.cancelled)
     if model.cancelled_ or model.history_ is None:
         raise JobCancelled()
     history = model.history_
+    gate = _execution_gate(plan, model, x[model.n_train_:], kept[model.n_train_:])
     meta = {"ensemble_model_id": ensemble_id, "symbol": req.symbol, "horizon": req.horizon, "seed": req.seed,
             "n_train": model.n_train_, "n_validation": model.n_validation_, "data_hash": b.data_hash,
-            "validation": {"size_mae": history.size_mae, "timing_accuracy": history.timing_accuracy}}
-    name = f"execution-{req.symbol}" if req.symbol else "execution"
-    return adapter.store(registry, model, name=name, metadata=meta)
+            "validation": {"size_mae": history.size_mae, "timing_accuracy": history.timing_accuracy},
+            "gate": gate.model_dump(mode="json")}
+    info = adapter.store(registry, model, name=execution_name(req.symbol), metadata=meta,
+                         stage="full" if gate.passed else GATED_STAGE)
+    deployment = None
+    if gate.passed:
+        deployment = deployments.set(model_id=info.model_id, name=info.name, version=info.version, stage="full")
+    return _ExecutionOutcome(info, gate, deployment)
+
+
+def _execution_gate(plan: EnsemblePlan, model: ExecutionModel, x: FloatArray,
+                    rows: npt.NDArray[np.int64]) -> GateVerdict:
+    """The execution network's gate on the rows it did not train on (its validation tail).
+
+    Both sizings take the same out-of-sample signal's side at each bar's close and earn the next
+    bar's return: the network's size is the mean of its seeded MC-dropout draws (what a plan
+    answers), the rule's is :func:`rule_sizes` (the agent-side fallback's formula). Timing is
+    not judged: both enter at the close.
+    """
+    close, req = plan.bars.close, plan.req
+    direction, confidence = x[:, 0], x[:, 1]
+    net = model.sample(model.transform(x), _GATE_SAMPLES, req.seed + 7919).size.mean(axis=0)
+    ret = next_bar_returns(close, rows)
+    iso = plan.bars.iso()
+    return execution_gate(sized_returns=direction * net * ret,
+                          rule_returns=direction * rule_sizes(close, rows, direction, confidence) * ret,
+                          span_start=iso[int(rows[0])], span_end=iso[int(rows[-1])], seed=req.seed,
+                          rule=EXECUTION_RULE)

@@ -19,6 +19,7 @@ __all__ = [
     "MARKET_WARMUP",
     "STRATEGIC_INPUTS",
     "InputScaler",
+    "SeededRows",
     "execution_targets",
     "market_inputs",
 ]
@@ -215,6 +216,20 @@ def execution_targets(
         timing[:m] = wait & valid[:m]
     size[~valid] = 0.0
     return size, timing, valid
+
+
+@dataclass(frozen=True, eq=False)
+class SeededRows:
+    """One request's scaled network inputs and the seed of its dropout masks.
+
+    Its length is its rows, so that the dynamic batcher counts rows, not requests.
+    """
+
+    x: npt.NDArray[np.float32]
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.x)
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from quantcrew.ml_server.schemas.common import ModelInfo
 from quantcrew.ml_server.services.adapter import Artifact, NotFittedError
 from quantcrew.ml_server.services.execution.fit import ExecHistory, ExecTrainConfig, train_execution_net
-from quantcrew.ml_server.services.execution.inputs import EXECUTION_INPUTS, InputScaler
+from quantcrew.ml_server.services.execution.inputs import EXECUTION_INPUTS, InputScaler, SeededRows
 from quantcrew.ml_server.services.execution.net import (
     ExecutionConfig,
     ExecutionNet,
@@ -141,9 +141,10 @@ class ExecutionModel:
         self._check_fitted()
         return sample_plans(self.net_, x, samples, seed=seed, device=self.device)
 
-    def batch_sample(self, items: Sequence[npt.NDArray[np.float32]], samples: int) -> list[PlanSamples]:
-        """Gathered requests through one sampling pass: the dynamic batcher's ``run``."""
-        out = self.sample(np.concatenate(items, axis=0), samples, None)
-        bounds = np.cumsum([0, *[len(i) for i in items]])
-        return [PlanSamples(size=out.size[:, lo:hi], wait_prob=out.wait_prob[:, lo:hi])
-                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    def batch_sample(self, items: Sequence[SeededRows], samples: int) -> list[PlanSamples]:
+        """Gathered requests in one device-thread call: the dynamic batcher's ``run``.
+
+        Each request is drawn with its own seeded generator, so its plan does not depend on the
+        requests it was gathered with (one small pass each: the net is a few thousand weights).
+        """
+        return [self.sample(item.x, samples, item.seed) for item in items]

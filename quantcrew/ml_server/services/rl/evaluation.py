@@ -2,7 +2,12 @@
 
 Each agent is judged on its specialty (:data:`SPECIALTY`): the conservative agent on its
 drawdown, the aggressive one on total return, the balanced one on the Sharpe ratio, the
-contrarian one on what it earns in sideways regimes.
+contrarian one on what it earns in sideways regimes. Whether a policy may trade for the crew is
+the quality gate's verdict (:func:`gate_positions`, through
+:func:`quantcrew.ml_server.services.gate.rl_policy_gate`): its Sharpe after costs above
+buy-and-hold's and flat's, a position held on enough bars, and its specialty better than
+buy-and-hold's. ``beats_buy_and_hold`` (the specialty alone) is kept for old clients only: a
+policy that never trades has a small drawdown and "beats" buy-and-hold on it.
 """
 
 from __future__ import annotations
@@ -13,14 +18,31 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.schemas.rl import BacktestReport, RegimeSlice, RLEvaluation
-from quantcrew.ml_server.services.rl.backtest import BacktestMetrics, backtest, benchmarks, regime_returns
+from quantcrew.ml_server.services.gate import rl_policy_gate
+from quantcrew.ml_server.services.rl.backtest import (
+    PERIODS_PER_YEAR,
+    BacktestMetrics,
+    backtest,
+    benchmarks,
+    regime_returns,
+)
 from quantcrew.ml_server.services.rl.market import Market, observation
 
 if TYPE_CHECKING:
     from quantcrew.ml_server.services.rl.policy import PolicyModel
 
-__all__ = ["SPECIALTY", "backtest_report", "benchmark_reports", "evaluate_positions", "run_policy"]
+__all__ = [
+    "GATE_SEED",
+    "SPECIALTY",
+    "STAND_IN_RULE",
+    "backtest_report",
+    "benchmark_reports",
+    "evaluate_positions",
+    "gate_positions",
+    "run_policy",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -31,6 +53,26 @@ SPECIALTY: dict[str, str] = {
     "balanced": "sharpe",
     "contrarian": "sideways_return",
 }
+
+# The specialty in words, and whether a higher value is better.
+_SPECIALTY_TERMS: dict[str, tuple[str, bool]] = {
+    "max_drawdown": ("max drawdown", False),
+    "total_return": ("total return", True),
+    "sharpe": ("Sharpe after costs", True),
+    "sideways_return": ("return in sideways regimes", True),
+}
+
+# The agent-side rule that answers for an agent whose policy failed its gate (named, not imported:
+# the rules live with the crew's tools).
+STAND_IN_RULE: dict[str, str] = {
+    "aggressive": "momentum rule for aggressive",
+    "balanced": "volatility-scaled momentum rule for balanced",
+    "conservative": "volatility-filtered momentum rule for conservative",
+    "contrarian": "mean-reversion rule for contrarian",
+}
+
+GATE_SEED = 0
+"""Seed of the gate's bootstrap interval: one seed, so a span judged twice gives one interval."""
 
 
 def run_policy(policy: PolicyModel, market: Market, start: int, end: int,
@@ -73,6 +115,38 @@ def evaluate_positions(agent: str, model_id: str, algorithm: str, positions: Flo
         metrics=backtest_report(metrics), regime_returns=by_regime,
         specialty_metric=SPECIALTY[agent],
         beats_buy_and_hold=_beats(agent, metrics, by_regime, bench["buy_and_hold"], bench_regimes["buy_and_hold"]),
+    )
+
+
+def gate_positions(agent: str, positions: FloatArray, market: Market, start: int, end: int, *, cost_bps: float,
+                   slippage_bps: float, evaluation: RLEvaluation, bench: dict[str, BacktestMetrics],
+                   bench_regimes: dict[str, dict[str, RegimeSlice]]) -> GateVerdict:
+    """The quality gate's verdict on one policy's positions over bars ``start..end-1``.
+
+    Same bars, costs and net returns as :func:`evaluate_positions` (whose ``evaluation`` gives
+    the specialty measure); buy-and-hold pays the same costs. The span judged is that of the
+    returns earned: bars ``start + 1 .. end``.
+    """
+    fwd = market.forward_returns[start:end]
+    _, net = backtest(positions, fwd, cost_bps=cost_bps, slippage_bps=slippage_bps)
+    _, bh_net = backtest(np.ones(end - start), fwd, cost_bps=cost_bps, slippage_bps=slippage_bps)
+    spec = SPECIALTY[agent]
+    words, higher = _SPECIALTY_TERMS[spec]
+    mine: float | None
+    theirs: float | None
+    if spec == "sideways_return":
+        mine_slice = evaluation.regime_returns.get("sideways")
+        bh_slice = bench_regimes["buy_and_hold"].get("sideways")
+        mine = mine_slice.total_return if mine_slice is not None and mine_slice.n_bars > 0 else None
+        theirs = bh_slice.total_return if bh_slice is not None and bh_slice.n_bars > 0 else None
+    else:
+        mine = float(getattr(evaluation.metrics, spec))
+        theirs = float(getattr(bench["buy_and_hold"], spec))
+    iso = market.bars.iso()
+    return rl_policy_gate(
+        strategy_returns=net, positions=positions, buy_hold_returns=bh_net, specialty=words, specialty_value=mine,
+        buy_hold_specialty_value=theirs, higher_is_better=higher, span_start=iso[start + 1], span_end=iso[end],
+        periods_per_year=PERIODS_PER_YEAR, seed=GATE_SEED, rule=STAND_IN_RULE[agent],
     )
 
 

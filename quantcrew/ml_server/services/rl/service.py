@@ -2,8 +2,10 @@
 
 Policies observe a :class:`~quantcrew.ml_server.services.rl.market.Market` built from the bars
 sent, through the scaler (and regime detector) stored with them; stored policies are rebuilt
-through the registry's one cache. torch and stable-baselines3 load with the first policy (or
-the first training job), not with this module.
+through the registry's one cache. Asked for a symbol, each agent's policy deployed for it (the
+one that passed its quality gate, see :mod:`quantcrew.ml_server.services.rl.training`)
+answers. torch and stable-baselines3 load with the first policy (or the first training job),
+not with this module.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from quantcrew.ml_server.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
+from quantcrew.ml_server.errors import ArtifactIntegrityError, InvalidInputError, ModelNotReadyError, NotFoundError
 from quantcrew.ml_server.jobs import JobManager
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.common import ModelInfo
+from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.schemas.jobs import JobInfo
 from quantcrew.ml_server.schemas.rl import (
+    GatedPolicy,
     RegimeSlice,
     RLAction,
     RLActRequest,
@@ -27,15 +32,19 @@ from quantcrew.ml_server.schemas.rl import (
     RLEvaluateResponse,
     RLEvaluation,
     RLTrainRequest,
+    rl_deployment_name,
 )
 from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
+from quantcrew.ml_server.services.deployment import DeploymentStore
+from quantcrew.ml_server.services.gate import failed_checks_text
 from quantcrew.ml_server.services.regime.model import RegimeDetector
 from quantcrew.ml_server.services.rl.backtest import BacktestMetrics
 from quantcrew.ml_server.services.rl.evaluation import (
     backtest_report,
     benchmark_reports,
     evaluate_positions,
+    gate_positions,
     run_policy,
 )
 from quantcrew.ml_server.services.rl.features import WARMUP, FeatureScaler
@@ -56,7 +65,9 @@ __all__ = [
     "check_timesteps",
     "evaluate",
     "load_policy",
+    "policy_market",
     "resolve_policies",
+    "select_deployed",
     "train",
 ]
 
@@ -74,8 +85,8 @@ def check_timesteps(timesteps: int, cap: int) -> None:
 
 
 def train(req: RLTrainRequest, registry: ModelRegistry, jobs: JobManager, *, max_timesteps: int, min_rows: int,
-          compute_threads: int) -> JobInfo:
-    """Start a training job (one policy per agent).
+          compute_threads: int, deployments: DeploymentStore | None = None) -> JobInfo:
+    """Start a training job (one policy per agent; each that passes its gate is deployed in ``deployments``).
 
     The request is checked before the job starts (timesteps cap, enough training and test
     bars), so bad input is an :class:`InvalidInputError` now, not a failed job later.
@@ -93,7 +104,8 @@ def train(req: RLTrainRequest, registry: ModelRegistry, jobs: JobManager, *, max
         "action_mode": req.action_mode, "symbol": req.symbol, "train_start": iso[0], "train_end": iso[last],
         "test_end": iso[-1], "n_bars": len(bars), "data_hash": bars.data_hash, "name_prefix": req.name_prefix,
     }
-    return jobs.submit("rl_train", lambda ctx: training.train_agents(plan, registry, ctx), params=params)
+    return jobs.submit("rl_train", lambda ctx: training.train_agents(plan, registry, ctx, deployments),
+                       params=params)
 
 
 # -- stored policies -------------------------------------------------------------------------------
@@ -133,8 +145,67 @@ def resolve_policies(registry: ModelRegistry, *, model_ids: Sequence[str] | None
     return out
 
 
-def _market_for(registry: ModelRegistry, bars: Bars, meta: dict[str, Any],
-                cache: dict[tuple[str | None, str], Market]) -> Market:
+def _stored_gate(meta: dict[str, Any]) -> GateVerdict | None:
+    raw = meta.get("gate")
+    if raw is None:
+        return None
+    try:
+        return GateVerdict.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _gated(agent: str, info: ModelInfo) -> GatedPolicy:
+    gate = _stored_gate(info.metadata)
+    if gate is None:
+        reason = "no gate verdict recorded: the policy was trained before quality gates (retrain it to be judged)"
+    elif gate.passed:
+        reason = "passed its gate but is not deployed for this symbol"
+    else:
+        reason = f"failed its gate: {failed_checks_text(gate)}"
+    return GatedPolicy(agent=agent, model_id=info.model_id, gate=gate, reason=reason)  # type: ignore[arg-type]
+
+
+def select_deployed(registry: ModelRegistry, deployments: DeploymentStore, *, agents: Sequence[str],
+                    algorithm: str | None, symbol: str) -> tuple[list[str], list[GatedPolicy]]:
+    """Each agent's policy deployed for ``symbol``, and the agents whose policies are gated.
+
+    An agent answers with the ``full`` version of ``rl-<agent>-<symbol>`` when that version is
+    one of its policies for the symbol (``symbol`` matched without case, and of ``algorithm``
+    when given). When it has policies for the symbol but none deployed, it is gated: listed
+    with its newest policy and that policy's verdict.
+
+    Raises:
+        NotFoundError: an agent has no policy for the symbol (details name the agent and symbol).
+    """
+    stored = registry.list(family="rl")  # newest first
+    wanted = symbol.strip().lower()
+    ids: list[str] = []
+    gated: list[GatedPolicy] = []
+    for agent in agents:
+        mine = [m for m in stored if m.metadata.get("agent") == agent
+                and str(m.metadata.get("symbol") or "").strip().lower() == wanted
+                and (algorithm is None or m.metadata.get("algorithm") == algorithm)]
+        if not mine:
+            which = f"agent '{agent}' on symbol '{symbol}'" + (f" with algorithm '{algorithm}'" if algorithm else "")
+            raise NotFoundError(f"no trained policy for {which}; train one with POST /v1/rl/train",
+                                details={"agent": agent, "symbol": symbol, "algorithm": algorithm})
+        full = next((d for d in deployments.list(rl_deployment_name(agent, symbol)) if d.stage == "full"), None)
+        if full is not None and full.model_id in {m.model_id for m in mine}:
+            ids.append(full.model_id)
+        else:
+            gated.append(_gated(agent, mine[0]))
+    return ids, gated
+
+
+def policy_market(registry: ModelRegistry, bars: Bars, meta: dict[str, Any],
+                  cache: dict[tuple[str | None, str], Market]) -> Market:
+    """The market a stored policy observes on ``bars``: its regime model's filtered probabilities and its
+    stored scaler (``cache`` shares one per regime model and scaler).
+
+    Raises:
+        ArtifactIntegrityError: the stored scaler is unusable, or the features differ from the policy's.
+    """
     key = (meta.get("regime_model_id"), repr(meta.get("scaler")))
     market = cache.get(key)
     if market is None:
@@ -163,17 +234,33 @@ def _check_bars(n: int) -> None:
         )
 
 
-def act(req: RLActRequest, registry: ModelRegistry) -> RLActResponse:
-    """Every selected policy's action at the last bar."""
+def act(req: RLActRequest, registry: ModelRegistry, deployments: DeploymentStore | None = None) -> RLActResponse:
+    """Every selected policy's action at the last bar.
+
+    With a ``symbol``, ``agents`` and no ``model_ids``, the policies deployed for the symbol
+    answer (:func:`select_deployed`) and the gated agents are listed, not answered; every agent
+    gated is a reply with no action.
+
+    Raises:
+        ModelNotReadyError: a symbol was asked for without a deployment store.
+    """
     _check_bars(len(req.data))
     bars = bars_from_payload(req.data, min_rows=WARMUP + 2)
-    ids = resolve_policies(registry, model_ids=req.model_ids, agents=req.agents, algorithm=req.algorithm)
+    gated: list[GatedPolicy] = []
+    if req.symbol is not None and req.model_ids is None:
+        if deployments is None:
+            raise ModelNotReadyError("the deployment store is not open: cannot pick the policies deployed for "
+                                     f"'{req.symbol}'")
+        ids, gated = select_deployed(registry, deployments, agents=req.agents or (), algorithm=req.algorithm,
+                                     symbol=req.symbol)
+    else:
+        ids = resolve_policies(registry, model_ids=req.model_ids, agents=req.agents, algorithm=req.algorithm)
     markets: dict[tuple[str | None, str], Market] = {}
     actions: list[RLAction] = []
     market: Market | None = None
     for model_id in ids:
         policy, info = load_policy(registry, model_id)
-        market = _market_for(registry, bars, info.metadata, markets)
+        market = policy_market(registry, bars, info.metadata, markets)
         answer = policy.answer(observation(market, len(bars) - 1, req.position))
         actions.append(RLAction(
             agent=info.metadata["agent"], model_id=info.model_id, model_version=info.version,
@@ -181,16 +268,17 @@ def act(req: RLActRequest, registry: ModelRegistry) -> RLActResponse:
             target_position=answer.target_position, probabilities=answer.probabilities, q_values=answer.q_values,
             action_std=answer.action_std,
         ))
-    assert market is not None
-    regime = market.labels[-1] if market.regime_probs is not None else None
+    regime = market.labels[-1] if market is not None and market.regime_probs is not None else None
     return RLActResponse(
-        model_id=None, model_version=None, method_used="rl_policy", fallback=False, data_hash=bars.data_hash,
-        seed=None, as_of=bars.as_of, actions=actions, regime=regime, regime_probabilities=market.regime_probs,
+        model_id=None, model_version=None, method_used="rl_policy" if actions else "rl_policy_gated",
+        fallback=False, data_hash=bars.data_hash, seed=None, as_of=bars.as_of, actions=actions, regime=regime,
+        regime_probabilities=market.regime_probs if market is not None else None, gated=gated,
     )
 
 
 def evaluate(req: RLEvaluateRequest, registry: ModelRegistry) -> RLEvaluateResponse:
-    """Backtest the selected policies on the bars after ``start`` (or after their training span)."""
+    """Backtest the selected policies on the bars after ``start`` (or after their training span), and judge
+    each by the quality gate on that span (the verdict is reported, nothing is deployed)."""
     _check_bars(len(req.data))
     bars = bars_from_payload(req.data, min_rows=WARMUP + 2)
     ids = resolve_policies(registry, model_ids=req.model_ids, agents=req.agents, algorithm=req.algorithm)
@@ -214,15 +302,20 @@ def evaluate(req: RLEvaluateRequest, registry: ModelRegistry) -> RLEvaluateRespo
     bench: dict[str, BacktestMetrics] = {}
     bench_regimes: dict[str, dict[str, RegimeSlice]] = {}
     for policy, info in loaded:
-        market = _market_for(registry, bars, info.metadata, markets)
+        market = policy_market(registry, bars, info.metadata, markets)
         if not bench:
             bench, bench_regimes = benchmark_reports(market, start, end, cost_bps=req.cost_bps,
                                                      slippage_bps=req.slippage_bps)
         positions = run_policy(policy, market, start, end)
-        evaluations.append(evaluate_positions(
-            info.metadata["agent"], info.model_id, info.metadata["algorithm"], positions, market, start, end,
+        agent = info.metadata["agent"]
+        evaluation = evaluate_positions(
+            agent, info.model_id, info.metadata["algorithm"], positions, market, start, end,
             cost_bps=req.cost_bps, slippage_bps=req.slippage_bps, bench=bench, bench_regimes=bench_regimes,
-        ))
+        )
+        verdict = gate_positions(agent, positions, market, start, end, cost_bps=req.cost_bps,
+                                 slippage_bps=req.slippage_bps, evaluation=evaluation, bench=bench,
+                                 bench_regimes=bench_regimes)
+        evaluations.append(evaluation.model_copy(update={"gate": verdict}))
     iso = bars.iso()
     return RLEvaluateResponse(
         model_id=None, model_version=None, method_used="rl_backtest", fallback=False, data_hash=bars.data_hash,

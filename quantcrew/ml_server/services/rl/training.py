@@ -6,6 +6,13 @@ with the policies. Each agent gets its own reward and its own vectorised environ
 (``n_envs`` copies, each with its own reward state). Progress (timesteps, the latest finished
 episode's reward) goes to the job record; a cancel stops training at the next step.
 
+Every trained policy is judged by the quality gate on the out-of-sample test span (the same
+positions, returns and costs as its evaluation). The verdict is stored with it (metadata
+``"gate"``); a policy that passes, trained for a symbol, is deployed stage ``full`` as
+``rl-<agent>-<symbol lowercased>`` (retiring that name's previous full version); one that fails
+stays in the registry and is not deployed, so the crew keeps the policy that passed before, or
+its rule.
+
 Reproducibility: the seed fixes the HMM restarts, the networks' initial weights, the
 exploration noise and every env's episode starts, so the same request trains the same
 weights on the CPU. Torch's random generator is process-wide, so two jobs running at once
@@ -27,22 +34,26 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from quantcrew.ml_server.jobs import JobCancelled, JobContext
 from quantcrew.ml_server.registry import ModelRegistry
-from quantcrew.ml_server.schemas.rl import RLPolicyResult, RLTrainRequest, RLTrainResult
+from quantcrew.ml_server.schemas.common import ModelInfo
+from quantcrew.ml_server.schemas.gate import GateVerdict
+from quantcrew.ml_server.schemas.rl import RLPolicyResult, RLTrainRequest, RLTrainResult, rl_deployment_name
 from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.bars import Bars
+from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.regime.model import RegimeDetector
 from quantcrew.ml_server.services.rl.env import TradingEnv
 from quantcrew.ml_server.services.rl.evaluation import (
     backtest_report,
     benchmark_reports,
     evaluate_positions,
+    gate_positions,
     run_policy,
 )
 from quantcrew.ml_server.services.rl.market import Market, prepare_market
 from quantcrew.ml_server.services.rl.policy import PolicyModel
 from quantcrew.ml_server.services.rl.rewards import make_reward
 
-__all__ = ["TrainingPlan", "train_agents"]
+__all__ = ["TrainingPlan", "deploy_if_passed", "train_agents"]
 
 _REPORT_EVERY = 256  # callback calls between progress reports (the job throttles writes itself)
 
@@ -109,8 +120,26 @@ def _store_detector(registry: ModelRegistry, detector: RegimeDetector, plan: Tra
     return info.model_id
 
 
-def train_agents(plan: TrainingPlan, registry: ModelRegistry, ctx: JobContext) -> dict[str, Any]:
-    """The job: train, store and evaluate every requested agent; returns an :class:`RLTrainResult` dict.
+def deploy_if_passed(deployments: DeploymentStore | None, info: ModelInfo, *, agent: str, symbol: str | None,
+                     verdict: GateVerdict) -> bool:
+    """Deploy a stored policy that passed its gate as ``rl-<agent>-<symbol>``, stage ``full``.
+
+    Returns whether it was deployed: not when it failed, when it was trained without a symbol,
+    or without a deployment store (a training run outside the server).
+    """
+    if not verdict.passed or symbol is None or not symbol.strip() or deployments is None:
+        return False
+    deployments.set(model_id=info.model_id, name=rl_deployment_name(agent, symbol), version=info.version,
+                    stage="full")
+    return True
+
+
+def train_agents(plan: TrainingPlan, registry: ModelRegistry, ctx: JobContext,
+                 deployments: DeploymentStore | None = None) -> dict[str, Any]:
+    """The job: train, store, evaluate and gate every requested agent; returns an :class:`RLTrainResult` dict.
+
+    A policy that passes its gate is deployed in ``deployments`` (when given, and the request
+    names a symbol).
 
     Raises:
         JobCancelled: the job was cancelled; policies finished before it stay stored.
@@ -143,10 +172,15 @@ def train_agents(plan: TrainingPlan, registry: ModelRegistry, ctx: JobContext) -
         env.close()
         if ctx.cancelled:
             raise JobCancelled(f"cancelled while training {agent}; {len(policies)} policies were stored before")
+        positions = run_policy(policy, market, start, end)
         evaluation = evaluate_positions(
-            agent, "pending", req.algorithm, run_policy(policy, market, start, end), market, start, end,
+            agent, "pending", req.algorithm, positions, market, start, end,
             cost_bps=req.cost_bps, slippage_bps=req.slippage_bps, bench=bench, bench_regimes=bench_regimes,
         )
+        verdict = gate_positions(agent, positions, market, start, end, cost_bps=req.cost_bps,
+                                 slippage_bps=req.slippage_bps, evaluation=evaluation, bench=bench,
+                                 bench_regimes=bench_regimes)
+        evaluation = evaluation.model_copy(update={"gate": verdict})
         # the observation pipeline (features, scaler, regime model) and the provenance; the
         # policy itself adds what rebuilding it needs (algorithm, action mode, network, obs size)
         metadata: dict[str, Any] = {
@@ -157,14 +191,16 @@ def train_agents(plan: TrainingPlan, registry: ModelRegistry, ctx: JobContext) -
             "symbol": req.symbol, "data_hash": plan.bars.data_hash, "train_start": iso[0],
             "train_end": iso[plan.train_last], "test_start": iso[start + 1], "test_end": iso[end],
             "train_seconds": round(seconds, 3), "last_episode_reward": callback.last_episode_reward,
-            "evaluation": evaluation.model_dump(mode="json", exclude={"model_id"}),
+            "evaluation": evaluation.model_dump(mode="json", exclude={"model_id", "gate"}),
+            "gate": verdict.model_dump(mode="json"),
         }
         info = adapter.store(registry, policy, name=f"{req.name_prefix}-{agent}-{req.algorithm}", metadata=metadata)
+        deployed = deploy_if_passed(deployments, info, agent=agent, symbol=req.symbol, verdict=verdict)
         policies.append(RLPolicyResult(
             agent=agent, model_id=info.model_id, model_version=info.version, name=info.name,
             algorithm=req.algorithm, sha256=info.sha256, seed=req.seed, timesteps=req.timesteps,
             train_seconds=round(seconds, 3), train_start=iso[0], train_end=iso[plan.train_last],
-            evaluation=evaluation.model_copy(update={"model_id": info.model_id}),
+            evaluation=evaluation.model_copy(update={"model_id": info.model_id}), gate=verdict, deployed=deployed,
         ))
         report(req.timesteps, callback.last_episode_reward)
     result = RLTrainResult(

@@ -236,3 +236,97 @@ def test_simulate_reports_regret_at_checkpoints() -> None:
     reply = service.simulate(BanditSimulateRequest(policy="ucb1", means=[0.6, 0.4], rounds=400, checkpoints=4))
     assert reply.checkpoints == [100, 200, 300, 400] and reply.final_regret == reply.cumulative_regret[-1]
     assert sum(reply.pulls) == 400 and reply.best_arms == [0]
+
+
+# -- deterministic selection (mode exploit) --------------------------------------------------------
+
+
+def _explore_then(store: BanditStore, steps: int, exploit_every: int | None) -> list[str]:
+    """Explore ``steps`` times with rewards; every ``exploit_every`` steps also make an exploit decision."""
+    arms = []
+    for i in range(steps):
+        if exploit_every and i % exploit_every == 0:
+            service.select(store, "meta", "bull", mode="exploit")
+        d = service.select(store, "meta", "bull", mode="explore")
+        arms.append(d.arm)
+        service.reward(store, d.decision_id, _reward_of(d))
+    return arms
+
+
+@pytest.mark.parametrize("policy", ["discounted_thompson", "thompson_beta", "ucb1", "exp3", "thompson_gaussian"])
+def test_exploit_gives_the_same_arm_five_times_and_leaves_the_state_hash(store: BanditStore, policy: str) -> None:
+    service.create(store, name="meta", policy=policy)
+    _run(store, "meta", "bull", 40)
+    before = service.state(store, "meta")
+    decisions = [service.select(store, "meta", "bull", mode="exploit") for _ in range(5)]
+    after = service.state(store, "meta")
+    assert len({d.arm for d in decisions}) == 1 and all(d.mode == "exploit" for d in decisions)
+    assert len({d.decision_id for d in decisions}) == 5  # each recorded, so each can be rewarded
+    assert after.data_hash == before.data_hash and len({d.data_hash for d in decisions}) == 1
+    assert [r.explanation for r in after.regimes] == [r.explanation for r in before.regimes]
+    assert after.regimes[0].decisions == before.regimes[0].decisions + 5 and after.regimes[0].pending == 5
+    rewarded = [a for a in before.regimes[0].explanation if a.mean_reward is not None]
+    best = max(rewarded, key=lambda a: a.mean_reward or 0.0)
+    chosen = decisions[0]
+    assert chosen.arm == best.arm
+    assert chosen.reason.startswith(f"{best.arm} has the highest mean reward in the bull regime: "
+                                    f"{best.mean_reward:+.4g} per decision over {best.raw_pulls} reward")
+
+
+def test_exploit_decisions_do_not_move_the_explore_stream(tmp_path: Path) -> None:
+    plain, mixed = BanditStore(tmp_path / "a.db"), BanditStore(tmp_path / "b.db")
+    for s in (plain, mixed):
+        service.create(s, name="meta", policy="discounted_thompson", seed=4)
+    assert _explore_then(plain, 30, None) == _explore_then(mixed, 30, 3)
+    assert service.state(plain, "meta").data_hash == service.state(mixed, "meta").data_hash
+    plain.close()
+    mixed.close()
+
+
+def test_explore_is_the_default_mode_and_draws_as_before(tmp_path: Path) -> None:
+    default, explicit = BanditStore(tmp_path / "a.db"), BanditStore(tmp_path / "b.db")
+    for s in (default, explicit):
+        service.create(s, name="meta", policy="thompson_beta", seed=2)
+    got = _run(default, "meta", "bull", 15)
+    want = []
+    for _ in range(15):
+        d = service.select(explicit, "meta", "bull", mode="explore")
+        assert d.mode == "explore" and d.reason.startswith(f"{d.arm} drew the highest posterior sample")
+        want.append((d.arm, [a.score for a in d.explanation]))
+        service.reward(explicit, d.decision_id, _reward_of(d))
+    assert got == want
+    default.close()
+    explicit.close()
+
+
+def test_exploit_without_rewards_takes_the_first_arm_and_says_to_warm_start(store: BanditStore) -> None:
+    service.create(store, name="meta")
+    d = service.select(store, "meta", "sideways", mode="exploit")
+    assert d.arm == "conservative" and d.arm_index == 0
+    assert d.reason == ("no rewards yet in regime sideways: the first arm in order, conservative, by convention; "
+                        "run `quantcrew setup` to warm-start the bandit")
+
+
+def test_exploit_in_a_regime_never_rewarded_says_the_bandit_learned_elsewhere(store: BanditStore) -> None:
+    service.create(store, name="meta", policy="ucb1")
+    _run(store, "meta", "bull", 3)
+    d = service.select(store, "meta", "bear", mode="exploit")
+    assert d.arm == "conservative" and "has rewards in other regimes only" in d.reason and "setup" not in d.reason
+
+
+def test_exploit_decision_is_rewarded_like_any_other(store: BanditStore) -> None:
+    service.create(store, name="meta", policy="ucb1")
+    d = service.select(store, "meta", "bear", mode="exploit")
+    reply = service.reward(store, d.decision_id, 0.6)
+    assert reply.arm == d.arm == "conservative" and reply.pulls == 1
+    again = service.select(store, "meta", "bear", mode="exploit")
+    assert again.arm == "conservative"
+    assert again.reason == ("conservative has the highest mean reward in the bear regime: +0.6 per decision over "
+                            "1 reward (no other arm has a reward yet in this regime)")
+
+
+def test_exploit_on_exp3_records_the_current_choice_probability(store: BanditStore) -> None:
+    service.create(store, name="meta", policy="exp3", params={"gamma": 0.2})
+    d = service.select(store, "meta", "bull", mode="exploit")
+    assert d.propensity == pytest.approx(0.25)
+    assert service.reward(store, d.decision_id, 1.0).pulls == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,3 +135,91 @@ def test_bandit_saved_with_params_no_longer_accepted_is_conflict_then_deletable(
     with pytest.raises(ConflictError, match="delete it"):
         store.snapshot(record)
     assert store.delete(record) == ([], 0)
+
+
+# -- replays and the store written by the previous version ----------------------------------------
+
+# The tables exactly as the version before warm-start replays created them (no bandit_replays).
+_PREVIOUS_SCHEMA = """
+CREATE TABLE bandits (
+    bandit_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, policy TEXT NOT NULL, arms TEXT NOT NULL,
+    regimes TEXT NOT NULL, params TEXT NOT NULL, seed INTEGER NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE bandit_state (
+    bandit_id TEXT NOT NULL REFERENCES bandits(bandit_id), regime TEXT NOT NULL, state TEXT NOT NULL,
+    rng_state TEXT NOT NULL, pulls INTEGER NOT NULL, decisions INTEGER NOT NULL, version INTEGER NOT NULL,
+    updated_at TEXT NOT NULL, last_reward_at TEXT, PRIMARY KEY (bandit_id, regime));
+CREATE TABLE bandit_decisions (
+    decision_id TEXT PRIMARY KEY, bandit_id TEXT NOT NULL REFERENCES bandits(bandit_id), regime TEXT NOT NULL,
+    arm INTEGER NOT NULL, propensity REAL, created_at TEXT NOT NULL, reward REAL, rewarded_at TEXT);
+CREATE INDEX bandit_decisions_pending ON bandit_decisions (bandit_id, regime, reward);
+"""
+
+
+def _claim(store: BanditStore, record: BanditRecord, key: str = "k" * 64) -> object:
+    return store.claim_replay(record, key, symbol="SP500", model_ids=("rl-b", "rl-a"), span_start="2019-01-02",
+                              span_end="2019-06-28", bars=120)
+
+
+def test_a_database_of_the_previous_version_opens_and_gains_the_replay_table(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    record = _record()
+    db = sqlite3.connect(path)
+    db.executescript(_PREVIOUS_SCHEMA)
+    db.execute("INSERT INTO bandits VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (record.bandit_id, record.name, record.policy, json.dumps(record.arms), json.dumps(record.regimes),
+                json.dumps(record.params), record.seed, record.created_at.isoformat()))
+    db.execute("INSERT INTO bandit_decisions VALUES ('dec-old', ?, 'calm', 1, NULL, '2024-01-03', 0.5, '2024-01-04')",
+               (record.bandit_id,))
+    db.commit()
+    db.close()
+    store = BanditStore(path)
+    assert store.find("meta") == record
+    store.learn(store.select(record, "calm").decision_id, 1.0)  # the old bandit works as before
+    assert _claim(store, record) is None
+    replay = store.replay("k" * 64)
+    assert replay is not None and replay.status == "running" and replay.model_ids == ("rl-a", "rl-b")
+    store.close()
+    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "bandit_replays" in tables
+
+
+def test_a_replay_key_is_claimed_once_and_its_outcome_kept(store: BanditStore) -> None:
+    record = _record()
+    store.create(record)
+    assert _claim(store, record) is None
+    store.attach_replay_job("k" * 64, "job-1")
+    store.progress_replay("k" * 64, 7)
+    earlier = _claim(store, record)
+    assert earlier == store.replay("k" * 64) and store.replay("k" * 64).bars_done == 7  # type: ignore[union-attr]
+    store.finish_replay("k" * 64, 120, {"bars": 120})
+    done = store.replay("k" * 64)
+    assert done is not None and done.status == "done" and done.result == {"bars": 120} and done.job_id == "job-1"
+    assert done.finished_at is not None
+
+
+def test_a_replay_stopped_part_way_keeps_its_key_and_one_stopped_before_any_reward_frees_it(
+        store: BanditStore) -> None:
+    record = _record()
+    store.create(record)
+    _claim(store, record, "a" * 64)
+    store.stop_replay("a" * 64, 30, "cancelled after 30 of 120 bars")
+    stopped = store.replay("a" * 64)
+    assert stopped is not None and stopped.status == "stopped" and stopped.bars_done == 30
+    assert stopped.note == "cancelled after 30 of 120 bars"
+    _claim(store, record, "b" * 64)
+    store.stop_replay("b" * 64, 0, "cancelled before the first bar")
+    assert store.replay("b" * 64) is None and _claim(store, record, "b" * 64) is None
+
+
+def test_reset_of_every_regime_forgets_finished_replays_and_delete_removes_them(store: BanditStore) -> None:
+    record = _record()
+    store.create(record)
+    _claim(store, record, "a" * 64)
+    store.finish_replay("a" * 64, 120, {})
+    _claim(store, record, "b" * 64)  # still running: kept by a reset
+    store.reset(record, ("calm",))
+    assert store.replay("a" * 64) is not None
+    store.reset(record, ("calm", "storm"))
+    assert store.replay("a" * 64) is None and store.replay("b" * 64) is not None
+    store.delete(record)
+    assert store.replay("b" * 64) is None

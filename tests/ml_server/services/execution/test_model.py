@@ -13,7 +13,7 @@ from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.adapter import NotFittedError
 from quantcrew.ml_server.services.execution import service
 from quantcrew.ml_server.services.execution.fit import ExecTrainConfig
-from quantcrew.ml_server.services.execution.inputs import EXECUTION_INPUTS
+from quantcrew.ml_server.services.execution.inputs import EXECUTION_INPUTS, SeededRows
 from quantcrew.ml_server.services.execution.model import ExecutionModel
 from quantcrew.ml_server.services.execution.net import ExecutionConfig
 
@@ -75,10 +75,14 @@ def test_store_and_rebuild_give_the_same_draws(tmp_path: Path, fitted: Execution
     np.testing.assert_array_equal(a.wait_prob, b.wait_prob)
 
 
-def test_batch_sample_splits_one_pass_per_request(fitted: ExecutionModel) -> None:
+def test_batch_sample_draws_each_request_as_it_would_alone(fitted: ExecutionModel) -> None:
     x = fitted.transform(_data()[0][:5])
-    out = fitted.batch_sample([x[:2], x[2:]], 6)
+    out = fitted.batch_sample([SeededRows(x[:2], 7), SeededRows(x[2:], 8)], 6)
     assert [o.size.shape for o in out] == [(6, 2), (6, 3)]
+    alone = fitted.sample(x[2:], 6, 8)
+    np.testing.assert_array_equal(out[1].size, alone.size)
+    np.testing.assert_array_equal(out[1].wait_prob, alone.wait_prob)
+    assert len(SeededRows(x[2:], 8)) == 3  # the batcher counts rows, not requests
 
 
 def test_rebuilt_model_lives_in_the_registry_cache_of_its_app(tmp_path: Path, fitted: ExecutionModel) -> None:
@@ -99,9 +103,3 @@ def test_metadata_without_a_scaler_is_a_409(tmp_path: Path, fitted: ExecutionMod
         service.load(registry, info.model_id, "cpu")
 
 
-def test_newest_network_of_the_symbol_answers_when_no_id_is_given(tmp_path: Path, fitted: ExecutionModel) -> None:
-    registry = _registry(tmp_path)
-    older = adapter.store(registry, fitted, name="execution-SYN", metadata={"symbol": "SYN"})
-    newer = adapter.store(registry, fitted, name="execution-SYN", metadata={"symbol": "SYN"})
-    assert service.resolve_model_id(registry, None, "SYN") == newer.model_id != older.model_id
-    assert service.resolve_model_id(registry, older.model_id, "SYN") == older.model_id

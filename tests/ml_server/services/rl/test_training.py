@@ -1,4 +1,5 @@
-"""Training specialized agents: stored safely, reproducible, evaluated out of sample, cancellable."""
+"""Training specialized agents: stored safely, reproducible, evaluated out of sample, gated, deployed only when the
+gate passed, cancellable; act with a symbol answers with the deployed policies and lists the gated ones."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import pytest
 import torch
 
 from quantcrew.data import generate_regime_market, to_payload_dict
-from quantcrew.ml_server.errors import InvalidInputError
+from quantcrew.ml_server.errors import InvalidInputError, ModelNotReadyError, NotFoundError
 from quantcrew.ml_server.jobs import JobCancelled
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.common import OHLCVPayload
+from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.schemas.rl import RLActRequest, RLEvaluateRequest, RLTrainRequest, RLTrainResult
+from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.bars import bars_from_payload
+from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.rl import market
 from quantcrew.ml_server.services.rl import service as rl
 from quantcrew.ml_server.services.rl import training as rl_training
@@ -44,14 +48,15 @@ def payload() -> OHLCVPayload:
     return OHLCVPayload(**to_payload_dict(generate_regime_market(700, seed=3).bars))
 
 
-def _train(payload: OHLCVPayload, registry: ModelRegistry, ctx: Any = None, **kw: Any) -> RLTrainResult:
-    fields: dict[str, Any] = {"data": payload, "agents": ["aggressive"], "algorithm": "a2c", "timesteps": 800,
+def _train(payload: OHLCVPayload, registry: ModelRegistry, ctx: Any = None,
+           deployments: DeploymentStore | None = None, **kw: Any) -> RLTrainResult:
+    fields: dict[str, Any] = {"data": payload, "agents": ["aggressive"], "algorithm": "a2c", "timesteps": 512,
                               "regime_features": False, "n_envs": 2, "seed": 7}
     fields.update(kw)
     req = RLTrainRequest(**fields)
     bars = bars_from_payload(req.data)
     plan = rl_training.TrainingPlan(req, bars, market.split_index(bars, req.train_end, req.train_fraction))
-    return RLTrainResult.model_validate(rl_training.train_agents(plan, registry, ctx or _Ctx()))
+    return RLTrainResult.model_validate(rl_training.train_agents(plan, registry, ctx or _Ctx(), deployments))
 
 
 def _registry(tmp_path: Path, name: str) -> ModelRegistry:
@@ -106,10 +111,10 @@ def test_train_never_pays_a_test_price_to_training(tmp_path: Path, payload: OHLC
 
 def test_train_reports_progress_to_the_job(tmp_path: Path, payload: OHLCVPayload) -> None:
     ctx = _Ctx()
-    _train(payload, _registry(tmp_path, "r"), ctx, agents=["aggressive", "balanced"], timesteps=1200)
+    _train(payload, _registry(tmp_path, "r"), ctx, agents=["aggressive", "balanced"], timesteps=512)
     dones = [r["done"] for r in ctx.reports]
-    assert dones == sorted(dones) and dones[-1] == 2400
-    assert {r["total"] for r in ctx.reports} == {2400}
+    assert dones == sorted(dones) and dones[-1] == 1024
+    assert {r["total"] for r in ctx.reports} == {1024}
     assert any("episode_reward" in (r.get("metrics") or {}) for r in ctx.reports)
 
 
@@ -127,6 +132,7 @@ def test_act_and_evaluate_reproduce_the_training_evaluation(tmp_path: Path, payl
     assert result.regime_model_id is not None
     evaluated = rl.evaluate(RLEvaluateRequest(data=payload, model_ids=[policy.model_id]), registry)
     assert evaluated.evaluations[0].metrics == policy.evaluation.metrics  # type: ignore[union-attr]
+    assert evaluated.evaluations[0].gate == policy.gate is not None  # the same span judged the same way
     assert evaluated.benchmarks == result.benchmarks
     acted = rl.act(RLActRequest(data=payload, agents=["balanced"]), registry)
     action = acted.actions[0]
@@ -137,7 +143,7 @@ def test_act_and_evaluate_reproduce_the_training_evaluation(tmp_path: Path, payl
 
 def test_dqn_policy_answers_with_q_values(tmp_path: Path, payload: OHLCVPayload) -> None:
     registry = _registry(tmp_path, "r")
-    _train(payload, registry, algorithm="dqn", timesteps=1200, n_envs=1)
+    _train(payload, registry, algorithm="dqn", n_envs=1)
     action = rl.act(RLActRequest(data=payload, agents=["aggressive"], algorithm="dqn"), registry).actions[0]
     assert action.q_values is not None and action.probabilities is None
     assert action.action == int(np.argmax([action.q_values[k] for k in ("short", "flat", "long")]))
@@ -149,6 +155,130 @@ def test_continuous_policy_answers_a_weight(tmp_path: Path, payload: OHLCVPayloa
     action = rl.act(RLActRequest(data=payload, agents=["aggressive"], position=0.5), registry).actions[0]
     assert action.action_label == "weight" and -1.0 <= action.target_position <= 1.0
     assert action.action_std is not None and action.action_std > 0
+
+
+# -- the gate, deployment, and acting for a symbol ------------------------------------------------
+
+
+def _deployments(tmp_path: Path, name: str = "deployments") -> DeploymentStore:
+    return DeploymentStore(tmp_path / name / "deployments.db")
+
+
+def test_every_policy_is_judged_and_its_verdict_stored(tmp_path: Path, payload: OHLCVPayload) -> None:
+    registry, deployments = _registry(tmp_path, "r"), _deployments(tmp_path)
+    result = _train(payload, registry, deployments=deployments, agents=["aggressive", "contrarian"], symbol="SPX")
+    for policy in result.policies:
+        gate = policy.gate
+        assert gate is not None and gate.gate == "rl_policy" and policy.evaluation is not None
+        assert GateVerdict.model_validate(registry.get(policy.model_id).metadata["gate"]) == gate
+        assert (gate.span_start, gate.span_end) == (result.test_start, result.test_end)
+        assert gate.n == policy.evaluation.metrics.n_bars
+        sharpe = next(c for c in gate.checks if c.name == "sharpe_above_buy_and_hold")
+        assert sharpe.value == pytest.approx(policy.evaluation.metrics.sharpe)
+        assert sharpe.baseline_value == pytest.approx(result.benchmarks["buy_and_hold"].sharpe)
+        # deployed exactly when it passed, under rl-<agent>-<symbol lowercased>
+        full = [d.model_id for d in deployments.list(f"rl-{policy.agent}-spx") if d.stage == "full"]
+        assert policy.deployed == gate.passed and full == ([policy.model_id] if gate.passed else [])
+    # without regime labels there is no sideways bar: the contrarian's specialty cannot be measured
+    contrarian = result.policies[1].gate
+    assert contrarian is not None and not contrarian.passed and not result.policies[1].deployed
+    assert "return in sideways regimes not measurable" in contrarian.summary
+    assert contrarian.rule == "mean-reversion rule for contrarian"
+
+
+def test_deploy_if_passed_needs_a_pass_a_symbol_and_a_store(tmp_path: Path, payload: OHLCVPayload) -> None:
+    registry, deployments = _registry(tmp_path, "r"), _deployments(tmp_path)
+    policy = _train(payload, registry).policies[0]  # no symbol, no store: never deployed
+    assert policy.gate is not None and not policy.deployed
+    info = registry.get(policy.model_id)
+    passed = policy.gate.model_copy(update={"passed": True})
+    failed = policy.gate.model_copy(update={"passed": False})
+    deploy = rl_training.deploy_if_passed
+    assert not deploy(deployments, info, agent="aggressive", symbol="SPX", verdict=failed)
+    assert not deploy(deployments, info, agent="aggressive", symbol=None, verdict=passed)
+    assert not deploy(None, info, agent="aggressive", symbol="SPX", verdict=passed)
+    assert deployments.list() == []
+    assert deploy(deployments, info, agent="aggressive", symbol=" SpX ", verdict=passed)
+    [d] = deployments.list()
+    assert (d.name, d.model_id, d.version, d.stage) == ("rl-aggressive-spx", info.model_id, info.version, "full")
+
+
+@pytest.fixture(scope="module")
+def for_symbol(tmp_path_factory: pytest.TempPathFactory, payload: OHLCVPayload) -> tuple[ModelRegistry, list[str]]:
+    """A registry with policies for SPX: aggressive v1, contrarian v1 and v2 (both fail their gate), and a
+    conservative policy stored before gates existed (no verdict). Returns it and those ids, oldest first."""
+    home = tmp_path_factory.mktemp("for-symbol")
+    registry = ModelRegistry(home / "registry.db", home / "artifacts")
+    first = _train(payload, registry, agents=["aggressive", "contrarian"], symbol="SPX")
+    second = _train(payload, registry, agents=["contrarian"], symbol="SPX", seed=8)
+    legacy_of = _train(payload, registry, agents=["conservative"], symbol="SPX").policies[0]
+    policy, info = rl.load_policy(registry, legacy_of.model_id)
+    old_meta = {k: v for k, v in info.metadata.items() if k != "gate"}
+    legacy = adapter.store(registry, policy, name="rl-conservative-a2c", metadata=old_meta)
+    ids = [first.policies[0].model_id, first.policies[1].model_id, second.policies[0].model_id, legacy.model_id]
+    return registry, ids
+
+
+def test_act_with_a_symbol_answers_with_the_deployed_policy_and_lists_the_gated(
+        tmp_path: Path, payload: OHLCVPayload, for_symbol: tuple[ModelRegistry, list[str]]) -> None:
+    registry, (aggressive, contrarian_v1, contrarian_v2, legacy) = for_symbol
+    deployments = _deployments(tmp_path)
+    info = registry.get(aggressive)
+    deployments.set(model_id=aggressive, name="rl-aggressive-spx", version=info.version, stage="full")
+    req = RLActRequest(data=payload, agents=["aggressive", "contrarian", "conservative"], symbol="spx")
+    acted = rl.act(req, registry, deployments)
+    assert [a.model_id for a in acted.actions] == [aggressive] and acted.method_used == "rl_policy"
+    by_agent = {g.agent: g for g in acted.gated}
+    assert list(by_agent) == ["contrarian", "conservative"]
+    gated = by_agent["contrarian"]
+    assert gated.model_id == contrarian_v2  # the newest
+    assert gated.gate is not None and not gated.gate.passed
+    assert gated.reason.startswith("failed its gate: ") and "sideways" in gated.reason
+    assert by_agent["conservative"].model_id == legacy and by_agent["conservative"].gate is None
+    assert "no gate verdict recorded" in by_agent["conservative"].reason
+
+
+def test_a_deployed_older_policy_answers_before_a_newer_gated_one(
+        tmp_path: Path, payload: OHLCVPayload, for_symbol: tuple[ModelRegistry, list[str]]) -> None:
+    registry, (_, contrarian_v1, _, _) = for_symbol
+    deployments = _deployments(tmp_path)
+    info = registry.get(contrarian_v1)
+    deployments.set(model_id=contrarian_v1, name="rl-contrarian-spx", version=info.version, stage="full")
+    acted = rl.act(RLActRequest(data=payload, agents=["contrarian"], symbol="SPX"), registry, deployments)
+    assert [a.model_id for a in acted.actions] == [contrarian_v1] and acted.gated == []
+
+
+def test_act_with_every_agent_gated_answers_no_action(
+        tmp_path: Path, payload: OHLCVPayload, for_symbol: tuple[ModelRegistry, list[str]]) -> None:
+    registry, _ = for_symbol
+    acted = rl.act(RLActRequest(data=payload, agents=["contrarian", "aggressive"], symbol="SPX"), registry,
+                   _deployments(tmp_path))
+    assert acted.actions == [] and [g.agent for g in acted.gated] == ["contrarian", "aggressive"]
+    assert acted.regime is None and acted.regime_probabilities is None and acted.method_used == "rl_policy_gated"
+
+
+def test_act_with_a_symbol_no_policy_was_trained_on_is_404_naming_agent_and_symbol(
+        tmp_path: Path, payload: OHLCVPayload, for_symbol: tuple[ModelRegistry, list[str]]) -> None:
+    registry, _ = for_symbol
+    deployments = _deployments(tmp_path)
+    with pytest.raises(NotFoundError, match="no trained policy for agent 'balanced' on symbol 'SPX'") as err:
+        rl.act(RLActRequest(data=payload, agents=["aggressive", "balanced"], symbol="SPX"), registry, deployments)
+    assert err.value.details["agent"] == "balanced" and err.value.details["symbol"] == "SPX"
+    with pytest.raises(NotFoundError) as other:
+        rl.act(RLActRequest(data=payload, agents=["aggressive"], symbol="NDX"), registry, deployments)
+    assert other.value.details["symbol"] == "NDX"
+    with pytest.raises(NotFoundError):  # the policies of another algorithm do not count
+        rl.act(RLActRequest(data=payload, agents=["aggressive"], symbol="SPX", algorithm="ppo"), registry,
+               deployments)
+
+
+def test_act_without_a_symbol_still_answers_with_the_newest_policy(
+        payload: OHLCVPayload, for_symbol: tuple[ModelRegistry, list[str]]) -> None:
+    registry, (_, _, contrarian_v2, _) = for_symbol
+    acted = rl.act(RLActRequest(data=payload, agents=["contrarian"]), registry)
+    assert [a.model_id for a in acted.actions] == [contrarian_v2] and acted.gated == []
+    with pytest.raises(ModelNotReadyError):  # a symbol needs the deployment store
+        rl.act(RLActRequest(data=payload, agents=["contrarian"], symbol="SPX"), registry)
 
 
 def test_timesteps_over_the_cap_name_the_field() -> None:
