@@ -156,8 +156,10 @@ def say_untrained(settings: Settings, symbols: str) -> None:
         missing = [what for family, what in (("rl", "the RL agents"), ("ensemble", "the ensemble"),
                                              ("execution", "the execution network")) if family not in trained]
         if missing:
-            err_console.print(f"[yellow]{symbol}: no trained {', '.join(missing)} on this home, so rules will answer "
-                              f"for them (degraded); `quantcrew setup --symbols {symbol}` trains them.[/yellow]")
+            what = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+            err_console.print(f"{symbol}: nothing trained on this home for {what}: rules will answer for them "
+                              f"(degraded); `quantcrew setup --symbols {symbol}` trains them.", style="yellow",
+                              markup=False)
 
 
 def print_decision(outcome: Any, title: str) -> None:

@@ -76,6 +76,10 @@ class ServerSettings(_Section):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     job_workers: int = Field(default=1, ge=1, le=16, description="Jobs (RL training) run at once; more wait queued.")
+    preload: bool = Field(
+        default=True,
+        description="The server process imports its torch / stable-baselines3 model code in a background thread "
+                    "at start-up, so the first RL, ensemble or execution request does not pay for it.")
     model_cache_size: int = Field(
         default=32, ge=1, le=4096,
         description="Rebuilt models (HMMs, estimators, torch nets per device, SB3 policies) the registry keeps "

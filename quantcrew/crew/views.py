@@ -481,10 +481,6 @@ def _evidence(data: dict[str, Any]) -> str | None:
     if arm.get("estimate") is not None:
         sd = f" +/- {float(arm['uncertainty']):.3g}" if arm.get("uncertainty") is not None else ""
         text += f" (estimate {float(arm['estimate']):+.4g}{sd} on {float(arm.get('pulls') or 0):.3g} counted pulls)"
-    others = [a for a in arms if a is not arm and a.get("estimate") is not None]
-    if others:
-        best = max(others, key=lambda a: float(a["estimate"]))
-        text += f"; next best {best.get('arm')} estimate {float(best['estimate']):+.4g}"
     return text
 
 
@@ -494,5 +490,7 @@ def _selection_reason(result: ToolResult) -> str:
         return f"round-robin fallback ({result.degraded_reason})"
     where = f"{d.get('policy') or 'bandit'} bandit, regime {d.get('regime') or '?'}"
     text = f"{where}: {d['reason']}" if d.get("reason") else where
+    if d.get("selection") == "exploit":  # the bandit's reason already is the evidence, in plain words
+        return text
     evidence = _evidence(d)
     return f"{text}; evidence: {evidence}" if evidence else text

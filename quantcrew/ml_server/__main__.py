@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     from quantcrew.ml_server.threads import limit_compute_threads
 
     limit_compute_threads(server.compute_threads)  # before any model code loads its native libraries
+    if server.preload:
+        from quantcrew.ml_server.preload import preload
+
+        preload()  # the first RL / ensemble / execution request need not wait for torch and SB3
     import uvicorn
 
     from quantcrew.config.server_lock import HomeInUseError, hold_home

@@ -156,10 +156,15 @@ def test_the_decisions_why_carries_the_bandits_reason_and_evidence() -> None:
     d = decide(decision_inputs(GATED_RESULTS, ["SP500"])).decisions[0]
     assert (d.followed, d.chosen_agent, d.agent_target, d.decision_id) == ("aggressive", "aggressive", 0.8,
                                                                            "dec-SP500")
+    # exploit mode: the bandit's reason is the evidence in plain words, carried as it is
+    assert d.why.startswith("aggressive chosen (discounted_thompson bandit, regime bull: aggressive has the "
+                            "highest mean reward)")
+    explored = [r.model_copy(update={"data": {**r.data, "selection": "explore"}}) if r.tool == "agent_selection"
+                else r for r in GATED_RESULTS]
+    d = decide(decision_inputs(explored, ["SP500"])).decisions[0]
     assert d.why.startswith("aggressive chosen (discounted_thompson bandit, regime bull: aggressive has the "
                             "highest mean reward; evidence: aggressive earned a mean reward of +0.0019 over 34 "
-                            "rewards (estimate +0.0021 +/- 0.0004 on 30 counted pulls); next best balanced "
-                            "estimate +0.0005)")
+                            "rewards (estimate +0.0021 +/- 0.0004 on 30 counted pulls))")
 
 
 def test_decision_from_the_same_results_is_the_same_and_round_trips_as_json() -> None:

@@ -70,6 +70,11 @@ def test_run_full_crew_prints_one_decision_per_symbol_and_stores_it(tmp_path: Pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Decision: SP500, NASDAQ" in proc.stdout
     assert "gross exposure" in proc.stdout and "drawdown stop" in proc.stdout
+    # a fresh home: one line per symbol says what answers instead, and the command that fixes it
+    said = " ".join(proc.stderr.split())
+    for symbol in ("SP500", "NASDAQ"):
+        assert (f"{symbol}: nothing trained on this home for the RL agents, the ensemble and the execution network: "
+                f"rules will answer for them (degraded); `quantcrew setup --symbols {symbol}` trains them.") in said
     store = RunsStore(tmp_path / "runs.db")
     [row] = store.list_runs()
     run = store.get_run(row["run_id"])

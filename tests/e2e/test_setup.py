@@ -12,6 +12,7 @@ from quantcrew.crew.server_process import LocalServer
 from quantcrew.crew.training import SetupDefaults, SetupJob, plan_jobs, run_plan
 from quantcrew.data import load_sample
 from quantcrew.ml_server.schemas.bandit import BanditReplayResult
+from quantcrew.ml_server.schemas.jobs import JobInfo
 from quantcrew.tools.client import MLClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -77,6 +78,24 @@ def test_the_budget_cancels_the_running_job_and_keeps_earlier_models(first_setup
     assert [j.status for j in report.jobs] == ["out_of_budget"] * 3
     assert "cancelled at the time budget" in report.jobs[0].detail
     assert kept <= after  # the first setup's models are intact
+
+
+def test_ctrl_c_cancels_the_running_job_on_the_server_and_marks_the_rest(first_setup: list[SetupJob],
+                                                                        live_server: LocalServer) -> None:
+    longer = {"SP500": load_sample("SP500").between(None, "2004-12-31")}
+
+    def interrupt(job: SetupJob, info: JobInfo | None) -> None:
+        if info is not None and info.status == "running":
+            raise KeyboardInterrupt
+
+    with MLClient(httpx.Client(base_url=live_server.url, timeout=60.0)) as client:
+        jobs = plan_jobs(longer, client.list_models(), defaults=SetupDefaults(timesteps=200_000))
+        with pytest.raises(KeyboardInterrupt):
+            run_plan(client, jobs, budget_s=600, bars_by_symbol=longer, on_progress=interrupt, poll_s=0.1)
+        assert jobs[0].job_id is not None
+        stopped = client.wait_for_job(jobs[0].job_id, poll_s=0.1, timeout_s=60)
+    assert stopped.status == "cancelled"
+    assert [j.status for j in jobs] == ["cancelled"] * 3 and "Ctrl-C" in jobs[0].detail
 
 
 def test_five_identical_runs_after_setup_give_identical_decisions_that_are_not_degraded(

@@ -171,3 +171,34 @@ def test_concurrent_saves_of_one_name_from_two_registries_never_collide(tmp_path
     assert versions == list(range(1, 101))
     first.close()
     second.close()
+
+
+def test_a_registry_made_by_the_previous_version_opens_and_its_ungated_policies_are_not_deployed(
+        tmp_path: Path) -> None:
+    """A home from before quality gates: the same table, models without a ``gate`` verdict. It opens as is,
+    and an RL policy from it is not used for a symbol until it is retrained and judged (listed as gated,
+    with no verdict)."""
+    import json
+    import sqlite3
+
+    from quantcrew.ml_server.services.deployment import DeploymentStore
+    from quantcrew.ml_server.services.rl.service import select_deployed
+
+    db = tmp_path / "registry.db"
+    with sqlite3.connect(db) as conn:  # the schema as the previous version wrote it
+        conn.execute("CREATE TABLE [models] ([model_id] TEXT PRIMARY KEY, [name] TEXT, [version] INTEGER, "
+                     "[family] TEXT, [method] TEXT, [format] TEXT, [sha256] TEXT, [file] TEXT, [created_at] TEXT, "
+                     "[stage] TEXT, [metadata] TEXT)")
+        conn.execute("CREATE UNIQUE INDEX [idx_models_name_version] ON [models] ([name], [version])")
+        conn.execute("INSERT INTO models VALUES ('rl-0123456789ab', 'rl-balanced-ppo', 1, 'rl', 'ppo', 'torch', "
+                     "?, 'rl-0123456789ab.pt', '2026-11-01T00:00:00+00:00', 'none', ?)",
+                     ("0" * 64, json.dumps({"agent": "balanced", "algorithm": "ppo", "symbol": "SP500"})))
+    registry = ModelRegistry(db, tmp_path / "artifacts")
+    [old] = registry.list(family="rl")
+    assert old.model_id == "rl-0123456789ab" and old.version == 1 and "gate" not in old.metadata
+    info = registry.save(family="regime", name="rl-balanced-ppo", method="hmm", obj=_hmm(), fmt="skops")
+    assert info.version == 2  # new writes go on in the old file, versions after the old ones
+    deployments = DeploymentStore(tmp_path / "deployments.db")
+    ids, [gated] = select_deployed(registry, deployments, agents=["balanced"], algorithm=None, symbol="sp500")
+    assert ids == [] and gated.model_id == "rl-0123456789ab" and gated.gate is None
+    assert "no gate verdict recorded" in gated.reason
