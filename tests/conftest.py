@@ -18,6 +18,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPat
         if name.startswith("QUANTCREW_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("QUANTCREW_HOME", str(tmp_path_factory.mktemp("home")))
+    # servers started by tests load their model code when a test needs it (tests/ml_server/test_preload.py
+    # covers the preload itself); on 2 cores a preload in every child server slows each start by seconds
+    monkeypatch.setenv("QUANTCREW_SERVER__PRELOAD", "false")
     for name, value in (("CREWAI_DISABLE_TELEMETRY", "true"), ("CREWAI_DISABLE_TRACKING", "true"),
                         ("CREWAI_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true"),
                         ("CREWAI_DISABLE_VERSION_CHECK", "true")):

@@ -14,7 +14,8 @@ from tests.support.offline import isolate_crewai
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     home = tmp_path_factory.mktemp("server-home")
-    server = LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=Path(home) / "server.log")
+    server = LocalServer(env={"QUANTCREW_HOME": str(home), "QUANTCREW_SERVER__PRELOAD": "false"},
+                         log_path=Path(home) / "server.log")
     with server:
         yield server
 
