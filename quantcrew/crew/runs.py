@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,7 +99,14 @@ def open_database(path: Path) -> sqlite_utils.Database:
     (each store guards its own use with a lock)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False, timeout=30))
-    db.enable_wal()
+    for attempt in range(50):
+        try:  # switching a file to WAL needs it to itself: another connection opening it may say "locked"
+            db.enable_wal()
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.05 * (1 + attempt % 5))
     return db
 
 
@@ -120,6 +128,9 @@ class RunsStore:
                 return  # up to date: no write lock taken on open
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                    conn.commit()  # another store migrated it while this one waited for the lock
+                    return
                 conn.execute(_CREATE_RUNS)
                 conn.execute(_CREATE_TOOL_CALLS)
                 conn.execute('CREATE INDEX IF NOT EXISTS "idx_tool_calls_run_id" ON "tool_calls" ("run_id")')
