@@ -49,7 +49,8 @@ from quantcrew.ml_server.schemas.jobs import FINISHED_STATUSES, JobInfo
 from quantcrew.ml_server.schemas.regime import REGIME_LABELS
 from quantcrew.ml_server.services.bandit import service
 from quantcrew.ml_server.services.bandit.exploit import exploit_order, exploit_reason
-from quantcrew.ml_server.services.bandit.store import BanditRecord, BanditStore, ReplayRecord
+from quantcrew.ml_server.services.bandit.replay_record import ReplayRecord
+from quantcrew.ml_server.services.bandit.store import BanditRecord, BanditStore
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
 from quantcrew.ml_server.services.rl.backtest import backtest
 from quantcrew.ml_server.services.rl.evaluation import run_policy

@@ -47,8 +47,9 @@ from quantcrew.ml_server.services.bandit.exploit import exploit_arm
 from quantcrew.ml_server.services.bandit.params import ParamError
 from quantcrew.ml_server.services.bandit.policies import make_policy, restore_policy
 from quantcrew.ml_server.services.bandit.policy import ArmStats, BanditPolicy
+from quantcrew.ml_server.services.bandit.replay_record import ReplayRecord, replay_row
 
-__all__ = ["BanditRecord", "BanditStore", "Choice", "Learned", "RegimeSnapshot", "RegimeView", "ReplayRecord"]
+__all__ = ["BanditRecord", "BanditStore", "Choice", "Learned", "RegimeSnapshot", "RegimeView"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bandits (
@@ -156,43 +157,6 @@ class RegimeSnapshot:
     digest: str
     pending: int
     updated_at: str | None
-
-
-@dataclass(frozen=True)
-class ReplayRecord:
-    """A warm-start replay as recorded (a row of ``bandit_replays``).
-
-    Attributes:
-        replay_key: sha256 of (bandit id, symbol, sorted policy ids, span start, span end).
-        bandit_id: The bandit replayed into.
-        symbol: The instrument replayed.
-        model_ids: The policies replayed, sorted.
-        span_start: First bar replayed (ISO).
-        span_end: Last bar replayed (ISO).
-        bars: Bars in the span.
-        status: 'running', 'done' or 'stopped' (cancelled or failed part way; its rewards stand).
-        job_id: The job that ran it.
-        bars_done: Bars rewarded.
-        note: Why it stopped.
-        result: The replay's result, once done (JSON-able).
-        created_at: When it was claimed (ISO).
-        finished_at: When it finished or stopped (ISO).
-    """
-
-    replay_key: str
-    bandit_id: str
-    symbol: str
-    model_ids: tuple[str, ...]
-    span_start: str
-    span_end: str
-    bars: int
-    status: str
-    job_id: str | None
-    bars_done: int
-    note: str | None
-    result: dict[str, Any] | None
-    created_at: str
-    finished_at: str | None
 
 
 @dataclass
@@ -406,7 +370,7 @@ class BanditStore:
             NotFoundError: The bandit was deleted meanwhile.
         """
         with self._lock, self._transaction() as db:
-            earlier = self._replay_row(db, replay_key)
+            earlier = replay_row(db, replay_key)
             if earlier is not None:
                 return earlier
             if db.execute("SELECT 1 FROM bandits WHERE bandit_id = ?", (record.bandit_id,)).fetchone() is None:
@@ -451,19 +415,7 @@ class BanditStore:
     def replay(self, replay_key: str) -> ReplayRecord | None:
         """The replay recorded under ``replay_key``, or None."""
         with self._lock:
-            return self._replay_row(self._conn, replay_key)
-
-    @staticmethod
-    def _replay_row(db: sqlite3.Connection, replay_key: str) -> ReplayRecord | None:
-        row = db.execute("SELECT * FROM bandit_replays WHERE replay_key = ?", (replay_key,)).fetchone()
-        if row is None:
-            return None
-        return ReplayRecord(
-            replay_key=row["replay_key"], bandit_id=row["bandit_id"], symbol=row["symbol"],
-            model_ids=tuple(json.loads(row["model_ids"])), span_start=row["span_start"], span_end=row["span_end"],
-            bars=int(row["bars"]), status=row["status"], job_id=row["job_id"], bars_done=int(row["bars_done"]),
-            note=row["note"], result=json.loads(row["result"]) if row["result"] else None,
-            created_at=row["created_at"], finished_at=row["finished_at"])
+            return replay_row(self._conn, replay_key)
 
     # -- removal -----------------------------------------------------------------------------
 
