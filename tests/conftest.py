@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from quantcrew.config.settings import Settings, get_settings, load_settings
+from tests.support.offline import CREWAI_OFFLINE_ENV
+
+# CrewAI sets its telemetry up when it is first imported, which for a test module importing the crew is at
+# collection, before any fixture runs: its opt-outs must be in the environment from the start, or a background
+# exporter may look up telemetry.crewai.com in whatever test is running when it wakes
+for _name, _value in CREWAI_OFFLINE_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(autouse=True)
