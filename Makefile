@@ -2,6 +2,7 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
+BENCH_HOME ?= .bench-home
 STAMP  := $(VENV)/.quantcrew-installed
 
 .PHONY: install demo test test-fast server bench lint typecheck clean
@@ -46,7 +47,7 @@ bench: $(STAMP)
 	$(PY) bench/ensemble_calibration.py
 	$(PY) bench/batching.py
 	$(PY) bench/execution_latency.py
-	$(PY) bench/walk_forward_sp500.py
+	$(PY) bench/walk_forward_markets.py --home $(BENCH_HOME)
 	$(PY) bench/scheduler_soak.py
 
 lint: $(STAMP)

@@ -45,7 +45,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Account", "Costs", "Sizing", "Trade"]
+__all__ = ["Account", "Costs", "FillRecord", "Sizing", "Trade"]
 
 FloatArray = npt.NDArray[np.float64]
 Sizing = Literal["units", "weights"]
@@ -79,6 +79,27 @@ class Costs:
     def slippage(self) -> float:
         """Slippage as a fraction of price."""
         return self.slippage_bps / 10_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """One asset's move to a new weight at a fill (``"weights"`` sizing): the book's blotter line.
+
+    Attributes:
+        bar: Index of the bar the fill happened in.
+        asset: Column of the asset.
+        price: The price filled at (open or close of ``bar``).
+        before: Weight held just before the fill (drifted since the last one).
+        after: Weight after it.
+        cost: Cost paid, as a fraction of the equity before the fill.
+    """
+
+    bar: int
+    asset: int
+    price: float
+    before: float
+    after: float
+    cost: float
 
 
 @dataclass(frozen=True)
@@ -124,6 +145,7 @@ class Account:
         weights: Position value over equity, per asset.
         units: Units held per asset (``"units"`` sizing; zeros otherwise).
         trades: Round trips closed so far (``"units"`` sizing).
+        fills: Every change of an asset's weight (``"weights"`` sizing), in order.
     """
 
     def __init__(self, n_assets: int, *, costs: Costs = Costs(),  # noqa: B008 - frozen, immutable default
@@ -136,6 +158,7 @@ class Account:
         self.weights: FloatArray = np.zeros(n_assets)
         self.units: FloatArray = np.zeros(n_assets)
         self.trades: list[Trade] = []
+        self.fills: list[FillRecord] = []
         self._bar = 0
         self._prices: FloatArray = np.ones(n_assets)
         self._targets: FloatArray = np.zeros(n_assets)  # "units": the last target filled, per asset
@@ -197,6 +220,9 @@ class Account:
         delta = np.abs(target - self.weights)
         turnover = float(delta.sum())
         for i, (old, new) in enumerate(zip(self.weights.tolist(), target.tolist(), strict=True)):
+            if delta[i] > 0.0:
+                self.fills.append(FillRecord(bar=self._bar, asset=i, price=float(self._prices[i]), before=old,
+                                             after=new, cost=self.rate * float(delta[i])))
             old_sign, new_sign = _sign(old), _sign(new)
             if old_sign != 0 and new_sign != old_sign:  # close (and maybe reopen the other way)
                 self._closed_pnls.append(float(self._trip_pnl[i]) - self.rate * abs(old) * self.equity)

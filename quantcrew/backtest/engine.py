@@ -13,6 +13,13 @@ decided at that close:
 * ``fill="close"``: the order is executed at ``close[t]`` itself (only honest when the decision
   is known before the close, e.g. market-on-close).
 
+Stale opens: some daily files carry an "open" that is a copy of the previous close (the bundled
+S&P 500 until 2007). Filling there would fill at the very close that made the signal. With
+``stale_opens="next_close"`` (the walk-forward's choice), a next-open order whose fill bar has
+``open == previous close`` on every asset is executed at that bar's CLOSE instead (one bar late,
+never early); :attr:`Execution.late_fills` counts those fills. ``"trust"`` (the default of
+:func:`run_backtest`, cross-checked against backtesting.py) fills at the open whatever it is.
+
 :func:`run_backtest` conventions, on top of the account's ``"units"`` sizing (backtesting.py's
 rule: a trade only where the target CHANGES, whole-equity sizing after commission, slippage and
 commission on every fill, average-cost round trips):
@@ -42,11 +49,13 @@ from quantcrew.backtest.account import Account, Costs, Trade
 from quantcrew.backtest.stats import Stats, compute_stats
 from quantcrew.quant.performance import period_returns
 
-__all__ = ["BacktestResult", "Costs", "Execution", "Fill", "Trade", "run_backtest"]
+__all__ = ["BacktestResult", "Costs", "Execution", "Fill", "StaleOpens", "Trade", "run_backtest"]
 
 FloatArray = npt.NDArray[np.float64]
 Fill = Literal["next_open", "close"]
+StaleOpens = Literal["trust", "next_close"]
 _FILLS = ("next_open", "close")
+_STALE = ("trust", "next_close")
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,24 +87,33 @@ class Execution:
         open_: Open prices, shape ``(bars,)`` or ``(bars, assets)``, positive and finite.
         close: Close prices, same shape.
         fill: ``"next_open"`` or ``"close"`` (module docstring).
+        stale_opens: ``"trust"`` or ``"next_close"``: where a next-open order fills when the open
+            is a copy of the previous close (module docstring).
 
     Attributes:
         traded: Per bar, the notional traded at that bar's fill over the equity before it.
+        late_fills: Next-open orders filled at the next close because the open was stale.
     """
 
     def __init__(self, account: Account, open_: npt.ArrayLike, close: npt.ArrayLike, *,
-                 fill: Fill = "next_open") -> None:
+                 fill: Fill = "next_open", stale_opens: StaleOpens = "trust") -> None:
         if fill not in _FILLS:
             raise ValueError(f"fill must be one of {_FILLS}, got {fill!r}")
+        if stale_opens not in _STALE:
+            raise ValueError(f"stale_opens must be one of {_STALE}, got {stale_opens!r}")
         self.account, self.fill = account, fill
         self._open, self._close = _columns(open_), _columns(close)
         first = np.zeros((1, self._close.shape[1]))
         self._close_to_close = np.vstack([first, self._close[1:] / self._close[:-1] - 1.0])
+        self._stale = np.zeros(self._close.shape[0], dtype=bool)
         if fill == "next_open":
             self._gap = np.vstack([first, self._open[1:] / self._close[:-1] - 1.0])
             self._intraday = self._close / self._open - 1.0
+            if stale_opens == "next_close":
+                self._stale[1:] = np.all(self._open[1:] == self._close[:-1], axis=1)
         self._pending: FloatArray | None = None
         self.traded: FloatArray = np.zeros(self._close.shape[0])
+        self.late_fills = 0
 
     def advance(self, bar: int) -> float:
         """Mark the account to the close of ``bar``, filling a pending order at its open on the way.
@@ -105,6 +123,12 @@ class Execution:
         """
         if self._pending is None:
             return self.account.mark(bar, self._close_to_close[bar], self._close[bar])
+        if self._stale[bar]:  # the open is the previous close again: fill one bar late, at this close
+            gross = self.account.mark(bar, self._close_to_close[bar], self._close[bar])
+            self.traded[bar] = self.account.fill(bar, self._close[bar], self._pending)
+            self._pending = None
+            self.late_fills += 1
+            return gross
         gap = self.account.mark(bar, self._gap[bar], self._open[bar])
         self.traded[bar] = self.account.fill(bar, self._open[bar], self._pending)
         self._pending = None

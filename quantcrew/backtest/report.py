@@ -15,17 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantcrew.backtest.comparison import LEVEL as _LEVEL
+from quantcrew.backtest.walk_forward import FILL_TEXT
 from quantcrew.backtest.walk_forward_result import WalkForwardResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["REGIME_COLOURS", "stats_rows", "write_report"]
+__all__ = ["REGIME_COLOURS", "stats_headers", "stats_rows", "verdict_rows", "write_report", "yearly_rows"]
 
 REGIME_COLOURS: dict[str, str] = {"bull": "#2ca02c", "bear": "#d62728", "sideways": "#7f7f7f", "volatile": "#ff7f0e"}
 """Shading of each regime label on the equity curve."""
 
+_BASELINE_COLOURS = ("#555555", "#bcbd22", "#17becf")
 _AGENT_COLOURS = {"conservative": "#1f77b4", "aggressive": "#d62728", "balanced": "#9467bd", "contrarian": "#8c564b"}
 
 
@@ -41,21 +44,42 @@ def _num(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.2f}"
 
 
-def stats_rows(result: WalkForwardResult) -> list[tuple[str, str, str]]:
-    """(statistic, strategy, buy-and-hold) rows, formatted: the table of the report and of the CLI."""
-    s, b = result.stats, result.benchmark_stats
+def stats_headers(result: WalkForwardResult) -> list[str]:
+    """Column headers of :func:`stats_rows`: the statistic, the strategy, then each baseline."""
+    return ["", "Strategy", *(b.label for b in result.baselines.values())]
+
+
+def stats_rows(result: WalkForwardResult) -> list[list[str]]:
+    """(statistic, strategy, each baseline) rows, formatted: the table of the report and of the CLI."""
+    runs = [result.stats, *(b.stats for b in result.baselines.values())]
+    blank = [""] * len(result.baselines)
+    psr = [_num(result.benchmark_psr) if k == "buy_and_hold" else "" for k in result.baselines]
     return [
-        ("Total return", _pct(s.total_return), _pct(b.total_return)),
-        ("Annual return", _pct(s.annual_return), _pct(b.annual_return)),
-        ("Annual volatility", _vol(s.annual_volatility), _vol(b.annual_volatility)),
-        ("Sharpe", _num(s.sharpe), _num(b.sharpe)),
-        ("Sortino", _num(s.sortino), _num(b.sortino)),
-        ("Max drawdown", _pct(-s.max_drawdown), _pct(-b.max_drawdown)),
-        ("Turnover (per year)", _num(s.turnover), _num(b.turnover)),
-        ("Trades", str(s.n_trades), str(b.n_trades)),
-        ("Exposure", f"{s.exposure:.0%}", f"{b.exposure:.0%}"),
-        (f"DSR ({result.n_trials} trials) / PSR (B&H, vs 0)", _num(result.dsr), _num(result.benchmark_psr)),
+        ["Total return", *(_pct(s.total_return) for s in runs)],
+        ["Annual return", *(_pct(s.annual_return) for s in runs)],
+        ["Annual volatility", *(_vol(s.annual_volatility) for s in runs)],
+        ["Sharpe", *(_num(s.sharpe) for s in runs)],
+        ["Sortino", *(_num(s.sortino) for s in runs)],
+        ["Max drawdown", *(_pct(-s.max_drawdown) for s in runs)],
+        ["Turnover (per year)", *(_num(s.turnover) for s in runs)],
+        ["Trades", *(str(s.n_trades) for s in runs)],
+        ["Exposure", *(f"{s.exposure:.0%}" for s in runs)],
+        [f"DSR ({result.n_trials} trials) / PSR (vs 0)", _num(result.dsr), *psr] if psr else
+        [f"DSR ({result.n_trials} trials)", _num(result.dsr), *blank],
     ]
+
+
+def verdict_rows(result: WalkForwardResult) -> list[list[str]]:
+    """(baseline, Sharpe difference, interval, verdict) per baseline: did the strategy beat it."""
+    return [[c.label, f"{c.difference:+.2f}", f"[{c.low:+.2f}, {c.high:+.2f}]", c.verdict]
+            for c in result.comparisons]
+
+
+def yearly_rows(result: WalkForwardResult) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the yearly returns table (strategy, then each baseline)."""
+    names = ["strategy", *result.baselines]
+    headers = ["Year", "Bars", "Strategy", *(b.label for b in result.baselines.values())]
+    return headers, [[str(row["year"]), str(row["bars"]), *(_pct(row[n]) for n in names)] for row in result.yearly]
 
 
 def write_report(result: WalkForwardResult, out_dir: str | Path) -> tuple[Path, Path]:
@@ -118,7 +142,8 @@ def _equity(ax: Axes, result: WalkForwardResult, dates: np.ndarray[Any, Any]) ->
     for first, last, label in _runs(labels):
         ax.axvspan(dates[first], ends[last], color=REGIME_COLOURS.get(label, "#cccccc"), alpha=0.15, lw=0)
     ax.plot(dates, result.equity, color="#1f3b73", lw=1.4, label="strategy")
-    ax.plot(dates, result.benchmark_equity, color="#555555", lw=1.0, label="buy & hold")
+    for (name, run), colour in zip(result.baselines.items(), _BASELINE_COLOURS, strict=False):
+        ax.plot(dates, run.equity, color=colour, lw=1.0, label=run.label, ls="-" if name == "buy_and_hold" else "--")
     ax.set_ylabel("equity (start = 1)")
     whose = f" ({symbol}'s regimes)" if len(result.symbols) > 1 else ""
     ax.set_title(f"Equity, {result.dates[0]} to {result.dates[-1]}; shading: filtered regime{whose}")
@@ -152,7 +177,7 @@ def _positions(ax: Axes, result: WalkForwardResult, dates: np.ndarray[Any, Any])
         ax.step(dates, result.positions[:, i], where="post", lw=0.8, label=symbol)
     ax.axhline(0.0, color="black", lw=0.5)
     ax.set_ylabel("target position")
-    ax.set_title("Positions (fraction of equity, decided at each close)")
+    ax.set_title("Target positions (fraction of equity, decided at each close)")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
 
@@ -180,7 +205,12 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _html(result: WalkForwardResult, images: list[str]) -> str:
     c = result.config
-    stats = _table(["", "Strategy", "Buy & hold"], [list(r) for r in stats_rows(result)])
+    stats = _table(stats_headers(result), stats_rows(result))
+    verdicts = _table(["Against", "Sharpe difference", f"{_LEVEL:.0%} interval", "Verdict"], verdict_rows(result))
+    sentences = "".join(f"<li>{html.escape(x.sentence)}</li>" for x in result.comparisons)
+    year_headers, year_rows = yearly_rows(result)
+    yearly = _table(year_headers, year_rows)
+    rules = "".join(f"<li>{html.escape(b.label)}: {html.escape(b.rule)}</li>" for b in result.baselines.values())
     alts = _table(["Following only", "Sharpe", "Sortino", "Max DD", "Annual return", "Turnover", "Trades"],
                   [[a, _num(s.sharpe), _num(s.sortino), _pct(-s.max_drawdown), _pct(s.annual_return),
                     _num(s.turnover), str(s.n_trades)] for a, s in result.alternatives.items()])
@@ -189,10 +219,12 @@ def _html(result: WalkForwardResult, images: list[str]) -> str:
                     str(f.n_states), "yes" if f.converged else "no",
                     f.method_used + (" (fallback)" if f.fallback else "")] for f in result.regime_fits])
     limits = c.get("limits", {})
+    fill = FILL_TEXT.get(str(c.get("fill")), str(c.get("fill")))
     setup = (
-        f"{', '.join(result.symbols)}, {result.dates[0]} to {result.dates[-1]} ({len(result.dates)} bars; "
-        f"{c.get('train_bars_before_start')} bars of history before). Costs {c.get('cost_bps')} bp per unit of "
-        f"turnover; decided and filled at each close. Regimes: Gaussian HMM refitted every {c.get('refit_every')} "
+        f"{', '.join(result.symbols)}, {result.dates[0]} to {result.dates[-1]} ({len(result.dates)} bars, "
+        f"{result.periods_per_year} a year; {c.get('train_bars_before_start')} bars of history before). Costs "
+        f"{c.get('cost_bps')} bp per unit of turnover; fills: {fill}; no-trade band {c.get('trade_band')}. "
+        f"Regimes: Gaussian HMM refitted every {c.get('refit_every')} "
         f"bars on an expanding window, filtered labels ({len(result.regime_fits)} fits). Agents: the rule agents "
         f"(no RL policy trained per window). Meta-orchestrator: {c.get('policy')} bandit '{result.bandit_name}' "
         f"({result.bandit_id}), choosing every {c.get('select_every')} bars. Risk limits: max position "
@@ -200,6 +232,10 @@ def _html(result: WalkForwardResult, images: list[str]) -> str:
         f"{limits.get('max_var')}, drawdown stop {limits.get('drawdown_stop')} (re-entry after "
         f"{c.get('cooldown')} bars). Drawdown stops fired: {', '.join(result.stop_dates) or 'none'}."
     )
+    t = result.trials
+    trials = (f"The DSR deflates the strategy's Sharpe by {t.n_trials} distinct trials recorded on this span "
+              f"({t.new} new in this run; variance of their per-bar Sharpe ratios {t.sharpe_variance:.2e})"
+              if t.ledger else f"The DSR deflates by this run's {t.n_trials} trials only (no trials ledger)")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     title = html.escape(f"Walk-forward backtest: {', '.join(result.symbols)}")
     return f"""<!DOCTYPE html>
@@ -213,10 +249,16 @@ img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Walk-forward backtest of the crew's decision pipeline</h1>
 <p>{html.escape(setup)}</p>
-<h2>Strategy vs buy-and-hold</h2>
+<h2>Did the strategy beat the baselines?</h2>
+<ul>{sentences}</ul>
+{verdicts}
+<h2>Strategy vs the baselines (same fills and costs)</h2>
 {stats}
-<p>DSR: the strategy's Sharpe deflated for {result.n_trials} trials (trial Sharpe ratios:
-{html.escape(', '.join(f'{k} {_num(v)}' for k, v in result.trial_sharpes.items()))}).</p>
+<ul>{rules}</ul>
+<p>{html.escape(trials)}. This run's trial Sharpe ratios:
+{html.escape(', '.join(f'{k} {_num(v)}' for k, v in result.trial_sharpes.items()))}.</p>
+<h2>Returns by year</h2>
+{yearly}
 <h2>Equity</h2>
 <img alt="equity curve with regimes shaded" src="data:image/png;base64,{images[0]}">
 <h2>Drawdown, positions, agent followed</h2>

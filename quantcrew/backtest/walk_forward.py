@@ -30,21 +30,36 @@ the crew does and calls the SAME :func:`quantcrew.crew.decision.decide`:
    strategy's own drawdown (see :mod:`quantcrew.backtest.book` for the stop's cooldown).
 6. :func:`~quantcrew.crew.decision.decide` gives each symbol's target position.
 
-Execution: decided at the close of ``t`` with data ``<= t`` and filled at that same close by the
-engine (:class:`~quantcrew.backtest.engine.Execution`, ``fill="close"``: market-on-close; the
-bundled S&P 500 opens are often stale copies of the previous close, so a next-open fill would be
-fiction), paying ``cost_bps`` per unit of turnover (book conventions in
-:mod:`quantcrew.backtest.book`). Benchmark: buy-and-hold, equal weights bought at the close of
-the first bar of the span (paying the same cost once), never rebalanced.
+Turnover control: a symbol whose new target is within ``trade_band`` of the weight it holds
+(same side, not flat) is left alone, so the book does not pay to chase small moves of its own
+sizing (the band is measured in fractions of equity; 0 trades every change).
+
+Execution (:class:`~quantcrew.backtest.engine.Execution`): decided at the close of ``t`` with data
+``<= t`` and, by default, filled at the NEXT OPEN (``fill="next_open"``); where that open is a
+stale copy of the previous close (the bundled S&P 500 until 2007), at that next bar's close
+instead, never earlier. ``fill="close"`` (decided and filled at the same close) is optimistic and
+labelled so: the decision uses the very close it trades at. Costs: ``cost_bps`` per unit of
+turnover (book conventions in :mod:`quantcrew.backtest.book`). The bandit is rewarded with what
+following an agent earned AS FILLED (the agent's target of ``t - 1`` over the part of bar ``t``
+after the fill, that of ``t - 2`` before it).
+
+Calendar: bars per year are counted from the data's own calendar
+(:func:`quantcrew.data.frequency.periods_per_year`: 252 for daily equity bars, 12 for monthly
+ones) and used by every annualised figure of the run, its baselines and the DSR.
+
+Baselines (:mod:`quantcrew.backtest.baselines`), on the same fills and costs: buy-and-hold, a
+200-day trend filter and a 10% volatility target; each compared with the strategy by the
+Sharpe difference and its block-bootstrap interval (:mod:`quantcrew.backtest.comparison`).
 
 Alternatives and the deflated Sharpe ratio: the same pipeline is run with each agent followed
-all the time instead of the bandit's choice (same sizing, limits, stop). The DSR deflates the
-strategy's Sharpe by the expected maximum of ``n_trials`` trials (default 5: the strategy and
-the four single-agent alternatives), with the variance of those five Sharpe ratios.
+all the time instead of the bandit's choice (same sizing, limits, stop). The run's five trials
+(the strategy and the four alternatives) are recorded in the trials ledger when one is given
+(:mod:`quantcrew.backtest.trials`), and the DSR deflates by every distinct trial on the span.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -57,24 +72,26 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcrew.backtest.account import Account, Costs
+from quantcrew.backtest.baselines import run_baselines
 from quantcrew.backtest.book import Book
-from quantcrew.backtest.engine import Execution
+from quantcrew.backtest.comparison import compare, yearly_returns
+from quantcrew.backtest.engine import Execution, Fill
 from quantcrew.backtest.stats import compute_stats
+from quantcrew.backtest.trials import TrialsView, span_key
 from quantcrew.backtest.walk_forward_data import BacktestInputError, WalkForwardData, prepare_data
 from quantcrew.backtest.walk_forward_result import (
-    PERIODS_PER_YEAR,
     DecisionRecord,
     RegimeFit,
     WalkForwardResult,
-    buy_and_hold,
-    deflated_sharpe,
     probabilistic_sharpe,
 )
+from quantcrew.data.frequency import periods_per_year
 from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.ml_server.schemas.bandit import BanditCreateRequest, BanditRewardRequest, BanditSelectRequest
 from quantcrew.ml_server.schemas.regime import RegimeFitRequest, RegimePredictRequest
 from quantcrew.quant.performance import period_returns
+from quantcrew.quant.trials import Trial, TrialsLedger, config_hash, trials_dsr
 from quantcrew.tools.fallbacks import STRATEGY_AGENTS, execution_fallback, risk_fallback, rule_positions
 
 if TYPE_CHECKING:
@@ -88,7 +105,6 @@ __all__ = [
     "RegimeFit",
     "WalkForwardData",
     "WalkForwardResult",
-    "buy_and_hold",
     "check_options",
     "prepare_data",
     "walk_forward",
@@ -100,7 +116,11 @@ ProgressCallback = Callable[[int, int, str], None]
 _VAR_WINDOW = 250
 _EXEC_BARS = 61          # execution_fallback reads the last 60 returns
 _MIN_TRAIN = 100
-_DEFAULT_TRIALS = 1 + len(STRATEGY_AGENTS)
+_FILLS = ("next_open", "close")
+FILL_TEXT = {"next_open": "next open (decided at the close, filled at the next bar's open; a stale open, a copy of "
+                          "the previous close, fills at that bar's close)",
+             "close": "close (OPTIMISTIC: decided and filled at the same close, with the close that made the signal)"}
+"""How each fill is described in the run's configuration and reports."""
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -120,7 +140,9 @@ def walk_forward(
     rebalance_every: int = 1,
     select_every: int = 21,
     seed: int = 0,
-    n_trials: int | None = None,
+    fill: Fill = "next_open",
+    trade_band: float = 0.0,
+    ledger: TrialsLedger | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> WalkForwardResult:
     """Run the crew's decision pipeline bar by bar over ``start..end`` (see the module docstring).
@@ -141,11 +163,13 @@ def walk_forward(
         select_every: Bars between the meta-orchestrator's choices (at decision bars): the agent chosen
             is followed until the next choice, which first rewards it with the agent's mean per-bar return.
         seed: Seed of the regime fits and the bandit.
-        n_trials: Trials the DSR deflates for; default 5 (the strategy and the four single agents).
+        fill: ``"next_open"`` (default) or ``"close"`` (optimistic; module docstring).
+        trade_band: No-trade band, in fractions of equity (module docstring); 0 trades every change.
+        ledger: Where trials are recorded and counted (the runs store); None: this run's trials only.
         on_progress: Called as ``on_progress(done, total, message)`` after each fit and each bar.
 
     Returns:
-        The result, with statistics for the strategy and buy-and-hold.
+        The result, with statistics for the strategy and its baselines.
 
     Raises:
         BacktestInputError: a parameter or the span is unusable (the message names it).
@@ -157,7 +181,8 @@ def walk_forward(
     began = time.perf_counter()
     limits = limits or RiskLimits()
     check_options(refit_every=refit_every, min_train=min_train, cost_bps=cost_bps, cooldown=cooldown,
-                  rebalance_every=rebalance_every, select_every=select_every, n_trials=n_trials, policy=policy)
+                  rebalance_every=rebalance_every, select_every=select_every, policy=policy, fill=fill,
+                  trade_band=trade_band)
     if isinstance(symbols, WalkForwardData):
         data = symbols
     else:
@@ -165,21 +190,20 @@ def walk_forward(
             raise BacktestInputError("start" if start is None else "end", "required unless data is prepared")
         data = prepare_data(symbols, start, end, settings=settings, min_train=min_train)
     run = _Run(data, client=client, limits=limits, refit_every=refit_every, costs=Costs(commission_bps=cost_bps),
-               policy=policy,
-               cooldown=cooldown, rebalance_every=rebalance_every, select_every=select_every, seed=seed,
-               on_progress=on_progress)
+               policy=policy, cooldown=cooldown, rebalance_every=rebalance_every, select_every=select_every,
+               seed=seed, fill=fill, trade_band=trade_band, on_progress=on_progress)
     run.execute()
     config = {"start": data.dates[0], "end": data.dates[-1], "refit_every": refit_every, "min_train": min_train,
               "train_bars_before_start": data.start_index, "cost_bps": cost_bps, "limits": limits.model_dump(),
               "policy": policy, "cooldown": cooldown, "rebalance_every": rebalance_every,
-              "select_every": select_every, "seed": seed,
-              "fill": "close (decide and trade at the same close)", "agents": "rules", "var": "historical, 250 bars"}
-    return run.result(config, n_trials or _DEFAULT_TRIALS, time.perf_counter() - began)
+              "select_every": select_every, "seed": seed, "fill": fill, "trade_band": trade_band,
+              "agents": "rules", "var": "historical, 250 bars", "regimes": "hmm, expanding refits, filtered"}
+    return run.result(config, ledger, time.perf_counter() - began)
 
 
 def check_options(*, refit_every: int = 63, min_train: int = 500, cost_bps: float = 5.0, cooldown: int | None = 21,
-                  rebalance_every: int = 1, select_every: int = 21, n_trials: int | None = None,
-                  policy: str = "discounted_thompson") -> None:
+                  rebalance_every: int = 1, select_every: int = 21, policy: str = "discounted_thompson",
+                  fill: str = "next_open", trade_band: float = 0.0) -> None:
     """Refuse an unusable option of :func:`walk_forward` (``BacktestInputError`` naming it), before any work."""
     from quantcrew.ml_server.schemas.bandit import BANDIT_POLICIES
 
@@ -195,8 +219,10 @@ def check_options(*, refit_every: int = 63, min_train: int = 500, cost_bps: floa
         raise BacktestInputError("rebalance_every", f"must be at least 1, got {rebalance_every}")
     if select_every < 1:
         raise BacktestInputError("select_every", f"must be at least 1, got {select_every}")
-    if n_trials is not None and n_trials < 2:
-        raise BacktestInputError("n_trials", f"must be at least 2, got {n_trials}")
+    if fill not in _FILLS:
+        raise BacktestInputError("fill", f"unknown '{fill}'; choose among {', '.join(_FILLS)}")
+    if not math.isfinite(trade_band) or not 0.0 <= trade_band < 1.0:
+        raise BacktestInputError("trade_band", f"must be in [0, 1), got {trade_band}")
     if policy not in BANDIT_POLICIES:
         raise BacktestInputError("policy", f"unknown '{policy}'; choose among {', '.join(BANDIT_POLICIES)}")
 
@@ -206,7 +232,7 @@ class _Run:
 
     def __init__(self, data: WalkForwardData, *, client: MLClient, limits: RiskLimits, refit_every: int,
                  costs: Costs, policy: str, cooldown: int | None, rebalance_every: int, select_every: int, seed: int,
-                 on_progress: ProgressCallback | None) -> None:
+                 fill: Fill, trade_band: float, on_progress: ProgressCallback | None) -> None:
         self.data, self.client, self.limits = data, client, limits
         self.refit_every, self.policy, self.seed = refit_every, policy, seed
         self.rebalance_every = rebalance_every
@@ -219,6 +245,11 @@ class _Run:
         self.closes = np.column_stack([b.close for b in self.bars])
         self.rets = np.vstack([np.zeros(len(self.symbols)), self.closes[1:] / self.closes[:-1] - 1.0])
         self.rules = [rule_positions(b.close) for b in self.bars]
+        self.fill, self.trade_band, self.cost_model = fill, trade_band, costs
+        self.ppy = periods_per_year(data.bars[0].timestamps)
+        self.opens = np.column_stack([b.open for b in self.bars])
+        self.agent_returns = [{a: _as_filled(np.asarray(r[a], dtype=np.float64), self.opens[:, i], self.closes[:, i],
+                                             fill) for a in STRATEGY_AGENTS} for i, r in enumerate(self.rules)]
         self.labels: list[list[str]] = [[] for _ in self.symbols]
         self.n_blocks = -(-self.n // refit_every)
         self.total = self.n_blocks * len(self.symbols) + self.n
@@ -227,21 +258,16 @@ class _Run:
         self.records: list[DecisionRecord] = []
         self.agents: list[list[str]] = [[] for _ in self.symbols]
 
-        opens = np.column_stack([b.open for b in self.bars])
-
-        def book() -> Book:  # filled by the engine at the close the targets are decided
+        def book() -> Book:  # filled by the engine: the next open (or the next close if stale), or the close
             account = Account(len(self.symbols), costs=costs, sizing="weights")
-            return Book(Execution(account, opens, self.closes, fill="close"), drawdown_stop=limits.drawdown_stop,
-                        cooldown=cooldown)
+            return Book(Execution(account, self.opens, self.closes, fill=fill, stale_opens="next_close"),
+                        drawdown_stop=limits.drawdown_stop, cooldown=cooldown)
 
         self.book = book()
         self.alt_books = {a: book() for a in STRATEGY_AGENTS}
         self.equity = np.empty(self.n)
         self.alt_equity = {a: np.empty(self.n) for a in STRATEGY_AGENTS}
         self.gross = np.zeros(self.n)
-        self.costs = np.zeros(self.n)
-        self.turnover = np.zeros(self.n)
-        self.alt_turnover = {a: np.zeros(self.n) for a in STRATEGY_AGENTS}
         self.alt_gross = {a: np.zeros(self.n) for a in STRATEGY_AGENTS}
         self.positions = np.zeros((self.n, len(self.symbols)))
         self.bandit_name = f"wf-{uuid.uuid4().hex[:16]}"
@@ -336,7 +362,7 @@ class _Run:
         for b in self.alt_books.values():
             b.hold(t)
         for i, (agent, _) in enumerate(self.choice):  # what following the chosen agent earned over bar t
-            self.earned[i].append(float(self.rules[i][agent][t - 1] * self.rets[t, i]))
+            self.earned[i].append(float(self.agent_returns[i][agent][t]))
 
     def _reward(self) -> None:
         """Reward each standing choice with its agent's mean per-bar return since it was made."""
@@ -377,9 +403,8 @@ class _Run:
         decision = decide(DecisionInputs(
             as_of=date, symbols=[inputs(i, a, did) for i, (a, did) in enumerate(self.choice)], portfolio_var=var,
             var_method="historical", drawdown=drawdown), self.limits)
-        target = np.array([d.target_position for d in decision.decisions])
-        self.turnover[j] = self.book.trade(t, target)
-        self.costs[j] = self.book.cost * self.turnover[j]
+        target = self._banded(np.array([d.target_position for d in decision.decisions]), self.book.weights)
+        self.book.trade(t, target)
         self.positions[j] = target
         for d in decision.decisions:
             self.records.append(DecisionRecord(
@@ -390,7 +415,14 @@ class _Run:
             alt = decide(DecisionInputs(
                 as_of=date, symbols=[inputs(i, agent, None) for i in range(n_sym)], portfolio_var=var,
                 var_method="historical", drawdown=book.decision_drawdown(t)), self.limits)
-            self.alt_turnover[agent][j] = book.trade(t, np.array([d.target_position for d in alt.decisions]))
+            book.trade(t, self._banded(np.array([d.target_position for d in alt.decisions]), book.weights))
+
+    def _banded(self, target: FloatArray, held: FloatArray) -> FloatArray:
+        """``target``, except where it is within the no-trade band of the weight held on the same side."""
+        if self.trade_band <= 0.0:
+            return target
+        keep = (np.abs(target - held) < self.trade_band) & (np.sign(target) == np.sign(held)) & (target != 0.0)
+        return np.where(keep, held, target)
 
     def _size(self, i: int, t: int, target: float) -> tuple[float, tuple[float, float]]:
         """The execution plan's size for following a target of ``target`` on symbol ``i`` at bar ``t``."""
@@ -404,36 +436,92 @@ class _Run:
 
     # -- the result ------------------------------------------------------------------------------
 
-    def result(self, config: dict[str, Any], n_trials: int, wall_s: float) -> WalkForwardResult:
-        stats = compute_stats(self.equity, initial_cash=1.0, periods_per_year=PERIODS_PER_YEAR,
+    def result(self, config: dict[str, Any], ledger: TrialsLedger | None, wall_s: float) -> WalkForwardResult:
+        ppy, span = self.ppy, slice(self.s, self.s + self.n)
+        turnover = self.book.execution.traded[span]
+        costs = self.book.cost * turnover
+        stats = compute_stats(self.equity, initial_cash=1.0, periods_per_year=ppy,
                               trade_pnls=self.book.trade_pnls(), positions=np.abs(self.positions).sum(axis=1),
-                              traded_fraction=self.turnover)
-        alternatives = {a: compute_stats(self.alt_equity[a], initial_cash=1.0, periods_per_year=PERIODS_PER_YEAR,
+                              traded_fraction=turnover)
+        alternatives = {a: compute_stats(self.alt_equity[a], initial_cash=1.0, periods_per_year=ppy,
                                          trade_pnls=b.trade_pnls(), positions=self.alt_gross[a],
-                                         traded_fraction=self.alt_turnover[a])
+                                         traded_fraction=b.execution.traded[span])
                         for a, b in self.alt_books.items()}
-        bench_equity, bench_stats = buy_and_hold(self.closes[self.s:], self.book.cost)
-        trial_stats = {"strategy": stats, **alternatives}
-        trials = {name: s.sharpe for name, s in trial_stats.items()}
+        baselines = run_baselines(self.opens, self.closes, self.s, cost=self.cost_model, fill=self.fill,
+                                  stale_opens="next_close", periods_per_year=ppy)
+        comparisons = [compare(self.equity, stats, b.equity, b.stats, baseline=k, label=b.label,
+                               periods_per_year=ppy, seed=self.seed) for k, b in baselines.items()]
+        dates = self.all_dates[self.s:]
+        yearly = yearly_returns(dates, {"strategy": self.equity, **{k: b.equity for k, b in baselines.items()}})
+        trial_stats = {"strategy": stats, **{f"follow {a}": s for a, s in alternatives.items()}}
+        trials, view = self._trials(config, trial_stats, ledger)
+        dsr, _ = trials_dsr(period_returns(self.equity, 1.0), trials)
         notes = []
-        # A trial whose returns never varied has a Sharpe of 0 by convention, not by measurement: it
-        # stays out of the spread of trial Sharpe ratios the DSR deflates by.
-        measured = [s.sharpe for s in trial_stats.values() if s.annual_volatility > 0]
-        dsr = deflated_sharpe(period_returns(self.equity, 1.0), measured, n_trials)
         if math.isnan(dsr):
             notes.append("DSR undefined (flat returns or fewer than 2 trials with a measured Sharpe ratio)")
-        bench_psr = probabilistic_sharpe(period_returns(bench_equity, 1.0))
-        dates = self.all_dates[self.s:]
+        if not view.ledger:
+            notes.append(f"DSR counts this run's {view.n_trials} trials only: no trials ledger was given")
+        if self.fill == "close":
+            notes.append("fill=close is optimistic: each decision trades at the very close that made it")
+        late = self.book.execution.late_fills
+        if late:
+            notes.append(f"{late} fill(s) at the next close instead of the next open: the open was a copy of the "
+                         "previous close (stale)")
+        if ppy != 252:
+            notes.append(f"annualised with {ppy} bars a year (counted from the data's calendar)")
+        bench_psr = probabilistic_sharpe(period_returns(baselines["buy_and_hold"].equity, 1.0))
+        fills = [dataclasses.replace(f, bar=f.bar - self.s) for f in self.book.account.fills]
         return WalkForwardResult(
-            symbols=self.symbols, dates=dates, equity=self.equity, gross_returns=self.gross, costs=self.costs,
-            turnover=self.turnover, positions=self.positions,
+            symbols=self.symbols, dates=dates, equity=self.equity, gross_returns=self.gross, costs=costs,
+            turnover=turnover, positions=self.positions,
             regimes={s: list(self.labels[i][:self.n]) for i, s in enumerate(self.symbols)},
-            agents={s: self.agents[i] for i, s in enumerate(self.symbols)}, benchmark_equity=bench_equity,
-            stats=stats, benchmark_stats=bench_stats, dsr=dsr, benchmark_psr=bench_psr, n_trials=n_trials,
-            trial_sharpes=trials, alternatives=alternatives, decisions=self.records, regime_fits=self.fits,
-            bandit_id=self.bandit_id, bandit_name=self.bandit_name,
-            stop_dates=[self.all_dates[b] for b in self.book.stop_bars], config=config, wall_s=wall_s,
-            regime_wait_s=self.wait_s, notes=notes)
+            agents={s: self.agents[i] for i, s in enumerate(self.symbols)}, stats=stats, baselines=baselines,
+            comparisons=comparisons, yearly=yearly, dsr=dsr, benchmark_psr=bench_psr, trials=view,
+            trial_sharpes={name: s.sharpe for name, s in trial_stats.items()}, alternatives=alternatives,
+            decisions=self.records, regime_fits=self.fits, bandit_id=self.bandit_id, bandit_name=self.bandit_name,
+            stop_dates=[self.all_dates[b] for b in self.book.stop_bars], fills=fills, periods_per_year=ppy,
+            config=config, wall_s=wall_s, regime_wait_s=self.wait_s, notes=notes)
+
+    def _trials(self, config: dict[str, Any], trial_stats: dict[str, Any], ledger: TrialsLedger | None
+                ) -> tuple[list[Trial], TrialsView]:
+        """This run's trials, recorded in the ledger when there is one; every distinct trial on the span."""
+        key = span_key([b.iloc(slice(self.s, self.s + self.n)) for b in self.bars])
+        digest = config_hash(config)
+        mine = [Trial(name=name, config_hash=digest, sharpe=s.sharpe, periods_per_year=self.ppy, n_bars=self.n,
+                      config=config) for name, s in trial_stats.items()]
+        if ledger is None:
+            trials, new = mine, len(mine)
+        else:
+            new = ledger.record_trials(key, mine)
+            trials = ledger.span_trials(key)
+        _, variance = trials_dsr(period_returns(self.equity, 1.0), trials)
+        return trials, TrialsView(span=key, n_trials=len(trials), new=new, sharpe_variance=variance,
+                                  ledger=ledger is not None)
+
+
+def _as_filled(target: FloatArray, opens: FloatArray, closes: FloatArray, fill: Fill) -> FloatArray:
+    """Per-bar return of following ``target`` (decided at each close) as the engine fills it, bar ``t`` at ``[t]``.
+
+    ``fill="close"``: ``target[t-1] * r[t]``. ``"next_open"``: ``target[t-2]`` from the close of
+    ``t - 1`` to the open of ``t``, then ``target[t-1]`` to the close; on a stale open (a copy of
+    the previous close) the fill waits for the close, so ``target[t-2] * r[t]``. Costs left out.
+    """
+    out = np.zeros(closes.shape[0])
+    r = np.zeros_like(out)
+    r[1:] = closes[1:] / closes[:-1] - 1.0
+    if fill == "close":
+        out[1:] = target[:-1] * r[1:]
+        return out
+    before = np.concatenate(([0.0, 0.0], target[:-2]))[:closes.shape[0]]
+    after = np.concatenate(([0.0], target[:-1]))
+    gap = np.zeros_like(out)
+    gap[1:] = opens[1:] / closes[:-1] - 1.0
+    intraday = closes / opens - 1.0
+    stale = np.zeros(closes.shape[0], dtype=bool)
+    stale[1:] = opens[1:] == closes[:-1]
+    out = np.where(stale, before * r, (1.0 + before * gap) * (1.0 + after * intraday) - 1.0)
+    out[0] = 0.0
+    return out
 
 
 def _model_name(symbol: str) -> str:

@@ -1,6 +1,6 @@
-"""What a walk-forward run produced: per-bar series, decisions, regime fits, statistics.
+"""What a walk-forward run produced: per-bar series, decisions, regime fits, baselines, statistics.
 
-Also the buy-and-hold benchmark and the probabilistic / deflated Sharpe ratios of the run.
+Also the probabilistic Sharpe ratio of buy-and-hold and the JSON-able summary of the run.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from quantcrew.backtest.stats import Stats, compute_stats
+from quantcrew.backtest.account import FillRecord
+from quantcrew.backtest.baselines import BaselineRun
+from quantcrew.backtest.comparison import Comparison
+from quantcrew.backtest.stats import Stats
+from quantcrew.backtest.trials import TrialsView
 from quantcrew.quant.performance import period_returns
-from quantcrew.quant.sharpe import deflated_sharpe_ratio, probabilistic_sharpe_ratio, sharpe_moments
+from quantcrew.quant.sharpe import probabilistic_sharpe_ratio, sharpe_moments
 
-__all__ = ["PERIODS_PER_YEAR", "DecisionRecord", "RegimeFit", "WalkForwardResult", "buy_and_hold", "deflated_sharpe",
-           "probabilistic_sharpe"]
+__all__ = ["DecisionRecord", "RegimeFit", "WalkForwardResult", "probabilistic_sharpe"]
 
 FloatArray = npt.NDArray[np.float64]
-
-PERIODS_PER_YEAR = 252
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,21 @@ class WalkForwardResult:
         positions: Target position per bar and symbol (fraction of equity), shape (bars, symbols).
         regimes: Filtered regime label per symbol, per bar.
         agents: Agent followed per symbol, per bar (the bandit's choice).
-        benchmark_equity: Buy-and-hold equity at each close.
         stats: Strategy statistics (:func:`~quantcrew.backtest.stats.compute_stats`).
-        benchmark_stats: Buy-and-hold statistics.
-        dsr: Deflated Sharpe ratio of the strategy (NaN when undefined).
+        baselines: The trivial baselines on the same fills and costs (:mod:`quantcrew.backtest.baselines`).
+        comparisons: The strategy against each baseline (:mod:`quantcrew.backtest.comparison`).
+        yearly: Each calendar year's return of the strategy and the baselines.
+        dsr: Deflated Sharpe ratio of the strategy over every trial on the span (NaN when undefined).
         benchmark_psr: Probabilistic Sharpe ratio of buy-and-hold against 0 (one trial: nothing to deflate).
-        n_trials: Trials the DSR assumes.
-        trial_sharpes: Annualised Sharpe of every trial (strategy and single-agent alternatives).
+        trials: What the DSR deflated by (:mod:`quantcrew.backtest.trials`).
+        trial_sharpes: Annualised Sharpe of this run's trials (strategy and single-agent alternatives).
         alternatives: Statistics of the same pipeline following one agent all the time.
         decisions: One record per bar and symbol.
         regime_fits: Every HMM fitted.
         bandit_id: Id of the bandit on the server; bandit_name its unique name.
         stop_dates: Dates the drawdown stop fired.
+        fills: The strategy's blotter: every weight change (bars counted from the span's first bar).
+        periods_per_year: Bars per year of the data's calendar, used by every annualised figure.
         config: The run's parameters.
         wall_s: Seconds the run took.
         regime_wait_s: Of which the bar loop waited for regime fits (they run one block ahead).
@@ -98,12 +102,13 @@ class WalkForwardResult:
     positions: FloatArray
     regimes: dict[str, list[str]]
     agents: dict[str, list[str]]
-    benchmark_equity: FloatArray
     stats: Stats
-    benchmark_stats: Stats
+    baselines: dict[str, BaselineRun]
+    comparisons: list[Comparison]
+    yearly: list[dict[str, Any]]
     dsr: float
     benchmark_psr: float
-    n_trials: int
+    trials: TrialsView
     trial_sharpes: dict[str, float]
     alternatives: dict[str, Stats]
     decisions: list[DecisionRecord]
@@ -111,6 +116,8 @@ class WalkForwardResult:
     bandit_id: str
     bandit_name: str
     stop_dates: list[str]
+    fills: list[FillRecord]
+    periods_per_year: int
     config: dict[str, Any]
     wall_s: float = 0.0
     regime_wait_s: float = 0.0
@@ -122,57 +129,49 @@ class WalkForwardResult:
         return period_returns(self.equity, 1.0)
 
     @property
+    def n_trials(self) -> int:
+        """Trials the DSR deflated by."""
+        return self.trials.n_trials
+
+    @property
+    def benchmark_equity(self) -> FloatArray:
+        """Buy-and-hold equity at each close."""
+        return self.baselines["buy_and_hold"].equity
+
+    @property
+    def benchmark_stats(self) -> Stats:
+        """Buy-and-hold statistics."""
+        return self.baselines["buy_and_hold"].stats
+
+    @property
     def model_ids(self) -> list[str]:
         """Every ML-server model used: the regime fits, then the bandit."""
         return [f.model_id for f in self.regime_fits] + [self.bandit_id]
 
     def summary(self) -> dict[str, Any]:
-        """The JSON-able summary: parameters, statistics, DSR, models (no per-bar series)."""
+        """The JSON-able summary: parameters, statistics, baselines, comparisons, DSR, models (no per-bar series)."""
         return {
             "symbols": self.symbols, "start": self.dates[0], "end": self.dates[-1], "n_bars": len(self.dates),
-            "config": self.config,
+            "periods_per_year": self.periods_per_year, "config": self.config,
             "strategy": {**self.stats.as_dict(), "dsr": self.dsr},
-            "buy_and_hold": {**self.benchmark_stats.as_dict(), "psr": self.benchmark_psr},
-            "n_trials": self.n_trials, "trial_sharpes": self.trial_sharpes,
+            "baselines": {k: {**b.stats.as_dict(), "rule": b.rule} for k, b in self.baselines.items()},
+            "buy_and_hold_psr": self.benchmark_psr,
+            "comparisons": [c.as_dict() for c in self.comparisons],
+            "beat": {c.baseline: c.beat for c in self.comparisons},
+            "yearly": self.yearly,
+            "trials": {"span": self.trials.span, "n_trials": self.trials.n_trials, "new": self.trials.new,
+                       "sharpe_variance": self.trials.sharpe_variance, "ledger": self.trials.ledger},
+            "trial_sharpes": self.trial_sharpes,
             "alternatives": {k: v.as_dict() for k, v in self.alternatives.items()},
             "regime_fits": len(self.regime_fits), "bandit_id": self.bandit_id, "bandit_name": self.bandit_name,
-            "model_ids": self.model_ids, "stop_dates": self.stop_dates, "wall_s": self.wall_s, "notes": self.notes,
+            "model_ids": self.model_ids, "stop_dates": self.stop_dates, "n_fills": len(self.fills),
+            "wall_s": self.wall_s, "notes": self.notes,
             "agents": "rule agents (quantcrew.tools.fallbacks.rule_positions); no RL policy is trained per window",
         }
 
 
-def buy_and_hold(closes: FloatArray, cost: float) -> tuple[FloatArray, Stats]:
-    """Equal-weight buy-and-hold bought at the first close (paying ``cost`` once), never rebalanced.
-
-    Args:
-        closes: Closes of the span, shape (bars, symbols) or (bars,).
-        cost: Cost per unit of turnover, as a fraction.
-
-    Returns:
-        The equity curve (1.0 before the first bar) and its statistics.
-    """
-    c = np.asarray(closes, dtype=np.float64)
-    c = c[:, None] if c.ndim == 1 else c
-    growth = c / c[0]
-    equity = (1.0 - cost) * growth.mean(axis=1)
-    pnls = ((1.0 - cost) * (growth[-1] - 1.0) - cost) / c.shape[1]
-    stats = compute_stats(equity, initial_cash=1.0, periods_per_year=PERIODS_PER_YEAR, trade_pnls=pnls.tolist(),
-                          positions=np.ones(equity.shape[0]), traded_fraction=[1.0])
-    return equity, stats
-
-
-def deflated_sharpe(returns: FloatArray, annual_sharpes: list[float], n_trials: int) -> float:
-    if len(annual_sharpes) < 2:
-        return math.nan
-    try:
-        m = sharpe_moments(returns)
-        variance = float(np.var(np.asarray(annual_sharpes) / math.sqrt(PERIODS_PER_YEAR), ddof=1))
-        return deflated_sharpe_ratio(m.sr, m.n, m.skew, m.kurtosis, n_trials, variance)
-    except ValueError:
-        return math.nan
-
-
 def probabilistic_sharpe(returns: FloatArray) -> float:
+    """PSR of ``returns`` against a Sharpe of 0; NaN for a series that never moved."""
     try:
         m = sharpe_moments(returns)
         return probabilistic_sharpe_ratio(m.sr, 0.0, m.n, m.skew, m.kurtosis)

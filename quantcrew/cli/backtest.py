@@ -59,13 +59,19 @@ def backtest_command(
     drawdown_stop: Annotated[float | None, typer.Option(help="Drawdown that closes every position, e.g. 0.2.")]
     = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the regime fits and the bandit.")] = 0,
-    out: Annotated[Path, typer.Option(help="Folder of the report (report.html, equity.png).")]
+    fill: Annotated[str, typer.Option(help="next_open: decided at the close, filled at the next open (a stale open "
+                                           "fills at that bar's close); close: filled at the same close "
+                                           "(optimistic).")] = "next_open",
+    trade_band: Annotated[float, typer.Option(help="No-trade band: keep a position whose new target is within "
+                                                   "this fraction of equity of it (same side).")] = 0.0,
+    out: Annotated[Path, typer.Option(help="Folder of the report (report.html, equity.png, equity.csv, "
+                                           "positions.csv, trades.csv).")]
     = Path("backtest-report"),
     server_url: Annotated[str | None, typer.Option(help="ML server URL; default: start one locally.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="YAML settings file.")] = None,
 ) -> None:
-    """Walk-forward backtest of the crew's decision pipeline (regimes, bandit, sizing, risk limits) vs buy-and-hold."""
+    """Walk-forward backtest of the crew's decision pipeline vs buy-and-hold, a trend filter and a vol target."""
     from quantcrew.backtest.walk_forward import check_options
     from quantcrew.backtest.walk_forward_data import BacktestInputError, prepare_data
     from quantcrew.data.errors import DataError
@@ -75,7 +81,8 @@ def backtest_command(
     try:  # refuse bad input here, before a server is started for nothing
         limits = _limits(max_position=max_position, max_gross=max_gross, max_var=max_var, drawdown_stop=drawdown_stop)
         check_options(refit_every=refit_every, min_train=min_train, cost_bps=cost_bps, cooldown=cooldown,
-                      rebalance_every=rebalance_every, select_every=select_every, policy=policy)
+                      rebalance_every=rebalance_every, select_every=select_every, policy=policy, fill=fill,
+                      trade_band=trade_band)
         names = [s.strip() for s in symbols.split(",") if s.strip()]
         data_settings = load_cli_settings(config, client__url=server_url)
         data = prepare_data(names, parse_date(start, end=False), parse_date(end, end=True), settings=data_settings,
@@ -87,15 +94,19 @@ def backtest_command(
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         result = _run(data, data_settings, config, console=console, err=err, limits=limits, refit_every=refit_every,
                       min_train=min_train, cost_bps=cost_bps, policy=policy, cooldown=cooldown,
-                      rebalance_every=rebalance_every, select_every=select_every, seed=seed)
+                      rebalance_every=rebalance_every, select_every=select_every, seed=seed, fill=fill,
+                      trade_band=trade_band)
+    from quantcrew.backtest.export import write_csv
     from quantcrew.backtest.report import write_report
 
     html_path, png_path = write_report(result, out)
+    csv_paths = write_csv(result, out)
     if as_json:
-        typer.echo(json.dumps(_finite({**result.summary(), "report": str(html_path), "equity_png": str(png_path)})))
+        typer.echo(json.dumps(_finite({**result.summary(), "report": str(html_path), "equity_png": str(png_path),
+                                       "csv": [str(p) for p in csv_paths]})))
         return
     _print_table(console, result)
-    console.print(f"report: {html_path}\nequity curve: {png_path}")
+    console.print(f"report: {html_path}\nequity curve: {png_path}\ncsv: {', '.join(str(p) for p in csv_paths)}")
 
 
 def _limits(**given: float | None) -> Any:
@@ -117,6 +128,7 @@ def _run(data: WalkForwardData, settings: Any, config: Path | None, *, console: 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from quantcrew.backtest.walk_forward import walk_forward
+    from quantcrew.crew.runs import RunsStore
     from quantcrew.crew.server_process import ServerStartError
     from quantcrew.tools.client import make_client
     from quantcrew.tools.errors import MLClientError
@@ -125,13 +137,14 @@ def _run(data: WalkForwardData, settings: Any, config: Path | None, *, console: 
                TextColumn("{task.description}"), TimeElapsedColumn(), TimeRemainingColumn())
     try:
         with ml_server(settings, config), make_client(settings.client) as client, \
+                contextlib.closing(RunsStore(settings.runs_db)) as ledger, \
                 Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("starting", total=None)
 
             def show(done: int, total: int, message: str) -> None:
                 bar.update(task, completed=done, total=total, description=message)
 
-            return walk_forward(data, client=client, on_progress=show, **options)
+            return walk_forward(data, client=client, on_progress=show, ledger=ledger, **options)
     except (MLClientError, ServerStartError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -141,20 +154,39 @@ def _run(data: WalkForwardData, settings: Any, config: Path | None, *, console: 
 
 
 def _print_table(console: Console, result: WalkForwardResult) -> None:
-    from quantcrew.backtest.report import stats_rows
+    from quantcrew.backtest.report import stats_headers, stats_rows, verdict_rows, yearly_rows
+    from quantcrew.backtest.walk_forward import FILL_TEXT
 
     c = result.config
     table = Table(title=f"Walk-forward: {', '.join(result.symbols)} {result.dates[0]}..{result.dates[-1]} "
-                        f"({len(result.dates)} bars, {c['cost_bps']:g} bp costs)")
-    table.add_column("")
-    table.add_column("Strategy", justify="right")
-    table.add_column("Buy & hold", justify="right")
+                        f"({len(result.dates)} bars, {c['cost_bps']:g} bp costs, fill {c['fill']})")
+    for k, header in enumerate(stats_headers(result)):
+        table.add_column(header, justify="left" if k == 0 else "right")
     for row in stats_rows(result):
         table.add_row(*row)
     console.print(table)
-    console.print(f"[dim]{len(result.regime_fits)} regime fits (refit every {c['refit_every']} bars), bandit "
-                  f"{result.bandit_id} ({c['policy']}, choosing every {c['select_every']} bars), rule agents; "
+    verdicts = Table(title="Did the strategy beat each baseline? (Sharpe after costs, same fills)")
+    for k, header in enumerate(["Against", "Sharpe difference", "90% interval", "Verdict"]):
+        verdicts.add_column(header, justify="left" if k in (0, 3) else "right")
+    for row in verdict_rows(result):
+        verdicts.add_row(*row)
+    console.print(verdicts)
+    headers, rows = yearly_rows(result)
+    years = Table(title="Returns by year")
+    for k, header in enumerate(headers):
+        years.add_column(header, justify="left" if k == 0 else "right")
+    for row in rows:
+        years.add_row(*row)
+    console.print(years)
+    for comparison in result.comparisons:
+        console.print(comparison.sentence, markup=False)
+    t = result.trials
+    console.print(f"[dim]fills: {FILL_TEXT.get(c['fill'], c['fill'])}; {len(result.regime_fits)} regime fits "
+                  f"(refit every {c['refit_every']} bars), bandit {result.bandit_id} ({c['policy']}, choosing every "
+                  f"{c['select_every']} bars), rule agents; DSR over {t.n_trials} trials on this span ({t.new} new); "
                   f"drawdown stops: {', '.join(result.stop_dates) or 'none'}; {result.wall_s:.0f} s[/dim]")
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, style="yellow")
 
 
 def _finite(value: Any) -> Any:

@@ -7,6 +7,8 @@ Tables:
 - ``runs``: one row per crew run (inputs, status, the decision as JSON, whether it was degraded
   or gated, the outcomes it settled);
 - ``tool_calls``: every tool call of a run with its structured result;
+- ``backtest_trials``: every backtest configuration run on a data span (the trials ledger the
+  walk-forward's deflated Sharpe ratio counts: :mod:`quantcrew.backtest.trials`);
 - ``decision_outcomes``: what each stored decision earned, once per (run, symbol): the realised
   return of the bar after the decision, the decision's and the chosen agent's return, and
   whether the bandit was rewarded for it (``pending``, ``rewarded``, ``no_decision``,
@@ -24,19 +26,23 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from quantcrew.quant.trials import Trial
+
 if TYPE_CHECKING:  # crewai (under quantcrew.tools.base) is seconds to import; the store does not need it
     from quantcrew.tools.base import ToolResult
 
 __all__ = ["REWARD_STATUSES", "SCHEMA_VERSION", "STATUSES", "RunsStore", "open_database"]
 
-SCHEMA_VERSION = 2
-"""1: runs and tool_calls (with the added run columns); 2: gated flags and decision_outcomes."""
+SCHEMA_VERSION = 3
+"""1: runs and tool_calls (with the added run columns); 2: gated flags and decision_outcomes;
+3: backtest_trials."""
 
 _RUN_COLUMNS: dict[str, str] = {"decision": "TEXT", "degraded": "INTEGER", "llm_calls": "INTEGER",
                                 "duration_s": "REAL", "budget": "TEXT", "gated": "INTEGER", "settled": "TEXT"}
@@ -77,6 +83,19 @@ _CREATE_OUTCOMES = """CREATE TABLE IF NOT EXISTS "decision_outcomes" (
    "claim" TEXT,
    "claimed_at" TEXT,
    UNIQUE ("run_id", "symbol"))"""
+
+_CREATE_TRIALS = """CREATE TABLE IF NOT EXISTS "backtest_trials" (
+   "span" TEXT NOT NULL,
+   "name" TEXT NOT NULL,
+   "config_hash" TEXT NOT NULL,
+   "sharpe" REAL NOT NULL,
+   "periods_per_year" INTEGER NOT NULL,
+   "n_bars" INTEGER NOT NULL,
+   "config" TEXT NOT NULL,
+   "first_run_at" TEXT NOT NULL,
+   "last_run_at" TEXT NOT NULL,
+   "runs" INTEGER NOT NULL DEFAULT 1,
+   PRIMARY KEY ("span", "name", "config_hash"))"""
 
 _OUTCOME_COLUMNS = ("run_id", "symbol", "decision_date", "outcome_date", "close", "outcome_close", "r", "target",
                     "decision_return", "agent", "agent_target", "agent_return", "decision_id", "reward_status",
@@ -142,6 +161,7 @@ class RunsStore:
                 conn.execute(_CREATE_OUTCOMES)
                 conn.execute('CREATE INDEX IF NOT EXISTS "idx_decision_outcomes_pending" '
                              'ON "decision_outcomes" ("reward_status", "outcome_date")')
+                conn.execute(_CREATE_TRIALS)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.commit()
             except BaseException:
@@ -313,3 +333,40 @@ class RunsStore:
                       limit: int | None = None) -> list[dict[str, Any]]:
         rows = self._db["decision_outcomes"].rows_where(where, args, order_by=order_by, limit=limit)
         return [{k: v for k, v in row.items() if k not in ("claim", "claimed_at")} for row in rows]
+
+    # -- the trials ledger -----------------------------------------------------------------------
+
+    def record_trials(self, span: str, trials: Sequence[Trial]) -> int:
+        """Record backtest trials on ``span``; a trial already there (same name and configuration) is
+        counted once, its result refreshed. Returns how many were new."""
+        now = _now()
+        new = 0
+        with self._lock, self._db.conn:
+            for t in trials:
+                cursor = self._db.conn.execute(
+                    'INSERT INTO "backtest_trials" (span, name, config_hash, sharpe, periods_per_year, n_bars, config, '
+                    "first_run_at, last_run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (span, name, config_hash) DO UPDATE SET sharpe = excluded.sharpe, "
+                    "last_run_at = excluded.last_run_at, runs = runs + 1 RETURNING runs",
+                    (span, t.name, t.config_hash, t.sharpe, t.periods_per_year, t.n_bars,
+                     json.dumps(dict(t.config), sort_keys=True, default=str), now, now))
+                new += int(cursor.fetchone()[0] == 1)
+        return new
+
+    def span_trials(self, span: str) -> list[Trial]:
+        """Every distinct trial recorded on ``span``, oldest first."""
+        with self._lock:
+            rows = self._db.conn.execute(
+                "SELECT name, config_hash, sharpe, periods_per_year, n_bars, config FROM backtest_trials "
+                "WHERE span = ? ORDER BY first_run_at, name", (span,)).fetchall()
+        return [Trial(name=r[0], config_hash=r[1], sharpe=float(r[2]), periods_per_year=int(r[3]), n_bars=int(r[4]),
+                      config=json.loads(r[5])) for r in rows]
+
+    def trial_spans(self) -> list[dict[str, Any]]:
+        """Each span with trials: how many, the best and worst Sharpe, and when last run."""
+        with self._lock:
+            rows = self._db.conn.execute(
+                "SELECT span, COUNT(*), MAX(sharpe), MIN(sharpe), MAX(last_run_at) FROM backtest_trials "
+                "GROUP BY span ORDER BY MAX(last_run_at) DESC").fetchall()
+        return [{"span": r[0], "n_trials": int(r[1]), "best_sharpe": float(r[2]), "worst_sharpe": float(r[3]),
+                 "last_run_at": r[4]} for r in rows]

@@ -107,3 +107,12 @@ def test_open_trades_are_marked_at_the_last_price() -> None:
 def test_unknown_sizing_raises_naming_it() -> None:
     with pytest.raises(ValueError, match="sizing"):
         Account(1, sizing="shares")  # type: ignore[arg-type]
+
+
+def test_account_records_a_fill_per_weight_change() -> None:
+    account = Account(2, costs=Costs(commission_bps=10.0), sizing="weights")
+    account.fill(3, np.array([10.0, 20.0]), [0.5, 0.0])
+    account.fill(4, np.array([11.0, 21.0]), [0.5, -0.25])
+    assert [(f.bar, f.asset, f.price, f.before, f.after) for f in account.fills] == [
+        (3, 0, 10.0, 0.0, 0.5), (4, 1, 21.0, 0.0, -0.25)]
+    assert account.fills[0].cost == pytest.approx(0.001 * 0.5)

@@ -309,3 +309,32 @@ def test_execution_next_open_order_at_the_last_bar_is_never_filled() -> None:
 def test_execution_unknown_fill_raises_naming_it() -> None:
     with pytest.raises(ValueError, match="fill"):
         Execution(Account(1), [1.0], [1.0], fill="open")  # type: ignore[arg-type]
+
+
+def test_execution_stale_open_waits_for_the_close_of_the_next_bar() -> None:
+    closes = np.array([10.0, 11.0, 12.1, 12.1])
+    opens = np.array([10.0, 10.0, 11.5, 12.1])  # bar 1's open is a copy of close[0]: stale; bar 2's is real
+    account = Account(1, sizing="weights")
+    execution = Execution(account, opens, closes, fill="next_open", stale_opens="next_close")
+    execution.advance(0)
+    execution.order(0, [1.0])
+    assert execution.advance(1) == 0.0 and account.equity == 1.0  # nothing held over bar 1: filled at its close
+    assert execution.traded[1] == 1.0 and account.fills[0].price == 11.0 and execution.late_fills == 1
+    execution.order(1, [0.0])
+    assert execution.advance(2) == pytest.approx(11.5 / 11.0 - 1.0)  # held to bar 2's real open, sold there
+    assert account.fills[1].price == 11.5 and execution.late_fills == 1
+
+
+def test_execution_trusting_a_stale_open_fills_at_it() -> None:
+    closes = np.array([10.0, 11.0])
+    account = Account(1, sizing="weights")
+    execution = Execution(account, np.array([10.0, 10.0]), closes, fill="next_open")
+    execution.advance(0)
+    execution.order(0, [1.0])
+    assert execution.advance(1) == pytest.approx(0.1) and execution.late_fills == 0
+
+
+def test_execution_unknown_stale_opens_rule_raises_naming_it() -> None:
+    with pytest.raises(ValueError, match="stale_opens"):
+        Execution(Account(1), [1.0], [1.0], stale_opens="skip")  # type: ignore[arg-type]
+

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from quantcrew.backtest.report import stats_rows, write_report
+from quantcrew.backtest.report import stats_headers, stats_rows, verdict_rows, write_report, yearly_rows
 from quantcrew.backtest.walk_forward import WalkForwardResult, walk_forward
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.tools.client import MLClient
@@ -31,8 +31,14 @@ def test_write_report_writes_html_with_stats_and_images_and_a_png(small_result: 
     assert html_path == tmp_path / "out" / "report.html" and png_path == tmp_path / "out" / "equity.png"
     assert png_path.read_bytes().startswith(PNG_MAGIC)
     page = html_path.read_text(encoding="utf-8")
-    for label, strategy, bench in stats_rows(small_result):
-        assert "".join(f"<td>{html.escape(c)}</td>" for c in (label, strategy, bench)) in page
+    def cells(row: list[str]) -> str:
+        return "".join(f"<td>{html.escape(c)}</td>" for c in row)
+
+    assert stats_headers(small_result) == ["", "Strategy", "buy & hold", "200-day trend", "10% vol target"]
+    for row in [*stats_rows(small_result), *verdict_rows(small_result), *yearly_rows(small_result)[1]]:
+        assert cells(row) in page
+    for comparison in small_result.comparisons:
+        assert html.escape(comparison.sentence) in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 2
     assert all(base64.b64decode(img).startswith(PNG_MAGIC) for img in images)

@@ -13,7 +13,6 @@ from quantcrew.backtest.stats import compute_stats
 from quantcrew.backtest.walk_forward import (
     BacktestInputError,
     WalkForwardResult,
-    buy_and_hold,
     check_options,
     prepare_data,
     walk_forward,
@@ -122,11 +121,12 @@ def test_walk_forward_positions_are_the_decision_pipelines_targets(wf_client: ML
         assert inputs.symbols[0].chosen_agent in inputs.symbols[0].agent_targets
 
 
-def test_walk_forward_gross_return_is_yesterdays_positions_times_returns(wf_client: MLClient,
-                                                                        synth_pair: tuple[OHLCV, OHLCV]) -> None:
+def test_walk_forward_fill_close_gross_return_is_yesterdays_positions_times_returns(
+        wf_client: MLClient, synth_pair: tuple[OHLCV, OHLCV]) -> None:
     a, b = synth_pair
     dates = a.iso_timestamps()
-    result = _run(wf_client, [a, b], dates[300], dates[-1], limits=RiskLimits(max_gross=2.0, max_var=0.05))
+    result = _run(wf_client, [a, b], dates[300], dates[-1], limits=RiskLimits(max_gross=2.0, max_var=0.05),
+                  fill="close")
     assert result.positions.shape == (len(result.dates), 2)
     closes = np.column_stack([a.close, b.close])[300:]
     rets = closes[1:] / closes[:-1] - 1.0
@@ -136,6 +136,27 @@ def test_walk_forward_gross_return_is_yesterdays_positions_times_returns(wf_clie
     np.testing.assert_allclose(result.returns, net, rtol=1e-12, atol=1e-15)
     assert len(result.regime_fits) == 2 * math.ceil(len(result.dates) / 63)
     assert set(result.regimes) == {"AAA", "BBB"} and np.any(result.positions[:, 1] != 0.0)
+    assert any("optimistic" in n for n in result.notes)
+
+
+def test_walk_forward_next_open_fill_holds_old_weights_until_the_open(wf_client: MLClient,
+                                                                      synth_pair: tuple[OHLCV, OHLCV]) -> None:
+    a, b = synth_pair
+    dates = a.iso_timestamps()
+    result = _run(wf_client, [a, b], dates[300], dates[-1], limits=RiskLimits(max_gross=2.0, max_var=0.05))
+    assert result.config["fill"] == "next_open" and not any("optimistic" in n for n in result.notes)
+    opens, closes = np.column_stack([a.open, b.open])[300:], np.column_stack([a.close, b.close])[300:]
+    gap = np.vstack([np.zeros(2), opens[1:] / closes[:-1] - 1.0])
+    intraday = closes / opens - 1.0
+    p = result.positions
+    for j in range(2, len(result.dates)):
+        # the targets decided at close j-2 were filled at open j-1 and drifted to close j-1 ...
+        w = p[j - 2] * (1.0 + intraday[j - 1]) / (1.0 + p[j - 2] @ intraday[j - 1])
+        # ... held over the gap to open j, where the targets decided at close j-1 were filled
+        expected = (1.0 + w @ gap[j]) * (1.0 + p[j - 1] @ intraday[j]) - 1.0
+        assert result.gross_returns[j] == pytest.approx(expected, rel=1e-9, abs=1e-14), j
+    assert result.turnover[0] == 0.0  # nothing fills at the close of the first decision
+    assert result.fills and result.fills[0].bar == 1 and result.fills[0].price == opens[1, result.fills[0].asset]
 
 
 def test_walk_forward_costs_reduce_each_return_by_turnover_times_cost(wf_client: MLClient,
@@ -143,27 +164,42 @@ def test_walk_forward_costs_reduce_each_return_by_turnover_times_cost(wf_client:
     dates = synth_bars.iso_timestamps()
     no_stop = RiskLimits(drawdown_stop=1.0)  # the stop never binds: the two runs hold the same positions
     bars = synth_bars.iloc(slice(0, 421))
-    free = _run(wf_client, bars, dates[300], dates[420], cost_bps=0.0, limits=no_stop)
-    paid = _run(wf_client, bars, dates[300], dates[420], cost_bps=10.0, limits=no_stop)
+    free = _run(wf_client, bars, dates[300], dates[420], cost_bps=0.0, limits=no_stop, fill="close")
+    paid = _run(wf_client, bars, dates[300], dates[420], cost_bps=10.0, limits=no_stop, fill="close")
     assert np.array_equal(free.positions, paid.positions)
     assert free.turnover.sum() > 1.0 and np.array_equal(free.turnover, paid.turnover)
     np.testing.assert_allclose(paid.costs, 10e-4 * paid.turnover, rtol=0, atol=1e-18)
     # every bar: (1 + net) = (1 + gross) * (1 - cost * turnover), gross being the cost-free return
     np.testing.assert_allclose(1.0 + paid.returns, (1.0 + free.returns) * (1.0 - 10e-4 * paid.turnover), rtol=1e-12)
     assert paid.stats.total_return < free.stats.total_return
-    np.testing.assert_allclose(paid.stats.turnover, paid.turnover.sum() * 252 / len(paid.dates))
+    assert paid.periods_per_year == 261  # the synthetic calendar: every business day, no holidays
+    np.testing.assert_allclose(paid.stats.turnover, paid.turnover.sum() * 261 / len(paid.dates))
 
 
-def test_walk_forward_buy_and_hold_stats_are_those_of_the_price_path(
+def test_walk_forward_buy_and_hold_is_bought_at_the_next_open_and_held(
         synth_bars: OHLCV, long_run: tuple[WalkForwardResult, Any]) -> None:
     result, _ = long_run
-    path = (1.0 - 5e-4) * synth_bars.close[300:] / synth_bars.close[300]
-    expected = compute_stats(path, initial_cash=1.0, periods_per_year=252)
+    path = np.concatenate(([1.0], (1.0 - 5e-4) * synth_bars.close[301:] / synth_bars.open[301]))
+    expected = compute_stats(path, initial_cash=1.0, periods_per_year=261)
     np.testing.assert_allclose(result.benchmark_equity, path, rtol=1e-12)
     for name in ("total_return", "annual_return", "annual_volatility", "sharpe", "sortino", "max_drawdown"):
         assert getattr(result.benchmark_stats, name) == pytest.approx(getattr(expected, name), rel=1e-12), name
-    assert result.benchmark_stats.n_trades == 1 and result.benchmark_stats.exposure == 1.0
-    assert result.benchmark_stats.turnover == pytest.approx(252 / 260)
+    assert result.benchmark_stats.n_trades == 1
+    assert result.benchmark_stats.turnover == pytest.approx(261 / 260)
+
+
+def test_walk_forward_compares_the_strategy_with_every_baseline(long_run: tuple[WalkForwardResult, Any]) -> None:
+    result, _ = long_run
+    assert [c.baseline for c in result.comparisons] == ["buy_and_hold", "trend", "vol_target"]
+    for c in result.comparisons:
+        base = result.baselines[c.baseline].stats
+        assert c.difference == pytest.approx(result.stats.sharpe - base.sharpe)
+        assert c.low <= c.difference <= c.high
+        assert (c.verdict == "beat") == (c.low > 0) and (c.verdict == "worse") == (c.high < 0)
+        assert c.label in c.sentence and f"{result.stats.sharpe:.2f}" in c.sentence
+    summary = result.summary()
+    assert set(summary["beat"]) == {"buy_and_hold", "trend", "vol_target"}
+    assert summary["periods_per_year"] == 261 and {r["year"] for r in summary["yearly"]} == {2001, 2002}
 
 
 def test_walk_forward_records_every_model_and_reports_progress(long_run: tuple[WalkForwardResult, Any]) -> None:
@@ -176,17 +212,13 @@ def test_walk_forward_records_every_model_and_reports_progress(long_run: tuple[W
     assert [d for d, _, _ in seen] == list(range(1, 266)) and {t for _, t, _ in seen} == {265}
     assert "regime fit 1/5" in seen[0][2]
     assert math.isfinite(result.dsr) and 0.0 <= result.dsr <= 1.0 and result.n_trials == 5
-    assert set(result.trial_sharpes) == {"strategy", "conservative", "aggressive", "balanced", "contrarian"}
+    assert not result.trials.ledger and any("no trials ledger" in n for n in result.notes)
+    assert set(result.trial_sharpes) == {"strategy", "follow conservative", "follow aggressive", "follow balanced",
+                                         "follow contrarian"}
     summary = result.summary()
     assert summary["regime_fits"] == 5 and summary["bandit_id"] == result.bandit_id
     assert "rule agents" in summary["agents"]
 
-
-def test_buy_and_hold_several_symbols_is_equal_weight_bought_once() -> None:
-    closes = np.array([[100.0, 50.0], [110.0, 50.0], [120.0, 25.0]])
-    equity, stats = buy_and_hold(closes, 0.001)
-    np.testing.assert_allclose(equity, 0.999 * np.array([1.0, 1.05, 0.85]))
-    assert stats.n_trades == 2 and stats.max_drawdown == pytest.approx(1 - 0.85 / 1.05)
 
 
 def test_prepare_data_start_after_end_names_start() -> None:
@@ -231,7 +263,7 @@ def test_prepare_data_several_symbols_aligns_on_common_dates(synth_pair: tuple[O
 
 @pytest.mark.parametrize(("option", "value"), [
     ("refit_every", 0), ("min_train", 50), ("cost_bps", -1.0), ("cooldown", 0), ("select_every", 0),
-    ("rebalance_every", 0), ("n_trials", 1), ("policy", "greedy"),
+    ("rebalance_every", 0), ("fill", "open"), ("trade_band", -0.1), ("trade_band", 1.0), ("policy", "greedy"),
 ])
 def test_check_options_bad_value_names_the_option(option: str, value: Any) -> None:
     with pytest.raises(BacktestInputError, match=f"^{option}: ") as info:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -45,11 +46,16 @@ def test_backtest_small_span_prints_table_and_writes_report(app: typer.Typer, li
                                       str(tmp_path / "rep"), "--max-var", "0.03"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     out = result.stdout
-    for word in ("Strategy", "Buy & hold", "Total return", "Annual return", "Sharpe", "Sortino", "Max drawdown",
-                 "Turnover", "Trades", "DSR"):
+    for word in ("Strategy", "buy & hold", "200-day trend", "10% vol target", "Total return", "Annual return",
+                 "Sharpe", "Sortino", "Max drawdown", "Turnover", "Trades", "DSR", "Did the strategy beat",
+                 "Returns by year", "fill next_open"):
         assert word in out, word
     assert "SP500 2004-01-02..2004-05-28" in out
-    assert (tmp_path / "rep" / "report.html").is_file() and (tmp_path / "rep" / "equity.png").is_file()
+    assert "beat buy & hold" in out  # the plain sentence: "did not beat" or "beat"
+    # the bundled S&P 500's opens of 2004 are copies of the previous close: those fills wait for the close
+    assert "stale" in out
+    for name in ("report.html", "equity.png", "equity.csv", "positions.csv", "trades.csv"):
+        assert (tmp_path / "rep" / name).is_file(), name
     assert "report:" in out
 
 
@@ -64,6 +70,26 @@ def test_backtest_json_years_give_parsable_summary(app: typer.Typer, live_server
     assert summary["regime_fits"] == 2 and summary["bandit_id"] in summary["model_ids"]
     assert set(summary["strategy"]) >= {"sharpe", "sortino", "max_drawdown", "turnover", "n_trades", "dsr"}
     assert Path(summary["report"]).is_file()
+    assert set(summary["baselines"]) == set(summary["beat"]) == {"buy_and_hold", "trend", "vol_target"}
+    assert summary["periods_per_year"] == 252 and [r["year"] for r in summary["yearly"]] == [2004]
+    assert summary["trials"]["ledger"] and summary["trials"]["n_trials"] >= 5
+
+
+def test_backtest_trials_ledger_counts_each_configuration_once(app: typer.Typer, live_server: LocalServer,
+                                                               tmp_path: Path) -> None:
+    def run(*extra: str) -> dict[str, Any]:
+        result = CliRunner().invoke(app, ["backtest", "--symbols", "NASDAQ", "--start", "2004-01-01", "--end",
+                                          "2004-03-31", "--min-train", "300", "--refit-every", "126", "--server-url",
+                                          live_server.url, "--out", str(tmp_path), "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.stdout))
+
+    first = run()
+    again = run()  # the same configuration: no new trial
+    other = run("--seed", "3")  # another seed is another trial (5: the strategy and four single agents)
+    assert again["trials"]["new"] == 0 and again["trials"]["n_trials"] == first["trials"]["n_trials"]
+    assert other["trials"]["new"] == 5 and other["trials"]["n_trials"] == first["trials"]["n_trials"] + 5
+    assert other["trials"]["span"] == first["trials"]["span"]
 
 
 @pytest.mark.slow

@@ -204,3 +204,25 @@ def test_an_outcome_is_stored_once_per_run_and_symbol(tmp_path: Path) -> None:
     assert store.finish_reward(run_id, "SP500", "b", status="rewarded") is False
     assert store.finish_reward(run_id, "SP500", "a", status="rewarded") is True
     assert store.pending_rewards() == 0 and store.claim_rewards("b") == []
+
+
+def test_trials_ledger_counts_each_configuration_once_per_span(tmp_path: Path) -> None:
+    from quantcrew.quant.trials import Trial
+
+    def trial(name: str, digest: str, sharpe: float) -> Trial:
+        return Trial(name=name, config_hash=digest, sharpe=sharpe, periods_per_year=252, n_bars=3500,
+                     config={"seed": digest})
+
+    store = RunsStore(tmp_path / "runs.db")
+    assert store.record_trials("SP500 2005..2018 x", [trial("strategy", "a", 0.4), trial("follow x", "a", 0.3)]) == 2
+    assert store.record_trials("SP500 2005..2018 x", [trial("strategy", "a", 0.41)]) == 0  # rerun: refreshed only
+    assert store.record_trials("SP500 2005..2018 x", [trial("strategy", "b", 0.1)]) == 1
+    assert store.record_trials("NASDAQ 2005..2018 y", [trial("strategy", "a", 0.2)]) == 1
+    trials = store.span_trials("SP500 2005..2018 x")
+    assert [(t.name, t.config_hash, t.sharpe) for t in trials] == [
+        ("follow x", "a", 0.3), ("strategy", "a", 0.41), ("strategy", "b", 0.1)]
+    assert trials[0].config == {"seed": "a"} and trials[0].periods_per_year == 252
+    spans = {s["span"]: s for s in store.trial_spans()}
+    assert spans["SP500 2005..2018 x"]["n_trials"] == 3 and spans["NASDAQ 2005..2018 y"]["n_trials"] == 1
+    store.close()
+    assert len(RunsStore(tmp_path / "runs.db").span_trials("SP500 2005..2018 x")) == 3  # kept on disk
