@@ -32,6 +32,7 @@ from typing import Any
 
 from _table import print_table
 
+from quantcrew.backtest.agent_models import ModelSettings
 from quantcrew.backtest.walk_forward import walk_forward
 from quantcrew.backtest.walk_forward_result import WalkForwardResult
 from quantcrew.config.settings import load_settings
@@ -59,13 +60,21 @@ def _one(market: str, args: argparse.Namespace, client: Any, settings: Any, ledg
     return walk_forward([symbol], start, end, client=client, settings=settings, refit_every=args.refit_every,
                         min_train=min_train, cost_bps=args.cost_bps, cooldown=args.cooldown, policy=args.policy,
                         select_every=args.select_every, seed=args.seed, fill=args.fill, trade_band=args.trade_band,
-                        ledger=ledger)
+                        agents=args.agents,
+                        model_settings=ModelSettings(timesteps=args.timesteps, cost_bps=args.cost_bps),
+                        ledger=ledger, on_progress=_progress)
+
+
+def _progress(done: int, total: int, message: str) -> None:
+    if message.startswith("models") and "(running)" not in message and "(queued)" not in message:
+        print(f"  {message}", flush=True)
 
 
 def _report(result: WalkForwardResult) -> tuple[list[object], bool, bool]:
     s = result.stats
     base = {k: b.stats for k, b in result.baselines.items()}
-    print(f"\n{', '.join(result.symbols)} {result.dates[0]}..{result.dates[-1]} ({len(result.dates)} bars, "
+    print(f"\nagents: {result.agents_used}")
+    print(f"{', '.join(result.symbols)} {result.dates[0]}..{result.dates[-1]} ({len(result.dates)} bars, "
           f"{result.periods_per_year}/yr), fill {result.config['fill']}, band {result.config['trade_band']}, "
           f"select every {result.config['select_every']}; {result.wall_s:.0f} s")
     headers = ["", "Sharpe", "max DD", "annual ret", "turnover/yr", "gross Sharpe"]
@@ -115,6 +124,8 @@ def main() -> None:
     parser.add_argument("--fill", default="next_open")
     parser.add_argument("--trade-band", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--agents", default="rules", help="rules, or models: RL policies retrained every year.")
+    parser.add_argument("--timesteps", type=int, default=8_192, help="With --agents models: steps per run.")
     parser.add_argument("--report", type=Path, default=None, help="Write each market's report under this folder.")
     args = parser.parse_args()
 

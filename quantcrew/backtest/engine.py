@@ -49,7 +49,7 @@ from quantcrew.backtest.account import Account, Costs, Trade
 from quantcrew.backtest.stats import Stats, compute_stats
 from quantcrew.quant.performance import period_returns
 
-__all__ = ["BacktestResult", "Costs", "Execution", "Fill", "StaleOpens", "Trade", "run_backtest"]
+__all__ = ["BacktestResult", "Costs", "Execution", "Fill", "StaleOpens", "Trade", "filled_returns", "run_backtest"]
 
 FloatArray = npt.NDArray[np.float64]
 Fill = Literal["next_open", "close"]
@@ -209,6 +209,34 @@ def run_backtest(
                           trade_pnls=[t.pnl for t in trades], positions=units, traded_fraction=execution.traded)
     return BacktestResult(equity=equity, returns=period_returns(equity, float(initial_cash)), positions=units,
                           trades=trades, stats=stats, weights=weights)
+
+
+def filled_returns(target: FloatArray, opens: FloatArray, closes: FloatArray, fill: Fill) -> FloatArray:
+    """Per-bar return of following ``target`` (decided at each close) as :class:`Execution` fills it.
+
+    Weights are the targets themselves (no drift, no costs): what following a signal earned,
+    bar ``t``'s return at ``[t]``, e.g. to reward a bandit that chose it.
+
+    ``fill="close"``: ``target[t-1] * r[t]``. ``"next_open"``: ``target[t-2]`` from the close of
+    ``t - 1`` to the open of ``t``, then ``target[t-1]`` to the close; on a stale open (a copy of
+    the previous close) the fill waits for the close, so ``target[t-2] * r[t]``. Costs left out.
+    """
+    out = np.zeros(closes.shape[0])
+    r = np.zeros_like(out)
+    r[1:] = closes[1:] / closes[:-1] - 1.0
+    if fill == "close":
+        out[1:] = target[:-1] * r[1:]
+        return out
+    before = np.concatenate(([0.0, 0.0], target[:-2]))[:closes.shape[0]]
+    after = np.concatenate(([0.0], target[:-1]))
+    gap = np.zeros_like(out)
+    gap[1:] = opens[1:] / closes[:-1] - 1.0
+    intraday = closes / opens - 1.0
+    stale = np.zeros(closes.shape[0], dtype=bool)
+    stale[1:] = opens[1:] == closes[:-1]
+    out = np.where(stale, before * r, (1.0 + before * gap) * (1.0 + after * intraday) - 1.0)
+    out[0] = 0.0
+    return out
 
 
 def _columns(prices: npt.ArrayLike) -> FloatArray:

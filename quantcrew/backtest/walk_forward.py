@@ -9,10 +9,12 @@ the crew does and calls the SAME :func:`quantcrew.crew.decision.decide`:
    the next ``refit_every`` bars (``/v1/regime/predict`` on the bars up to the block's end). The
    server's labels are FILTERED (forward pass only: bar ``t``'s label uses bars ``<= t``), so
    each label is what was knowable at that close.
-2. **Agents**: the four specialised agents' target positions are the transparent rules the
-   strategy tool answers with when no RL policy is trained
-   (:func:`quantcrew.tools.fallbacks.rule_positions`; bar ``t`` uses closes ``<= t``). RL
-   policies are NOT trained per window: these are the rule agents.
+2. **Agents**: the four specialised agents' target positions, from
+   :mod:`quantcrew.backtest.agent_models`: the transparent rules the strategy tool answers with
+   when no RL policy is trained (``agents="rules"``, the default; bar ``t`` uses closes
+   ``<= t``), or the RL policies retrained as server jobs on an expanding window, a window a
+   year by default, each gated agent answering with its rule as it does live
+   (``agents="models"``).
 3. **Meta-orchestrator**: a bandit on the ML server (one per regime inside, a new uniquely named
    bandit per run, the selection tool's reward range) chooses the agent to follow in the
    symbol's current regime, every ``select_every`` bars; the agent is followed until the next
@@ -72,10 +74,11 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcrew.backtest.account import Account, Costs
+from quantcrew.backtest.agent_models import AGENT_KINDS, AgentPlan, ModelSettings, model_plan, rule_plan
 from quantcrew.backtest.baselines import run_baselines
 from quantcrew.backtest.book import Book
 from quantcrew.backtest.comparison import compare, yearly_returns
-from quantcrew.backtest.engine import Execution, Fill
+from quantcrew.backtest.engine import Execution, Fill, filled_returns
 from quantcrew.backtest.stats import compute_stats
 from quantcrew.backtest.trials import TrialsView, span_key
 from quantcrew.backtest.walk_forward_data import BacktestInputError, WalkForwardData, prepare_data
@@ -92,7 +95,7 @@ from quantcrew.ml_server.schemas.bandit import BanditCreateRequest, BanditReward
 from quantcrew.ml_server.schemas.regime import RegimeFitRequest, RegimePredictRequest
 from quantcrew.quant.performance import period_returns
 from quantcrew.quant.trials import Trial, TrialsLedger, config_hash, trials_dsr
-from quantcrew.tools.fallbacks import STRATEGY_AGENTS, execution_fallback, risk_fallback, rule_positions
+from quantcrew.tools.fallbacks import STRATEGY_AGENTS, execution_fallback, risk_fallback
 
 if TYPE_CHECKING:
     from quantcrew.config.settings import Settings
@@ -142,6 +145,10 @@ def walk_forward(
     seed: int = 0,
     fill: Fill = "next_open",
     trade_band: float = 0.0,
+    agents: str = "rules",
+    retrain_every: int | None = None,
+    model_settings: ModelSettings | None = None,
+    model_budget_s: float | None = None,
     ledger: TrialsLedger | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> WalkForwardResult:
@@ -165,6 +172,10 @@ def walk_forward(
         seed: Seed of the regime fits and the bandit.
         fill: ``"next_open"`` (default) or ``"close"`` (optimistic; module docstring).
         trade_band: No-trade band, in fractions of equity (module docstring); 0 trades every change.
+        agents: ``"rules"`` or ``"models"`` (:mod:`quantcrew.backtest.agent_models`).
+        retrain_every: With models: bars per training window; default a year of the data's calendar.
+        model_settings: With models: how the policies are trained.
+        model_budget_s: With models: seconds their training may take in all (None: no limit).
         ledger: Where trials are recorded and counted (the runs store); None: this run's trials only.
         on_progress: Called as ``on_progress(done, total, message)`` after each fit and each bar.
 
@@ -175,6 +186,7 @@ def walk_forward(
         BacktestInputError: a parameter or the span is unusable (the message names it).
         UnknownSymbolError, DataError: see :func:`prepare_data`.
         quantcrew.tools.errors.MLClientError: the ML server failed or cannot be reached.
+        quantcrew.backtest.agent_models.ModelBudgetError: the models' time budget ran out.
     """
     from quantcrew.crew.decision import RiskLimits
 
@@ -182,14 +194,24 @@ def walk_forward(
     limits = limits or RiskLimits()
     check_options(refit_every=refit_every, min_train=min_train, cost_bps=cost_bps, cooldown=cooldown,
                   rebalance_every=rebalance_every, select_every=select_every, policy=policy, fill=fill,
-                  trade_band=trade_band)
+                  trade_band=trade_band, agents=agents)
     if isinstance(symbols, WalkForwardData):
         data = symbols
     else:
         if start is None or end is None:
             raise BacktestInputError("start" if start is None else "end", "required unless data is prepared")
         data = prepare_data(symbols, start, end, settings=settings, min_train=min_train)
-    run = _Run(data, client=client, limits=limits, refit_every=refit_every, costs=Costs(commission_bps=cost_bps),
+    ppy = periods_per_year(data.bars[0].timestamps)
+    if agents == "models":
+        model_settings = model_settings or ModelSettings(cost_bps=cost_bps)
+        retrain_every = retrain_every or ppy
+        plan = model_plan(data.bars, data.start_index, client=client, retrain_every=retrain_every,
+                          settings=model_settings, budget_s=model_budget_s,
+                          on_progress=None if on_progress is None else
+                          (lambda d, t, m: on_progress(0, 0, f"models {d}/{t}: {m}")))
+    else:
+        plan = rule_plan(data.bars)
+    run = _Run(data, plan, client=client, limits=limits, refit_every=refit_every, costs=Costs(commission_bps=cost_bps),
                policy=policy, cooldown=cooldown, rebalance_every=rebalance_every, select_every=select_every,
                seed=seed, fill=fill, trade_band=trade_band, on_progress=on_progress)
     run.execute()
@@ -197,13 +219,15 @@ def walk_forward(
               "train_bars_before_start": data.start_index, "cost_bps": cost_bps, "limits": limits.model_dump(),
               "policy": policy, "cooldown": cooldown, "rebalance_every": rebalance_every,
               "select_every": select_every, "seed": seed, "fill": fill, "trade_band": trade_band,
-              "agents": "rules", "var": "historical, 250 bars", "regimes": "hmm, expanding refits, filtered"}
+              "agents": agents, "var": "historical, 250 bars", "regimes": "hmm, expanding refits, filtered"}
+    if agents == "models" and model_settings is not None:
+        config["models"] = {**dataclasses.asdict(model_settings), "retrain_every": retrain_every}
     return run.result(config, ledger, time.perf_counter() - began)
 
 
 def check_options(*, refit_every: int = 63, min_train: int = 500, cost_bps: float = 5.0, cooldown: int | None = 21,
                   rebalance_every: int = 1, select_every: int = 21, policy: str = "discounted_thompson",
-                  fill: str = "next_open", trade_band: float = 0.0) -> None:
+                  fill: str = "next_open", trade_band: float = 0.0, agents: str = "rules") -> None:
     """Refuse an unusable option of :func:`walk_forward` (``BacktestInputError`` naming it), before any work."""
     from quantcrew.ml_server.schemas.bandit import BANDIT_POLICIES
 
@@ -223,6 +247,8 @@ def check_options(*, refit_every: int = 63, min_train: int = 500, cost_bps: floa
         raise BacktestInputError("fill", f"unknown '{fill}'; choose among {', '.join(_FILLS)}")
     if not math.isfinite(trade_band) or not 0.0 <= trade_band < 1.0:
         raise BacktestInputError("trade_band", f"must be in [0, 1), got {trade_band}")
+    if agents not in AGENT_KINDS:
+        raise BacktestInputError("agents", f"unknown '{agents}'; choose among {', '.join(AGENT_KINDS)}")
     if policy not in BANDIT_POLICIES:
         raise BacktestInputError("policy", f"unknown '{policy}'; choose among {', '.join(BANDIT_POLICIES)}")
 
@@ -230,9 +256,10 @@ def check_options(*, refit_every: int = 63, min_train: int = 500, cost_bps: floa
 class _Run:
     """The state of one walk-forward run: data, regimes, the books, the records."""
 
-    def __init__(self, data: WalkForwardData, *, client: MLClient, limits: RiskLimits, refit_every: int,
-                 costs: Costs, policy: str, cooldown: int | None, rebalance_every: int, select_every: int, seed: int,
-                 fill: Fill, trade_band: float, on_progress: ProgressCallback | None) -> None:
+    def __init__(self, data: WalkForwardData, plan: AgentPlan, *, client: MLClient, limits: RiskLimits,
+                 refit_every: int, costs: Costs, policy: str, cooldown: int | None, rebalance_every: int,
+                 select_every: int, seed: int, fill: Fill, trade_band: float,
+                 on_progress: ProgressCallback | None) -> None:
         self.data, self.client, self.limits = data, client, limits
         self.refit_every, self.policy, self.seed = refit_every, policy, seed
         self.rebalance_every = rebalance_every
@@ -244,12 +271,13 @@ class _Run:
         self.all_dates = data.bars[0].iso_timestamps()
         self.closes = np.column_stack([b.close for b in self.bars])
         self.rets = np.vstack([np.zeros(len(self.symbols)), self.closes[1:] / self.closes[:-1] - 1.0])
-        self.rules = [rule_positions(b.close) for b in self.bars]
+        self.plan = plan
+        self.rules = plan.targets
         self.fill, self.trade_band, self.cost_model = fill, trade_band, costs
         self.ppy = periods_per_year(data.bars[0].timestamps)
         self.opens = np.column_stack([b.open for b in self.bars])
-        self.agent_returns = [{a: _as_filled(np.asarray(r[a], dtype=np.float64), self.opens[:, i], self.closes[:, i],
-                                             fill) for a in STRATEGY_AGENTS} for i, r in enumerate(self.rules)]
+        self.agent_returns = [{a: filled_returns(r[a], self.opens[:, i], self.closes[:, i], fill)
+                               for a in STRATEGY_AGENTS} for i, r in enumerate(self.rules)]
         self.labels: list[list[str]] = [[] for _ in self.symbols]
         self.n_blocks = -(-self.n // refit_every)
         self.total = self.n_blocks * len(self.symbols) + self.n
@@ -467,6 +495,8 @@ class _Run:
         if late:
             notes.append(f"{late} fill(s) at the next close instead of the next open: the open was a copy of the "
                          "previous close (stale)")
+        if self.plan.kind == "models":
+            notes.append(f"agents: {self.plan.describe()}; training took {self.plan.seconds:.0f} s")
         if ppy != 252:
             notes.append(f"annualised with {ppy} bars a year (counted from the data's calendar)")
         bench_psr = probabilistic_sharpe(period_returns(baselines["buy_and_hold"].equity, 1.0))
@@ -480,7 +510,8 @@ class _Run:
             trial_sharpes={name: s.sharpe for name, s in trial_stats.items()}, alternatives=alternatives,
             decisions=self.records, regime_fits=self.fits, bandit_id=self.bandit_id, bandit_name=self.bandit_name,
             stop_dates=[self.all_dates[b] for b in self.book.stop_bars], fills=fills, periods_per_year=ppy,
-            config=config, wall_s=wall_s, regime_wait_s=self.wait_s, notes=notes)
+            config=config, wall_s=wall_s, regime_wait_s=self.wait_s, notes=notes,
+            agents_used=self.plan.describe(), agent_windows=self.plan.windows)
 
     def _trials(self, config: dict[str, Any], trial_stats: dict[str, Any], ledger: TrialsLedger | None
                 ) -> tuple[list[Trial], TrialsView]:
@@ -497,31 +528,6 @@ class _Run:
         _, variance = trials_dsr(period_returns(self.equity, 1.0), trials)
         return trials, TrialsView(span=key, n_trials=len(trials), new=new, sharpe_variance=variance,
                                   ledger=ledger is not None)
-
-
-def _as_filled(target: FloatArray, opens: FloatArray, closes: FloatArray, fill: Fill) -> FloatArray:
-    """Per-bar return of following ``target`` (decided at each close) as the engine fills it, bar ``t`` at ``[t]``.
-
-    ``fill="close"``: ``target[t-1] * r[t]``. ``"next_open"``: ``target[t-2]`` from the close of
-    ``t - 1`` to the open of ``t``, then ``target[t-1]`` to the close; on a stale open (a copy of
-    the previous close) the fill waits for the close, so ``target[t-2] * r[t]``. Costs left out.
-    """
-    out = np.zeros(closes.shape[0])
-    r = np.zeros_like(out)
-    r[1:] = closes[1:] / closes[:-1] - 1.0
-    if fill == "close":
-        out[1:] = target[:-1] * r[1:]
-        return out
-    before = np.concatenate(([0.0, 0.0], target[:-2]))[:closes.shape[0]]
-    after = np.concatenate(([0.0], target[:-1]))
-    gap = np.zeros_like(out)
-    gap[1:] = opens[1:] / closes[:-1] - 1.0
-    intraday = closes / opens - 1.0
-    stale = np.zeros(closes.shape[0], dtype=bool)
-    stale[1:] = opens[1:] == closes[:-1]
-    out = np.where(stale, before * r, (1.0 + before * gap) * (1.0 + after * intraday) - 1.0)
-    out[0] = 0.0
-    return out
 
 
 def _model_name(symbol: str) -> str:

@@ -5,6 +5,7 @@ Also the probabilistic Sharpe ratio of buy-and-hold and the JSON-able summary of
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcrew.backtest.account import FillRecord
+from quantcrew.backtest.agent_models import AgentWindow
 from quantcrew.backtest.baselines import BaselineRun
 from quantcrew.backtest.comparison import Comparison
 from quantcrew.backtest.stats import Stats
@@ -91,6 +93,8 @@ class WalkForwardResult:
         wall_s: Seconds the run took.
         regime_wait_s: Of which the bar loop waited for regime fits (they run one block ahead).
         notes: Anything the numbers need said with them.
+        agents_used: Where the agents' targets came from, in words.
+        agent_windows: With trained models: each symbol-window's policies and which answered.
     """
 
     symbols: list[str]
@@ -122,6 +126,8 @@ class WalkForwardResult:
     wall_s: float = 0.0
     regime_wait_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    agents_used: str = "rules (quantcrew.tools.fallbacks.rule_positions)"
+    agent_windows: list[AgentWindow] = field(default_factory=list)
 
     @property
     def returns(self) -> FloatArray:
@@ -145,8 +151,9 @@ class WalkForwardResult:
 
     @property
     def model_ids(self) -> list[str]:
-        """Every ML-server model used: the regime fits, then the bandit."""
-        return [f.model_id for f in self.regime_fits] + [self.bandit_id]
+        """Every ML-server model used: the regime fits, the agents' policies (with trained models), the bandit."""
+        policies = [m for w in self.agent_windows for m in w.models.values()]
+        return [f.model_id for f in self.regime_fits] + policies + [self.bandit_id]
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able summary: parameters, statistics, baselines, comparisons, DSR, models (no per-bar series)."""
@@ -166,7 +173,8 @@ class WalkForwardResult:
             "regime_fits": len(self.regime_fits), "bandit_id": self.bandit_id, "bandit_name": self.bandit_name,
             "model_ids": self.model_ids, "stop_dates": self.stop_dates, "n_fills": len(self.fills),
             "wall_s": self.wall_s, "notes": self.notes,
-            "agents": "rule agents (quantcrew.tools.fallbacks.rule_positions); no RL policy is trained per window",
+            "agents": self.agents_used,
+            "agent_windows": [dataclasses.asdict(w) for w in self.agent_windows],
         }
 
 

@@ -64,6 +64,15 @@ def backtest_command(
                                            "(optimistic).")] = "next_open",
     trade_band: Annotated[float, typer.Option(help="No-trade band: keep a position whose new target is within "
                                                    "this fraction of equity of it (same side).")] = 0.0,
+    agents: Annotated[str, typer.Option(help="rules: the agents' transparent rules; models: the RL policies, "
+                                             "retrained on an expanding window as server jobs (cached).")] = "rules",
+    retrain_every: Annotated[int | None, typer.Option(min=20, help="With --agents models: bars per training "
+                                                                   "window (default a year of the calendar).")]
+    = None,
+    timesteps: Annotated[int, typer.Option(min=100, help="With --agents models: steps per policy run.")] = 10_000,
+    model_budget_minutes: Annotated[float | None, typer.Option(
+        min=0.1, help="With --agents models: minutes the training may take in all; the windows trained stay "
+                      "cached and a rerun resumes.")] = None,
     out: Annotated[Path, typer.Option(help="Folder of the report (report.html, equity.png, equity.csv, "
                                            "positions.csv, trades.csv).")]
     = Path("backtest-report"),
@@ -82,7 +91,7 @@ def backtest_command(
         limits = _limits(max_position=max_position, max_gross=max_gross, max_var=max_var, drawdown_stop=drawdown_stop)
         check_options(refit_every=refit_every, min_train=min_train, cost_bps=cost_bps, cooldown=cooldown,
                       rebalance_every=rebalance_every, select_every=select_every, policy=policy, fill=fill,
-                      trade_band=trade_band)
+                      trade_band=trade_band, agents=agents)
         names = [s.strip() for s in symbols.split(",") if s.strip()]
         data_settings = load_cli_settings(config, client__url=server_url)
         data = prepare_data(names, parse_date(start, end=False), parse_date(end, end=True), settings=data_settings,
@@ -95,7 +104,9 @@ def backtest_command(
         result = _run(data, data_settings, config, console=console, err=err, limits=limits, refit_every=refit_every,
                       min_train=min_train, cost_bps=cost_bps, policy=policy, cooldown=cooldown,
                       rebalance_every=rebalance_every, select_every=select_every, seed=seed, fill=fill,
-                      trade_band=trade_band)
+                      trade_band=trade_band, agents=agents, retrain_every=retrain_every,
+                      model_settings=_model_settings(agents, timesteps, cost_bps),
+                      model_budget_s=None if model_budget_minutes is None else 60.0 * model_budget_minutes)
     from quantcrew.backtest.export import write_csv
     from quantcrew.backtest.report import write_report
 
@@ -107,6 +118,14 @@ def backtest_command(
         return
     _print_table(console, result)
     console.print(f"report: {html_path}\nequity curve: {png_path}\ncsv: {', '.join(str(p) for p in csv_paths)}")
+
+
+def _model_settings(agents: str, timesteps: int, cost_bps: float) -> Any:
+    if agents != "models":
+        return None
+    from quantcrew.backtest.agent_models import ModelSettings
+
+    return ModelSettings(timesteps=timesteps, cost_bps=cost_bps)
 
 
 def _limits(**given: float | None) -> Any:
@@ -127,6 +146,7 @@ def _run(data: WalkForwardData, settings: Any, config: Path | None, *, console: 
          **options: Any) -> WalkForwardResult:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from quantcrew.backtest.agent_models import ModelBudgetError
     from quantcrew.backtest.walk_forward import walk_forward
     from quantcrew.crew.runs import RunsStore
     from quantcrew.crew.server_process import ServerStartError
@@ -145,8 +165,8 @@ def _run(data: WalkForwardData, settings: Any, config: Path | None, *, console: 
                 bar.update(task, completed=done, total=total, description=message)
 
             return walk_forward(data, client=client, on_progress=show, ledger=ledger, **options)
-    except (MLClientError, ServerStartError) as exc:
-        err.print(f"[red]{exc}[/red]")
+    except (MLClientError, ServerStartError, ModelBudgetError) as exc:
+        err.print(str(exc), style="red", markup=False)
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         err.print("[yellow]interrupted; stopping the ML server[/yellow]")
@@ -183,7 +203,8 @@ def _print_table(console: Console, result: WalkForwardResult) -> None:
     t = result.trials
     console.print(f"[dim]fills: {FILL_TEXT.get(c['fill'], c['fill'])}; {len(result.regime_fits)} regime fits "
                   f"(refit every {c['refit_every']} bars), bandit {result.bandit_id} ({c['policy']}, choosing every "
-                  f"{c['select_every']} bars), rule agents; DSR over {t.n_trials} trials on this span ({t.new} new); "
+                  f"{c['select_every']} bars), agents: {result.agents_used}; "
+                  f"DSR over {t.n_trials} trials on this span ({t.new} new); "
                   f"drawdown stops: {', '.join(result.stop_dates) or 'none'}; {result.wall_s:.0f} s[/dim]")
     for note in result.notes:
         console.print(f"note: {note}", markup=False, style="yellow")

@@ -20,7 +20,8 @@ def setup(
     = "SP500,NASDAQ",
     end_date: Annotated[str | None, typer.Option(help="Train on bars up to this date (YYYY-MM-DD); default: all.")]
     = None,
-    timesteps: Annotated[int | None, typer.Option(min=1, help="RL steps per agent (default 20,000).")] = None,
+    timesteps: Annotated[int | None, typer.Option(min=1, help="RL steps per run (each agent: 3 seeds x 2 reward "
+                                                                  "scales; default 8,192).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Ensemble: most epochs per fit (default 12).")] = None,
     budget_minutes: Annotated[float, typer.Option(
         "--budget-minutes", min=0.1, help="Wall-clock budget for all jobs; a job still running at the end is "

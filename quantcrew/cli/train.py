@@ -20,7 +20,9 @@ def train(
     agents: Annotated[str, typer.Option(help="'all' or a comma list of conservative, aggressive, balanced, "
                                              "contrarian.")] = "all",
     algo: Annotated[str, typer.Option(help="ppo, a2c or dqn.")] = "ppo",
-    timesteps: Annotated[int, typer.Option(min=1, help="Environment steps per agent.")] = 50_000,
+    timesteps: Annotated[int, typer.Option(min=1, help="Environment steps per run (each agent: seeds x 2 reward "
+                                                       "scales runs, the best on validation bars kept).")] = 20_000,
+    seeds: Annotated[int, typer.Option(min=1, max=10, help="Seeds per configuration of each agent.")] = 3,
     symbol: Annotated[str, typer.Option(help="Bundled series, data-folder symbol or file.")] = "SP500",
     train_end: Annotated[str | None, typer.Option(help="Last training date (YYYY-MM-DD); later bars are the "
                                                        "out-of-sample test span. Default: the first 70%.")] = None,
@@ -68,7 +70,7 @@ def train(
             names = list(RL_AGENTS) if agents.strip().lower() == "all" else parse_names(agents, field="agents")
             request = RLTrainRequest.model_validate({
                 "data": to_payload_dict(bars), "symbol": symbol, "agents": [n.lower() for n in names],
-                "algorithm": algo.lower(), "timesteps": timesteps, "train_end": train_end, "seed": seed,
+                "algorithm": algo.lower(), "timesteps": timesteps, "seeds": seeds, "train_end": train_end, "seed": seed,
                 "action_mode": action_mode, "cost_bps": cost_bps, "slippage_bps": slippage_bps,
             })
     except (ToolInputError, DataError) as exc:
@@ -104,7 +106,8 @@ def _train(request: Any, settings: Settings, *, config: Path | None, no_wait: bo
                        "{task.total:,.0f} " + unit), TextColumn("{task.fields[reward]}"), TimeElapsedColumn(),
                        TimeRemainingColumn())
             with Progress(*columns, console=console, transient=not as_json) as bar:
-                steps = 0 if isinstance(request, EnsembleTrainRequest) else request.timesteps * len(request.agents)
+                steps = (0 if isinstance(request, EnsembleTrainRequest)
+                         else request.timesteps * request.runs * len(request.agents))
                 task = bar.add_task("queued", total=steps or 1, reward="")  # the job reports the real total
 
                 def show(info: JobInfo) -> None:

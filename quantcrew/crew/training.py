@@ -3,8 +3,10 @@
 Per symbol, three jobs run on the ML server, one after the other (the server runs one job at a
 time on a laptop anyway):
 
-1. ``rl``: the four specialised RL agents, trained on the first part of the bars and judged by
-   their quality gate on the rest (a policy that fails stays in the registry, unused);
+1. ``rl``: the four specialised RL agents, each trained over several seeds and reward scales on
+   the first part of the bars, the run kept chosen on the validation bars that end the training
+   span, and judged by its quality gate (in its own regime) on the rest (a policy that fails
+   stays in the registry, unused);
 2. ``ensemble``: the LSTM + Transformer ensemble (walk-forward) and its execution network, each
    judged by its own gate;
 3. ``bandit``: the meta-orchestrator's bandit, warm-started by replaying the four agents over
@@ -58,9 +60,21 @@ Status = Literal["planned", "skipped", "running", "succeeded", "failed", "cancel
 
 @dataclass(frozen=True)
 class SetupDefaults:
-    """Training sizes that fit a 2-core laptop inside the default time budget."""
+    """Training sizes that fit a 2-core laptop inside the default time budget.
 
-    timesteps: int = 20_000
+    RL: every agent is trained ``seeds x len(reward_scales)`` times (6 runs of ``timesteps``
+    steps, four PPO rollouts each), on ``n_envs`` environment copies (16: fewer, larger forward
+    passes per step), and the run best on the validation bars is kept. Measured on a 2-core
+    machine, back to back: the RL job for one symbol (SP500, 5,031 daily bars) took 101 s
+    against 73 s for the former plan (one seed, 20,000 steps, 4 envs), 1.38x; setup as a whole
+    stays under its 10 minutes (about 540 s of 600 extrapolated from a measured 492 s).
+    """
+
+    timesteps: int = 8_192
+    seeds: int = 3
+    reward_scales: tuple[float, ...] = (0.5, 2.0)
+    n_envs: int = 16
+    validation_fraction: float = 0.25
     algorithm: str = "ppo"
     epochs: int = 12
     members: int = 2
@@ -121,7 +135,9 @@ def plan_jobs(bars_by_symbol: dict[str, OHLCV], models: Sequence[ModelInfo], *, 
         try:
             rl = RLTrainRequest.model_validate({
                 "data": payload, "symbol": symbol, "agents": list(RL_AGENTS), "algorithm": defaults.algorithm,
-                "timesteps": defaults.timesteps, "seed": defaults.seed, "cost_bps": defaults.cost_bps,
+                "timesteps": defaults.timesteps, "seed": defaults.seed, "seeds": defaults.seeds,
+                "grid": {"reward_scale": list(defaults.reward_scales)}, "n_envs": defaults.n_envs,
+                "validation_fraction": defaults.validation_fraction, "cost_bps": defaults.cost_bps,
                 "slippage_bps": defaults.slippage_bps})
             ensemble = EnsembleTrainRequest.model_validate({
                 "data": payload, "symbol": symbol, "folds": defaults.folds, "members": defaults.members,

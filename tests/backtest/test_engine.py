@@ -28,8 +28,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantcrew.backtest import Account, Costs, Execution, compute_stats, run_backtest
+from quantcrew.backtest.engine import Fill, filled_returns
 from quantcrew.data import load_sample
 
 RTOL = 1e-6
@@ -338,3 +341,26 @@ def test_execution_unknown_stale_opens_rule_raises_naming_it() -> None:
     with pytest.raises(ValueError, match="stale_opens"):
         Execution(Account(1), [1.0], [1.0], stale_opens="skip")  # type: ignore[arg-type]
 
+
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), fill=st.sampled_from(["next_open", "close"]))
+def test_filled_returns_match_the_engine_filling_the_same_targets(seed: int, fill: Fill) -> None:
+    rng = np.random.default_rng(seed)
+    n = 40
+    closes = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, n)))
+    opens = np.concatenate(([100.0], closes[:-1] * np.exp(rng.normal(0.0, 0.01, n - 1))))
+    stale = np.concatenate(([False], rng.random(n - 1) < 0.25))
+    opens[stale] = closes[np.flatnonzero(stale) - 1]  # some opens copy the previous close
+    target = rng.choice([-1.0, -0.5, 0.0, 1.0], n)
+    expected = filled_returns(target, opens, closes, fill)
+    for t in range(2, n):  # bar t in an engine of three bars, weights exactly at target after each fill
+        account = Account(1, sizing="weights")
+        execution = Execution(account, opens[t - 2:t + 1], closes[t - 2:t + 1], fill=fill, stale_opens="next_close")
+        execution.advance(0)
+        execution.order(0, [target[t - 2]])
+        execution.advance(1)
+        account.weights = np.array([target[t - 2]])  # no drift: the weight is the target
+        execution.order(1, [target[t - 1]])
+        assert execution.advance(2) == pytest.approx(expected[t], abs=1e-12), t

@@ -43,7 +43,7 @@ def test_write_report_writes_html_with_stats_and_images_and_a_png(small_result: 
     assert len(images) == 2
     assert all(base64.b64decode(img).startswith(PNG_MAGIC) for img in images)
     assert small_result.bandit_id in page and small_result.regime_fits[0].model_id in page
-    assert "rule agents" in page and 'src="http' not in page  # self-contained
+    assert "Agents: rules" in page and 'src="http' not in page  # self-contained
 
 
 def test_stats_rows_cover_the_statistics_asked_for(small_result: WalkForwardResult) -> None:

@@ -217,7 +217,7 @@ def test_walk_forward_records_every_model_and_reports_progress(long_run: tuple[W
                                          "follow contrarian"}
     summary = result.summary()
     assert summary["regime_fits"] == 5 and summary["bandit_id"] == result.bandit_id
-    assert "rule agents" in summary["agents"]
+    assert summary["agents"].startswith("rules") and summary["agent_windows"] == []
 
 
 

@@ -109,6 +109,9 @@ def test_backtest_without_server_url_starts_a_local_server_and_keeps_stdout_json
     (["--start", "1999-03-01"], ["start: 1999-03-01 leaves", "min_train=500"]),
     (["--max-var", "2"], ["--max-var"]),
     (["--policy", "greedy"], ["policy: unknown 'greedy'"]),
+    (["--fill", "open"], ["fill: unknown 'open'", "next_open"]),
+    (["--trade-band", "1.5"], ["trade_band: must be in [0, 1)"]),
+    (["--agents", "neural"], ["agents: unknown 'neural'", "rules, models"]),
 ])
 def test_backtest_bad_input_exits_2_before_any_server(app: typer.Typer, no_server_start: None, args: list[str],
                                                       words: list[str]) -> None:

@@ -37,6 +37,21 @@ def test_a_fresh_home_plans_three_jobs_per_symbol_in_order() -> None:
     assert jobs[0].request.timesteps == SetupDefaults().timesteps and jobs[0].request.symbol == "SP500"
 
 
+def test_the_rl_job_trains_every_agent_over_the_seeds_and_reward_scales_chosen_on_validation() -> None:
+    defaults = SetupDefaults(timesteps=3_000, seeds=2, reward_scales=(1.0, 4.0), n_envs=6, validation_fraction=0.2)
+    [rl, _, _] = plan_jobs({"SP500": load_sample("SP500").tail(900)}, [], defaults=defaults)
+    req = rl.request
+    assert (req.timesteps, req.seeds, req.n_envs, req.validation_fraction) == (3_000, 2, 6, 0.2)
+    assert req.grid.reward_scale == [1.0, 4.0] and req.runs == 4 and list(req.agents) == list(RL_AGENTS)
+
+
+def test_the_default_setup_stays_under_the_servers_step_cap() -> None:
+    from quantcrew.config.settings import load_settings
+
+    [rl, _, _] = plan_jobs({"SP500": load_sample("SP500").tail(900)}, [], defaults=SetupDefaults())
+    assert rl.request.timesteps * rl.request.runs <= load_settings().server.max_timesteps
+
+
 def test_models_gated_on_the_same_data_are_skipped_and_named() -> None:
     bars = load_sample("SP500").tail(900)
     models = _trained("SP500", payload_hash(bars))

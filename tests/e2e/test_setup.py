@@ -17,7 +17,7 @@ from quantcrew.tools.client import MLClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
-TINY = SetupDefaults(timesteps=256, epochs=1, members=1, folds=1)
+TINY = SetupDefaults(timesteps=256, epochs=1, members=1, folds=1, seeds=1, reward_scales=(1.0,), n_envs=2)
 END = "2003-06-30"
 
 

@@ -23,7 +23,8 @@ def aggressive_policy(live_server: LocalServer) -> str:
     with MLClient(httpx.Client(base_url=live_server.url, timeout=30.0)) as client:
         job = client.rl_train(RLTrainRequest.model_validate(
             {"data": to_payload_dict(load_sample("SP500").tail(400)), "symbol": "SP500", "agents": ["aggressive"],
-             "algorithm": "a2c", "timesteps": 600, "regime_features": False, "n_envs": 2}))
+             "algorithm": "a2c", "timesteps": 600, "regime_features": False, "n_envs": 2, "seeds": 1,
+             "grid": {"reward_scale": [1.0]}}))
         done = client.wait_for_job(job.job_id, poll_s=0.05, timeout_s=90)
     assert done.status == "succeeded", done.error
     return RLTrainResult.model_validate(done.result).policies[0].model_id

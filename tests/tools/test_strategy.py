@@ -47,7 +47,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Trained]:
         data = to_payload_dict(load_sample("SP500").tail(400))
         job = client.rl_train(RLTrainRequest.model_validate(
             {"data": data, "symbol": "SP500", "agents": ["aggressive", "contrarian"], "algorithm": "a2c",
-             "timesteps": 512, "regime_features": False, "n_envs": 2}))
+             "timesteps": 512, "regime_features": False, "n_envs": 2, "seeds": 1,
+             "grid": {"reward_scale": [1.0]}}))
         done = client.wait_for_job(job.job_id, poll_s=0.05, timeout_s=60)
         assert done.status == "succeeded", done.error
         aggressive, contrarian = RLTrainResult.model_validate(done.result).policies

@@ -23,11 +23,14 @@ router = APIRouter(prefix="/rl", tags=["rl"], route_class=ORJSONRoute)
 @router.post("/train", response_model=JobInfo, status_code=202, responses=ERROR_RESPONSES)
 def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, jobs: JobsDep,
           deployments: DeploymentsDep) -> Response:
-    """Start a training job (one policy per agent); poll ``GET /v1/jobs/{job_id}`` for progress and the result.
+    """Start a training job (one policy kept per agent); poll ``GET /v1/jobs/{job_id}`` for progress and the result.
 
-    Each policy is judged by its quality gate on the test span; one that passes is deployed for
-    the request's symbol. The request is checked before the job starts (timesteps cap, enough
-    training and test bars), so bad input is a 422 here, not a failed job later.
+    Each agent is trained once per seed and grid configuration on the first part of the training
+    span; the run best on the validation bars that end it is kept and judged by its quality gate
+    (its specialty in its own regime) on the test span; one that passes is deployed for the
+    request's symbol. Every run's validation score and test figures are in the result. The
+    request is checked before the job starts (steps cap over every run, enough training,
+    validation and test bars), so bad input is a 422 here, not a failed job later.
     """
     check_rows(req.data, max_rows=settings.server.max_rows)
     info = service.train(req, registry, jobs, max_timesteps=settings.server.max_timesteps,
@@ -50,6 +53,6 @@ def act(req: RLActRequest, settings: SettingsDep, registry: RegistryDep, deploym
 @router.post("/evaluate", response_model=RLEvaluateResponse, responses=ERROR_RESPONSES)
 def evaluate(req: RLEvaluateRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
     """Out-of-sample backtest of each selected policy after costs, beside buy-and-hold and flat, with the quality
-    gate's verdict on that span."""
+    gate's verdict on that span; annualised with the bars per year of the bars' own calendar (``periods_per_year``)."""
     check_rows(req.data, max_rows=settings.server.max_rows)
     return model_response(service.evaluate(req, registry))

@@ -5,9 +5,11 @@ returns a :class:`~quantcrew.ml_server.schemas.gate.GateVerdict` (recorded with 
 registry metadata under ``"gate"``). These are pure functions of arrays: no registry, no I/O.
 
 * :func:`rl_policy_gate`: an RL policy's returns after costs against buy-and-hold's and flat's
-  (Sharpe above both), a position held on at least :data:`MIN_HELD_SHARE` of the bars, and the
-  agent's specialty measure better than buy-and-hold's. A policy that never trades has a small
-  drawdown but a Sharpe of 0 and no bars held: it fails.
+  (Sharpe above both, over every bar judged), a position held on at least :data:`MIN_HELD_SHARE`
+  of the bars, and the agent's specialty better than buy-and-hold's IN ITS OWN REGIME: measured
+  (:func:`regime_measure`) over the bars whose regime label is one of the agent's, for the
+  policy and for buy-and-hold alike. A policy that never trades has a small drawdown but a
+  Sharpe of 0 and no bars held: it fails.
 * :func:`ensemble_gate`: the ensemble's mean log loss below the class-frequency forecast's
   (the training span's class shares, every row), and a one-sided Diebold-Mariano test on the
   per-row loss differences, its variance Newey-West with ``horizon`` lags (overlapping
@@ -24,7 +26,9 @@ the interval does not decide.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,12 +36,13 @@ import numpy.typing as npt
 from quantcrew.ml_server.schemas.gate import GateCheck, GateKind, GateVerdict
 from quantcrew.quant.bootstrap import block_bootstrap_sharpe_diff
 from quantcrew.quant.calibration import brier_score
-from quantcrew.quant.performance import sharpe_ratio
+from quantcrew.quant.performance import max_drawdown, sharpe_ratio
 
 __all__ = [
     "HELD_POSITION",
     "INTERVAL_LEVEL",
     "MIN_HELD_SHARE",
+    "MIN_REGIME_BARS",
     "P_VALUE_MAX",
     "check_text",
     "checks_text",
@@ -45,6 +50,7 @@ __all__ = [
     "ensemble_gate",
     "execution_gate",
     "failed_checks_text",
+    "regime_measure",
     "rl_policy_gate",
 ]
 
@@ -54,16 +60,56 @@ MIN_HELD_SHARE = 0.10
 """An RL policy must hold a position on at least this share of the bars judged."""
 HELD_POSITION = 0.05
 """A bar counts as held when ``|position|`` exceeds this."""
+MIN_REGIME_BARS = 20
+"""A specialty measured in a regime needs at least this many bars of it in the span judged (else: not measurable)."""
 P_VALUE_MAX = 0.05
 """The ensemble's Diebold-Mariano p-value must be below this."""
 INTERVAL_LEVEL = 0.90
 """Coverage of the bootstrap interval reported beside the RL and execution verdicts."""
 
+SpecialtyMeasure = Literal["max_drawdown", "total_return", "sharpe"]
 _LOSS_FLOOR = 1e-12  # probabilities are clipped here before the log, as the calibration module does
 _NORMAL = NormalDist()
 
 
 # -- RL policies -----------------------------------------------------------------------------------
+
+
+def regime_measure(returns: npt.ArrayLike, labels: Sequence[str] | None, regimes: Sequence[str] | None,
+                   measure: SpecialtyMeasure, periods_per_year: int) -> tuple[float | None, int]:
+    """A specialty measure of ``returns`` over the bars of some regimes, and how many bars that is.
+
+    The bars kept are those whose label is in ``regimes`` (every bar when ``regimes`` is None),
+    taken in order and compounded as one sub-series: ``total_return`` is ``prod(1 + r) - 1`` over
+    them, ``max_drawdown`` the largest fall of that sub-series' equity curve from its running peak
+    (starting at 1), ``sharpe`` their annualised Sharpe ratio.
+
+    Returns:
+        ``(value, n_bars)``; the value is None when fewer than :data:`MIN_REGIME_BARS` bars are
+        kept (the measure would say nothing about the regime).
+
+    Raises:
+        ValueError: non-finite returns, labels of another length, an unknown measure.
+    """
+    r = _series(returns, "returns")
+    if regimes is None:
+        kept = r
+    else:
+        if labels is None or len(labels) != r.shape[0]:
+            raise ValueError(f"labels must give one regime per return ({r.shape[0]}), got "
+                             f"{'none' if labels is None else len(labels)}")
+        wanted = set(regimes)
+        kept = r[np.fromiter((str(x) in wanted for x in labels), dtype=bool, count=r.shape[0])]
+    n = int(kept.shape[0])
+    if n < MIN_REGIME_BARS:
+        return None, n
+    if measure == "total_return":
+        return float(np.prod(1.0 + kept) - 1.0), n
+    if measure == "max_drawdown":
+        return max_drawdown(np.cumprod(1.0 + kept), initial=1.0), n
+    if measure == "sharpe":
+        return sharpe_ratio(kept, periods_per_year), n
+    raise ValueError(f"unknown specialty measure {measure!r}; valid: max_drawdown, total_return, sharpe")
 
 
 def rl_policy_gate(
@@ -72,34 +118,55 @@ def rl_policy_gate(
     positions: npt.ArrayLike,
     buy_hold_returns: npt.ArrayLike,
     specialty: str,
-    specialty_value: float | None,
-    buy_hold_specialty_value: float | None,
-    higher_is_better: bool,
     span_start: str | None,
     span_end: str | None,
+    specialty_measure: SpecialtyMeasure | None = None,
+    regime_labels: Sequence[str] | None = None,
+    specialty_regimes: Sequence[str] | None = None,
+    specialty_value: float | None = None,
+    buy_hold_specialty_value: float | None = None,
+    higher_is_better: bool | None = None,
     periods_per_year: int = 252,
     seed: int = 0,
     rule: str | None = None,
 ) -> GateVerdict:
     """Judge an RL policy on its out-of-sample bars.
 
+    Deciding checks: the Sharpe after costs over every bar judged above buy-and-hold's and above
+    flat's (0); a position held (``|p| >`` :data:`HELD_POSITION`) on at least
+    :data:`MIN_HELD_SHARE` of the bars; and the agent's specialty better than buy-and-hold's.
+
+    The specialty is judged in the agent's own regime: with ``specialty_measure`` the gate
+    measures it itself (:func:`regime_measure`) over the bars whose ``regime_labels`` entry is
+    one of ``specialty_regimes`` (all bars when None), for the policy's returns and
+    buy-and-hold's on exactly the same bars; e.g. a conservative agent's max drawdown over the
+    bear and volatile bars, a contrarian's return over the sideways bars. With fewer than
+    :data:`MIN_REGIME_BARS` such bars the specialty is not measurable and the check fails: a
+    specialist is kept only when it showed its specialty where it is meant to. A lower value is
+    better for ``max_drawdown``, a higher one otherwise; a tie fails. Callers that measure the
+    specialty themselves pass ``specialty_value``, ``buy_hold_specialty_value`` and
+    ``higher_is_better`` instead.
+
     Args:
         strategy_returns: The policy's net return of each bar, after costs.
         positions: The position it held over each bar (same length).
         buy_hold_returns: Buy-and-hold's net return of the same bars, after the same costs.
         specialty: The agent's specialty measure in words (e.g. ``"max drawdown"``).
-        specialty_value: The policy's specialty measure; None when it cannot be measured on
-            these bars (e.g. no bar of the regime it specialises in): the check fails.
-        buy_hold_specialty_value: Buy-and-hold's specialty measure on the same bars.
-        higher_is_better: How "better" reads for the specialty (False for a drawdown).
         span_start: First bar judged (ISO date).
         span_end: Last bar judged (ISO date).
-        periods_per_year: Bars per year, to annualise the Sharpe ratios.
+        specialty_measure: What the gate measures as the specialty (see above).
+        regime_labels: The regime label of each bar (known when its position was chosen).
+        specialty_regimes: The agent's own regimes; None: every bar.
+        specialty_value: The policy's specialty measure, measured by the caller; None when it
+            cannot be measured on these bars: the check fails.
+        buy_hold_specialty_value: Buy-and-hold's, measured by the caller on the same bars.
+        higher_is_better: With caller-measured values, how "better" reads.
+        periods_per_year: Bars per year of the data's calendar, to annualise the Sharpe ratios.
         seed: Seeds the bootstrap interval.
         rule: The rule that stands in for the policy when it fails, in words.
 
     Raises:
-        ValueError: Empty, ragged or non-finite series.
+        ValueError: Empty, ragged or non-finite series; the specialty given both ways or neither.
     """
     r = _series(strategy_returns, "strategy_returns")
     p = _series(positions, "positions")
@@ -107,6 +174,19 @@ def rl_policy_gate(
     if not (r.shape == p.shape == bh.shape) or r.shape[0] == 0:
         raise ValueError(f"strategy_returns, positions and buy_hold_returns must be 1-D of one non-zero length, "
                          f"got {r.shape}, {p.shape}, {bh.shape}")
+    measure_text = specialty
+    if specialty_measure is not None:
+        if specialty_value is not None or buy_hold_specialty_value is not None or higher_is_better is not None:
+            raise ValueError("give specialty_measure (measured here) or the specialty values, not both")
+        specialty_value, _ = regime_measure(r, regime_labels, specialty_regimes, specialty_measure,
+                                            periods_per_year)
+        buy_hold_specialty_value, _ = regime_measure(bh, regime_labels, specialty_regimes, specialty_measure,
+                                                     periods_per_year)
+        higher_is_better = specialty_measure != "max_drawdown"
+        if specialty_regimes is not None:
+            measure_text = f"{specialty} in {'/'.join(specialty_regimes)} regimes"
+    elif higher_is_better is None:
+        raise ValueError("give specialty_measure, or higher_is_better with the specialty values")
     sharpe, bh_sharpe = sharpe_ratio(r, periods_per_year), sharpe_ratio(bh, periods_per_year)
     held = float(np.mean(np.abs(p) > HELD_POSITION))
     if specialty_value is None or buy_hold_specialty_value is None:
@@ -122,7 +202,7 @@ def rl_policy_gate(
                   baseline_value=0.0, passed=sharpe > 0.0),
         GateCheck(name="position_held", measure=f"share of bars with |position| > {HELD_POSITION:g}", value=held,
                   baseline="required share", baseline_value=MIN_HELD_SHARE, passed=held >= MIN_HELD_SHARE),
-        GateCheck(name="specialty_above_buy_and_hold", measure=specialty, value=_finite_or_none(specialty_value),
+        GateCheck(name="specialty_above_buy_and_hold", measure=measure_text, value=_finite_or_none(specialty_value),
                   baseline="buy-and-hold", baseline_value=_finite_or_none(buy_hold_specialty_value),
                   passed=special_ok),
     ]

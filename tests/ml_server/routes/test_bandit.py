@@ -397,7 +397,8 @@ def _wait(client: TestClient, job_id: str, timeout_s: float = 300.0) -> JobInfo:
 def test_replay_warm_starts_a_bandit_once_then_409(client: TestClient) -> None:
     bars = to_payload_dict(generate_regime_market(450, seed=5).bars)
     train = client.post("/v1/rl/train", json={"data": bars, "agents": ["aggressive", "balanced"], "algorithm": "a2c",
-                                              "timesteps": 256, "regime_features": False, "n_envs": 2})
+                                              "timesteps": 256, "regime_features": False, "n_envs": 2,
+                                              "seeds": 1, "grid": {"reward_scale": [1.0]}})
     assert train.status_code == 202, train.text
     trained = _wait(client, train.json()["job_id"])
     assert trained.status == "succeeded", trained.error

@@ -15,7 +15,8 @@ from quantcrew.ml_server.schemas.jobs import JobInfo
 from quantcrew.ml_server.schemas.rl import RLActResponse, RLEvaluateResponse, RLTrainResult
 from tests.support.replies import assert_finite, invalid_input
 
-FAST = {"agents": ["aggressive"], "algorithm": "a2c", "timesteps": 512, "regime_features": False, "n_envs": 2}
+FAST = {"agents": ["aggressive"], "algorithm": "a2c", "timesteps": 512, "regime_features": False, "n_envs": 2,
+        "seeds": 1, "grid": {"reward_scale": [1.0]}}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,23 @@ def test_act_and_evaluate_use_the_newest_policy_per_agent(client: TestClient, ba
         ({"timesteps": -5}, "timesteps"),
         ({"algorithm": "dqn", "action_mode": "continuous"}, "dqn"),
         ({"agents": ["aggressive", "aggressive"]}, "repeat"),
+        ({"seeds": 0}, "seeds"),
+        ({"seeds": 11}, "seeds"),
+        ({"seeds": 2.5}, "seeds"),
+        ({"seed": 2**32 - 1, "seeds": 2}, "largest seed"),
+        ({"grid": {"reward_scale": [0.0]}}, "reward_scale"),
+        ({"grid": {"reward_scale": [-1.0]}}, "reward_scale"),
+        ({"grid": {"reward_scale": []}}, "reward_scale"),
+        ({"grid": {"reward_scale": [1.0, 1.0]}}, "must not repeat"),
+        ({"grid": {"reward_scale": [1, 2, 3, 4, 5]}}, "reward_scale"),
+        ({"grid": {"learning_rate": [1.5]}}, "learning_rate"),
+        ({"grid": {"ent_coef": [-0.1]}}, "ent_coef"),
+        ({"grid": {"momentum": [0.9]}}, "momentum"),
+        ({"algorithm": "dqn", "grid": {"ent_coef": [0.01]}}, "dqn has no entropy bonus"),
+        ({"learning_rate": 0.001, "grid": {"learning_rate": [0.001]}}, "not both"),
+        ({"seeds": 10, "grid": {"reward_scale": [1, 2, 3, 4], "learning_rate": [0.1, 0.2]}}, "at most 64"),
+        ({"validation_fraction": 0.05}, "validation_fraction"),
+        ({"validation_fraction": 0.6}, "validation_fraction"),
     ],
 )
 def test_train_bad_request_is_422_naming_the_problem(client: TestClient, bars: dict[str, Any],
@@ -88,7 +106,31 @@ def test_train_over_the_timestep_cap_is_422(tmp_path: Any, bars: dict[str, Any])
     with TestClient(create_app(settings)) as client:
         err = invalid_input(client.post("/v1/rl/train", json={"data": bars, **FAST, "timesteps": 1001}))
         assert "cap of 1000" in err["message"] and err["details"][0]["loc"] == ["body", "timesteps"]
+        # the cap counts an agent's steps over every run: 3 seeds x 2 scales x 200 = 1,200
+        body = {"data": bars, **FAST, "timesteps": 200, "seeds": 3, "grid": {"reward_scale": [1.0, 2.0]}}
+        err = invalid_input(client.post("/v1/rl/train", json=body))
+        assert "x 6 runs" in err["message"] and "= 1200" in err["message"]
         assert client.get("/v1/jobs").json()["jobs"] == []  # nothing was started
+
+
+def test_a_validation_span_too_short_for_the_bars_is_422(client: TestClient, bars: dict[str, Any]) -> None:
+    short = {k: v[:260] if isinstance(v, list) else v for k, v in bars.items()}  # 181 training bars
+    err = invalid_input(client.post("/v1/rl/train", json={"data": short, **FAST, "validation_fraction": 0.1}))
+    assert "validation" in err["message"] and err["details"][0]["loc"] == ["body", "validation_fraction"]
+
+
+def test_train_reports_every_run_and_the_calendar(client: TestClient, bars: dict[str, Any]) -> None:
+    body = {"data": bars, **FAST, "timesteps": 256, "seeds": 2, "grid": {"reward_scale": [0.5, 2.0]}}
+    job = JobInfo.model_validate(client.post("/v1/rl/train", json=body).json())
+    done = _wait(client, job.job_id)
+    assert done.status == "succeeded", done.error
+    assert done.progress.total == 256 * 4
+    result = RLTrainResult.model_validate(done.result)
+    [policy] = result.policies
+    assert policy.configurations == len(policy.runs) == 4 and sum(r.chosen for r in policy.runs) == 1
+    assert result.periods_per_year is not None and 240 <= result.periods_per_year <= 370
+    resp = client.post("/v1/rl/evaluate", json={"data": bars, "model_ids": [policy.model_id]})
+    assert resp.status_code == 200 and resp.json()["periods_per_year"] == result.periods_per_year
 
 
 def test_train_too_few_bars_for_the_window_is_422(client: TestClient, bars: dict[str, Any]) -> None:

@@ -7,16 +7,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.services.gate import (
+    MIN_REGIME_BARS,
     diebold_mariano,
     ensemble_gate,
     execution_gate,
     failed_checks_text,
+    regime_measure,
     rl_policy_gate,
 )
-from quantcrew.quant.performance import max_drawdown, performance_of_returns
+from quantcrew.quant.performance import max_drawdown, performance_of_returns, sharpe_ratio
 
 _SPAN: dict[str, Any] = {"span_start": "2017-01-03", "span_end": "2018-12-31"}
 
@@ -132,6 +137,106 @@ def test_ragged_or_non_finite_rl_series_are_refused(market: np.ndarray) -> None:
     bad[3] = np.nan
     with pytest.raises(ValueError, match="finite"):
         _rl(bad, np.zeros(500), market)
+
+
+# -- RL policies judged in their own regime -------------------------------------------------------
+
+_REGIMES = ("bull", "bear", "sideways", "volatile")
+_returns = arrays(np.float64, st.integers(30, 120), elements=st.floats(-0.05, 0.05, allow_nan=False))
+
+
+def _labels_for(draw: st.DrawFn, n: int) -> list[str]:
+    return draw(st.lists(st.sampled_from(_REGIMES), min_size=n, max_size=n))
+
+
+@st.composite
+def _regime_series(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A strategy's returns, buy-and-hold's and one regime label per bar."""
+    mine = draw(_returns)
+    n = mine.shape[0]
+    theirs = draw(arrays(np.float64, n, elements=st.floats(-0.05, 0.05, allow_nan=False)))
+    return mine, theirs, _labels_for(draw, n)
+
+
+_MEASURES = st.sampled_from(["max_drawdown", "total_return", "sharpe"])
+_OWN = st.sampled_from([("bear", "volatile"), ("bull",), ("sideways",), None])
+
+
+@settings(max_examples=150, deadline=None)
+@given(_regime_series(), _MEASURES, _OWN, st.data())
+def test_the_specialty_is_measured_on_the_regimes_bars_alone(
+        series: tuple[np.ndarray, np.ndarray, list[str]], measure: Any, own: tuple[str, ...] | None,
+        data: st.DataObject) -> None:
+    mine, _, labels = series
+    value, n = regime_measure(mine, labels, own, measure, 252)
+    kept = mine if own is None else mine[[label in own for label in labels]]
+    assert n == kept.shape[0]
+    if n < MIN_REGIME_BARS:
+        assert value is None
+        return
+    expected = {"total_return": float(np.prod(1.0 + kept) - 1.0),
+                "max_drawdown": max_drawdown(np.cumprod(1.0 + kept), initial=1.0),
+                "sharpe": sharpe_ratio(kept, 252)}[measure]
+    assert value == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    # what happens on the other regimes' bars does not move it
+    other = mine.copy()
+    outside = [i for i, label in enumerate(labels) if own is not None and label not in own]
+    if outside:
+        other[outside] = data.draw(arrays(np.float64, len(outside), elements=st.floats(-0.05, 0.05,
+                                                                                       allow_nan=False)))
+    assert regime_measure(other, labels, own, measure, 252)[0] == value
+
+
+@settings(max_examples=40, deadline=None)  # each verdict bootstraps its interval
+@given(_regime_series(), _MEASURES, _OWN)
+def test_buy_and_hold_never_beats_itself_in_any_regime(series: tuple[np.ndarray, np.ndarray, list[str]],
+                                                       measure: Any, own: tuple[str, ...] | None) -> None:
+    _, market, labels = series
+    verdict = rl_policy_gate(strategy_returns=market, positions=np.ones(market.shape[0]), buy_hold_returns=market,
+                             specialty="m", specialty_measure=measure, regime_labels=labels, specialty_regimes=own,
+                             **_SPAN)
+    assert not _check(verdict, "specialty_above_buy_and_hold").passed and not verdict.passed
+
+
+@settings(max_examples=40, deadline=None)  # each verdict bootstraps its interval
+@given(_regime_series())
+def test_a_conservative_policy_flat_in_bear_and_volatile_bars_beats_any_drawdown_there(
+        series: tuple[np.ndarray, np.ndarray, list[str]]) -> None:
+    _, market, labels = series
+    own = ("bear", "volatile")
+    positions = np.array([0.0 if label in own else 1.0 for label in labels])
+    verdict = rl_policy_gate(strategy_returns=positions * market, positions=positions, buy_hold_returns=market,
+                             specialty="max drawdown", specialty_measure="max_drawdown", regime_labels=labels,
+                             specialty_regimes=own, **_SPAN)
+    check = _check(verdict, "specialty_above_buy_and_hold")
+    if check.baseline_value is None:  # too few bear and volatile bars: not measurable, so not passed
+        assert check.value is None and not check.passed
+    else:
+        assert check.value == 0.0 and check.passed == (check.baseline_value > 0.0)
+        assert check.measure == "max drawdown in bear/volatile regimes"
+
+
+def test_the_overall_checks_still_decide_beside_the_regime_specialty(market: np.ndarray) -> None:
+    labels = ["bear" if i % 3 == 0 else "bull" for i in range(500)]
+    flat = np.zeros(500)
+    verdict = rl_policy_gate(strategy_returns=flat, positions=flat, buy_hold_returns=market, specialty="max drawdown",
+                             specialty_measure="max_drawdown", regime_labels=labels, specialty_regimes=("bear",),
+                             **_SPAN)
+    assert _check(verdict, "specialty_above_buy_and_hold").passed  # no drawdown in the bear bars...
+    assert not verdict.passed  # ...but a flat book fails the Sharpe and held checks
+    assert {c.name for c in verdict.checks if not c.passed} == {"sharpe_above_buy_and_hold", "sharpe_above_flat",
+                                                                 "position_held"}
+
+
+def test_the_specialty_given_both_ways_or_labels_of_another_length_are_refused(market: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        _rl(market, np.ones(500), market, specialty_measure="sharpe")
+    with pytest.raises(ValueError, match="one regime per return"):
+        rl_policy_gate(strategy_returns=market, positions=np.ones(500), buy_hold_returns=market, specialty="m",
+                       specialty_measure="sharpe", regime_labels=["bull"] * 499, specialty_regimes=("bull",), **_SPAN)
+    with pytest.raises(ValueError, match="higher_is_better"):
+        rl_policy_gate(strategy_returns=market, positions=np.ones(500), buy_hold_returns=market, specialty="m",
+                       **_SPAN)
 
 
 # -- the ensemble ----------------------------------------------------------------------------------

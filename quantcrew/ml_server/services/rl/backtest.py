@@ -16,6 +16,11 @@ compounded, risk-free rate 0):
 * ``turnover``: mean ``|p_t - p_{t-1}|`` per bar; ``exposure``: mean ``|p_t|``;
 * ``hit_rate``: share of the bars in the market (``p_t != 0``) whose net return is positive.
 
+``P`` is the bars per year of the data's own calendar
+(:func:`quantcrew.data.frequency.periods_per_year`: about 252 for daily equity bars, 365 for
+crypto, 52 weekly, 12 monthly), which every caller here passes; the default, the nominal daily
+figure, serves callers that only want the net returns.
+
 Return, volatility, Sharpe, Sortino, drawdown and turnover are those of
 :mod:`quantcrew.quant.performance`, with its convention: every metric is finite, a (near)
 zero-volatility series has Sharpe 0, no losing bar gives Sortino 0, a wiped-out book gives an
@@ -31,10 +36,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
+from quantcrew.data.frequency import NOMINAL_PERIODS
 from quantcrew.quant.performance import performance_of_returns, turnover
 
 __all__ = [
-    "PERIODS_PER_YEAR",
     "BacktestMetrics",
     "RegimeReturn",
     "backtest",
@@ -44,7 +49,7 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-PERIODS_PER_YEAR = 252
+_DAILY = NOMINAL_PERIODS["daily"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class BacktestMetrics:
     hit_rate: float
     exposure: float
     n_bars: int
+    periods_per_year: int
 
     def as_dict(self) -> dict[str, float | int]:
         """The metrics as a plain dict (JSON-able)."""
@@ -91,7 +97,7 @@ def backtest(
     cost_bps: float,
     slippage_bps: float,
     initial_position: float = 0.0,
-    periods_per_year: int = PERIODS_PER_YEAR,
+    periods_per_year: int = _DAILY,
 ) -> tuple[BacktestMetrics, FloatArray]:
     """Backtest positions held over bars with known forward returns.
 
@@ -101,7 +107,7 @@ def backtest(
         cost_bps: Commission per unit of turnover, in basis points.
         slippage_bps: Slippage per unit of turnover, in basis points.
         initial_position: Position held before the first bar.
-        periods_per_year: Bars per year, for annualising.
+        periods_per_year: Bars per year of the data's calendar, for annualising.
 
     Returns:
         The metrics and the per-bar net returns.
@@ -139,7 +145,7 @@ def benchmarks(
     *,
     cost_bps: float,
     slippage_bps: float,
-    periods_per_year: int = PERIODS_PER_YEAR,
+    periods_per_year: int = _DAILY,
 ) -> dict[str, BacktestMetrics]:
     """``buy_and_hold`` (long every bar, entering from flat: one entry cost) and ``flat``."""
     fwd = np.asarray(forward_returns, dtype=np.float64)
@@ -192,4 +198,5 @@ def _metrics(net: FloatArray, positions: FloatArray, traded: FloatArray, ppy: in
         hit_rate=hit,
         exposure=float(np.abs(positions).mean()),
         n_bars=perf.n_periods,
+        periods_per_year=ppy,
     )

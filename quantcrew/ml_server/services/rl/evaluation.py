@@ -1,33 +1,36 @@
 """Out-of-sample evaluation of policies: positions backtested after costs beside buy-and-hold and flat.
 
-Each agent is judged on its specialty (:data:`SPECIALTY`): the conservative agent on its
-drawdown, the aggressive one on total return, the balanced one on the Sharpe ratio, the
-contrarian one on what it earns in sideways regimes. Whether a policy may trade for the crew is
-the quality gate's verdict (:func:`gate_positions`, through
+Each agent is judged on its specialty IN ITS OWN REGIME (:data:`SPECIALISM`): the conservative
+agent on its max drawdown over the bars labelled bear or volatile, the aggressive one on its
+total return over the bull bars, the contrarian one on its total return over the sideways bars,
+the balanced one (the generalist) on its Sharpe ratio over every bar. The labels are the
+filtered regime labels the policy observes (known when each position was chosen). Whether a
+policy may trade for the crew is the quality gate's verdict (:func:`gate_positions`, through
 :func:`quantcrew.ml_server.services.gate.rl_policy_gate`): its Sharpe after costs above
-buy-and-hold's and flat's, a position held on enough bars, and its specialty better than
-buy-and-hold's. ``beats_buy_and_hold`` (the specialty alone) is kept for old clients only: a
-policy that never trades has a small drawdown and "beats" buy-and-hold on it.
+buy-and-hold's and flat's over every bar, a position held on enough bars, and its specialty in
+its regime better than buy-and-hold's on the same bars. ``beats_buy_and_hold`` (that specialty
+check alone) is kept for old clients only: a policy that never trades has a small drawdown and
+"beats" buy-and-hold on it.
+
+Every annualised figure uses the bars per year of the data's own calendar
+(:attr:`Market.periods_per_year`), reported with the metrics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.schemas.rl import BacktestReport, RegimeSlice, RLEvaluation
-from quantcrew.ml_server.services.gate import rl_policy_gate
-from quantcrew.ml_server.services.rl.backtest import (
-    PERIODS_PER_YEAR,
-    BacktestMetrics,
-    backtest,
-    benchmarks,
-    regime_returns,
-)
+from quantcrew.ml_server.services.gate import SpecialtyMeasure, regime_measure, rl_policy_gate
+from quantcrew.ml_server.services.rl.backtest import BacktestMetrics, backtest, benchmarks, regime_returns
+from quantcrew.ml_server.services.rl.env import ACTION_POSITIONS
 from quantcrew.ml_server.services.rl.market import Market, observation
 
 if TYPE_CHECKING:
@@ -35,32 +38,48 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GATE_SEED",
+    "SPECIALISM",
     "SPECIALTY",
     "STAND_IN_RULE",
+    "Specialism",
+    "annualisation",
     "backtest_report",
     "benchmark_reports",
     "evaluate_positions",
     "gate_positions",
     "run_policy",
+    "specialty_values",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 
-# What each agent is built to win on, and how "better" reads for it.
-SPECIALTY: dict[str, str] = {
-    "conservative": "max_drawdown",
-    "aggressive": "total_return",
-    "balanced": "sharpe",
-    "contrarian": "sideways_return",
+
+@dataclass(frozen=True)
+class Specialism:
+    """What an agent is built to win on, and where.
+
+    Attributes:
+        measure: The measure compared with buy-and-hold's (lower is better for a drawdown).
+        regimes: The regime labels whose bars it is measured over; None: every bar.
+        words: The measure in words; the gate's check reads ``"<words> in <regimes> regimes"``.
+        metric: The wire name of the specialty (``RLEvaluation.specialty_metric``).
+    """
+
+    measure: SpecialtyMeasure
+    regimes: tuple[str, ...] | None
+    words: str
+    metric: str
+
+
+SPECIALISM: dict[str, Specialism] = {
+    "conservative": Specialism("max_drawdown", ("bear", "volatile"), "max drawdown", "max_drawdown"),
+    "aggressive": Specialism("total_return", ("bull",), "total return", "total_return"),
+    "balanced": Specialism("sharpe", None, "Sharpe after costs", "sharpe"),
+    "contrarian": Specialism("total_return", ("sideways",), "return", "sideways_return"),
 }
 
-# The specialty in words, and whether a higher value is better.
-_SPECIALTY_TERMS: dict[str, tuple[str, bool]] = {
-    "max_drawdown": ("max drawdown", False),
-    "total_return": ("total return", True),
-    "sharpe": ("Sharpe after costs", True),
-    "sideways_return": ("return in sideways regimes", True),
-}
+SPECIALTY: dict[str, str] = {agent: s.metric for agent, s in SPECIALISM.items()}
+"""The wire name of each agent's specialty."""
 
 # The agent-side rule that answers for an agent whose policy failed its gate (named, not imported:
 # the rules live with the crew's tools).
@@ -75,11 +94,45 @@ GATE_SEED = 0
 """Seed of the gate's bootstrap interval: one seed, so a span judged twice gives one interval."""
 
 
+def annualisation(market: Market) -> int:
+    """The bars per year every annualised figure on this market uses (counted from its calendar).
+
+    Raises:
+        InvalidInputError: the bars' spacing has no meaning per year (irregular, or too short).
+    """
+    if market.periods_per_year is None:
+        raise InvalidInputError(
+            "cannot infer bars per year from these timestamps (irregular spacing over less than a year): "
+            "send bars of one spacing (daily, hourly, weekly, monthly)",
+            details=[{"loc": ["data", "timestamps"], "msg": "spacing has no meaning per year"}])
+    return market.periods_per_year
+
+
 def run_policy(policy: PolicyModel, market: Market, start: int, end: int,
                initial_position: float = 0.0) -> FloatArray:
-    """Positions the policy chooses at bars ``start..end-1``, each seeing the one it holds."""
-    positions = np.empty(end - start)
-    position = initial_position
+    """Positions the policy chooses at bars ``start..end-1``, each seeing the one it holds.
+
+    A discrete policy is asked once for every bar and every position it may hold (short, flat,
+    long: one batched forward pass), then the path is walked through that table: the same
+    positions as asking bar by bar, in a fraction of the time. A continuous policy is asked bar
+    by bar.
+    """
+    n = end - start
+    positions = np.empty(n)
+    if n <= 0:
+        return positions
+    position = float(initial_position)
+    if policy.action_mode == "discrete":
+        rows = market.scaled[start:end]
+        obs = np.concatenate([np.column_stack([rows, np.full(n, p, dtype=np.float32)]) for p in ACTION_POSITIONS])
+        table = policy.target_positions(obs.astype(np.float32)).reshape(len(ACTION_POSITIONS), n)
+        column = {p: j for j, p in enumerate(ACTION_POSITIONS)}
+        for i in range(n):
+            j = column.get(position)
+            position = (float(table[j, i]) if j is not None
+                        else policy.answer(observation(market, start + i, position)).target_position)
+            positions[i] = position
+        return positions
     for i, t in enumerate(range(start, end)):
         position = policy.answer(observation(market, t, position)).target_position
         positions[i] = position
@@ -91,62 +144,61 @@ def backtest_report(m: BacktestMetrics) -> BacktestReport:
     return BacktestReport.model_validate(m.as_dict())
 
 
-def _beats(agent: str, mine: BacktestMetrics, mine_regimes: dict[str, RegimeSlice], bench: BacktestMetrics,
-           bench_regimes: dict[str, RegimeSlice]) -> bool:
-    spec = SPECIALTY[agent]
-    if spec == "max_drawdown":
-        return mine.max_drawdown < bench.max_drawdown
-    if spec == "sideways_return":
-        none = RegimeSlice(total_return=0.0, n_bars=0)
-        return mine_regimes.get("sideways", none).total_return > bench_regimes.get("sideways", none).total_return
-    return bool(getattr(mine, spec) > getattr(bench, spec))
+def specialty_values(agent: str, net: FloatArray, bh_net: FloatArray, labels: Sequence[str],
+                     periods_per_year: int) -> tuple[float | None, float | None, bool]:
+    """The agent's specialty in its regime, buy-and-hold's on the same bars, and whether the agent's is better.
+
+    None where the regime has too few bars to measure (then it is not better).
+    """
+    spec = SPECIALISM[agent]
+    mine, _ = regime_measure(net, labels, spec.regimes, spec.measure, periods_per_year)
+    theirs, _ = regime_measure(bh_net, labels, spec.regimes, spec.measure, periods_per_year)
+    if mine is None or theirs is None:
+        return mine, theirs, False
+    better = mine < theirs if spec.measure == "max_drawdown" else mine > theirs
+    return mine, theirs, better
 
 
 def evaluate_positions(agent: str, model_id: str, algorithm: str, positions: FloatArray, market: Market,
-                       start: int, end: int, *, cost_bps: float, slippage_bps: float,
-                       bench: dict[str, BacktestMetrics],
-                       bench_regimes: dict[str, dict[str, RegimeSlice]]) -> RLEvaluation:
+                       start: int, end: int, *, cost_bps: float, slippage_bps: float) -> RLEvaluation:
     """Backtest one policy's positions on bars ``start..end-1`` beside buy-and-hold."""
-    metrics, net = backtest(positions, market.forward_returns[start:end], cost_bps=cost_bps,
-                            slippage_bps=slippage_bps)
-    by_regime = _slices(net, market.labels[start:end])
+    ppy = annualisation(market)
+    fwd = market.forward_returns[start:end]
+    metrics, net = backtest(positions, fwd, cost_bps=cost_bps, slippage_bps=slippage_bps, periods_per_year=ppy)
+    _, bh_net = backtest(np.ones(end - start), fwd, cost_bps=cost_bps, slippage_bps=slippage_bps,
+                         periods_per_year=ppy)
+    labels = market.labels[start:end]
+    mine, _, better = specialty_values(agent, net, bh_net, labels, ppy)
+    spec = SPECIALISM[agent]
     return RLEvaluation(
         agent=agent, model_id=model_id, algorithm=algorithm,  # type: ignore[arg-type]
-        metrics=backtest_report(metrics), regime_returns=by_regime,
-        specialty_metric=SPECIALTY[agent],
-        beats_buy_and_hold=_beats(agent, metrics, by_regime, bench["buy_and_hold"], bench_regimes["buy_and_hold"]),
+        metrics=backtest_report(metrics), regime_returns=_slices(net, labels), specialty_metric=spec.metric,
+        specialty_regimes=None if spec.regimes is None else list(spec.regimes), specialty_value=mine,
+        beats_buy_and_hold=better,
     )
 
 
 def gate_positions(agent: str, positions: FloatArray, market: Market, start: int, end: int, *, cost_bps: float,
-                   slippage_bps: float, evaluation: RLEvaluation, bench: dict[str, BacktestMetrics],
-                   bench_regimes: dict[str, dict[str, RegimeSlice]]) -> GateVerdict:
+                   slippage_bps: float, periods_per_year: int | None = None) -> GateVerdict:
     """The quality gate's verdict on one policy's positions over bars ``start..end-1``.
 
-    Same bars, costs and net returns as :func:`evaluate_positions` (whose ``evaluation`` gives
-    the specialty measure); buy-and-hold pays the same costs. The span judged is that of the
-    returns earned: bars ``start + 1 .. end``.
+    Same bars, costs and net returns as :func:`evaluate_positions`; buy-and-hold pays the same
+    costs; the specialty is measured over the agent's own regime (:data:`SPECIALISM`). The span
+    judged is that of the returns earned: bars ``start + 1 .. end``. ``periods_per_year``
+    overrides the market's count (validation counts it on the training bars only).
     """
+    ppy = annualisation(market) if periods_per_year is None else periods_per_year
     fwd = market.forward_returns[start:end]
-    _, net = backtest(positions, fwd, cost_bps=cost_bps, slippage_bps=slippage_bps)
-    _, bh_net = backtest(np.ones(end - start), fwd, cost_bps=cost_bps, slippage_bps=slippage_bps)
-    spec = SPECIALTY[agent]
-    words, higher = _SPECIALTY_TERMS[spec]
-    mine: float | None
-    theirs: float | None
-    if spec == "sideways_return":
-        mine_slice = evaluation.regime_returns.get("sideways")
-        bh_slice = bench_regimes["buy_and_hold"].get("sideways")
-        mine = mine_slice.total_return if mine_slice is not None and mine_slice.n_bars > 0 else None
-        theirs = bh_slice.total_return if bh_slice is not None and bh_slice.n_bars > 0 else None
-    else:
-        mine = float(getattr(evaluation.metrics, spec))
-        theirs = float(getattr(bench["buy_and_hold"], spec))
+    _, net = backtest(positions, fwd, cost_bps=cost_bps, slippage_bps=slippage_bps, periods_per_year=ppy)
+    _, bh_net = backtest(np.ones(end - start), fwd, cost_bps=cost_bps, slippage_bps=slippage_bps,
+                         periods_per_year=ppy)
+    spec = SPECIALISM[agent]
     iso = market.bars.iso()
     return rl_policy_gate(
-        strategy_returns=net, positions=positions, buy_hold_returns=bh_net, specialty=words, specialty_value=mine,
-        buy_hold_specialty_value=theirs, higher_is_better=higher, span_start=iso[start + 1], span_end=iso[end],
-        periods_per_year=PERIODS_PER_YEAR, seed=GATE_SEED, rule=STAND_IN_RULE[agent],
+        strategy_returns=net, positions=positions, buy_hold_returns=bh_net, specialty=spec.words,
+        specialty_measure=spec.measure, regime_labels=market.labels[start:end], specialty_regimes=spec.regimes,
+        span_start=iso[start + 1], span_end=iso[end], periods_per_year=ppy, seed=GATE_SEED,
+        rule=STAND_IN_RULE[agent],
     )
 
 
@@ -158,11 +210,12 @@ def _slices(net: FloatArray, labels: Sequence[str]) -> dict[str, RegimeSlice]:
 def benchmark_reports(market: Market, start: int, end: int, *, cost_bps: float, slippage_bps: float
                       ) -> tuple[dict[str, BacktestMetrics], dict[str, dict[str, RegimeSlice]]]:
     """Buy-and-hold and flat on bars ``start..end-1``, with their returns per regime."""
+    ppy = annualisation(market)
     fwd = market.forward_returns[start:end]
-    bench = benchmarks(fwd, cost_bps=cost_bps, slippage_bps=slippage_bps)
+    bench = benchmarks(fwd, cost_bps=cost_bps, slippage_bps=slippage_bps, periods_per_year=ppy)
     per_regime: dict[str, dict[str, RegimeSlice]] = {}
     for name in bench:
         positions = np.ones(end - start) if name == "buy_and_hold" else np.zeros(end - start)
-        _, net = backtest(positions, fwd, cost_bps=cost_bps, slippage_bps=slippage_bps)
+        _, net = backtest(positions, fwd, cost_bps=cost_bps, slippage_bps=slippage_bps, periods_per_year=ppy)
         per_regime[name] = _slices(net, market.labels[start:end])
     return bench, per_regime

@@ -8,6 +8,10 @@ inference build observations through the same :func:`observation` so they cannot
 Time convention: the position chosen at bar ``t`` (seeing bars ``<= t``) earns
 ``close[t+1] / close[t] - 1``. Training steps stop one bar short of the first test bar, so
 no training reward is paid from a test-span price.
+
+A training span is split once more (:func:`validation_index`): its first part fits the policies
+(and the scaler and regime model they observe through), its last part, the validation bars,
+only chooses among them; the test span after it judges the one chosen.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from quantcrew.data.frequency import periods_per_year as count_periods
 from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.schemas.regime import REGIME_LABELS
 from quantcrew.ml_server.services.bars import Bars
@@ -27,18 +32,22 @@ from quantcrew.ml_server.services.rl.features import WARMUP, FeatureScaler, buil
 __all__ = [
     "MIN_TEST_BARS",
     "MIN_TRAIN_BARS",
+    "MIN_VALIDATION_BARS",
     "UNKNOWN_REGIME",
+    "bars_per_year",
     "Market",
     "as_naive_utc",
     "observation",
     "prepare_market",
     "split_index",
+    "validation_index",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 
 MIN_TRAIN_BARS = 100  # training steps after the feature warm-up
 MIN_TEST_BARS = 20
+MIN_VALIDATION_BARS = 20  # bars whose positions the validation judges
 UNKNOWN_REGIME = "unknown"
 
 
@@ -56,6 +65,9 @@ class Market:
         labels: Filtered regime label of each bar (``"unknown"`` for bar 0 or without regimes).
         regime_probs: Filtered label probabilities of the last bar, or None without regimes.
         warmup: First usable row.
+        periods_per_year: Bars per year counted from the bars' own calendar
+            (:func:`quantcrew.data.frequency.periods_per_year`); None when the spacing has no
+            meaning per year (annualising then refuses the bars).
     """
 
     bars: Bars
@@ -67,6 +79,7 @@ class Market:
     labels: list[str]
     regime_probs: dict[str, float] | None
     warmup: int
+    periods_per_year: int | None = None
 
 
 def split_index(bars: Bars, train_end: datetime | None, train_fraction: float) -> int:
@@ -95,6 +108,40 @@ def split_index(bars: Bars, train_end: datetime | None, train_fraction: float) -
             details=[{"loc": ["train_end"], "msg": f"need at least {MIN_TEST_BARS} bars after train_end"}],
         )
     return last
+
+
+def validation_index(train_last: int, validation_fraction: float) -> int:
+    """Index of the last bar that fits the policies: the training steps ``WARMUP..train_last-1``
+    split so that the last ``validation_fraction`` of them (rounded up) are the validation bars.
+
+    The policies train on steps ``WARMUP..fit_last-1`` (their last reward is paid by the close of
+    ``fit_last``); the validation judges the positions chosen at ``fit_last..train_last-1``.
+
+    Raises:
+        InvalidInputError: too few fitting steps or validation bars (naming ``validation_fraction``).
+    """
+    steps = train_last - WARMUP
+    validation = int(np.ceil(steps * validation_fraction))
+    fit_last = train_last - validation
+    if validation < MIN_VALIDATION_BARS or fit_last - WARMUP < MIN_TRAIN_BARS:
+        need = WARMUP + MIN_TRAIN_BARS + MIN_VALIDATION_BARS
+        raise InvalidInputError(
+            f"validation_fraction {validation_fraction:g} of {max(steps, 0)} training steps leaves "
+            f"{max(fit_last - WARMUP, 0)} to fit on and {validation} to validate on; at least {MIN_TRAIN_BARS} and "
+            f"{MIN_VALIDATION_BARS} are needed (send at least {need + 1} bars up to train_end, or change the "
+            "fraction)",
+            details=[{"loc": ["validation_fraction"],
+                      "msg": f"need {MIN_TRAIN_BARS} fitting steps and {MIN_VALIDATION_BARS} validation bars"}],
+        )
+    return fit_last
+
+
+def bars_per_year(times: npt.ArrayLike) -> int | None:
+    """Bars per year of these timestamps' calendar, or None when their spacing has no meaning per year."""
+    try:
+        return count_periods(times)
+    except ValueError:
+        return None
 
 
 def _regimes(detector: RegimeDetector | None,
@@ -129,7 +176,7 @@ def prepare_market(bars: Bars, *, detector: RegimeDetector | None, scaler: Featu
         scaler = FeatureScaler.fit(feats.values, feats.warmup, train_last + 1, names=feats.names)
     return Market(bars=bars, scaled=scaler.transform(feats.values), forward_returns=feats.forward_returns,
                   price_z=feats.price_z, feature_names=feats.names, scaler=scaler, labels=labels,
-                  regime_probs=last, warmup=feats.warmup)
+                  regime_probs=last, warmup=feats.warmup, periods_per_year=bars_per_year(bars.times))
 
 
 def observation(market: Market, t: int, position: float) -> npt.NDArray[np.float32]:

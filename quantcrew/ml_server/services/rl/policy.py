@@ -33,6 +33,7 @@ from quantcrew.ml_server.schemas.rl import ACTION_LABELS
 from quantcrew.ml_server.services.adapter import Artifact, NotFittedError
 
 __all__ = [
+    "ENT_COEF",
     "NET_ARCH",
     "PolicyAnswer",
     "PolicyModel",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 NET_ARCH: tuple[int, ...] = (64, 64)
+ENT_COEF = 0.01
+"""Entropy bonus of PPO and A2C unless a request chooses another."""
 ALGORITHMS = ("ppo", "a2c", "dqn")
 
 
@@ -64,23 +67,25 @@ def policy_state(policy: BasePolicy) -> dict[str, torch.Tensor]:
 
 
 def build_algorithm(algorithm: str, env: VecEnv, *, seed: int, learning_rate: float | None, n_envs: int,
-                    net_arch: tuple[int, ...] = NET_ARCH) -> BaseAlgorithm:
+                    net_arch: tuple[int, ...] = NET_ARCH, ent_coef: float | None = None) -> BaseAlgorithm:
     """The SB3 algorithm with this project's defaults (small MLPs, CPU, fixed seed).
 
     PPO collects 2048 transitions per update whatever ``n_envs`` is and learns from minibatches
     of 256 (fewer, larger gradient steps than SB3's 64: the same learning on these small
     networks for a third of the time); DQN does one gradient step per 4 transitions, as SB3's
-    Atari defaults, with a 50,000-transition buffer.
+    Atari defaults, with a 50,000-transition buffer. PPO and A2C add an entropy bonus of
+    ``ent_coef`` (default :data:`ENT_COEF`); DQN has none (its exploration is epsilon-greedy).
     """
     common: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": 0}
     if learning_rate is not None:
         common["learning_rate"] = learning_rate
+    entropy = ENT_COEF if ent_coef is None else float(ent_coef)
     if algorithm == "ppo":
         return PPO("MlpPolicy", env, n_steps=max(2048 // n_envs, 64), batch_size=256, n_epochs=10, gamma=0.9,
-                   ent_coef=0.01, policy_kwargs={"net_arch": {"pi": list(net_arch), "vf": list(net_arch)}},
+                   ent_coef=entropy, policy_kwargs={"net_arch": {"pi": list(net_arch), "vf": list(net_arch)}},
                    **common)
     if algorithm == "a2c":
-        return A2C("MlpPolicy", env, n_steps=8, gamma=0.9, ent_coef=0.01,
+        return A2C("MlpPolicy", env, n_steps=8, gamma=0.9, ent_coef=entropy,
                    policy_kwargs={"net_arch": {"pi": list(net_arch), "vf": list(net_arch)}}, **common)
     if algorithm == "dqn":
         return DQN("MlpPolicy", env, buffer_size=50_000, learning_starts=1_000, batch_size=64, gamma=0.9,
@@ -116,6 +121,7 @@ class PolicyModel:
         net_arch: Hidden layer sizes.
         seed: Fixes the initial weights and the exploration of :meth:`fit`.
         learning_rate: The algorithm's learning rate (SB3's default when None).
+        ent_coef: PPO and A2C's entropy bonus (:data:`ENT_COEF` when None; DQN has none).
 
     Attributes:
         state_: The trained policy's tensors (what the registry stores).
@@ -131,7 +137,7 @@ class PolicyModel:
     policy_: BasePolicy
 
     def __init__(self, *, algorithm: str, action_mode: str, obs_dim: int, net_arch: tuple[int, ...] = NET_ARCH,
-                 seed: int = 0, learning_rate: float | None = None) -> None:
+                 seed: int = 0, learning_rate: float | None = None, ent_coef: float | None = None) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
         if action_mode not in ("discrete", "continuous"):
@@ -144,6 +150,7 @@ class PolicyModel:
         self.net_arch = tuple(int(w) for w in net_arch)
         self.seed = seed
         self.learning_rate = learning_rate
+        self.ent_coef = ent_coef
 
     def fit(self, env: VecEnv, *, timesteps: int, callback: BaseCallback | None = None) -> Self:
         """Train on ``env`` for ``timesteps`` steps; ``callback`` may report progress and stop early.
@@ -152,7 +159,7 @@ class PolicyModel:
         exactly as a stored policy is rebuilt from the registry.
         """
         algo = build_algorithm(self.algorithm, env, seed=self.seed, learning_rate=self.learning_rate,
-                               n_envs=env.num_envs, net_arch=self.net_arch)
+                               n_envs=env.num_envs, net_arch=self.net_arch, ent_coef=self.ent_coef)
         algo.learn(total_timesteps=timesteps, callback=callback)
         self._set_state(policy_state(algo.policy))
         return self
@@ -227,3 +234,23 @@ class PolicyModel:
         mean = float(dist.mean[0, 0])
         weight = float(np.clip(mean, -1.0, 1.0))
         return PolicyAnswer(weight, "weight", weight, None, None, float(dist.stddev[0, 0]))
+
+    @torch.no_grad()
+    def target_positions(self, obs: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """The deterministic target position for each row of ``obs`` (one batched forward pass).
+
+        The same positions as :meth:`answer` row by row: the argmax of the action probabilities
+        (or Q-values) of a discrete policy, the clipped mean weight of a continuous one.
+        """
+        self._check_fitted()
+        x = torch.as_tensor(obs, dtype=torch.float32).reshape(obs.shape[0], -1)
+        if isinstance(self.policy_, DQNPolicy):
+            q: npt.NDArray[np.float64] = self.policy_.q_net(x).argmax(dim=1).numpy().astype(np.float64)
+            return q - 1.0
+        assert isinstance(self.policy_, ActorCriticPolicy)
+        dist = self.policy_.get_distribution(x).distribution
+        if self.action_mode == "discrete":
+            assert isinstance(dist, torch.distributions.Categorical)
+            return dist.probs.argmax(dim=1).numpy().astype(np.float64) - 1.0
+        assert isinstance(dist, torch.distributions.Distribution)
+        return np.clip(dist.mean[:, 0].numpy().astype(np.float64), -1.0, 1.0)

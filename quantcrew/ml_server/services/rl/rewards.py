@@ -18,6 +18,10 @@ return-based rewards are multiplied by ``scale = 100`` (a reward of 1 is a 1% da
   ``z_t > threshold``, short when ``z_t < -threshold``) ``scale * r_t - penalty * |position|``, and
   pays ``scale * r_t`` otherwise (inside the band, or flat).
 
+Any of them can be multiplied by a ``reward_scale`` (:class:`ScaledReward`): a training
+request's search grid chooses that factor on a validation split, since how large the rewards are
+against the value network's loss and the entropy bonus changes what the algorithms learn.
+
 Rewards are plain-Python float arithmetic: the environment's step budget is microseconds.
 """
 
@@ -37,6 +41,7 @@ __all__ = [
     "LogReturn",
     "MeanReversion",
     "Reward",
+    "ScaledReward",
     "make_reward",
 ]
 
@@ -228,18 +233,43 @@ class MeanReversion:
         return base
 
 
-def make_reward(name: str, *, price_z: npt.ArrayLike | None = None, **params: Any) -> Reward:
+class ScaledReward:
+    """Another reward multiplied by a constant ``factor`` (its state and reset are the wrapped reward's).
+
+    Raises:
+        ValueError: ``factor`` not a finite positive number.
+    """
+
+    def __init__(self, reward: Reward, factor: float) -> None:
+        self.reward = reward
+        self.factor = _check_positive("reward_scale", factor)
+
+    def reset(self) -> None:
+        self.reward.reset()
+
+    def step(self, net_return: float, position: float, t: int) -> float:
+        return self.factor * self.reward.step(net_return, position, t)
+
+
+def make_reward(name: str, *, price_z: npt.ArrayLike | None = None, reward_scale: float = 1.0,
+                **params: Any) -> Reward:
     """Build the reward of an agent by name.
 
     Args:
         name: One of :data:`REWARDS`.
         price_z: The raw price z-score per bar (required by ``contrarian``, ignored otherwise).
+        reward_scale: Multiplier of the reward (1: the reward as documented above).
         **params: Keyword arguments of the reward's class (``lam``, ``eta``, ``k``...).
 
     Raises:
         ValueError: An unknown name (the message lists the valid ones), ``contrarian`` without
             ``price_z``, a parameter the reward does not take, or a bad parameter value.
     """
+    reward = _make(name, price_z, params)
+    return reward if float(reward_scale) == 1.0 else ScaledReward(reward, reward_scale)
+
+
+def _make(name: str, price_z: npt.ArrayLike | None, params: dict[str, Any]) -> Reward:
     try:
         if name == "conservative":
             return DrawdownPenalised(**params)

@@ -52,9 +52,11 @@ from quantcrew.ml_server.services.rl.market import (
     MIN_TEST_BARS,
     Market,
     as_naive_utc,
+    bars_per_year,
     observation,
     prepare_market,
     split_index,
+    validation_index,
 )
 
 if TYPE_CHECKING:
@@ -75,25 +77,30 @@ __all__ = [
 # -- training --------------------------------------------------------------------------------------
 
 
-def check_timesteps(timesteps: int, cap: int) -> None:
-    """Refuse a timestep count over the server's cap (an :class:`InvalidInputError` naming the field)."""
-    if timesteps > cap:
+def check_timesteps(timesteps: int, cap: int, runs: int = 1) -> None:
+    """Refuse an agent's steps (``timesteps`` per run x ``runs``) over the server's cap (an
+    :class:`InvalidInputError` naming the field)."""
+    if timesteps * runs > cap:
+        total = "" if runs == 1 else f" x {runs} runs (seeds x configurations) = {timesteps * runs}"
         raise InvalidInputError(
-            f"timesteps {timesteps} is over this server's cap of {cap} (server.max_timesteps)",
-            details=[{"loc": ["timesteps"], "msg": f"must be <= {cap}"}],
+            f"timesteps {timesteps}{total} is over this server's cap of {cap} steps per agent (server.max_timesteps)",
+            details=[{"loc": ["timesteps"], "msg": f"timesteps x runs must be <= {cap}"}],
         )
 
 
 def train(req: RLTrainRequest, registry: ModelRegistry, jobs: JobManager, *, max_timesteps: int, min_rows: int,
           compute_threads: int, deployments: DeploymentStore | None = None) -> JobInfo:
-    """Start a training job (one policy per agent; each that passes its gate is deployed in ``deployments``).
+    """Start a training job (one policy kept per agent; each that passes its gate is deployed in ``deployments``).
 
-    The request is checked before the job starts (timesteps cap, enough training and test
-    bars), so bad input is an :class:`InvalidInputError` now, not a failed job later.
+    The request is checked before the job starts (timesteps cap over every run, enough
+    training, validation and test bars, a calendar with a meaning per year), so bad input is an
+    :class:`InvalidInputError` now, not a failed job later.
     """
-    check_timesteps(req.timesteps, max_timesteps)
+    check_timesteps(req.timesteps, max_timesteps, req.runs)
     bars = bars_from_payload(req.data, min_rows=min_rows)
     last = split_index(bars, req.train_end, req.train_fraction)
+    validation_index(last, req.validation_fraction)
+    _calendar(bars)
     # torch and stable-baselines3 load with the first job (about 3 s), not when the server starts
     from quantcrew.ml_server.services.rl import training
 
@@ -101,6 +108,8 @@ def train(req: RLTrainRequest, registry: ModelRegistry, jobs: JobManager, *, max
     iso = bars.iso()
     params = {
         "agents": list(req.agents), "algorithm": req.algorithm, "timesteps": req.timesteps, "seed": req.seed,
+        "seeds": req.seeds, "configurations": len(req.configurations()),
+        "validation_fraction": req.validation_fraction,
         "action_mode": req.action_mode, "symbol": req.symbol, "train_start": iso[0], "train_end": iso[last],
         "test_end": iso[-1], "n_bars": len(bars), "data_hash": bars.data_hash, "name_prefix": req.name_prefix,
     }
@@ -226,6 +235,21 @@ def policy_market(registry: ModelRegistry, bars: Bars, meta: dict[str, Any],
     return market
 
 
+def _calendar(bars: Bars) -> int:
+    """Bars per year of the bars' calendar (what every annualised figure uses).
+
+    Raises:
+        InvalidInputError: a spacing with no meaning per year (naming ``data.timestamps``).
+    """
+    ppy = bars_per_year(bars.times)
+    if ppy is None:
+        raise InvalidInputError(
+            "cannot infer bars per year from these timestamps (irregular spacing over less than a year): send bars "
+            "of one spacing (daily, hourly, weekly, monthly)",
+            details=[{"loc": ["data", "timestamps"], "msg": "spacing has no meaning per year"}])
+    return ppy
+
+
 def _check_bars(n: int) -> None:
     if n < WARMUP + 2:
         raise InvalidInputError(
@@ -281,6 +305,7 @@ def evaluate(req: RLEvaluateRequest, registry: ModelRegistry) -> RLEvaluateRespo
     each by the quality gate on that span (the verdict is reported, nothing is deployed)."""
     _check_bars(len(req.data))
     bars = bars_from_payload(req.data, min_rows=WARMUP + 2)
+    ppy = _calendar(bars)
     ids = resolve_policies(registry, model_ids=req.model_ids, agents=req.agents, algorithm=req.algorithm)
     loaded = [load_policy(registry, m) for m in ids]
     end = len(bars) - 1  # the last bar's forward return is unknown
@@ -306,21 +331,20 @@ def evaluate(req: RLEvaluateRequest, registry: ModelRegistry) -> RLEvaluateRespo
         if not bench:
             bench, bench_regimes = benchmark_reports(market, start, end, cost_bps=req.cost_bps,
                                                      slippage_bps=req.slippage_bps)
-        positions = run_policy(policy, market, start, end)
+        path = run_policy(policy, market, start, end + 1)  # the last bar's position too: it earns nothing here
+        positions = path[:-1]
         agent = info.metadata["agent"]
-        evaluation = evaluate_positions(
-            agent, info.model_id, info.metadata["algorithm"], positions, market, start, end,
-            cost_bps=req.cost_bps, slippage_bps=req.slippage_bps, bench=bench, bench_regimes=bench_regimes,
-        )
+        evaluation = evaluate_positions(agent, info.model_id, info.metadata["algorithm"], positions, market, start,
+                                        end, cost_bps=req.cost_bps, slippage_bps=req.slippage_bps)
         verdict = gate_positions(agent, positions, market, start, end, cost_bps=req.cost_bps,
-                                 slippage_bps=req.slippage_bps, evaluation=evaluation, bench=bench,
-                                 bench_regimes=bench_regimes)
-        evaluations.append(evaluation.model_copy(update={"gate": verdict}))
+                                 slippage_bps=req.slippage_bps)
+        evaluations.append(evaluation.model_copy(update={
+            "gate": verdict, "positions": [float(p) for p in path] if req.include_positions else None}))
     iso = bars.iso()
     return RLEvaluateResponse(
         model_id=None, model_version=None, method_used="rl_backtest", fallback=False, data_hash=bars.data_hash,
         seed=None, as_of=bars.as_of, evaluations=evaluations,
         benchmarks={k: backtest_report(v) for k, v in bench.items()}, benchmark_regime_returns=bench_regimes,
-        start=iso[start], end=iso[end],
+        start=iso[start], end=iso[end], periods_per_year=ppy,
     )
 

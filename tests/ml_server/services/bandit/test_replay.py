@@ -19,7 +19,7 @@ from quantcrew.ml_server.jobs import JobCancelled, JobContext, JobManager
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.bandit import BanditReplayRequest, BanditReplayResult
 from quantcrew.ml_server.schemas.common import OHLCVPayload
-from quantcrew.ml_server.schemas.rl import RLTrainRequest, RLTrainResult
+from quantcrew.ml_server.schemas.rl import RLSearchGrid, RLTrainRequest, RLTrainResult
 from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.bandit import replay, service
 from quantcrew.ml_server.services.bandit.store import BanditStore
@@ -42,7 +42,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ModelReg
     jobs = JobManager(root / "registry.db")
     payload = OHLCVPayload(**to_payload_dict(generate_regime_market(500, seed=3).bars))
     req = RLTrainRequest(data=payload, agents=_ARMS, algorithm="a2c", timesteps=256, n_envs=2, seed=7,  # type: ignore[arg-type]
-                         symbol="SYN", regime_features=True)
+                         symbol="SYN", regime_features=True, seeds=1,
+                         grid=RLSearchGrid(reward_scale=[1.0]))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with threadpool_limits(1):  # the regime HMM's linear algebra: extra threads only fight on a loaded CPU

@@ -11,7 +11,6 @@ import pytest
 from quantcrew.data import load_sample
 from quantcrew.data.synthetic import generate_regime_market
 from quantcrew.ml_server.services.rl.backtest import (
-    PERIODS_PER_YEAR,
     BacktestMetrics,
     RegimeReturn,
     backtest,
@@ -80,7 +79,7 @@ def test_buy_and_hold_is_price_ratio_less_one_entry_cost() -> None:
     close = bars.close
     forward = close[1:] / close[:-1] - 1.0  # bars 0..n-2, each paid to the next close
     cost = (1.0 + 2.0) * 1e-4
-    bench = benchmarks(forward, cost_bps=1.0, slippage_bps=2.0)
+    bench = benchmarks(forward, cost_bps=1.0, slippage_bps=2.0, periods_per_year=252)
     assert set(bench) == {"buy_and_hold", "flat"}
     hold = bench["buy_and_hold"]
     # (1 + f_0 - c) * prod_{t>=1}(1 + f_t) - 1 = close[-1]/close[0] - 1 - c * close[-1]/close[1]
@@ -99,6 +98,7 @@ def test_buy_and_hold_is_price_ratio_less_one_entry_cost() -> None:
         "hit_rate": 0.0,
         "exposure": 0.0,
         "n_bars": forward.shape[0],
+        "periods_per_year": 252,
     }
 
 
@@ -165,14 +165,14 @@ def test_env_pnl_equals_backtest_pnl_for_the_same_positions(action_mode: Any) ->
     assert metrics.turnover > 0.3 and _finite(metrics)
 
 
-def test_periods_per_year_default_is_daily() -> None:
-    assert PERIODS_PER_YEAR == 252
+def test_periods_per_year_default_is_the_nominal_daily_count_and_is_reported() -> None:
     rng = np.random.default_rng(0)
     forward = rng.normal(0.0005, 0.01, 504)
     daily, _ = backtest(np.ones(504), forward, cost_bps=0.0, slippage_bps=0.0)
     weekly, _ = backtest(np.ones(504), forward, cost_bps=0.0, slippage_bps=0.0, periods_per_year=52)
     assert daily.sharpe == pytest.approx(weekly.sharpe * math.sqrt(252 / 52))
     assert daily.annual_return == pytest.approx((1 + daily.total_return) ** 0.5 - 1)
+    assert (daily.periods_per_year, weekly.periods_per_year) == (252, 52)
 
 
 def test_metrics_are_those_of_the_shared_performance_module() -> None:

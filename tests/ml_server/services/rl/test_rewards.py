@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantcrew.ml_server.services.rl.rewards import (
     REWARD_SCALE,
@@ -142,3 +144,24 @@ def test_make_reward_unknown_name_lists_valid_names() -> None:
 def test_make_reward_bad_parameters_raise_value_error(name: str, params: dict[str, object], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         make_reward(name, **params)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(REWARDS), st.floats(0.01, 50.0),
+       st.lists(st.tuples(st.floats(-0.1, 0.1), st.sampled_from([-1.0, 0.0, 1.0])), min_size=1, max_size=40))
+def test_a_reward_scale_multiplies_every_reward_and_keeps_its_state(name: str, scale: float,
+                                                                   steps: list[tuple[float, float]]) -> None:
+    z = np.linspace(-2.0, 2.0, len(steps))
+    plain, scaled = make_reward(name, price_z=z), make_reward(name, price_z=z, reward_scale=scale)
+    for _episode in range(2):  # a reset forgets the state of both alike
+        for t, (r, p) in enumerate(steps):
+            assert scaled.step(r, p, t) == pytest.approx(scale * plain.step(r, p, t), rel=1e-12, abs=1e-12)
+        plain.reset()
+        scaled.reset()
+    assert make_reward(name, price_z=z, reward_scale=1.0).__class__ is plain.__class__  # 1: the reward itself
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, math.nan, math.inf])
+def test_a_reward_scale_must_be_finite_and_positive(scale: float) -> None:
+    with pytest.raises(ValueError, match="reward_scale"):
+        make_reward("aggressive", reward_scale=scale)

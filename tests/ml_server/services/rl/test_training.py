@@ -1,5 +1,6 @@
 """Training specialized agents: stored safely, reproducible, evaluated out of sample, gated, deployed only when the
-gate passed, cancellable; act with a symbol answers with the deployed policies and lists the gated ones."""
+gate passed, cancellable; act with a symbol answers with the deployed policies and lists the gated ones. (The seeds,
+the grid and the validation split: test_search.py.)"""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.rl import market
 from quantcrew.ml_server.services.rl import service as rl
 from quantcrew.ml_server.services.rl import training as rl_training
+from quantcrew.ml_server.services.rl.features import WARMUP
 
 
 class _Ctx:
@@ -51,7 +53,8 @@ def payload() -> OHLCVPayload:
 def _train(payload: OHLCVPayload, registry: ModelRegistry, ctx: Any = None,
            deployments: DeploymentStore | None = None, **kw: Any) -> RLTrainResult:
     fields: dict[str, Any] = {"data": payload, "agents": ["aggressive"], "algorithm": "a2c", "timesteps": 512,
-                              "regime_features": False, "n_envs": 2, "seed": 7}
+                              "regime_features": False, "n_envs": 2, "seed": 7, "seeds": 1,
+                              "grid": {"reward_scale": [1.0]}}
     fields.update(kw)
     req = RLTrainRequest(**fields)
     bars = bars_from_payload(req.data)
@@ -97,16 +100,17 @@ def test_train_stores_policy_with_provenance(tmp_path: Path, payload: OHLCVPaylo
     assert result.test_start is not None and result.test_start > result.train_end
 
 
-def test_train_never_pays_a_test_price_to_training(tmp_path: Path, payload: OHLCVPayload) -> None:
-    # The training env's last step is the bar before the last training bar: its forward return
-    # uses the last training close, never a test-span close.
+def test_train_never_pays_a_validation_or_test_price_to_training(tmp_path: Path, payload: OHLCVPayload) -> None:
+    # The training env's last step is the bar before the last fitting bar: its forward return
+    # uses the last fitting close, never a validation or test-span close.
     req = RLTrainRequest(data=payload, timesteps=10, regime_features=False)
     bars = bars_from_payload(req.data)
     last = market.split_index(bars, None, 0.7)
     plan = rl_training.TrainingPlan(req, bars, last)
-    prepared = market.prepare_market(bars, detector=None, train_last=last)
+    prepared = market.prepare_market(bars, detector=None, train_last=plan.fit_last)
     env = rl_training._env_factory(prepared, "aggressive", plan)().unwrapped
-    assert env.end == last
+    validation = last - plan.fit_last
+    assert env.end == plan.fit_last and validation == int(np.ceil((last - WARMUP) * 0.25))
 
 
 def test_train_reports_progress_to_the_job(tmp_path: Path, payload: OHLCVPayload) -> None:
@@ -130,6 +134,8 @@ def test_act_and_evaluate_reproduce_the_training_evaluation(tmp_path: Path, payl
     result = _train(payload, registry, regime_features=True, agents=["balanced"])
     policy = result.policies[0]
     assert result.regime_model_id is not None
+    regime = registry.get(result.regime_model_id).metadata  # fitted on the fitting bars: no validation, no test bar
+    assert regime["data_end"] == result.validation_start and result.validation_start < result.train_end
     evaluated = rl.evaluate(RLEvaluateRequest(data=payload, model_ids=[policy.model_id]), registry)
     assert evaluated.evaluations[0].metrics == policy.evaluation.metrics  # type: ignore[union-attr]
     assert evaluated.evaluations[0].gate == policy.gate is not None  # the same span judged the same way
