@@ -3,7 +3,8 @@
 For every parameter set of ``quantcrew.data.synthetic.PARAM_SETS`` and several seeds, a
 synthetic market is generated, the detector is fitted on it exactly as the stateless
 ``/v1/regime/label`` call does (BIC over 2..4 states, 4 restarts, default features) and its
-FILTERED labels are scored against the true regimes. Bar ``t``'s label is compared with the
+FILTERED labels (read with the trend of the calm days, as every label is by default) are scored
+against the true regimes. Bar ``t``'s label is compared with the
 regime that generated the return from ``t - 1`` to ``t``; bar 0 has no return and is left out.
 The reference is :func:`quantcrew.data.synthetic.oracle_filter`: the Hamilton filter with the
 generator's true parameters on log returns alone. The detector also sees the intraday range,

@@ -211,22 +211,27 @@ def run_backtest(
                           trades=trades, stats=stats, weights=weights)
 
 
-def filled_returns(target: FloatArray, opens: FloatArray, closes: FloatArray, fill: Fill) -> FloatArray:
+def filled_returns(target: FloatArray, opens: FloatArray, closes: FloatArray, fill: Fill,
+                   cost: float = 0.0) -> FloatArray:
     """Per-bar return of following ``target`` (decided at each close) as :class:`Execution` fills it.
 
-    Weights are the targets themselves (no drift, no costs): what following a signal earned,
-    bar ``t``'s return at ``[t]``, e.g. to reward a bandit that chose it.
+    Weights are the targets themselves (no drift): what following a signal earned, bar ``t``'s
+    return at ``[t]``, e.g. to reward a bandit that chose it.
 
     ``fill="close"``: ``target[t-1] * r[t]``. ``"next_open"``: ``target[t-2]`` from the close of
     ``t - 1`` to the open of ``t``, then ``target[t-1]`` to the close; on a stale open (a copy of
-    the previous close) the fill waits for the close, so ``target[t-2] * r[t]``. Costs left out.
+    the previous close) the fill waits for the close, so ``target[t-2] * r[t]``. With ``cost``
+    (a fraction per unit of turnover), bar ``t`` also pays ``cost * |target[t-1] - target[t-2]|``:
+    the change decided at the close before it.
     """
     out = np.zeros(closes.shape[0])
     r = np.zeros_like(out)
     r[1:] = closes[1:] / closes[:-1] - 1.0
+    paid = np.zeros_like(out)
+    paid[1:] = cost * np.abs(np.diff(np.concatenate(([0.0], target[:-1]))))
     if fill == "close":
         out[1:] = target[:-1] * r[1:]
-        return out
+        return out - paid
     before = np.concatenate(([0.0, 0.0], target[:-2]))[:closes.shape[0]]
     after = np.concatenate(([0.0], target[:-1]))
     gap = np.zeros_like(out)
@@ -236,7 +241,7 @@ def filled_returns(target: FloatArray, opens: FloatArray, closes: FloatArray, fi
     stale[1:] = opens[1:] == closes[:-1]
     out = np.where(stale, before * r, (1.0 + before * gap) * (1.0 + after * intraday) - 1.0)
     out[0] = 0.0
-    return out
+    return out - paid
 
 
 def _columns(prices: npt.ArrayLike) -> FloatArray:

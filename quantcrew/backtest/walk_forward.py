@@ -43,7 +43,8 @@ instead, never earlier. ``fill="close"`` (decided and filled at the same close) 
 labelled so: the decision uses the very close it trades at. Costs: ``cost_bps`` per unit of
 turnover (book conventions in :mod:`quantcrew.backtest.book`). The bandit is rewarded with what
 following an agent earned AS FILLED (the agent's target of ``t - 1`` over the part of bar ``t``
-after the fill, that of ``t - 2`` before it).
+after the fill, that of ``t - 2`` before it) AFTER COSTS (its change of target pays ``cost_bps``),
+as the setup's replay rewards it: an agent that churns is charged for it.
 
 Calendar: bars per year are counted from the data's own calendar
 (:func:`quantcrew.data.frequency.periods_per_year`: 252 for daily equity bars, 12 for monthly
@@ -219,7 +220,8 @@ def walk_forward(
               "train_bars_before_start": data.start_index, "cost_bps": cost_bps, "limits": limits.model_dump(),
               "policy": policy, "cooldown": cooldown, "rebalance_every": rebalance_every,
               "select_every": select_every, "seed": seed, "fill": fill, "trade_band": trade_band,
-              "agents": agents, "var": "historical, 250 bars", "regimes": "hmm, expanding refits, filtered"}
+              "agents": agents, "reward": "the chosen agent's filled return after costs",
+              "var": "historical, 250 bars", "regimes": "hmm, expanding refits, filtered"}
     if agents == "models" and model_settings is not None:
         config["models"] = {**dataclasses.asdict(model_settings), "retrain_every": retrain_every}
     return run.result(config, ledger, time.perf_counter() - began)
@@ -276,7 +278,8 @@ class _Run:
         self.fill, self.trade_band, self.cost_model = fill, trade_band, costs
         self.ppy = periods_per_year(data.bars[0].timestamps)
         self.opens = np.column_stack([b.open for b in self.bars])
-        self.agent_returns = [{a: filled_returns(r[a], self.opens[:, i], self.closes[:, i], fill)
+        self.agent_returns = [{a: filled_returns(r[a], self.opens[:, i], self.closes[:, i], fill,
+                                                 costs.commission + costs.slippage)
                                for a in STRATEGY_AGENTS} for i, r in enumerate(self.rules)]
         self.labels: list[list[str]] = [[] for _ in self.symbols]
         self.n_blocks = -(-self.n // refit_every)

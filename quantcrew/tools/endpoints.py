@@ -66,6 +66,7 @@ from quantcrew.ml_server.schemas.ensemble import (
 from quantcrew.ml_server.schemas.execution import ExecutionRequest, ExecutionResponse
 from quantcrew.ml_server.schemas.jobs import JobInfo, JobList
 from quantcrew.ml_server.schemas.regime import (
+    RegimeCausalRequest,
     RegimeFitRequest,
     RegimeFitResponse,
     RegimeLabelRequest,
@@ -94,9 +95,9 @@ __all__ = [
     "BANDIT_REPLAY", "BANDIT_RESET", "BANDIT_REWARD", "BANDIT_SELECT", "BANDIT_SIMULATE", "BANDIT_STATE", "CANCEL_JOB",
     "CLUSTER_ANALYZE", "CLUSTER_FIT", "CLUSTER_PREDICT", "DECOMPOSE_ANALYZE", "DECOMPOSE_FIT", "DECOMPOSE_TRANSFORM",
     "ENSEMBLE_DEPLOY", "ENSEMBLE_DEPLOYMENTS", "ENSEMBLE_PREDICT", "ENSEMBLE_SHADOW_LOG", "ENSEMBLE_TRAIN",
-    "EXECUTION_PLAN", "GET_JOB", "GET_MODEL", "HEALTH", "LIST_JOBS", "LIST_MODELS", "READY", "REGIME_FIT",
-    "REGIME_LABEL", "REGIME_PREDICT", "RISK_BACKTEST", "RISK_COVARIANCE", "RISK_VAR", "RL_ACT", "RL_EVALUATE",
-    "RL_TRAIN", "SUPERVISED_ANALYZE", "SUPERVISED_FIT", "SUPERVISED_PREDICT",
+    "EXECUTION_PLAN", "GET_JOB", "GET_MODEL", "HEALTH", "LIST_JOBS", "LIST_MODELS", "READY", "REGIME_CAUSAL",
+    "REGIME_FIT", "REGIME_LABEL", "REGIME_PREDICT", "RISK_BACKTEST", "RISK_COVARIANCE", "RISK_VAR", "RL_ACT",
+    "RL_EVALUATE", "RL_TRAIN", "SUPERVISED_ANALYZE", "SUPERVISED_FIT", "SUPERVISED_PREDICT",
 ]
 
 _T = TypeVar("_T")
@@ -156,6 +157,10 @@ REGIME_FIT = _post("regime_fit", "/v1/regime/fit", RegimeFitRequest, RegimeFitRe
                    "Fit an HMM and store it as a new registry version (never retried).", idempotent=False)
 REGIME_PREDICT = _post("regime_predict", "/v1/regime/predict", RegimePredictRequest, RegimeLabelResponse,
                        "Label bars with a stored model (retried).")
+REGIME_CAUSAL = _post("regime_causal", "/v1/regime/causal", RegimeCausalRequest, JobInfo,
+                      "Start labelling every bar from a model fitted on earlier bars only (walk-forward refits); "
+                      "returns the job, whose result is a RegimeCausalResult (never retried: each call starts a "
+                      "job).", idempotent=False)
 RISK_COVARIANCE = _post("risk_covariance", "/v1/risk/covariance", CovarianceRequest, CovarianceResponse,
                         "Sample, Ledoit-Wolf, OAS or constant-correlation covariance of returns (stateless).")
 RISK_VAR = _post("risk_var", "/v1/risk/var", VarRequest, VarResponse,

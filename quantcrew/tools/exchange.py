@@ -152,6 +152,7 @@ class MLClientBase(Generic[_H]):
     regime_label = _Post(ep.REGIME_LABEL)
     regime_fit = _Post(ep.REGIME_FIT)
     regime_predict = _Post(ep.REGIME_PREDICT)
+    regime_causal = _Post(ep.REGIME_CAUSAL)
     risk_covariance = _Post(ep.RISK_COVARIANCE)
     risk_var = _Post(ep.RISK_VAR)
     risk_backtest = _Post(ep.RISK_BACKTEST)

@@ -87,7 +87,7 @@ class RegimeDetectionTool(QuantTool):
         as_of = reply.as_of.date().isoformat() if reply.as_of else "?"
         summary = (
             f"{prepared.bars.symbol} regime as of {as_of}: {reply.current_label.upper()} "
-            f"(filtered probability {reply.current_probability:.2f}). "
+            f"(filtered probability {reply.current_probability:.2f}{_trend_note(reply)}). "
             f"Last {min(_RECENT, len(reply.labels))} bars: {recent_txt}. "
             f"Model: {reply.n_states}-state {method} on {len(reply.labels)} bars; "
             f"expected duration per state (bars): {durations}. degraded: false"
@@ -104,3 +104,14 @@ class RegimeDetectionTool(QuantTool):
         )
         return ToolResult(tool=self.name, ok=True, degraded=True, degraded_reason=reason, summary=summary,
                           arguments=arguments, data=result)
+
+
+def _trend_note(reply: RegimeLabelResponse) -> str:
+    """Why a calm state reads bear: the trend reading of the last bar, when it applied."""
+    trend = reply.trend
+    if trend is None or not (trend.applied and trend.bear_trend):
+        return ""
+    quarter = (f", {trend.calm_trailing_return:+.0%} over the last quarter"
+               if trend.calm_trailing_return is not None else "")
+    return (f"; read with the trend: on the days the model calls calm the market is {trend.calm_drawdown:.0%} "
+            f"below their {trend.high_days}-day high{quarter}, so calm states count as bear")

@@ -364,3 +364,13 @@ def test_filled_returns_match_the_engine_filling_the_same_targets(seed: int, fil
         account.weights = np.array([target[t - 2]])  # no drift: the weight is the target
         execution.order(1, [target[t - 1]])
         assert execution.advance(2) == pytest.approx(expected[t], abs=1e-12), t
+
+
+def test_filled_returns_charge_each_change_of_target_in_the_bar_after_it() -> None:
+    closes = np.array([100.0, 101.0, 102.0, 101.0, 103.0])
+    opens = np.array([100.0, 100.5, 101.5, 101.5, 102.0])
+    target = np.array([1.0, -1.0, -1.0, 0.0, 0.0])
+    for fill in ("close", "next_open"):
+        free = filled_returns(target, opens, closes, fill)  # type: ignore[arg-type]
+        paid = filled_returns(target, opens, closes, fill, cost=0.001)  # type: ignore[arg-type]
+        np.testing.assert_allclose(free - paid, [0.0, 0.001, 0.002, 0.0, 0.001])

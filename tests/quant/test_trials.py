@@ -35,7 +35,7 @@ def test_trials_dsr_deflates_by_every_trial_and_their_spread(seed: int, n: int) 
     assert dsr == pytest.approx(deflated_sharpe_ratio(m.sr, m.n, m.skew, m.kurtosis, n, variance))
     # the same spread over more trials deflates more
     more, _ = trials_dsr(returns, _trials(sharpes) * 3)
-    assert 0.0 <= dsr and more <= deflated_sharpe_ratio(m.sr, m.n, m.skew, m.kurtosis, n, variance) + 1e-12
+    assert dsr >= 0.0 and more <= deflated_sharpe_ratio(m.sr, m.n, m.skew, m.kurtosis, n, variance) + 1e-12
 
 
 def test_trials_dsr_is_undefined_with_fewer_than_two_measured_sharpes() -> None:

@@ -111,3 +111,14 @@ def test_tool_description_and_name_are_stable() -> None:
     props = tool.args_schema.model_json_schema()["properties"]
     assert set(props) == {"symbol", "lookback", "n_states", "end_date"}
     assert all(p.get("description") for p in props.values())
+
+
+def test_a_falling_market_at_its_bottom_reads_bear_and_says_why(settings: Settings, ml_client: MLClient) -> None:
+    tool = RegimeDetectionTool(settings=settings, client=ml_client)
+    text = tool.run(symbol="NASDAQ", end_date="2002-10-09", n_states=3)
+    assert tool.last_result is not None
+    trend = tool.last_result.data["trend"]
+    assert trend["bear_trend"] is True
+    assert "NASDAQ regime as of 2002-10-09: BEAR" in text
+    assert (f"read with the trend: on the days the model calls calm the market is {trend['calm_drawdown']:.0%} below "
+            f"their 365-day high, {trend['calm_trailing_return']:+.0%} over the last quarter") in text

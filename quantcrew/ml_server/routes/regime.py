@@ -1,21 +1,23 @@
-"""Regime family: Gaussian HMM regimes with filtered (causal) probabilities."""
+"""Regime family: Gaussian HMM regimes with filtered probabilities, and causal (walk-forward) labelling jobs."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from quantcrew.ml_server.deps import MetricsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import JobsDep, MetricsDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
+from quantcrew.ml_server.schemas.jobs import JobInfo
 from quantcrew.ml_server.schemas.regime import (
+    RegimeCausalRequest,
     RegimeFitRequest,
     RegimeFitResponse,
     RegimeLabelRequest,
     RegimeLabelResponse,
     RegimePredictRequest,
 )
-from quantcrew.ml_server.services.regime import service
+from quantcrew.ml_server.services.regime import causal, service
 
 # A predict on this many bars takes a few milliseconds: cheaper on the event loop than the
 # worker-thread hop FastAPI makes for sync handlers. Longer inputs (and every fit) go to a thread.
@@ -40,6 +42,17 @@ def fit(req: RegimeFitRequest, settings: SettingsDep, registry: RegistryDep, met
     reply = service.fit(req, registry, min_rows=settings.server.min_rows)
     metrics.fits.labels("regime", reply.method_used, str(reply.fallback).lower()).inc()
     return model_response(reply)
+
+
+@router.post("/causal", response_model=JobInfo, status_code=202, responses=ERROR_RESPONSES)
+def causal_labels(req: RegimeCausalRequest, settings: SettingsDep, jobs: JobsDep) -> Response:
+    """Label every bar from a model fitted on earlier bars only (a job; poll ``GET /v1/jobs/{job_id}``).
+
+    Refits on an expanding window every ``refit_every`` bars after ``min_train``; each bar's label
+    is the filtered pass of the latest fit. Checked before the job starts, so bad input is a 4xx here.
+    """
+    check_rows(req.data, max_rows=settings.server.max_rows)
+    return model_response(causal.start(req, jobs), status_code=202)
 
 
 @router.post("/predict", response_model=RegimeLabelResponse, responses=ERROR_RESPONSES)

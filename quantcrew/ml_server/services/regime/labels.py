@@ -36,6 +36,17 @@ a positive sample mean in about 7 % of samples). Drift enters only through its t
    by ``t >= 2`` / ``t <= -2`` / otherwise.
 5. No volatility structure (step 1): ``bull`` / ``bear`` / ``sideways`` by ``t >= 2`` /
    ``t <= -2`` / otherwise.
+6. A state whose mean return is not positive is never ``bull``: step 4 would name it so (a
+   calm state busier than the calmest, drift not clearly negative), and it becomes ``sideways``.
+   A state called bull from its volatility alone while its bars fell on average is the error a
+   reader trusts least (NASDAQ's fit ending at the 2002 bottom called a state of mean
+   -0.05 % a day ``bull``); ``sideways`` says what is known: calm, no rising drift.
+
+These are the names of STATES. The label of a BAR also weighs the trend up to it: when the
+days the filter calls calm have lost 20 % from their high of the last year and are still
+falling over the last quarter, the calm labels read ``bear``
+(:mod:`quantcrew.ml_server.services.regime.trend`), so a slow decline at ordinary volatility is
+not called bull.
 
 Several states may share a label (two states: a calm ``bull`` or ``sideways`` and a
 ``volatile`` one).
@@ -114,7 +125,7 @@ def state_statistics(returns: FloatArray, posteriors: FloatArray) -> StateStats:
 
 
 def label_states(stats: StateStats) -> list[RegimeLabel]:
-    """Semantic label of each state by the volatility-first rule in the module docstring."""
+    """Semantic label of each state by the volatility-first rule in the module docstring (never bull when falling)."""
     k = stats.vol.shape[0]
     share = stats.weight / max(float(stats.weight.sum()), 1e-12)
     t = stats.t_stat
@@ -148,7 +159,12 @@ def label_states(stats: StateStats) -> list[RegimeLabel]:
             labels[first] = "bear" if t[first] <= -_T_CLEAR else "sideways"
             for i in others:
                 labels[i] = "bear" if t[i] <= -_T_CLEAR else "bull"
-    return labels
+    # step 6: a state whose returns fell on average is never bull, whatever its volatility says
+    return [_not_falling_bull(label, float(stats.mean[i])) for i, label in enumerate(labels)]
+
+
+def _not_falling_bull(label: RegimeLabel, mean: float) -> RegimeLabel:
+    return "sideways" if label == "bull" and not mean > 0 else label
 
 
 def _drift_label(t: float) -> RegimeLabel:

@@ -36,8 +36,9 @@ from quantcrew.ml_server.services.regime.features import (
 )
 from quantcrew.ml_server.services.regime.filter import forward_filter, gaussian_log_likelihood, stationary_distribution
 from quantcrew.ml_server.services.regime.fit import is_usable, select_model
-from quantcrew.ml_server.services.regime.labels import ThresholdRules, label_states, state_statistics
+from quantcrew.ml_server.services.regime.labels import StateStats, ThresholdRules, label_states, state_statistics
 from quantcrew.ml_server.services.regime.reply import RegimeFiltering, regime_reply
+from quantcrew.ml_server.services.regime.trend import apply_trend, trend_reading
 
 __all__ = ["DEFAULT_FEATURES", "METHOD_HMM", "METHOD_RULES", "RegimeDetector", "RegimeFiltering"]
 
@@ -50,7 +51,7 @@ METHOD_RULES = "threshold_rules"
 _METADATA_FORMAT = 1
 _MIN_BARS = 3
 _PARAMS = ("n_states", "min_states", "max_states", "features", "seed", "n_restarts", "vol_window", "vol_transform",
-           "covariance_type", "n_iter", "tol")
+           "covariance_type", "n_iter", "tol", "trend_reading")
 
 
 class RegimeDetector:
@@ -68,6 +69,8 @@ class RegimeDetector:
         covariance_type: hmmlearn covariance type (``"full"`` by default; see the module docstring).
         n_iter: EM iteration cap per restart.
         tol: EM convergence threshold on the log-likelihood gain per step.
+        trend_reading: Whether a bar's label weighs the trend up to it (a calm label reads ``bear``
+            while the days called calm are in a bear market; :mod:`~quantcrew.ml_server.services.regime.trend`).
 
     Attributes (learned by :meth:`fit`):
         hmm_: The fitted hmmlearn ``GaussianHMM``; None on the threshold-rules fallback.
@@ -99,6 +102,7 @@ class RegimeDetector:
         covariance_type: str = "full",
         n_iter: int = 200,
         tol: float = 1e-2,
+        trend_reading: bool = True,
     ) -> None:
         self.n_states = n_states
         self.min_states = min_states
@@ -111,6 +115,7 @@ class RegimeDetector:
         self.covariance_type = covariance_type
         self.n_iter = n_iter
         self.tol = tol
+        self.trend_reading = trend_reading
 
     def get_params(self) -> dict[str, Any]:
         """The constructor arguments (JSON-able)."""
@@ -287,14 +292,20 @@ class RegimeDetector:
         for label in REGIME_LABELS:
             cols = [i for i, name in enumerate(self.state_labels_) if name == label]
             label_probs[label] = probs[:, cols].sum(axis=1) if cols else np.zeros(probs.shape[0])
-        stacked = np.column_stack([label_probs[label] for label in REGIME_LABELS])
-        labels: list[RegimeLabel] = [REGIME_LABELS[i] for i in stacked.argmax(axis=1)]
+        filter_labels = _argmax_labels(label_probs)
+        trend = trend_reading(bars.times, bars.close, label_probs["bull"] + label_probs["sideways"])
+        if self.trend_reading:
+            label_probs = apply_trend(label_probs, trend.bear)
+        labels = _argmax_labels(label_probs) if self.trend_reading else filter_labels
         return RegimeFiltering(
             state_probs=probs,
             label_probs=label_probs,
             states=probs.argmax(axis=1).astype(np.int64),
             labels=labels,
             timestamps=bars.iso()[1:],
+            trend=trend,
+            trend_applied=bool(self.trend_reading),
+            filter_labels=filter_labels,
         )
 
     def to_response(
@@ -379,12 +390,15 @@ class RegimeDetector:
         det.feature_mean_ = np.asarray(metadata["feature_mean_"], dtype=np.float64)
         det.feature_scale_ = np.asarray(metadata["feature_scale_"], dtype=np.float64)
         det.n_states_ = int(metadata["n_states_"])
-        det._set_state_stats(
-            np.asarray(metadata["state_mean_return_"], dtype=np.float64),
-            np.asarray(metadata["state_volatility_"], dtype=np.float64),
-            np.asarray(metadata["state_weight_"], dtype=np.float64),
-            list(metadata["state_labels_"]),
+        stats = StateStats(
+            mean=np.asarray(metadata["state_mean_return_"], dtype=np.float64),
+            vol=np.asarray(metadata["state_volatility_"], dtype=np.float64),
+            weight=np.asarray(metadata["state_weight_"], dtype=np.float64),
         )
+        # an HMM's states are named again by today's rule from their stored statistics (a model stored
+        # before a state with a falling mean stopped being called bull answers as a new fit would)
+        names = label_states(stats) if metadata["method_used_"] == METHOD_HMM else list(metadata["state_labels_"])
+        det._set_state_stats(stats.mean, stats.vol, stats.weight, names)
         det.converged_ = bool(metadata["converged_"])
         det.log_likelihood_ = float(metadata["log_likelihood_"])
         det.bic_ = {int(k): float(v) for k, v in metadata["bic_"].items()}
@@ -407,3 +421,9 @@ class RegimeDetector:
         elif det.rules_ is None or det.rules_transmat_ is None:
             raise ValueError("metadata describes threshold rules but holds none")
         return det
+
+
+def _argmax_labels(label_probs: dict[RegimeLabel, FloatArray]) -> list[RegimeLabel]:
+    """The most probable label of each bar (ties go to the first in ``REGIME_LABELS`` order)."""
+    stacked = np.column_stack([label_probs[label] for label in REGIME_LABELS])
+    return [REGIME_LABELS[i] for i in stacked.argmax(axis=1)]

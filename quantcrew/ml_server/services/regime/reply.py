@@ -8,11 +8,12 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from quantcrew.ml_server.schemas.regime import RegimeLabel, RegimeLabelResponse, RegimeStateInfo
+from quantcrew.ml_server.schemas.regime import RegimeLabel, RegimeLabelResponse, RegimeStateInfo, RegimeTrendInfo
 from quantcrew.ml_server.services.bars import Bars
 from quantcrew.ml_server.services.matrix import finite_list, finite_rows
+from quantcrew.ml_server.services.regime.trend import BEAR_DRAWDOWN, DRIFT_DAYS, HIGH_DAYS, TrendReading
 
-__all__ = ["FittedRegimes", "RegimeFiltering", "regime_reply"]
+__all__ = ["FittedRegimes", "RegimeFiltering", "regime_reply", "trend_info"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -29,6 +30,11 @@ class RegimeFiltering:
         states: Filtered MAP state of each bar.
         labels: Label with the highest probability for each bar.
         timestamps: ISO time of each labelled bar.
+        trend: The trend reading of each bar (drawdown, trailing return, bear trend).
+        trend_applied: Whether the labels weigh the trend (the calm labels' probability moved to
+            ``bear`` on the bars of a bear trend), or are the filter's alone.
+        filter_labels: The filter's label of each bar before the trend reading (``labels`` when
+            the reading is off).
     """
 
     state_probs: FloatArray
@@ -36,6 +42,9 @@ class RegimeFiltering:
     states: npt.NDArray[np.int64]
     labels: list[RegimeLabel]
     timestamps: list[str]
+    trend: TrendReading
+    trend_applied: bool
+    filter_labels: list[RegimeLabel]
 
 
 class FittedRegimes(Protocol):
@@ -113,4 +122,22 @@ def regime_reply(
         converged=detector.converged_,
         log_likelihood=float(detector.log_likelihood_) if np.isfinite(detector.log_likelihood_) else 0.0,
         bic=dict(detector.bic_),
+        trend=trend_info(result),
+    )
+
+
+def trend_info(result: RegimeFiltering) -> RegimeTrendInfo:
+    """The trend reading of the last bar, and how many bars it read as a bear market."""
+    trend = result.trend
+    trailing = float(trend.trailing_return[-1])
+    return RegimeTrendInfo(
+        applied=result.trend_applied,
+        calm_drawdown=float(trend.drawdown[-1]),
+        calm_trailing_return=trailing if np.isfinite(trailing) else None,
+        price_drawdown=float(trend.price_drawdown[-1]),
+        bear_trend=bool(trend.bear[-1]),
+        bear_trend_bars=int(trend.bear.sum()),
+        high_days=HIGH_DAYS,
+        drift_days=DRIFT_DAYS,
+        bear_drawdown=BEAR_DRAWDOWN,
     )

@@ -55,7 +55,14 @@ it was fitted on.
 Labels: each state is named from its return statistics by the volatility-first rule of
 :mod:`quantcrew.ml_server.services.regime.labels`; ``label_probabilities`` sums the FILTERED
 state probabilities per label (forward pass of :mod:`quantcrew.ml_server.services.regime.filter`
-from the stationary distribution), and each bar's label is their argmax.
+from the stationary distribution), read with the trend of the days called calm
+(:mod:`quantcrew.ml_server.services.regime.trend`: their probability moves to ``bear`` in a bear
+market), and each bar's label is their argmax.
+
+What the stateless :func:`label` knows: one fit on the whole window sent. Each bar's filter and
+trend reading use bars ``<= t``, but the model, its scaling and its state names come from every
+bar sent, so only the LAST bar's label is what was knowable at its close. Labels that are causal
+for every bar come from the walk-forward job of :mod:`quantcrew.ml_server.services.regime.causal`.
 """
 
 from __future__ import annotations
@@ -75,7 +82,8 @@ from quantcrew.ml_server.services.regime.model import RegimeDetector
 __all__ = ["fit", "label", "predict"]
 
 _MIN_BARS = 3
-_DETECTOR_PARAMS = frozenset({"n_states", "min_states", "max_states", "features", "seed", "n_restarts"})
+_DETECTOR_PARAMS = frozenset({"n_states", "min_states", "max_states", "features", "seed", "n_restarts",
+                               "trend_reading"})
 """The request fields that configure the detector."""
 
 

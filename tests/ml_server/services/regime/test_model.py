@@ -193,6 +193,46 @@ def test_from_parts_reproduces_labels_after_json_roundtrip(fitted, market_bars) 
     assert rebuilt.to_response(market_bars) == fitted.to_response(market_bars)
 
 
+def test_from_parts_names_stored_states_by_todays_rule(fitted, market_bars) -> None:
+    # a model stored before a falling state stopped being called bull: its state names are stored with it
+    metadata = json.loads(json.dumps(fitted.to_metadata()))
+    calm = int(np.argmin(fitted.state_volatility_))
+    metadata["state_mean_return_"][calm] = -abs(metadata["state_mean_return_"][calm])  # the calm state fell
+    metadata["state_labels_"][calm] = "bull"
+    rebuilt = RegimeDetector.from_parts(fitted.hmm_, metadata)
+    assert rebuilt.state_labels_[calm] != "bull"
+    assert all(label != "bull" or m > 0 for label, m in zip(rebuilt.state_labels_, rebuilt.state_mean_return_,
+                                                           strict=True))
+
+
+def test_trend_reading_only_moves_calm_labels_to_bear_on_bear_trend_bars() -> None:
+    # a calm rise, then a fall of 0.3 % a day at the same volatility: one calm state holds both
+    rng = np.random.default_rng(5)
+    n, top = 550, 350
+    ret = rng.normal(np.where(np.arange(n) < top, 0.0006, -0.003), 0.01)
+    close = 100.0 * np.exp(np.cumsum(ret))
+    open_ = close * np.exp(-0.5 * ret)
+    spread = np.exp(np.abs(rng.normal(0.0, 0.01, n)))
+    times = np.busday_offset(np.datetime64("2001-01-02", "D"), np.arange(n), roll="forward").astype("datetime64[ns]")
+    bars = _bars(OHLCV("SLOW", times, open_, np.maximum(open_, close) * spread, np.minimum(open_, close) / spread,
+                       close, np.full(n, 1e6)))
+    detector = RegimeDetector(n_states=2, n_restarts=1).fit(bars)
+    read = detector.filter(bars)
+    plain = RegimeDetector.from_parts(detector.hmm_, {**detector.to_metadata(), "params": {
+        **detector.get_params(), "trend_reading": False}}).filter(bars)
+    assert read.trend_applied and not plain.trend_applied
+    assert plain.labels == plain.filter_labels == read.filter_labels
+    np.testing.assert_array_equal(read.state_probs, plain.state_probs)  # the filter itself is the same
+    bear = read.trend.bear
+    assert 0 < bear.sum() < len(bear)
+    assert any(b in ("bull", "sideways") for b in np.asarray(plain.labels)[bear])  # the reading has work to do
+    for j, (a, b) in enumerate(zip(read.labels, plain.labels, strict=True)):
+        if not bear[j] or b in ("bear", "volatile"):
+            assert a == b
+        else:
+            assert a == "bear" or (a == "volatile" and b != "volatile")
+
+
 def test_from_parts_reproduces_threshold_rules(monkeypatch, market_bars) -> None:
     monkeypatch.setattr(GaussianHMM, "fit", lambda self, X, lengths=None: (_ for _ in ()).throw(ValueError("nan")))
     fallback = RegimeDetector(n_restarts=1).fit(market_bars)

@@ -78,3 +78,26 @@ def test_predict_rebuilds_the_stored_detector(payload: dict[str, Any], registry:
 def test_predict_unknown_model_raises_not_found(payload: dict[str, Any], registry: ModelRegistry) -> None:
     with pytest.raises(ModelNotFoundError):
         service.predict(RegimePredictRequest.model_validate({"model_id": "regime-nope", "data": payload}), registry)
+
+
+def test_label_at_the_2002_nasdaq_bottom_is_bear_and_no_falling_state_is_bull() -> None:
+    # the regime tool's default window (750 bars and the one seeding the first return) ending at the bottom;
+    # three states, as BIC chooses there (fixed here to fit once)
+    from quantcrew.data.samples import load_sample
+    from quantcrew.ml_server.services.bars import bars_from_payload
+    from quantcrew.ml_server.services.regime.model import RegimeDetector
+
+    request = RegimeLabelRequest.model_validate({
+        "data": to_payload_dict(load_sample("NASDAQ").between(None, "2002-10-09").tail(751)), "n_states": 3})
+    bars = bars_from_payload(request.data)
+    detector = RegimeDetector(n_states=3)
+    filtering = detector.fit_filter(bars)
+    reply = detector.to_response(bars, filtering=filtering, include_probabilities=False)
+    assert reply.current_label == "bear"
+    assert all(s.label != "bull" or s.mean_return > 0 for s in reply.state_info)
+    assert any(s.mean_return < 0 and s.volatility < 0.025 for s in reply.state_info)  # a calm state that fell
+    trend = reply.trend
+    assert trend is not None and trend.applied and trend.bear_trend and trend.price_drawdown > 0.4
+    assert trend.calm_drawdown >= trend.bear_drawdown
+    assert trend.calm_trailing_return is not None and trend.calm_trailing_return < 0
+    assert filtering.filter_labels[-1] != "bull"  # without the trend reading: calm, but no longer bull
