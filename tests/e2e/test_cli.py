@@ -142,13 +142,14 @@ def test_risk_command_refuses_weights_that_do_not_sum_to_one(tmp_path: Path) -> 
 
 def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path) -> None:
     proc = subprocess.run([*CLI, "train", "--agents", "aggressive,contrarian", "--algo", "a2c", "--timesteps", "600",
-                           "--train-end", "2010-12-31", "--json"], env=_env(tmp_path), capture_output=True, text=True,
+                           "--seeds", "1", "--train-end", "2010-12-31", "--json"], env=_env(tmp_path), capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
 
     job = json.loads(proc.stdout[proc.stdout.index("{"):])
-    assert job["status"] == "succeeded" and job["progress"]["done"] == 1200
+    # 600 steps a run, one seed x the two default reward scales, two agents
+    assert job["status"] == "succeeded" and job["progress"]["done"] == 600 * 2 * 2
     result = job["result"]
     assert [p["agent"] for p in result["policies"]] == ["aggressive", "contrarian"]
     assert result["train_end"] == "2010-12-31" and result["test_start"] == "2011-01-03"
