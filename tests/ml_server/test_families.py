@@ -93,7 +93,7 @@ MATRIX = _matrix(60, seed=4)
 ANOMALY = calm_market(120, shocks=(100,))
 FEATURES, TARGET = linear_data(60)
 RL = {"agents": ["aggressive"], "algorithm": "ppo", "timesteps": 64, "n_envs": 1, "regime_features": False,
-      "episode_length": 16}
+      "episode_length": 16, "seeds": 1, "grid": {"reward_scale": [1.0]}}
 ENSEMBLE = {"members": 1, "architectures": ["lstm"], "window": 4, "hidden": 4, "heads": 1, "epochs": 1, "folds": 1,
             "batch_size": 64, "mc_samples": 2, "symbol": "SYN"}
 SIGNALS = [{"signal": "up", "confidence": 0.6}]

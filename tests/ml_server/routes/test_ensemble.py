@@ -292,7 +292,7 @@ def test_a_discrete_rl_policy_of_the_symbol_joins_with_its_weight(served: tuple[
     assert [s["source"] for s in before["sources"]] == ["lstm", "transformer"]
     job = client.post("/v1/rl/train", json={"data": bars, "symbol": "SYN", "agents": ["balanced"],
                                              "algorithm": "a2c", "timesteps": 400, "regime_features": False,
-                                             "n_envs": 2}).json()
+                                             "n_envs": 2, "seeds": 1, "grid": {"reward_scale": [1.0]}}).json()
     assert _wait(client, job["job_id"]).status == "succeeded"
     joined = client.post("/v1/ensemble/predict", json={"data": recent, "symbol": "SYN", "rl_weight": 0.2}).json()
     assert joined["method_used"] == "ensemble+rl"
