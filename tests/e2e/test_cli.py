@@ -142,8 +142,8 @@ def test_risk_command_refuses_weights_that_do_not_sum_to_one(tmp_path: Path) -> 
 
 def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path) -> None:
     proc = subprocess.run([*CLI, "train", "--agents", "aggressive,contrarian", "--algo", "a2c", "--timesteps", "600",
-                           "--seeds", "1", "--train-end", "2010-12-31", "--json"], env=_env(tmp_path), capture_output=True, text=True,
-                          timeout=240)
+                           "--seeds", "1", "--train-end", "2010-12-31", "--json"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
 
