@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from quantcrew.ml_server.schemas.bandit import (
 )
 from quantcrew.ml_server.schemas.jobs import JobInfo
 from quantcrew.ml_server.schemas.rl import RLTrainResult
+from tests.support.jobs import wait_job
 from tests.support.replies import assert_finite, invalid_input
 
 _PAYS = {"conservative": 0.2, "aggressive": 0.3, "balanced": 0.9, "contrarian": 0.1}
@@ -385,13 +385,7 @@ def test_exploit_select_gives_one_arm_and_leaves_the_state(client: TestClient) -
 
 
 def _wait(client: TestClient, job_id: str, timeout_s: float = 300.0) -> JobInfo:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = JobInfo.model_validate(client.get(f"/v1/jobs/{job_id}").json())
-        if job.status not in ("queued", "running"):
-            return job
-        assert time.monotonic() < deadline, f"job still {job.status}"
-        time.sleep(0.05)
+    return wait_job(client, job_id, timeout_s)
 
 
 def test_replay_warm_starts_a_bandit_once_then_409(client: TestClient) -> None:

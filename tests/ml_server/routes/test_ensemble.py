@@ -3,7 +3,6 @@ stages, deterministic plans, bad input."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from quantcrew.ml_server.services.execution.inputs import EXECUTION_INPUTS
 from quantcrew.ml_server.services.execution.model import ExecutionModel
 from quantcrew.ml_server.services.execution.net import ExecutionConfig
 from quantcrew.ml_server.services.gate import execution_gate
+from tests.support.jobs import wait_job
 from tests.support.replies import assert_finite, invalid_input
 
 TINY = {"members": 2, "window": 8, "hidden": 8, "heads": 2, "epochs": 8, "learning_rate": 0.01, "folds": 2,
@@ -40,13 +40,7 @@ TINY = {"members": 2, "window": 8, "hidden": 8, "heads": 2, "epochs": 8, "learni
 
 
 def _wait(client: TestClient, job_id: str, timeout_s: float = 120.0) -> JobInfo:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = JobInfo.model_validate(client.get(f"/v1/jobs/{job_id}").json())
-        if job.status not in ("queued", "running"):
-            return job
-        assert time.monotonic() < deadline, f"job still {job.status}"
-        time.sleep(0.05)
+    return wait_job(client, job_id, timeout_s)
 
 
 def _cycles(n: int = 700, *, period: int = 40, amplitude: float = 0.08, noise: float = 0.002,

@@ -16,6 +16,7 @@ from quantcrew.ml_server.app import create_app
 from quantcrew.ml_server.schemas.jobs import JobInfo
 from quantcrew.ml_server.schemas.regime import RegimeCausalRequest, RegimeCausalResult
 from quantcrew.tools.client import AsyncMLClient, MLClient
+from tests.support.jobs import wait_job
 
 FAST = {"n_states": 2, "n_restarts": 1}
 
@@ -26,13 +27,7 @@ def bars() -> dict[str, Any]:
 
 
 def _wait(client: TestClient, job_id: str, timeout_s: float = 120.0) -> JobInfo:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = JobInfo.model_validate(client.get(f"/v1/jobs/{job_id}").json())
-        if job.status not in ("queued", "running"):
-            return job
-        assert time.monotonic() < deadline, f"job still {job.status}"
-        time.sleep(0.05)
+    return wait_job(client, job_id, timeout_s)
 
 
 def test_causal_job_labels_every_bar_after_min_train(client: TestClient, bars: dict[str, Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from quantcrew.data import generate_regime_market, to_payload_dict
 from quantcrew.ml_server.app import create_app
 from quantcrew.ml_server.schemas.jobs import JobInfo
 from quantcrew.ml_server.schemas.rl import RLActResponse, RLEvaluateResponse, RLTrainResult
+from tests.support.jobs import wait_job
 from tests.support.replies import assert_finite, invalid_input
 
 FAST = {"agents": ["aggressive"], "algorithm": "a2c", "timesteps": 512, "regime_features": False, "n_envs": 2,
@@ -25,15 +25,7 @@ def bars() -> dict[str, Any]:
 
 
 def _wait(client: TestClient, job_id: str, timeout_s: float = 60.0) -> JobInfo:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        resp = client.get(f"/v1/jobs/{job_id}")
-        assert resp.status_code == 200, resp.text
-        job = JobInfo.model_validate(resp.json())
-        if job.status not in ("queued", "running"):
-            return job
-        assert time.monotonic() < deadline, f"job still {job.status}"
-        time.sleep(0.05)
+    return wait_job(client, job_id, timeout_s)
 
 
 def test_train_returns_a_job_whose_result_lists_stored_policies(client: TestClient, bars: dict[str, Any]) -> None:
