@@ -33,6 +33,7 @@ from typing import Any
 from _table import print_table
 
 from quantcrew.backtest.agent_models import ModelSettings
+from quantcrew.backtest.sizing import EnsembleSettings
 from quantcrew.backtest.walk_forward import walk_forward
 from quantcrew.backtest.walk_forward_result import WalkForwardResult
 from quantcrew.config.settings import load_settings
@@ -60,13 +61,16 @@ def _one(market: str, args: argparse.Namespace, client: Any, settings: Any, ledg
     return walk_forward([symbol], start, end, client=client, settings=settings, refit_every=args.refit_every,
                         min_train=min_train, cost_bps=args.cost_bps, cooldown=args.cooldown, policy=args.policy,
                         select_every=args.select_every, seed=args.seed, fill=args.fill, trade_band=args.trade_band,
-                        agents=args.agents,
+                        adjust_rate=args.adjust_rate, agents=args.agents,
                         model_settings=ModelSettings(timesteps=args.timesteps, cost_bps=args.cost_bps),
+                        ensemble_settings=EnsembleSettings(members=args.ensemble_members, epochs=args.ensemble_epochs,
+                                                           folds=args.ensemble_folds),
                         ledger=ledger, on_progress=_progress)
 
 
 def _progress(done: int, total: int, message: str) -> None:
-    if message.startswith("models") and "(running)" not in message and "(queued)" not in message:
+    if (message.startswith(("policies", "execution networks")) and "(running)" not in message
+            and "(queued)" not in message):
         print(f"  {message}", flush=True)
 
 
@@ -76,6 +80,7 @@ def _report(result: WalkForwardResult) -> tuple[list[object], bool, bool]:
     print(f"\nagents: {result.agents_used}")
     print(f"{', '.join(result.symbols)} {result.dates[0]}..{result.dates[-1]} ({len(result.dates)} bars, "
           f"{result.periods_per_year}/yr), fill {result.config['fill']}, band {result.config['trade_band']}, "
+          f"adjust {result.config['adjust_rate']}, "
           f"select every {result.config['select_every']}; {result.wall_s:.0f} s")
     headers = ["", "Sharpe", "max DD", "annual ret", "turnover/yr", "gross Sharpe"]
     gross = _gross_sharpe(result)
@@ -123,9 +128,13 @@ def main() -> None:
     parser.add_argument("--select-every", type=int, default=21)
     parser.add_argument("--fill", default="next_open")
     parser.add_argument("--trade-band", type=float, default=0.0)
+    parser.add_argument("--adjust-rate", type=float, default=1.0, help="Fraction of the gap to a target traded.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--agents", default="rules", help="rules, or models: RL policies retrained every year.")
     parser.add_argument("--timesteps", type=int, default=8_192, help="With --agents models: steps per run.")
+    parser.add_argument("--ensemble-members", type=int, default=2, help="With models: members per architecture.")
+    parser.add_argument("--ensemble-epochs", type=int, default=12, help="With models: most epochs per fit.")
+    parser.add_argument("--ensemble-folds", type=int, default=3, help="With models: walk-forward folds.")
     parser.add_argument("--report", type=Path, default=None, help="Write each market's report under this folder.")
     args = parser.parse_args()
 

@@ -50,7 +50,18 @@ if TYPE_CHECKING:
     from quantcrew.ml_server.schemas.jobs import JobInfo
     from quantcrew.tools.client import MLClient
 
-__all__ = ["AGENT_KINDS", "AgentPlan", "AgentWindow", "ModelBudgetError", "ModelSettings", "model_plan", "rule_plan"]
+__all__ = [
+    "AGENT_KINDS",
+    "AgentPlan",
+    "AgentWindow",
+    "ModelBudgetError",
+    "ModelSettings",
+    "model_plan",
+    "progress_teller",
+    "rule_plan",
+    "wait_within",
+    "window_starts",
+]
 
 FloatArray = npt.NDArray[np.float64]
 AgentKind = Literal["rules", "models"]
@@ -178,9 +189,7 @@ def model_plan(bars: Sequence[OHLCV], start: int, *, client: MLClient, retrain_e
     began = time.monotonic()
     deadline = None if budget_s is None else began + budget_s
     n = len(bars[0])
-    starts = list(range(start, n, retrain_every))
-    if len(starts) > 1 and n - starts[-1] < _MIN_WINDOW:  # a short tail joins the window before it
-        starts.pop()
+    starts = window_starts(n, start, retrain_every)
     plan = rule_plan(bars)
     targets = plan.targets
     windows: list[AgentWindow] = []
@@ -197,7 +206,7 @@ def model_plan(bars: Sequence[OHLCV], start: int, *, client: MLClient, retrain_e
             trained = False
             if len(ids) < len(STRATEGY_AGENTS):
                 ids, gates = _train(client, train, prefix, settings, deadline, poll_s,
-                                    _teller(on_progress, done, total))
+                                    progress_teller(on_progress, done, total))
                 trained = True
             positions = _positions(client, b.iloc(slice(0, last + 1)), dates[w], ids, settings, last - w + 1)
             sources = {}
@@ -220,7 +229,16 @@ def model_plan(bars: Sequence[OHLCV], start: int, *, client: MLClient, retrain_e
                      seconds=time.monotonic() - began)
 
 
-def _teller(on_progress: ProgressCallback | None, done: int, total: int) -> Callable[[str], None]:
+def window_starts(n: int, start: int, retrain_every: int) -> list[int]:
+    """First bar of each training window over bars ``start..n - 1`` (a tail under 21 bars joins the one before)."""
+    starts = list(range(start, n, retrain_every))
+    if len(starts) > 1 and n - starts[-1] < _MIN_WINDOW:
+        starts.pop()
+    return starts
+
+
+def progress_teller(on_progress: ProgressCallback | None, done: int, total: int) -> Callable[[str], None]:
+    """A callback telling ``on_progress(done, total, message)`` (nothing when it is None)."""
     def tell(message: str) -> None:
         if on_progress is not None:
             on_progress(done, total, message)
@@ -250,8 +268,8 @@ def _train(client: MLClient, train: OHLCV, prefix: str, settings: ModelSettings,
         "slippage_bps": 0.0, "grid": {"reward_scale": list(settings.reward_scales)}, "n_envs": settings.n_envs,
         "name_prefix": prefix})
     info = client.rl_train(request)
-    info = _wait(client, info, deadline, poll_s, lambda i: tell(f"training {train.symbol} up to "
-                                                                f"{train.iso_timestamps()[-1][:10]} ({i.status})"))
+    info = wait_within(client, info, deadline, poll_s, lambda i: tell(
+        f"training {train.symbol} up to {train.iso_timestamps()[-1][:10]} ({i.status})"))
     if info.status != "succeeded":
         reason = info.error.message if info.error is not None else info.status
         raise ModelBudgetError(f"training the policies of {train.symbol} up to {train.iso_timestamps()[-1][:10]} "
@@ -262,13 +280,14 @@ def _train(client: MLClient, train: OHLCV, prefix: str, settings: ModelSettings,
             {str(p["agent"]): p.get("gate") or {} for p in policies})
 
 
-def _wait(client: MLClient, info: JobInfo, deadline: float | None, poll_s: float,
-          tell: Callable[[JobInfo], None]) -> JobInfo:
+def wait_within(client: MLClient, info: JobInfo, deadline: float | None, poll_s: float,
+                tell: Callable[[JobInfo], None]) -> JobInfo:
+    """Poll a training job until it ends; past ``deadline`` cancel it and raise :class:`ModelBudgetError`."""
     while info.status in ("queued", "running"):
         tell(info)
         if deadline is not None and time.monotonic() >= deadline:
             client.cancel_job(info.job_id)
-            raise ModelBudgetError("the time budget for training the walk-forward's policies ran out; the windows "
+            raise ModelBudgetError("the time budget for training the walk-forward's models ran out; the windows "
                                    "trained so far are cached in the registry and a rerun resumes after them")
         time.sleep(poll_s)
         info = client.get_job(info.job_id)

@@ -214,8 +214,8 @@ def _html(result: WalkForwardResult, images: list[str]) -> str:
     alts = _table(["Following only", "Sharpe", "Sortino", "Max DD", "Annual return", "Turnover", "Trades"],
                   [[a, _num(s.sharpe), _num(s.sortino), _pct(-s.max_drawdown), _pct(s.annual_return),
                     _num(s.turnover), str(s.n_trades)] for a, s in result.alternatives.items()])
-    fits = _table(["Symbol", "Fitted on bars up to", "Bars", "Labels", "Model id", "States", "Converged", "Method"],
-                  [[f.symbol, f.fit_date, str(f.n_train), f"{f.block_start}..{f.block_end}", f.model_id,
+    fits = _table(["Symbol", "Fitted on bars up to", "Bars", "Labels", "Job", "States", "Converged", "Method"],
+                  [[f.symbol, f.fit_date, str(f.n_train), f"{f.block_start}..{f.block_end}", f.job_id,
                     str(f.n_states), "yes" if f.converged else "no",
                     f.method_used + (" (fallback)" if f.fallback else "")] for f in result.regime_fits])
     limits = c.get("limits", {})
@@ -223,9 +223,11 @@ def _html(result: WalkForwardResult, images: list[str]) -> str:
     setup = (
         f"{', '.join(result.symbols)}, {result.dates[0]} to {result.dates[-1]} ({len(result.dates)} bars, "
         f"{result.periods_per_year} a year; {c.get('train_bars_before_start')} bars of history before). Costs "
-        f"{c.get('cost_bps')} bp per unit of turnover; fills: {fill}; no-trade band {c.get('trade_band')}. "
-        f"Regimes: Gaussian HMM refitted every {c.get('refit_every')} "
-        f"bars on an expanding window, filtered labels ({len(result.regime_fits)} fits). Agents: {result.agents_used}. "
+        f"{c.get('cost_bps')} bp per unit of turnover; fills: {fill}; partial adjustment "
+        f"{c.get('adjust_rate', 1.0)} of the gap per decision, no-trade band {c.get('trade_band')}. "
+        f"Regimes: the server's causal labelling job, a Gaussian HMM refitted every {c.get('refit_every')} "
+        f"bars on an expanding window, filtered labels read with the trend ({len(result.regime_fits)} fits). "
+        f"Agents: {result.agents_used}. "
         f"Meta-orchestrator: {c.get('policy')} bandit '{result.bandit_name}' "
         f"({result.bandit_id}), choosing every {c.get('select_every')} bars. Risk limits: max position "
         f"{limits.get('max_position')}, max gross {limits.get('max_gross')}, max 1-day VaR95 "

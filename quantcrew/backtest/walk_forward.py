@@ -3,12 +3,12 @@
 At the close of every bar ``t`` of the span, with data up to ``t`` only, the backtest does what
 the crew does and calls the SAME :func:`quantcrew.crew.decision.decide`:
 
-1. **Regime** of each symbol: a Gaussian HMM fitted on the ML server (``/v1/regime/fit``) every
-   ``refit_every`` bars on an EXPANDING window (all bars from the series' first up to the refit
-   date, at least ``min_train`` of them before ``start``), then used without refitting to label
-   the next ``refit_every`` bars (``/v1/regime/predict`` on the bars up to the block's end). The
-   server's labels are FILTERED (forward pass only: bar ``t``'s label uses bars ``<= t``), so
-   each label is what was knowable at that close.
+1. **Regime** of each symbol: the server's causal labelling job (``/v1/regime/causal``,
+   :mod:`quantcrew.backtest.regimes`): a Gaussian HMM refitted every ``refit_every`` bars on an
+   EXPANDING window (all bars from the series' first up to the refit date, at least
+   ``min_train`` of them before ``start``) labels the next ``refit_every`` bars by its FILTERED
+   pass (bar ``t``'s label uses bars ``<= t``), read with the trend, so each label is what was
+   knowable at that close.
 2. **Agents**: the four specialised agents' target positions, from
    :mod:`quantcrew.backtest.agent_models`: the transparent rules the strategy tool answers with
    when no RL policy is trained (``agents="rules"``, the default; bar ``t`` uses closes
@@ -25,16 +25,21 @@ the crew does and calls the SAME :func:`quantcrew.crew.decision.decide`:
    the S&P 500 test span, over 1, 5, 21 and 63: daily choices flip between agents at almost
    every bar (daily rewards barely separate the arms) and their turnover costs more than the
    agents earn.
-4. **Size**: :func:`quantcrew.tools.fallbacks.execution_fallback` (volatility targeting: 1% daily
-   vol) for the chosen agent's direction, with confidence ``signal_confidence(target)``.
+4. **Size** of the chosen agent's signal (its side, with confidence ``signal_confidence(target)``):
+   with ``agents="models"``, the execution network retrained per window with the ensemble whose
+   signals it learned from (:mod:`quantcrew.backtest.sizing`), where it passed its gate; else
+   :func:`quantcrew.tools.fallbacks.execution_fallback` (volatility targeting: 1% daily vol).
 5. **Risk**: the one-day 95% historical VaR of the equally weighted full-weight portfolio from
    the trailing 250 returns (:func:`quantcrew.tools.fallbacks.risk_fallback`), and the
    strategy's own drawdown (see :mod:`quantcrew.backtest.book` for the stop's cooldown).
 6. :func:`~quantcrew.crew.decision.decide` gives each symbol's target position.
 
-Turnover control: a symbol whose new target is within ``trade_band`` of the weight it holds
-(same side, not flat) is left alone, so the book does not pay to chase small moves of its own
-sizing (the band is measured in fractions of equity; 0 trades every change).
+Turnover control, two cost-aware rules applied after the limits: a partial adjustment (each
+decision trades ``adjust_rate`` of the gap between the weight held and the new target, so a
+signal that flips back within a few bars costs a fraction of a full round trip; a drawdown
+stop is always traded in full), then a no-trade band (a symbol whose new weight is within
+``trade_band`` of the weight it holds, same side, not flat, is left alone). ``adjust_rate=1``
+and ``trade_band=0`` trade every change.
 
 Execution (:class:`~quantcrew.backtest.engine.Execution`): decided at the close of ``t`` with data
 ``<= t`` and, by default, filled at the NEXT OPEN (``fill="next_open"``); where that open is a
@@ -64,22 +69,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from quantcrew.backtest.account import Account, Costs
-from quantcrew.backtest.agent_models import AGENT_KINDS, AgentPlan, ModelSettings, model_plan, rule_plan
+from quantcrew.backtest.agent_models import (
+    AGENT_KINDS,
+    AgentPlan,
+    ModelSettings,
+    model_plan,
+    rule_plan,
+    window_starts,
+)
 from quantcrew.backtest.baselines import run_baselines
 from quantcrew.backtest.book import Book
 from quantcrew.backtest.comparison import compare, yearly_returns
 from quantcrew.backtest.engine import Execution, Fill, filled_returns
+from quantcrew.backtest.regimes import causal_regimes
+from quantcrew.backtest.sizing import EnsembleSettings, SizingPlan, network_sizing
 from quantcrew.backtest.stats import compute_stats
 from quantcrew.backtest.trials import TrialsView, span_key
 from quantcrew.backtest.walk_forward_data import BacktestInputError, WalkForwardData, prepare_data
@@ -90,17 +102,15 @@ from quantcrew.backtest.walk_forward_result import (
     probabilistic_sharpe,
 )
 from quantcrew.data.frequency import periods_per_year
-from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.ml_server.schemas.bandit import BanditCreateRequest, BanditRewardRequest, BanditSelectRequest
-from quantcrew.ml_server.schemas.regime import RegimeFitRequest, RegimePredictRequest
 from quantcrew.quant.performance import period_returns
 from quantcrew.quant.trials import Trial, TrialsLedger, config_hash, trials_dsr
 from quantcrew.tools.fallbacks import STRATEGY_AGENTS, execution_fallback, risk_fallback
 
 if TYPE_CHECKING:
     from quantcrew.config.settings import Settings
-    from quantcrew.crew.decision import RiskLimits, SymbolInputs
+    from quantcrew.crew.decision import Decision, RiskLimits, SymbolInputs
     from quantcrew.tools.client import MLClient
 
 __all__ = [
@@ -125,7 +135,6 @@ FILL_TEXT = {"next_open": "next open (decided at the close, filled at the next b
                           "the previous close, fills at that bar's close)",
              "close": "close (OPTIMISTIC: decided and filled at the same close, with the close that made the signal)"}
 """How each fill is described in the run's configuration and reports."""
-_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def walk_forward(
@@ -146,9 +155,11 @@ def walk_forward(
     seed: int = 0,
     fill: Fill = "next_open",
     trade_band: float = 0.0,
+    adjust_rate: float = 1.0,
     agents: str = "rules",
     retrain_every: int | None = None,
     model_settings: ModelSettings | None = None,
+    ensemble_settings: EnsembleSettings | None = None,
     model_budget_s: float | None = None,
     ledger: TrialsLedger | None = None,
     on_progress: ProgressCallback | None = None,
@@ -173,9 +184,11 @@ def walk_forward(
         seed: Seed of the regime fits and the bandit.
         fill: ``"next_open"`` (default) or ``"close"`` (optimistic; module docstring).
         trade_band: No-trade band, in fractions of equity (module docstring); 0 trades every change.
+        adjust_rate: Fraction of the gap to the new target traded per decision, in (0, 1] (module docstring).
         agents: ``"rules"`` or ``"models"`` (:mod:`quantcrew.backtest.agent_models`).
         retrain_every: With models: bars per training window; default a year of the data's calendar.
         model_settings: With models: how the policies are trained.
+        ensemble_settings: With models: how each window's ensemble and execution network are trained.
         model_budget_s: With models: seconds their training may take in all (None: no limit).
         ledger: Where trials are recorded and counted (the runs store); None: this run's trials only.
         on_progress: Called as ``on_progress(done, total, message)`` after each fit and each bar.
@@ -188,6 +201,7 @@ def walk_forward(
         UnknownSymbolError, DataError: see :func:`prepare_data`.
         quantcrew.tools.errors.MLClientError: the ML server failed or cannot be reached.
         quantcrew.backtest.agent_models.ModelBudgetError: the models' time budget ran out.
+        quantcrew.backtest.regimes.RegimeJobError: a regime labelling job failed.
     """
     from quantcrew.crew.decision import RiskLimits
 
@@ -195,7 +209,7 @@ def walk_forward(
     limits = limits or RiskLimits()
     check_options(refit_every=refit_every, min_train=min_train, cost_bps=cost_bps, cooldown=cooldown,
                   rebalance_every=rebalance_every, select_every=select_every, policy=policy, fill=fill,
-                  trade_band=trade_band, agents=agents)
+                  trade_band=trade_band, adjust_rate=adjust_rate, agents=agents)
     if isinstance(symbols, WalkForwardData):
         data = symbols
     else:
@@ -203,33 +217,46 @@ def walk_forward(
             raise BacktestInputError("start" if start is None else "end", "required unless data is prepared")
         data = prepare_data(symbols, start, end, settings=settings, min_train=min_train)
     ppy = periods_per_year(data.bars[0].timestamps)
+    labels, fits = causal_regimes(data.bars, data.start_index, client=client, refit_every=refit_every, seed=seed,
+                                  on_progress=on_progress)
+    sizing: SizingPlan | None = None
     if agents == "models":
         model_settings = model_settings or ModelSettings(cost_bps=cost_bps)
+        ensemble_settings = ensemble_settings or EnsembleSettings()
         retrain_every = retrain_every or ppy
+        deadline = None if model_budget_s is None else time.monotonic() + model_budget_s
         plan = model_plan(data.bars, data.start_index, client=client, retrain_every=retrain_every,
                           settings=model_settings, budget_s=model_budget_s,
                           on_progress=None if on_progress is None else
-                          (lambda d, t, m: on_progress(0, 0, f"models {d}/{t}: {m}")))
+                          (lambda d, t, m: on_progress(0, 0, f"policies {d}/{t}: {m}")))
+        sizing = network_sizing(data.bars, plan.targets,
+                                window_starts(len(data.bars[0]), data.start_index, retrain_every), client=client,
+                                settings=ensemble_settings, deadline=deadline,
+                                on_progress=None if on_progress is None else
+                                (lambda d, t, m: on_progress(0, 0, f"execution networks {d}/{t}: {m}")))
     else:
         plan = rule_plan(data.bars)
-    run = _Run(data, plan, client=client, limits=limits, refit_every=refit_every, costs=Costs(commission_bps=cost_bps),
-               policy=policy, cooldown=cooldown, rebalance_every=rebalance_every, select_every=select_every,
-               seed=seed, fill=fill, trade_band=trade_band, on_progress=on_progress)
+    run = _Run(data, plan, sizing, labels=labels, fits=fits, client=client, limits=limits,
+               costs=Costs(commission_bps=cost_bps), policy=policy, cooldown=cooldown,
+               rebalance_every=rebalance_every, select_every=select_every, seed=seed, fill=fill,
+               trade_band=trade_band, adjust_rate=adjust_rate, on_progress=on_progress)
     run.execute()
     config = {"start": data.dates[0], "end": data.dates[-1], "refit_every": refit_every, "min_train": min_train,
               "train_bars_before_start": data.start_index, "cost_bps": cost_bps, "limits": limits.model_dump(),
               "policy": policy, "cooldown": cooldown, "rebalance_every": rebalance_every,
               "select_every": select_every, "seed": seed, "fill": fill, "trade_band": trade_band,
-              "agents": agents, "reward": "the chosen agent's filled return after costs",
-              "var": "historical, 250 bars", "regimes": "hmm, expanding refits, filtered"}
+              "adjust_rate": adjust_rate, "agents": agents, "reward": "the chosen agent's filled return after costs",
+              "var": "historical, 250 bars", "regimes": "causal job: hmm, expanding refits, filtered, trend reading"}
     if agents == "models" and model_settings is not None:
-        config["models"] = {**dataclasses.asdict(model_settings), "retrain_every": retrain_every}
+        config["models"] = {**dataclasses.asdict(model_settings), "retrain_every": retrain_every,
+                            "ensemble": dataclasses.asdict(ensemble_settings or EnsembleSettings())}
     return run.result(config, ledger, time.perf_counter() - began)
 
 
 def check_options(*, refit_every: int = 63, min_train: int = 500, cost_bps: float = 5.0, cooldown: int | None = 21,
                   rebalance_every: int = 1, select_every: int = 21, policy: str = "discounted_thompson",
-                  fill: str = "next_open", trade_band: float = 0.0, agents: str = "rules") -> None:
+                  fill: str = "next_open", trade_band: float = 0.0, adjust_rate: float = 1.0,
+                  agents: str = "rules") -> None:
     """Refuse an unusable option of :func:`walk_forward` (``BacktestInputError`` naming it), before any work."""
     from quantcrew.ml_server.schemas.bandit import BANDIT_POLICIES
 
@@ -249,6 +276,8 @@ def check_options(*, refit_every: int = 63, min_train: int = 500, cost_bps: floa
         raise BacktestInputError("fill", f"unknown '{fill}'; choose among {', '.join(_FILLS)}")
     if not math.isfinite(trade_band) or not 0.0 <= trade_band < 1.0:
         raise BacktestInputError("trade_band", f"must be in [0, 1), got {trade_band}")
+    if not math.isfinite(adjust_rate) or not 0.0 < adjust_rate <= 1.0:
+        raise BacktestInputError("adjust_rate", f"must be in (0, 1], got {adjust_rate}")
     if agents not in AGENT_KINDS:
         raise BacktestInputError("agents", f"unknown '{agents}'; choose among {', '.join(AGENT_KINDS)}")
     if policy not in BANDIT_POLICIES:
@@ -258,12 +287,12 @@ def check_options(*, refit_every: int = 63, min_train: int = 500, cost_bps: floa
 class _Run:
     """The state of one walk-forward run: data, regimes, the books, the records."""
 
-    def __init__(self, data: WalkForwardData, plan: AgentPlan, *, client: MLClient, limits: RiskLimits,
-                 refit_every: int, costs: Costs, policy: str, cooldown: int | None, rebalance_every: int,
-                 select_every: int, seed: int, fill: Fill, trade_band: float,
-                 on_progress: ProgressCallback | None) -> None:
+    def __init__(self, data: WalkForwardData, plan: AgentPlan, sizing: SizingPlan | None, *, labels: list[list[str]],
+                 fits: list[RegimeFit], client: MLClient, limits: RiskLimits, costs: Costs, policy: str,
+                 cooldown: int | None, rebalance_every: int, select_every: int, seed: int, fill: Fill,
+                 trade_band: float, adjust_rate: float, on_progress: ProgressCallback | None) -> None:
         self.data, self.client, self.limits = data, client, limits
-        self.refit_every, self.policy, self.seed = refit_every, policy, seed
+        self.policy, self.seed = policy, seed
         self.rebalance_every = rebalance_every
         self.on_progress = on_progress
         self.bars = data.bars
@@ -273,19 +302,18 @@ class _Run:
         self.all_dates = data.bars[0].iso_timestamps()
         self.closes = np.column_stack([b.close for b in self.bars])
         self.rets = np.vstack([np.zeros(len(self.symbols)), self.closes[1:] / self.closes[:-1] - 1.0])
-        self.plan = plan
+        self.plan, self.sizing = plan, sizing
         self.rules = plan.targets
-        self.fill, self.trade_band, self.cost_model = fill, trade_band, costs
+        self.fill, self.trade_band, self.adjust_rate, self.cost_model = fill, trade_band, adjust_rate, costs
         self.ppy = periods_per_year(data.bars[0].timestamps)
         self.opens = np.column_stack([b.open for b in self.bars])
         self.agent_returns = [{a: filled_returns(r[a], self.opens[:, i], self.closes[:, i], fill,
                                                  costs.commission + costs.slippage)
                                for a in STRATEGY_AGENTS} for i, r in enumerate(self.rules)]
-        self.labels: list[list[str]] = [[] for _ in self.symbols]
-        self.n_blocks = -(-self.n // refit_every)
-        self.total = self.n_blocks * len(self.symbols) + self.n
+        self.labels = labels  # per symbol, the label of each bar of the span
+        self.total = self.n
         self.done = 0
-        self.fits: list[RegimeFit] = []
+        self.fits = fits
         self.records: list[DecisionRecord] = []
         self.agents: list[list[str]] = [[] for _ in self.symbols]
 
@@ -306,50 +334,13 @@ class _Run:
         self.select_every = select_every
         self.choice: list[tuple[str, str]] = []  # per symbol: (agent followed, bandit decision id)
         self.earned: list[list[float]] = [[] for _ in self.symbols]  # per-bar returns of the chosen agent
-        self.wait_s = 0.0  # time the loop waited for regime fits
 
-    # -- regimes ---------------------------------------------------------------------------------
-
-    def _fit_block(self, k: int) -> list[tuple[list[str], RegimeFit]]:
-        """Fit every symbol's HMM on the bars before block ``k``; the block's filtered labels and the fits."""
-        first = self.s + k * self.refit_every
-        last = min(first + self.refit_every - 1, self.e)
-        out = []
-        for bars in self.bars:
-            train = bars.iloc(slice(0, first))  # bars up to the close before the block: no look-ahead
-            fit = self.client.regime_fit(RegimeFitRequest.model_validate({
-                "data": to_payload_dict(train), "name": _model_name(bars.symbol), "seed": self.seed,
-                "include_probabilities": False}))
-            reply = self.client.regime_predict(RegimePredictRequest.model_validate({
-                "model_id": str(fit.model_id), "data": to_payload_dict(bars.iloc(slice(0, last + 1))),
-                "include_probabilities": False}))
-            # labels[j] is bar j + 1 (the first bar has no return): FILTERED, bar t from bars <= t
-            out.append(([str(x) for x in reply.labels[first - 1:last]], RegimeFit(
-                symbol=bars.symbol, fit_date=self.all_dates[first - 1], n_train=first,
-                block_start=self.all_dates[first], block_end=self.all_dates[last], model_id=str(fit.model_id),
-                model_version=fit.model_version, n_states=fit.n_states, converged=fit.converged,
-                method_used=fit.method_used, fallback=fit.fallback)))
-        return out
-
-    def _next_block(self, k: int, pool: ThreadPoolExecutor, ahead: dict[int, Future[Any]]) -> None:
-        """Take block ``k``'s regimes (fitted in the background) and start fitting block ``k + 1``."""
-        began = time.perf_counter()
-        future = ahead.pop(k, None) or pool.submit(self._fit_block, k)
-        if k + 1 < self.n_blocks:
-            ahead[k + 1] = pool.submit(self._fit_block, k + 1)
-        for i, (labels, fit) in enumerate(future.result()):
-            self.labels[i].extend(labels)
-            self.fits.append(fit)
-            self._progress(f"regime fit {len(self.fits)}/{self.n_blocks * len(self.symbols)} "
-                           f"({fit.symbol}, up to {fit.fit_date})")
-        self.wait_s += time.perf_counter() - began
+    # -- the loop --------------------------------------------------------------------------------
 
     def _progress(self, message: str) -> None:
         self.done += 1
         if self.on_progress is not None:
             self.on_progress(self.done, self.total, message)
-
-    # -- the loop --------------------------------------------------------------------------------
 
     def execute(self) -> None:
         from quantcrew.tools.selection import REWARD_RANGE
@@ -358,18 +349,9 @@ class _Run:
             "name": self.bandit_name, "policy": self.policy, "arms": list(STRATEGY_AGENTS), "seed": self.seed,
             "params": {"reward_range": list(REWARD_RANGE)}}))
         self.bandit_id = created.bandit_id
-        # Fits need bars before their block only: block k + 1 is fitted in a worker thread while the
-        # loop runs block k (the labels, and so the run, are the same as fitting in turn).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wf-regime") as pool:
-            self._loop(pool)
-
-    def _loop(self, pool: ThreadPoolExecutor) -> None:
-        ahead: dict[int, Future[Any]] = {}
         last_select = -self.select_every
         for j in range(self.n):
             t = self.s + j
-            if j % self.refit_every == 0:
-                self._next_block(j // self.refit_every, pool, ahead)
             if j > 0:
                 self._hold(j, t)
             if j % self.rebalance_every == 0:
@@ -417,14 +399,13 @@ class _Run:
         window = self.rets[max(1, t - _VAR_WINDOW + 1):t + 1]
         n_sym = len(self.symbols)
         var = max(float(risk_fallback(window, [1.0 / n_sym] * n_sym, [0.95], 1)["estimates"][0]["var"]), 0.0)
-        sizes: dict[tuple[int, float], tuple[float, tuple[float, float]]] = {}
+        sizes: dict[tuple[int, str], tuple[float, tuple[float, float]]] = {}
         targets = [{a: float(self.rules[i][a][t]) for a in STRATEGY_AGENTS} for i in range(n_sym)]
 
         def inputs(i: int, agent: str, decision_id: str | None) -> SymbolInputs:
-            target = targets[i][agent]
-            if (i, target) not in sizes:
-                sizes[(i, target)] = self._size(i, t, target)
-            size, interval = sizes[(i, target)]
+            if (i, agent) not in sizes:
+                sizes[(i, agent)] = self._size(i, t, agent, targets[i][agent])
+            size, interval = sizes[(i, agent)]
             return SymbolInputs(symbol=self.symbols[i], regime=self.labels[i][j], agent_targets=targets[i],
                                 chosen_agent=agent, decision_id=decision_id, size=size, size_interval=interval,
                                 timing="now")
@@ -434,7 +415,7 @@ class _Run:
         decision = decide(DecisionInputs(
             as_of=date, symbols=[inputs(i, a, did) for i, (a, did) in enumerate(self.choice)], portfolio_var=var,
             var_method="historical", drawdown=drawdown), self.limits)
-        target = self._banded(np.array([d.target_position for d in decision.decisions]), self.book.weights)
+        target = self._turnover(decision, self.book.weights)
         self.book.trade(t, target)
         self.positions[j] = target
         for d in decision.decisions:
@@ -446,18 +427,26 @@ class _Run:
             alt = decide(DecisionInputs(
                 as_of=date, symbols=[inputs(i, agent, None) for i in range(n_sym)], portfolio_var=var,
                 var_method="historical", drawdown=book.decision_drawdown(t)), self.limits)
-            book.trade(t, self._banded(np.array([d.target_position for d in alt.decisions]), book.weights))
+            book.trade(t, self._turnover(alt, book.weights))
 
-    def _banded(self, target: FloatArray, held: FloatArray) -> FloatArray:
-        """``target``, except where it is within the no-trade band of the weight held on the same side."""
+    def _turnover(self, decision: Decision, held: FloatArray) -> FloatArray:
+        """The weights traded to: the decision's targets after the partial adjustment and the no-trade band."""
+        target = np.array([d.target_position for d in decision.decisions])
+        stopped = any(note.startswith("drawdown_stop") for d in decision.decisions for note in d.limits_applied)
+        if self.adjust_rate < 1.0 and not stopped:
+            target = held + self.adjust_rate * (target - held)
         if self.trade_band <= 0.0:
             return target
         keep = (np.abs(target - held) < self.trade_band) & (np.sign(target) == np.sign(held)) & (target != 0.0)
         return np.where(keep, held, target)
 
-    def _size(self, i: int, t: int, target: float) -> tuple[float, tuple[float, float]]:
-        """The execution plan's size for following a target of ``target`` on symbol ``i`` at bar ``t``."""
+    def _size(self, i: int, t: int, agent: str, target: float) -> tuple[float, tuple[float, float]]:
+        """The execution plan's size for following ``agent`` (target ``target``) on symbol ``i`` at bar ``t``."""
         from quantcrew.crew.decision import signal_confidence
+
+        network = self.sizing.size(i, agent, t) if self.sizing is not None else None
+        if network is not None:
+            return network
 
         signal = "up" if target > 0 else "down" if target < 0 else "flat"
         plan = execution_fallback(self.bars[i].iloc(slice(max(0, t + 1 - _EXEC_BARS), t + 1)), signal,
@@ -500,6 +489,8 @@ class _Run:
                          "previous close (stale)")
         if self.plan.kind == "models":
             notes.append(f"agents: {self.plan.describe()}; training took {self.plan.seconds:.0f} s")
+        if self.sizing is not None:
+            notes.append(f"sizing: {self.sizing.describe()}; {self.sizing.seconds:.0f} s")
         if ppy != 252:
             notes.append(f"annualised with {ppy} bars a year (counted from the data's calendar)")
         bench_psr = probabilistic_sharpe(period_returns(baselines["buy_and_hold"].equity, 1.0))
@@ -513,8 +504,8 @@ class _Run:
             trial_sharpes={name: s.sharpe for name, s in trial_stats.items()}, alternatives=alternatives,
             decisions=self.records, regime_fits=self.fits, bandit_id=self.bandit_id, bandit_name=self.bandit_name,
             stop_dates=[self.all_dates[b] for b in self.book.stop_bars], fills=fills, periods_per_year=ppy,
-            config=config, wall_s=wall_s, regime_wait_s=self.wait_s, notes=notes,
-            agents_used=self.plan.describe(), agent_windows=self.plan.windows)
+            config=config, wall_s=wall_s, notes=notes, agents_used=self.plan.describe(),
+            agent_windows=self.plan.windows, sizing_windows=self.sizing.windows if self.sizing is not None else [])
 
     def _trials(self, config: dict[str, Any], trial_stats: dict[str, Any], ledger: TrialsLedger | None
                 ) -> tuple[list[Trial], TrialsView]:
@@ -532,6 +523,3 @@ class _Run:
         return trials, TrialsView(span=key, n_trials=len(trials), new=new, sharpe_variance=variance,
                                   ledger=ledger is not None)
 
-
-def _model_name(symbol: str) -> str:
-    return f"wf-{_NAME_CHARS.sub('_', symbol)[:56]}"

@@ -17,6 +17,7 @@ from quantcrew.backtest.account import FillRecord
 from quantcrew.backtest.agent_models import AgentWindow
 from quantcrew.backtest.baselines import BaselineRun
 from quantcrew.backtest.comparison import Comparison
+from quantcrew.backtest.sizing import SizingWindow
 from quantcrew.backtest.stats import Stats
 from quantcrew.backtest.trials import TrialsView
 from quantcrew.quant.performance import period_returns
@@ -29,15 +30,14 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class RegimeFit:
-    """One HMM fitted on the server for a block of the walk-forward."""
+    """One HMM fitted by a causal labelling job for a block of the walk-forward (``job_id``: that job)."""
 
     symbol: str
     fit_date: str
     n_train: int
     block_start: str
     block_end: str
-    model_id: str
-    model_version: int | None
+    job_id: str
     n_states: int
     converged: bool
     method_used: str
@@ -91,10 +91,10 @@ class WalkForwardResult:
         periods_per_year: Bars per year of the data's calendar, used by every annualised figure.
         config: The run's parameters.
         wall_s: Seconds the run took.
-        regime_wait_s: Of which the bar loop waited for regime fits (they run one block ahead).
         notes: Anything the numbers need said with them.
         agents_used: Where the agents' targets came from, in words.
         agent_windows: With trained models: each symbol-window's policies and which answered.
+        sizing_windows: With trained models: each symbol-window's ensemble and execution network, and what sized.
     """
 
     symbols: list[str]
@@ -124,10 +124,10 @@ class WalkForwardResult:
     periods_per_year: int
     config: dict[str, Any]
     wall_s: float = 0.0
-    regime_wait_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     agents_used: str = "rules (quantcrew.tools.fallbacks.rule_positions)"
     agent_windows: list[AgentWindow] = field(default_factory=list)
+    sizing_windows: list[SizingWindow] = field(default_factory=list)
 
     @property
     def returns(self) -> FloatArray:
@@ -151,9 +151,16 @@ class WalkForwardResult:
 
     @property
     def model_ids(self) -> list[str]:
-        """Every ML-server model used: the regime fits, the agents' policies (with trained models), the bandit."""
+        """Every stored ML-server model used: with trained models, the policies, ensembles and execution
+        networks; the bandit (a causal job's regime fits are not stored: :attr:`regime_jobs`)."""
         policies = [m for w in self.agent_windows for m in w.models.values()]
-        return [f.model_id for f in self.regime_fits] + policies + [self.bandit_id]
+        sizing = [x for w in self.sizing_windows for x in (w.ensemble_id, w.execution_id) if x]
+        return policies + sizing + [self.bandit_id]
+
+    @property
+    def regime_jobs(self) -> list[str]:
+        """The causal labelling jobs that fitted the regimes, one per symbol."""
+        return list(dict.fromkeys(f.job_id for f in self.regime_fits))
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able summary: parameters, statistics, baselines, comparisons, DSR, models (no per-bar series)."""
@@ -170,11 +177,13 @@ class WalkForwardResult:
                        "sharpe_variance": self.trials.sharpe_variance, "ledger": self.trials.ledger},
             "trial_sharpes": self.trial_sharpes,
             "alternatives": {k: v.as_dict() for k, v in self.alternatives.items()},
-            "regime_fits": len(self.regime_fits), "bandit_id": self.bandit_id, "bandit_name": self.bandit_name,
+            "regime_fits": len(self.regime_fits), "regime_jobs": self.regime_jobs,
+            "bandit_id": self.bandit_id, "bandit_name": self.bandit_name,
             "model_ids": self.model_ids, "stop_dates": self.stop_dates, "n_fills": len(self.fills),
             "wall_s": self.wall_s, "notes": self.notes,
             "agents": self.agents_used,
             "agent_windows": [dataclasses.asdict(w) for w in self.agent_windows],
+            "sizing_windows": [dataclasses.asdict(w) for w in self.sizing_windows],
         }
 
 

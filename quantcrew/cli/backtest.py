@@ -64,8 +64,12 @@ def backtest_command(
                                            "(optimistic).")] = "next_open",
     trade_band: Annotated[float, typer.Option(help="No-trade band: keep a position whose new target is within "
                                                    "this fraction of equity of it (same side).")] = 0.0,
+    adjust_rate: Annotated[float, typer.Option(help="Partial adjustment: trade this fraction of the gap to each "
+                                                    "new target (1: all of it; a drawdown stop always in "
+                                                    "full).")] = 1.0,
     agents: Annotated[str, typer.Option(help="rules: the agents' transparent rules; models: the RL policies, "
-                                             "retrained on an expanding window as server jobs (cached).")] = "rules",
+                                             "the ensemble and its execution network, retrained on an expanding "
+                                             "window as server jobs (cached).")] = "rules",
     retrain_every: Annotated[int | None, typer.Option(min=20, help="With --agents models: bars per training "
                                                                    "window (default a year of the calendar).")]
     = None,
@@ -91,7 +95,7 @@ def backtest_command(
         limits = _limits(max_position=max_position, max_gross=max_gross, max_var=max_var, drawdown_stop=drawdown_stop)
         check_options(refit_every=refit_every, min_train=min_train, cost_bps=cost_bps, cooldown=cooldown,
                       rebalance_every=rebalance_every, select_every=select_every, policy=policy, fill=fill,
-                      trade_band=trade_band, agents=agents)
+                      trade_band=trade_band, adjust_rate=adjust_rate, agents=agents)
         names = [s.strip() for s in symbols.split(",") if s.strip()]
         data_settings = load_cli_settings(config, client__url=server_url)
         data = prepare_data(names, parse_date(start, end=False), parse_date(end, end=True), settings=data_settings,
@@ -104,7 +108,7 @@ def backtest_command(
         result = _run(data, data_settings, config, console=console, err=err, limits=limits, refit_every=refit_every,
                       min_train=min_train, cost_bps=cost_bps, policy=policy, cooldown=cooldown,
                       rebalance_every=rebalance_every, select_every=select_every, seed=seed, fill=fill,
-                      trade_band=trade_band, agents=agents, retrain_every=retrain_every,
+                      trade_band=trade_band, adjust_rate=adjust_rate, agents=agents, retrain_every=retrain_every,
                       model_settings=_model_settings(agents, timesteps, cost_bps),
                       model_budget_s=None if model_budget_minutes is None else 60.0 * model_budget_minutes)
     from quantcrew.backtest.export import write_csv
@@ -147,6 +151,7 @@ def _run(data: WalkForwardData, settings: Any, config: Path | None, *, console: 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from quantcrew.backtest.agent_models import ModelBudgetError
+    from quantcrew.backtest.regimes import RegimeJobError
     from quantcrew.backtest.walk_forward import walk_forward
     from quantcrew.crew.runs import RunsStore
     from quantcrew.crew.server_process import ServerStartError
@@ -165,7 +170,7 @@ def _run(data: WalkForwardData, settings: Any, config: Path | None, *, console: 
                 bar.update(task, completed=done, total=total, description=message)
 
             return walk_forward(data, client=client, on_progress=show, ledger=ledger, **options)
-    except (MLClientError, ServerStartError, ModelBudgetError) as exc:
+    except (MLClientError, ServerStartError, ModelBudgetError, RegimeJobError) as exc:
         err.print(str(exc), style="red", markup=False)
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:

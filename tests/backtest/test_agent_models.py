@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from quantcrew.backtest.agent_models import ModelBudgetError, ModelSettings, model_plan, rule_plan
-from quantcrew.backtest.walk_forward import walk_forward
+from quantcrew.backtest.sizing import EnsembleSettings
+from quantcrew.backtest.walk_forward import WalkForwardResult, walk_forward
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.tools.client import MLClient
 from quantcrew.tools.fallbacks import STRATEGY_AGENTS
 
 TINY = ModelSettings(timesteps=256, seeds=1, reward_scales=(1.0,), n_envs=2, algorithm="a2c")
+TINY_ENSEMBLE = EnsembleSettings(members=1, epochs=1, folds=1)
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +63,47 @@ def test_model_plan_out_of_budget_says_so_and_keeps_what_was_trained(wf_client: 
                    poll_s=0.1)
 
 
-def test_walk_forward_with_models_follows_the_policies_it_trained(plan: Any, wf_client: MLClient,
-                                                                  synth_bars: OHLCV) -> None:
+@pytest.fixture(scope="module")
+def model_run(plan: Any, wf_client: MLClient, synth_bars: OHLCV) -> WalkForwardResult:
     dates = synth_bars.iso_timestamps()
-    result = walk_forward([synth_bars], dates[300], dates[-1], client=wf_client, min_train=300, select_every=5,
-                          agents="models", retrain_every=130, model_settings=TINY, seed=7)
+    return walk_forward([synth_bars], dates[300], dates[-1], client=wf_client, min_train=300, select_every=5,
+                        agents="models", retrain_every=130, model_settings=TINY, ensemble_settings=TINY_ENSEMBLE,
+                        seed=7)
+
+
+def test_walk_forward_with_models_follows_the_policies_it_trained(plan: Any, model_run: WalkForwardResult) -> None:
+    result = model_run
     out, _ = plan
     assert result.config["agents"] == "models" and result.config["models"]["timesteps"] == 256
+    assert result.config["models"]["ensemble"]["epochs"] == 1
     assert [w.models for w in result.agent_windows] == [w.models for w in out.windows]  # the cached policies
     assert set(result.model_ids) >= {m for w in out.windows for m in w.models.values()}
     assert result.agents_used.startswith("RL policies") and result.summary()["agent_windows"]
+    # the same windows size the signals: each window's ensemble and network, trained on the bars before it
+    assert [(w.first, w.train_bars) for w in result.sizing_windows] == [(w.first, w.train_bars)
+                                                                         for w in out.windows]
+    assert {w.ensemble_id for w in result.sizing_windows} <= set(result.model_ids)
+    assert any(n.startswith("sizing: execution networks retrained per window") for n in result.notes)
+
+
+def test_walk_forward_sizes_with_the_network_where_it_passed_and_with_the_rule_elsewhere(
+        model_run: WalkForwardResult, wf_client: MLClient, synth_bars: OHLCV) -> None:
+    from quantcrew.backtest.sizing import network_sizing
+    from quantcrew.crew.decision import signal_confidence
+    from quantcrew.tools.fallbacks import execution_fallback
+
+    dates = synth_bars.iso_timestamps()
+    result = model_run
+    policies = model_plan([synth_bars], 300, client=wf_client, retrain_every=130, settings=TINY, budget_s=0.0)
+    sizing = network_sizing([synth_bars], policies.targets, [300, 430], client=wf_client, settings=TINY_ENSEMBLE,
+                            deadline=0.0)  # cached by the run above
+    for j, record in enumerate(r for r in result.decisions if r.target != 0.0):
+        t = dates.index(record.date)
+        network = sizing.size(0, record.agent, t)
+        if network is not None:
+            assert record.size == pytest.approx(network[0])
+        elif j % 17 == 0:  # the rule, as the crew's execution tool answers without a network (spot checks)
+            target = float(policies.targets[0][record.agent][t])
+            rule = execution_fallback(synth_bars.iloc(slice(t - 60, t + 1)), "up" if target > 0 else "down",
+                                      signal_confidence(target))
+            assert record.size == pytest.approx(min(max(rule["size"]["mean"], 0.0), 1.0))

@@ -42,7 +42,7 @@ def test_write_report_writes_html_with_stats_and_images_and_a_png(small_result: 
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 2
     assert all(base64.b64decode(img).startswith(PNG_MAGIC) for img in images)
-    assert small_result.bandit_id in page and small_result.regime_fits[0].model_id in page
+    assert small_result.bandit_id in page and small_result.regime_fits[0].job_id in page
     assert "Agents: rules" in page and 'src="http' not in page  # self-contained
 
 

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from quantcrew.backtest.stats import compute_stats
@@ -159,13 +160,23 @@ def test_walk_forward_next_open_fill_holds_old_weights_until_the_open(wf_client:
     assert result.fills and result.fills[0].bar == 1 and result.fills[0].price == opens[1, result.fills[0].asset]
 
 
-def test_walk_forward_costs_reduce_each_return_by_turnover_times_cost(wf_client: MLClient,
-                                                                     synth_bars: OHLCV) -> None:
+NO_STOP = RiskLimits(drawdown_stop=1.0)  # the stop never binds: runs that differ by costs hold the same positions
+
+
+@pytest.fixture(scope="module")
+def free_run(wf_client: MLClient, synth_bars: OHLCV) -> WalkForwardResult:
+    """120 bars filled at the close, without costs or a drawdown stop."""
     dates = synth_bars.iso_timestamps()
-    no_stop = RiskLimits(drawdown_stop=1.0)  # the stop never binds: the two runs hold the same positions
-    bars = synth_bars.iloc(slice(0, 421))
-    free = _run(wf_client, bars, dates[300], dates[420], cost_bps=0.0, limits=no_stop, fill="close")
-    paid = _run(wf_client, bars, dates[300], dates[420], cost_bps=10.0, limits=no_stop, fill="close")
+    return _run(wf_client, synth_bars.iloc(slice(0, 421)), dates[300], dates[420], cost_bps=0.0, limits=NO_STOP,
+                fill="close")
+
+
+def test_walk_forward_costs_reduce_each_return_by_turnover_times_cost(wf_client: MLClient, synth_bars: OHLCV,
+                                                                     free_run: WalkForwardResult) -> None:
+    dates = synth_bars.iso_timestamps()
+    free = free_run
+    paid = _run(wf_client, synth_bars.iloc(slice(0, 421)), dates[300], dates[420], cost_bps=10.0, limits=NO_STOP,
+                fill="close")
     assert np.array_equal(free.positions, paid.positions)
     assert free.turnover.sum() > 1.0 and np.array_equal(free.turnover, paid.turnover)
     np.testing.assert_allclose(paid.costs, 10e-4 * paid.turnover, rtol=0, atol=1e-18)
@@ -174,6 +185,36 @@ def test_walk_forward_costs_reduce_each_return_by_turnover_times_cost(wf_client:
     assert paid.stats.total_return < free.stats.total_return
     assert paid.periods_per_year == 261  # the synthetic calendar: every business day, no holidays
     np.testing.assert_allclose(paid.stats.turnover, paid.turnover.sum() * 261 / len(paid.dates))
+
+
+def _held(result: WalkForwardResult, closes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The weight held at each decision: the previous one drifted by the bar's return (one symbol, no costs)."""
+    prev = np.concatenate(([0.0], result.positions[:-1, 0]))
+    r = closes[1:] / closes[:-1] - 1.0
+    return prev * (1.0 + r) / (1.0 + prev * r)
+
+
+def test_walk_forward_turnover_rules_trade_part_of_the_gap_or_nothing_inside_the_band(
+        wf_client: MLClient, synth_bars: OHLCV, free_run: WalkForwardResult) -> None:
+    dates = synth_bars.iso_timestamps()
+    bars = synth_bars.iloc(slice(0, 421))
+    closes = bars.close[299:]  # the close before the span, then the span's
+    runs = {"full": free_run, **{k: _run(wf_client, bars, dates[300], dates[420], cost_bps=0.0, limits=NO_STOP,
+                                         fill="close", **kw)
+                                 for k, kw in {"half": {"adjust_rate": 0.5}, "band": {"trade_band": 0.2}}.items()}}
+    full, half, band = runs["full"], runs["half"], runs["band"]
+    aims = {k: np.array([r.target for r in v.decisions]) for k, v in runs.items()}
+    np.testing.assert_allclose(full.positions[:, 0], aims["full"], atol=1e-12)  # every change traded in full
+    held = _held(half, closes)
+    np.testing.assert_allclose(half.positions[:, 0], held + 0.5 * (aims["half"] - held), atol=1e-9)
+    assert half.turnover.sum() < full.turnover.sum()
+    held = _held(band, closes)
+    kept = np.isclose(band.positions[:, 0], held, atol=1e-9) & ~np.isclose(aims["band"], held, atol=1e-9)
+    assert kept.any()
+    assert np.all(np.abs(aims["band"] - held)[kept] < 0.2)
+    assert np.all(np.sign(aims["band"][kept]) == np.sign(held[kept]))
+    np.testing.assert_allclose(band.positions[~kept, 0], aims["band"][~kept], atol=1e-9)
+    assert band.turnover.sum() < full.turnover.sum()
 
 
 def test_walk_forward_buy_and_hold_is_bought_at_the_next_open_and_held(
@@ -207,10 +248,11 @@ def test_walk_forward_records_every_model_and_reports_progress(long_run: tuple[W
     assert len(result.regime_fits) == 5  # 260 bars, a refit every 63
     assert [f.n_train for f in result.regime_fits] == [300, 363, 426, 489, 552]
     assert all(f.fit_date < f.block_start <= f.block_end for f in result.regime_fits)
-    assert result.model_ids == [f.model_id for f in result.regime_fits] + [result.bandit_id]
-    assert result.bandit_id.startswith("bandit-") and len(set(result.model_ids)) == 6
-    assert [d for d, _, _ in seen] == list(range(1, 266)) and {t for _, t, _ in seen} == {265}
-    assert "regime fit 1/5" in seen[0][2]
+    assert len(result.regime_jobs) == 1 and {f.job_id for f in result.regime_fits} == set(result.regime_jobs)
+    assert result.model_ids == [result.bandit_id] and result.bandit_id.startswith("bandit-")
+    bars = [(d, t) for d, t, m in seen if not m.startswith("regimes of")]
+    assert bars == [(d, 260) for d in range(1, 261)]  # one call per bar, after the regime job's
+    assert seen[0][2].startswith("regimes of")
     assert math.isfinite(result.dsr) and 0.0 <= result.dsr <= 1.0 and result.n_trials == 5
     assert not result.trials.ledger and any("no trials ledger" in n for n in result.notes)
     assert set(result.trial_sharpes) == {"strategy", "follow conservative", "follow aggressive", "follow balanced",
@@ -263,7 +305,8 @@ def test_prepare_data_several_symbols_aligns_on_common_dates(synth_pair: tuple[O
 
 @pytest.mark.parametrize(("option", "value"), [
     ("refit_every", 0), ("min_train", 50), ("cost_bps", -1.0), ("cooldown", 0), ("select_every", 0),
-    ("rebalance_every", 0), ("fill", "open"), ("trade_band", -0.1), ("trade_band", 1.0), ("policy", "greedy"),
+    ("rebalance_every", 0), ("fill", "open"), ("trade_band", -0.1), ("trade_band", 1.0), ("adjust_rate", 0.0),
+    ("adjust_rate", 1.5), ("policy", "greedy"),
 ])
 def test_check_options_bad_value_names_the_option(option: str, value: Any) -> None:
     with pytest.raises(BacktestInputError, match=f"^{option}: ") as info:

@@ -322,4 +322,6 @@ def test_sigterm_past_stop_timeout_records_interrupted_and_exits(settings: Setti
         proc.kill()
     assert proc.returncode == 0, err
     assert time.monotonic() - started < 3  # the 60 s run thread does not hold the process
-    assert [(r.status, r.error) for r in store.list_runs(limit=None)] == [("failed", INTERRUPTED)]
+    # (a tick that came while the run was in flight, on a loaded machine, is recorded as skipped)
+    rows = [(r.status, r.error) for r in store.list_runs(limit=None) if r.status != "skipped"]
+    assert rows == [("failed", INTERRUPTED)]

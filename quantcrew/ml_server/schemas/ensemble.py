@@ -150,6 +150,10 @@ class EnsembleTrainRequest(_Deploy):
         default=True,
         description="Also train the MC-dropout execution network on the ensemble's out-of-sample signals.")
     seed: int = Field(default=0, ge=0, le=_SEED_MAX, description="Seeds the members, minibatch orders and dropout.")
+    deploy: bool = Field(
+        default=True,
+        description="False: store both models (and their gate verdicts) without deploying either, whatever the "
+                    "gates say: a backtest's per-window models, which must never answer the crew's requests.")
 
     @model_validator(mode="after")
     def _check(self) -> EnsembleTrainRequest:

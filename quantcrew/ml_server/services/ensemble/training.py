@@ -16,7 +16,8 @@ the class frequencies of the first fold's training labels. The execution network
 the tail of those rows it did not train on: the Sharpe of next-bar returns sized by it against
 sized by the rule that stands in for it (:mod:`quantcrew.ml_server.services.execution.rule`).
 A model that passes is deployed (the ensemble at the stage asked for, the execution network
-``full``); one that fails is stored with the registry stage ``gated`` and not deployed.
+``full``); one that fails is stored with the registry stage ``gated`` and not deployed. With
+``deploy=False`` (a backtest's per-window models) neither is deployed, whatever its verdict.
 """
 
 from __future__ import annotations
@@ -292,7 +293,7 @@ def _train(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentS
     model = adapter.store(registry, final, name=plan.name, metadata=meta,
                           stage=req.stage if gate.passed else GATED_STAGE)
     deployment = None
-    if gate.passed:
+    if gate.passed and req.deploy:
         deployment = deployments.set(model_id=model.model_id, name=model.name, version=model.version,
                                      stage=req.stage, share=req.share, ramp_seconds=req.ramp_seconds)
     execution = _ExecutionOutcome(None, None, None)
@@ -376,7 +377,7 @@ def _train_execution(plan: EnsemblePlan, registry: ModelRegistry, deployments: D
     info = adapter.store(registry, model, name=execution_name(req.symbol), metadata=meta,
                          stage="full" if gate.passed else GATED_STAGE)
     deployment = None
-    if gate.passed:
+    if gate.passed and req.deploy:
         deployment = deployments.set(model_id=info.model_id, name=info.name, version=info.version, stage="full")
     return _ExecutionOutcome(info, gate, deployment)
 
