@@ -5,13 +5,14 @@ PY     := $(VENV)/bin/python
 BENCH_HOME ?= .bench-home
 STAMP  := $(VENV)/.quantcrew-installed
 
-.PHONY: install demo test test-fast server bench lint typecheck clean
+.PHONY: install demo test test-fast server bench lint typecheck clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: the CPU wheel; an unpinned torch would pull GBs of CUDA packages.
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,dev]"
+	# every other package at the version the suite passed with (constraints.txt; `make constraints` refreshes it)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[server,dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -59,3 +60,16 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Re-resolve every dependency to its newest allowed version in a scratch venv, run the suite there,
+# and only if it passes, pin what it installed in constraints.txt.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	.venv-constraints/bin/python -m pip install --quiet --disable-pip-version-check -e ".[server,dev]"
+	.venv-constraints/bin/python -m pytest -q
+	{ echo "# Versions the whole suite passed with (Python 3.11). Used by make and CI: pip install -c constraints.txt."; \
+	  echo "# Refresh: make constraints (see README, 'Reproducible installs')."; \
+	  .venv-constraints/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' | grep -v '^#'; } > constraints.txt
+	rm -rf .venv-constraints
