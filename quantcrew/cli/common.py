@@ -6,7 +6,7 @@ process are imported when a command needs them, so that loading the CLI stays ch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,13 +72,20 @@ def check_symbols(names: list[str], settings: Settings, end_date: str | None) ->
 
 
 @contextmanager
-def ml_server(settings: Settings, config: Path | None) -> Iterator[None]:
+def ml_server(settings: Settings, config: Path | None, *,
+              meanwhile: Callable[[], object] | None = None) -> Iterator[None]:
     """A local ML server for the command's duration, unless ``settings.client.url`` names one.
 
     The server runs as a child process started through its entry point (``python -m
     quantcrew.ml_server``); ``settings.client.url`` points at it until the block ends. When a
     server already holds the home (``<home>/server.lock``) and answers, that one is used and left
     running.
+
+    Args:
+        settings: The command's settings; ``client.url`` is set to the server's.
+        config: The ``--config`` file, passed on to a local server.
+        meanwhile: The command's own slow preparation (loading the crew), run before the block in
+            every case; when a server is started, while it boots, so that the two overlap.
 
     Raises:
         ServerStartError: the child exited or was not ready in time.
@@ -87,6 +94,8 @@ def ml_server(settings: Settings, config: Path | None) -> Iterator[None]:
     from quantcrew.crew.server_process import LocalServer
 
     if settings.client.url is not None:
+        if meanwhile is not None:
+            meanwhile()
         yield
         return
     running = running_server(settings.home)
@@ -94,12 +103,14 @@ def ml_server(settings: Settings, config: Path | None) -> Iterator[None]:
         # one server per home: a second one would refuse to start; reuse it and leave it running
         settings.client.url = running.url
         err_console.print(f"[dim]Using the ML server already running at {running.url} (pid {running.pid})[/dim]")
+        if meanwhile is not None:
+            meanwhile()
         yield
         return
     server = LocalServer(env=child_env(settings), config_file=config, log_path=settings.home / "logs" / "server.log")
     try:
         with console.status("Starting the ML server on a free loopback port..."):
-            server.start()
+            server.start(meanwhile=meanwhile)
         settings.client.url = server.url
         err_console.print(f"[dim]ML server started at {server.url}[/dim]")  # stderr: keeps --json output pure
         yield

@@ -17,7 +17,13 @@ from rich.table import Table
 from quantcrew.cli.common import ConfigOpt, check_symbols, console, err_console, load_cli_settings, ml_server
 from quantcrew.config.settings import Settings
 
-__all__ = ["print_decision", "run", "run_crew", "say_untrained"]
+__all__ = ["PROCESSES", "RUN_CREWS", "print_decision", "run", "run_crew", "say_untrained"]
+
+RUN_CREWS = ("full", "regime", "strategy", "meta")
+"""The crews ``quantcrew run`` starts (``risk`` has its own command). Named here, not read from the crew
+module, so that a bad ``--crew`` is refused without loading CrewAI, which then loads while the server boots."""
+PROCESSES = ("sequential", "hierarchical")
+"""The ``--process`` choices, the crew module's ``PROCESSES``."""
 
 
 def run(
@@ -45,11 +51,10 @@ def run(
     config: ConfigOpt = None,
 ) -> None:
     """Run the crew: regime analyst, risk manager, strategy agent and meta-orchestrator, one decision per symbol."""
-    from quantcrew.crew.crew import CREWS, PROCESSES
     from quantcrew.tools.arguments import ToolInputError, check_weights, iso_date, parse_floats, parse_names
 
-    if crew not in CREWS or crew == "risk":
-        err_console.print(f"[red]--crew must be one of full, regime, strategy, meta (risk: `quantcrew risk`), "
+    if crew not in RUN_CREWS:
+        err_console.print(f"[red]--crew must be one of {', '.join(RUN_CREWS)} (risk: `quantcrew risk`), "
                           f"got {crew!r}[/red]")
         raise typer.Exit(2)
     if process is not None and process not in PROCESSES:
@@ -96,21 +101,12 @@ def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: P
     Raises:
         typer.Exit: 3 over the run budget, 1 when the run or the server failed, 130 on Ctrl-C.
     """
-    from quantcrew.crew.kickoff import CrewRunError
-    from quantcrew.crew.kickoff import run as kickoff
     from quantcrew.crew.server_process import ServerStartError
 
     try:
-        with ml_server(settings, config), console.status(doing) as status:
-            if kind in ("full", "strategy", "meta"):
-                say_untrained(settings, str(inputs.get("symbols") or inputs.get("symbol") or ""))
-            outcome = kickoff(inputs, settings, kind=kind, process=process,
-                              on_tool_result=lambda r: status.update(f"{r.tool} answered..."))
-    except CrewRunError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        if exc.run_id is not None:
-            err_console.print(f"[dim]run {exc.run_id} recorded as {exc.status} in {settings.runs_db}[/dim]")
-        raise typer.Exit(3 if exc.status == "budget_exceeded" else 1) from exc
+        # CrewAI takes seconds to import: it loads while the child server boots
+        with ml_server(settings, config, meanwhile=_load_crew):
+            outcome = _kickoff(kind, inputs, settings, doing=doing, process=process)
     except ServerStartError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -134,6 +130,32 @@ def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: P
     else:
         console.print(Panel(outcome.output, title=f"{title}{degraded}", expand=False))
     console.print(f"[dim]run {outcome.run_id} stored in {settings.runs_db}[/dim]")
+
+
+def _load_crew() -> None:
+    import quantcrew.crew.kickoff  # noqa: F401 - imported for its cost, paid while the server boots
+
+
+def _kickoff(kind: str, inputs: dict[str, Any], settings: Settings, *, doing: str, process: str | None) -> Any:
+    """The crew's run on the ready server, with a status line; its outcome.
+
+    Raises:
+        typer.Exit: 3 over the run budget, 1 when the run failed (the stored run is named).
+    """
+    from quantcrew.crew.kickoff import CrewRunError
+    from quantcrew.crew.kickoff import run as kickoff
+
+    try:
+        with console.status(doing) as status:
+            if kind in ("full", "strategy", "meta"):
+                say_untrained(settings, str(inputs.get("symbols") or inputs.get("symbol") or ""))
+            return kickoff(inputs, settings, kind=kind, process=process,
+                           on_tool_result=lambda r: status.update(f"{r.tool} answered..."))
+    except CrewRunError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        if exc.run_id is not None:
+            err_console.print(f"[dim]run {exc.run_id} recorded as {exc.status} in {settings.runs_db}[/dim]")
+        raise typer.Exit(3 if exc.status == "budget_exceeded" else 1) from exc
 
 
 def say_untrained(settings: Settings, symbols: str) -> None:

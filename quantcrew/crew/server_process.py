@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -51,7 +52,13 @@ class LocalServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: object | None = None
 
-    def start(self) -> LocalServer:
+    def start(self, meanwhile: Callable[[], object] | None = None) -> LocalServer:
+        """Spawn the child, run ``meanwhile`` while it boots, then wait until it answers ``/ready``.
+
+        Args:
+            meanwhile: Work of ours that overlaps the child's start-up (loading the crew, say);
+                if it raises, the child is stopped and the error propagates.
+        """
         cmd = [sys.executable, "-m", "quantcrew.ml_server", "--host", self.host, "--port", str(self.port),
                "--log-level", "warning"]
         if self._config_file is not None:
@@ -63,13 +70,22 @@ class LocalServer:
         # A new session: Ctrl-C reaches only us, and we stop the child in order.
         self._proc = subprocess.Popen(cmd, env={**os.environ, **self._env}, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                self.stop()
+                raise
         self._wait_ready()
         return self
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + self._ready_timeout_s
-        with httpx.Client(base_url=self.url, timeout=2.0) as http:
+        # /ready needs the server's key when one is set (server.protect_ops): the child's own
+        key = {**os.environ, **self._env}.get("QUANTCREW_SERVER__API_KEY", "").strip()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=self.url, timeout=2.0, headers=headers) as http:
             while time.monotonic() < deadline:
                 code = self._proc.poll()
                 if code is not None:

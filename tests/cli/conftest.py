@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from quantcrew.crew.server_process import LocalServer
+from tests.support.servers import local_server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """The server on a free loopback port with a throwaway home, for one test module."""
-    home = tmp_path_factory.mktemp("cli-server-home")
-    with LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=Path(home) / "server.log") as server:
+    """The server on a free loopback port with a throwaway home, shared by the CLI tests (none trains on it)."""
+    with local_server(Path(tmp_path_factory.mktemp("cli-server-home"))) as server:
         yield server

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from quantcrew.cli.backtest import backtest_command, parse_date
 from quantcrew.crew.server_process import LocalServer
+from tests.support.servers import CHILD_SERVER_ENV
 
 SMALL = ["--symbols", "SP500", "--start", "2004-01-01", "--end", "2004-05-31", "--min-train", "300",
          "--select-every", "5"]
@@ -28,7 +29,7 @@ def app() -> typer.Typer:
 @pytest.fixture
 def no_server_start(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bad input must be refused before any ML server is started."""
-    def refuse(self: LocalServer) -> LocalServer:
+    def refuse(self: LocalServer, meanwhile: object = None) -> LocalServer:
         raise AssertionError("an ML server was started for bad input")
 
     monkeypatch.setattr(LocalServer, "start", refuse)
@@ -95,7 +96,7 @@ def test_backtest_trials_ledger_counts_each_configuration_once(app: typer.Typer,
 @pytest.mark.slow
 def test_backtest_without_server_url_starts_a_local_server_and_keeps_stdout_json(app: typer.Typer,
                                                                                  tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["backtest", *SMALL, "--out", str(tmp_path), "--json"])
+    result = CliRunner().invoke(app, ["backtest", *SMALL, "--out", str(tmp_path), "--json"], env=CHILD_SERVER_ENV)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)  # the server's start-up line went to stderr
     assert summary["n_bars"] == 103 and summary["regime_fits"] == 2

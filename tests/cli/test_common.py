@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from pydantic import SecretStr
 
 from quantcrew.cli.common import check_symbols, child_env, load_cli_settings, ml_server
 from quantcrew.config.settings import Settings
+from quantcrew.crew.server_process import LocalServer
+from tests.support.servers import local_server
 
 
 def test_load_cli_settings_applies_overrides_and_skips_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,55 +46,74 @@ def test_child_env_shares_home_and_server_key(settings: Settings) -> None:
 
 
 def test_ml_server_with_a_configured_url_starts_nothing(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from quantcrew.crew.server_process import LocalServer
-
-    def refuse(self: LocalServer) -> LocalServer:
+    def refuse(self: LocalServer, meanwhile: object = None) -> LocalServer:
         raise AssertionError("a server was started although --server-url was given")
 
     monkeypatch.setattr(LocalServer, "start", refuse)
     settings.client.url = "http://127.0.0.1:9"
-    with ml_server(settings, Path("unused.yaml")):
+    loaded: list[str] = []
+    with ml_server(settings, Path("unused.yaml"), meanwhile=lambda: loaded.append("crew")):
         assert settings.client.url == "http://127.0.0.1:9"
+        assert loaded == ["crew"]  # the command's own preparation ran before its block
+
+
+# -- a second command, or a second server, on a home a server holds ------------------------------------------------
+@pytest.fixture(scope="module")
+def held_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, LocalServer]]:
+    """A home and the server holding it, shared by the tests below (one start instead of one each)."""
+    home = tmp_path_factory.mktemp("held") / "home"
+    with local_server(home) as first:
+        yield home, first
 
 
 @pytest.mark.integration
-def test_ml_server_reuses_the_server_holding_the_home_and_leaves_it_running(tmp_path: Path) -> None:
+def test_ml_server_reuses_the_server_holding_the_home_and_leaves_it_running(
+        held_home: tuple[Path, LocalServer]) -> None:
     import httpx
 
     from quantcrew.config.server_lock import running_server
     from quantcrew.config.settings import load_settings
-    from quantcrew.crew.server_process import LocalServer
 
-    home = tmp_path / "home"
-    with LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=tmp_path / "server.log") as first:
-        held = running_server(home)
-        assert held is not None and held.url == first.url
-        settings = load_settings(home=home)
+    home, first = held_home
+    held = running_server(home)
+    assert held is not None and held.url == first.url
+    settings = load_settings(home=home)
 
-        def refuse(self: LocalServer) -> LocalServer:
-            raise AssertionError("a second server was started on a home that has one")
+    def refuse(self: LocalServer, meanwhile: object = None) -> LocalServer:
+        raise AssertionError("a second server was started on a home that has one")
 
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(LocalServer, "start", refuse)
-            with ml_server(settings, None):
-                assert settings.client.url == first.url
-        assert httpx.get(f"{first.url}/health", timeout=5).status_code == 200  # still running
-    assert running_server(home) is None
+    loaded: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LocalServer, "start", refuse)
+        with ml_server(settings, None, meanwhile=lambda: loaded.append("crew")):
+            assert settings.client.url == first.url
+            assert loaded == ["crew"]  # the command's own preparation ran before its block
+    assert httpx.get(f"{first.url}/health", timeout=5).status_code == 200  # still running
 
 
 @pytest.mark.integration
-def test_second_server_on_a_home_in_use_exits_2_naming_the_first(tmp_path: Path) -> None:
+def test_second_server_on_a_home_in_use_exits_2_naming_the_first(held_home: tuple[Path, LocalServer]) -> None:
     import os
     import subprocess
     import sys
 
-    from quantcrew.crew.server_process import LocalServer, free_port
+    from quantcrew.crew.server_process import free_port
 
-    home = tmp_path / "home"
-    with LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=tmp_path / "server.log") as first:
-        second = subprocess.run(
-            [sys.executable, "-m", "quantcrew.ml_server", "--port", str(free_port())],
-            env={**os.environ, "QUANTCREW_HOME": str(home)}, capture_output=True, text=True, timeout=120,
-        )
+    home, first = held_home
+    second = subprocess.run(
+        [sys.executable, "-m", "quantcrew.ml_server", "--port", str(free_port())],
+        env={**os.environ, "QUANTCREW_HOME": str(home)}, capture_output=True, text=True, timeout=120,
+    )
     assert second.returncode == 2
     assert "in use by another ML server" in second.stderr and first.url in second.stderr
+
+
+@pytest.mark.integration
+def test_a_stopped_server_frees_its_home(held_home: tuple[Path, LocalServer]) -> None:
+    # last of the tests on the held home: it stops the server they share
+    from quantcrew.config.server_lock import running_server
+
+    home, first = held_home
+    first.stop()
+    assert not first.running
+    assert running_server(home) is None

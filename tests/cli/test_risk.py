@@ -11,7 +11,7 @@ from quantcrew.crew.server_process import LocalServer
 
 @pytest.fixture(autouse=True)
 def no_server_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(self: LocalServer) -> LocalServer:
+    def refuse(self: LocalServer, meanwhile: object = None) -> LocalServer:
         raise AssertionError("an ML server was started for bad input")
 
     monkeypatch.setattr(LocalServer, "start", refuse)

@@ -28,3 +28,12 @@ def test_run_bad_input_exits_2_and_stores_nothing(args: list[str], needle: str) 
         result.exception, SystemExit)
     runs_db = Path(os.environ["QUANTCREW_HOME"]) / "runs.db"
     assert not runs_db.exists() or RunsStore(runs_db).list_runs() == []
+
+
+def test_run_knows_the_crews_and_processes_of_the_crew_module() -> None:
+    # `run` names them itself so that bad input is refused before CrewAI loads; they must not drift apart
+    from quantcrew.cli.run import PROCESSES, RUN_CREWS
+    from quantcrew.crew import crew
+
+    assert set(RUN_CREWS) == set(crew.CREWS) - {"risk"}
+    assert PROCESSES == crew.PROCESSES

@@ -12,15 +12,19 @@ from pathlib import Path
 import pytest
 
 from quantcrew.crew.runs import RunsStore
+from quantcrew.data import load_sample
+from quantcrew.data.append import write_bars
+from tests.support.servers import CHILD_SERVER_ENV, TRAINING_SERVER_ENV
 
 pytestmark = pytest.mark.e2e
 
 CLI = [sys.executable, "-m", "quantcrew.cli"]
 
 
-def _env(home: Path) -> dict[str, str]:
+def _env(home: Path, *, trains: bool = False) -> dict[str, str]:
+    """The CLI's environment: ``home``, wide output, and the settings of the child server it starts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTCREW_")}
-    env.update(QUANTCREW_HOME=str(home), COLUMNS="200")
+    env.update(QUANTCREW_HOME=str(home), COLUMNS="200", **(TRAINING_SERVER_ENV if trains else CHILD_SERVER_ENV))
     return env
 
 
@@ -142,7 +146,7 @@ def test_risk_command_refuses_weights_that_do_not_sum_to_one(tmp_path: Path) -> 
 
 def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path) -> None:
     proc = subprocess.run([*CLI, "train", "--agents", "aggressive,contrarian", "--algo", "a2c", "--timesteps", "600",
-                           "--seeds", "1", "--train-end", "2010-12-31", "--json"], env=_env(tmp_path),
+                           "--seeds", "1", "--train-end", "2010-12-31", "--json"], env=_env(tmp_path, trains=True),
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
@@ -157,11 +161,15 @@ def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path) -
 
 
 def test_train_ensemble_runs_walk_forward_and_prints_calibration(tmp_path: Path) -> None:
+    # the S&P 500 from 2013 in the home's data folder, where `quantcrew data add` writes: read before the bundled
+    # series, it keeps the walk-forward's fits small (about 900 bars to train on, 500 to test)
+    write_bars(load_sample("SP500").between("2013-01-01", None), tmp_path / "data" / "SP500.csv")
     proc = subprocess.run([*CLI, "train", "--model", "ensemble", "--members", "1", "--epochs", "1", "--folds", "1",
-                           "--test-start", "2016-01-01"], env=_env(tmp_path), capture_output=True, text=True,
-                          timeout=300)
+                           "--test-start", "2017-01-01"], env=_env(tmp_path, trains=True), capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ECE (15 bins)" in proc.stdout and "mc_dropout" in proc.stdout
+    assert "1 folds; 2017-01-03 .. 2018-12" in proc.stdout  # the folder's series was the one trained on
     assert "ensemble-SP500 v1" in proc.stdout and "gate " in proc.stdout
     # a one-epoch ensemble is judged like any other: deployed only when its gate passed, and the line says which
     assert ("deployed as full; gate PASSED" in proc.stdout) or ("not deployed (gated" in proc.stdout)

@@ -110,5 +110,5 @@ def test_full_crew_with_a_real_llm_provider_still_stores_the_pipeline_decision(
     assert outcome.decision is not None and [d.symbol for d in outcome.decision.decisions] == ["SP500"]
     assert outcome.tool_results[-1].tool == "portfolio_decision"  # the pipeline ran as the last step
     stored = RunsStore(settings.runs_db).get_run(outcome.run_id)
-    assert stored is not None and stored["llm"] == "gpt-4o-mini" or "gpt-4o-mini" in str(stored["llm"])
+    assert stored is not None and "gpt-4o-mini" in str(stored["llm"])
     assert refused == []

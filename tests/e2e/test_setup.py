@@ -27,8 +27,8 @@ def bars() -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def first_setup(live_server: LocalServer, bars: dict[str, object]) -> list[SetupJob]:
-    with MLClient(httpx.Client(base_url=live_server.url, timeout=60.0)) as client:
+def first_setup(own_server: LocalServer, bars: dict[str, object]) -> list[SetupJob]:
+    with MLClient(httpx.Client(base_url=own_server.url, timeout=60.0)) as client:
         jobs = plan_jobs(bars, client.list_models(), defaults=TINY)  # type: ignore[arg-type]
         report = run_plan(client, jobs, budget_s=600, bars_by_symbol=bars, poll_s=0.1)  # type: ignore[arg-type]
     assert report.ok, [(j.kind, j.status, j.detail) for j in report.jobs]
@@ -36,7 +36,7 @@ def first_setup(live_server: LocalServer, bars: dict[str, object]) -> list[Setup
 
 
 def test_setup_trains_judges_every_model_and_warm_starts_the_bandit(first_setup: list[SetupJob],
-                                                                   live_server: LocalServer) -> None:
+                                                                   own_server: LocalServer) -> None:
     rl, ensemble, bandit = first_setup
     assert [j.status for j in first_setup] == ["succeeded"] * 3
     assert len(rl.models) == 4 and all(p["gate"] is not None for p in rl.result["policies"])
@@ -45,7 +45,7 @@ def test_setup_trains_judges_every_model_and_warm_starts_the_bandit(first_setup:
     assert replay.bars > 100 and sum(replay.pulls.values()) == replay.bars
     assert sorted(replay.agents.values()) == sorted(rl.models)
     assert replay.regret == pytest.approx(replay.best_agent_reward - replay.bandit_reward)
-    with MLClient(httpx.Client(base_url=live_server.url, timeout=60.0)) as client:
+    with MLClient(httpx.Client(base_url=own_server.url, timeout=60.0)) as client:
         models = {m.model_id: m for m in client.list_models()}
         state = client.bandit_state("meta-orchestrator")
     # every verdict is recorded with its model, and the bandit learnt from exactly the replayed bars
@@ -53,9 +53,9 @@ def test_setup_trains_judges_every_model_and_warm_starts_the_bandit(first_setup:
     assert sum(r.pulls for r in state.regimes) == replay.bars
 
 
-def test_a_rerun_skips_what_is_trained_and_never_rewards_twice(first_setup: list[SetupJob], live_server: LocalServer,
+def test_a_rerun_skips_what_is_trained_and_never_rewards_twice(first_setup: list[SetupJob], own_server: LocalServer,
                                                                bars: dict[str, object]) -> None:
-    with MLClient(httpx.Client(base_url=live_server.url, timeout=60.0)) as client:
+    with MLClient(httpx.Client(base_url=own_server.url, timeout=60.0)) as client:
         before = client.bandit_state("meta-orchestrator")
         jobs = plan_jobs(bars, client.list_models(), defaults=TINY)  # type: ignore[arg-type]
         assert [j.status for j in jobs] == ["skipped", "skipped", "planned"]
@@ -67,9 +67,9 @@ def test_a_rerun_skips_what_is_trained_and_never_rewards_twice(first_setup: list
 
 
 def test_the_budget_cancels_the_running_job_and_keeps_earlier_models(first_setup: list[SetupJob],
-                                                                     live_server: LocalServer) -> None:
+                                                                     own_server: LocalServer) -> None:
     longer = {"SP500": load_sample("SP500").between(None, "2004-06-30")}
-    with MLClient(httpx.Client(base_url=live_server.url, timeout=60.0)) as client:
+    with MLClient(httpx.Client(base_url=own_server.url, timeout=60.0)) as client:
         kept = {m.model_id for m in client.list_models()}
         jobs = plan_jobs(longer, client.list_models(), defaults=SetupDefaults(timesteps=200_000))
         report = run_plan(client, jobs, budget_s=3.0, bars_by_symbol=longer, poll_s=0.1)
@@ -81,14 +81,14 @@ def test_the_budget_cancels_the_running_job_and_keeps_earlier_models(first_setup
 
 
 def test_ctrl_c_cancels_the_running_job_on_the_server_and_marks_the_rest(first_setup: list[SetupJob],
-                                                                        live_server: LocalServer) -> None:
+                                                                        own_server: LocalServer) -> None:
     longer = {"SP500": load_sample("SP500").between(None, "2004-12-31")}
 
     def interrupt(job: SetupJob, info: JobInfo | None) -> None:
         if info is not None and info.status == "running":
             raise KeyboardInterrupt
 
-    with MLClient(httpx.Client(base_url=live_server.url, timeout=60.0)) as client:
+    with MLClient(httpx.Client(base_url=own_server.url, timeout=60.0)) as client:
         jobs = plan_jobs(longer, client.list_models(), defaults=SetupDefaults(timesteps=200_000))
         with pytest.raises(KeyboardInterrupt):
             run_plan(client, jobs, budget_s=600, bars_by_symbol=longer, on_progress=interrupt, poll_s=0.1)
@@ -99,8 +99,8 @@ def test_ctrl_c_cancels_the_running_job_on_the_server_and_marks_the_rest(first_s
 
 
 def test_five_identical_runs_after_setup_give_identical_decisions_that_are_not_degraded(
-        first_setup: list[SetupJob], live_server: LocalServer, settings: Settings, refused: list[str]) -> None:
-    settings.client.url = live_server.url
+        first_setup: list[SetupJob], own_server: LocalServer, settings: Settings, refused: list[str]) -> None:
+    settings.client.url = own_server.url
     decisions = []
     for _ in range(5):
         outcome = run({"symbols": "SP500", "lookback": 400, "end_date": END}, settings)

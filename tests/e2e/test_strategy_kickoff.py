@@ -18,9 +18,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def aggressive_policy(live_server: LocalServer) -> str:
+def aggressive_policy(own_server: LocalServer) -> str:
     """A tiny A2C policy for the aggressive agent on the live server; its model id."""
-    with MLClient(httpx.Client(base_url=live_server.url, timeout=30.0)) as client:
+    with MLClient(httpx.Client(base_url=own_server.url, timeout=30.0)) as client:
         job = client.rl_train(RLTrainRequest.model_validate(
             {"data": to_payload_dict(load_sample("SP500").tail(400)), "symbol": "SP500", "agents": ["aggressive"],
              "algorithm": "a2c", "timesteps": 600, "regime_features": False, "n_envs": 2, "seeds": 1,
@@ -31,9 +31,9 @@ def aggressive_policy(live_server: LocalServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def ensemble(live_server: LocalServer) -> EnsembleTrainResult:
+def ensemble(own_server: LocalServer) -> EnsembleTrainResult:
     """A tiny ensemble (and execution network) for SP500 on the live server."""
-    with MLClient(httpx.Client(base_url=live_server.url, timeout=30.0)) as client:
+    with MLClient(httpx.Client(base_url=own_server.url, timeout=30.0)) as client:
         job = client.ensemble_train(EnsembleTrainRequest.model_validate({
             "data": to_payload_dict(load_sample("SP500").tail(900)), "symbol": "SP500", "members": 2, "window": 8,
             "hidden": 8, "heads": 2, "epochs": 2, "folds": 2, "mc_samples": 4}))
@@ -51,9 +51,9 @@ _TOOLS = ["ensemble_signal", "strategy_signals", "execution_plan"]
 
 
 def test_planner_strategy_kickoff_reports_ensemble_policy_and_execution(
-        live_server: LocalServer, aggressive_policy: str, ensemble: EnsembleTrainResult, settings: Settings,
+        own_server: LocalServer, aggressive_policy: str, ensemble: EnsembleTrainResult, settings: Settings,
         refused: list[str]) -> None:
-    settings.client.url = live_server.url
+    settings.client.url = own_server.url
     outcome = run({"symbol": "SP500", "lookback": 300, "agents": "aggressive"}, settings, kind="strategy")
     assert outcome.status == "succeeded" and not outcome.degraded
     by_tool = {r.tool: r for r in outcome.tool_results}
@@ -78,10 +78,10 @@ def test_planner_strategy_kickoff_reports_ensemble_policy_and_execution(
     assert refused == []
 
 
-def test_strategy_kickoff_with_default_inputs_marks_untrained_agents(live_server: LocalServer,
+def test_strategy_kickoff_with_default_inputs_marks_untrained_agents(own_server: LocalServer,
                                                                      aggressive_policy: str, settings: Settings,
                                                                      refused: list[str]) -> None:
-    settings.client.url = live_server.url
+    settings.client.url = own_server.url
     outcome = run({}, settings, kind="strategy")
     assert outcome.status == "succeeded" and outcome.degraded
     [result] = [r for r in outcome.tool_results if r.tool == "strategy_signals"]
@@ -89,9 +89,9 @@ def test_strategy_kickoff_with_default_inputs_marks_untrained_agents(live_server
     assert refused == []
 
 
-def test_planner_meta_kickoff_selects_then_records_the_reward(live_server: LocalServer, settings: Settings,
+def test_planner_meta_kickoff_selects_then_records_the_reward(own_server: LocalServer, settings: Settings,
                                                               refused: list[str]) -> None:
-    settings.client.url = live_server.url
+    settings.client.url = own_server.url
     chosen = run({"symbol": "SP500", "regime": "auto"}, settings, kind="meta")
     assert chosen.status == "succeeded" and not chosen.degraded
     [selection] = chosen.tool_results
