@@ -1,4 +1,9 @@
-"""The one map from exceptions to HTTP statuses and the one error body."""
+"""The one map from exceptions to HTTP statuses and the one error body.
+
+An unexpected error answers a JSON 500 and leaves the connection open for the client's next
+request: it is caught inside the application (:class:`UnexpectedErrorMiddleware`), never left to
+reach the server, which closes a connection whose application raised after replying.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quantcrew.ml_server.errors import MLServerError
 
-__all__ = ["domain_error_response", "error_response", "install_error_handlers", "with_location"]
+__all__ = ["UnexpectedErrorMiddleware", "domain_error_response", "error_response", "install_error_handlers",
+           "with_location"]
 
 logger = logging.getLogger("quantcrew.ml_server")
 
@@ -81,15 +88,58 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
 
 
-async def _unexpected(_: Request, exc: Exception) -> Response:
-    # The last line of defence: log the traceback, answer with the one error body.
+def _internal_error(exc: BaseException) -> Response:
     logger.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", f"unexpected server error: {type(exc).__name__}")
 
 
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    # Reached only by an error raised in a middleware outside UnexpectedErrorMiddleware: Starlette
+    # then re-raises after this reply and the server drops the connection.
+    return _internal_error(exc)
+
+
+class UnexpectedErrorMiddleware:
+    """Answers any exception a route lets escape with the one 500 body, and does not re-raise it.
+
+    Starlette's handler for ``Exception`` replies and then re-raises (so test clients can see the
+    error); the server, seeing an application fail after its reply began, closes the connection
+    without a ``Connection: close``, and the client's next request on it fails. Caught here, the
+    error ends as an ordinary response and the connection stays usable. An error after the reply
+    started cannot be answered and is re-raised.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if started:
+                raise
+            await _internal_error(exc)(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the map: domain errors, request validation, HTTP errors, anything else."""
+    """Register the map: domain errors, request validation, HTTP errors, anything else.
+
+    Call before adding other middleware, so :class:`UnexpectedErrorMiddleware` sits innermost,
+    right outside the routes, and every other middleware sees its 500 as a normal response.
+    """
     app.add_exception_handler(MLServerError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(UnexpectedErrorMiddleware)

@@ -1,11 +1,17 @@
-"""The one error map: domain errors located by the handler, the 413 rendered from its domain error."""
+"""The one error map: domain errors located by the handler, the 413 rendered from its domain error, an
+unexpected error answered as a JSON 500 on a connection that stays usable."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from quantcrew.config.settings import load_settings
@@ -80,3 +86,58 @@ def test_too_large_chunked_body_is_refused_with_413(tmp_path: Any) -> None:
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "payload_too_large"
     assert resp.json()["error"]["details"]["limit_bytes"] == 100
+
+
+def _fail() -> None:
+    raise RuntimeError("a bug in a route")
+
+
+@pytest.fixture
+def failing_server(tmp_path: Any) -> Iterator[str]:
+    """A real uvicorn server on an app with one extra route that raises, for this test only."""
+    app = create_app(load_settings(home=tmp_path))
+    app.add_api_route("/test-only/fail", _fail, methods=["GET"])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _local_port(resp: httpx.Response) -> int:
+    port: int = resp.extensions["network_stream"].get_extra_info("client_addr")[1]
+    return port
+
+
+def test_unexpected_error_is_a_json_500_and_the_connection_stays_usable(failing_server: str) -> None:
+    with httpx.Client(base_url=failing_server, timeout=10) as client:
+        failed = client.get("/test-only/fail")
+        failed_port = _local_port(failed)
+        time.sleep(0.2)  # time for a close the server might send after its reply to arrive
+        after = client.get("/health")
+        after_port = _local_port(after)
+    assert failed.status_code == 500
+    assert failed.json()["error"] == {"code": "internal_error", "message": "unexpected server error: RuntimeError",
+                                      "details": None}
+    assert failed.headers.get("connection", "").lower() != "close"
+    assert after.status_code == 200 and after.json()["status"] == "ok"
+    # the same connection served both: the server kept it open after the error
+    assert after_port == failed_port
+
+
+def test_unexpected_error_in_process_is_the_one_500_body(tmp_path: Any) -> None:
+    app = create_app(load_settings(home=tmp_path))
+    app.add_api_route("/test-only/fail", _fail, methods=["GET"])
+    with TestClient(app) as tc:
+        resp = tc.get("/test-only/fail")
+        assert tc.get("/health").status_code == 200
+    assert resp.status_code == 500
+    assert resp.json()["error"]["code"] == "internal_error"

@@ -3,8 +3,11 @@
 Pydantic (and numpy for checks) only: importable by the agent side without FastAPI, torch
 or scikit-learn.
 Arrays travel as lists of finite floats; NaN and infinity are refused by the schema
-(422 with the field path), ragged or empty series likewise. Configured size limits
-(rows, columns) are checked by the server, which knows its settings.
+(422 with the field path), ragged or empty series likewise. Numbers are bounded too, so that
+no finite input can overflow a computation: table values within +-``MAX_ABS_VALUE``, prices
+within [``MIN_PRICE``, ``MAX_PRICE``], volumes within [0, ``MAX_VOLUME``], simple returns
+within (-1, ``MAX_SIMPLE_RETURN``]. Configured size limits (rows, columns) are checked by the
+server, which knows its settings.
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "MAX_ABS_VALUE",
+    "MAX_PRICE",
+    "MAX_SIMPLE_RETURN",
+    "MAX_VOLUME",
+    "MIN_PRICE",
+    "BoundedFloat",
     "ErrorBody",
     "ErrorDetail",
     "FiniteFloat",
     "HealthResponse",
     "ModelInfo",
+    "NonNegativeBoundedFloat",
     "OHLCVPayload",
     "Provenance",
     "ReadyResponse",
@@ -35,6 +45,23 @@ class WireModel(BaseModel):
 
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+MAX_ABS_VALUE = 1e15
+"""Largest magnitude of a number in a table (about where a float stops holding every integer, 2**53):
+its fourth power summed over any allowed number of rows is still a finite float."""
+MIN_PRICE = 1e-12
+"""Smallest price: the log of any ratio of two allowed prices stays below 56 in magnitude."""
+MAX_PRICE = 1e12
+"""Largest price."""
+MAX_VOLUME = 1e15
+"""Largest volume of one bar."""
+MAX_SIMPLE_RETURN = 1e3
+"""Largest simple return of one period (+100,000 %); the smallest is just above -1 (a total loss)."""
+
+BoundedFloat = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+"""A finite number within +-``MAX_ABS_VALUE``: a value of a numeric table."""
+NonNegativeBoundedFloat = Annotated[float, Field(allow_inf_nan=False, ge=0.0, le=MAX_ABS_VALUE)]
+"""A finite number from 0 to ``MAX_ABS_VALUE`` (a volatility, a range)."""
 
 
 class ErrorDetail(WireModel):
@@ -51,14 +78,25 @@ class ErrorBody(WireModel):
     error: ErrorDetail
 
 
-def _positive(values: list[float]) -> list[float]:
+def _prices(values: list[float]) -> list[float]:
     if min(values) <= 0.0:
         i = next(i for i, v in enumerate(values) if v <= 0.0)
         raise ValueError(f"prices must be positive; row {i} has {values[i]}")
+    if min(values) < MIN_PRICE or max(values) > MAX_PRICE:
+        i = next(i for i, v in enumerate(values) if not MIN_PRICE <= v <= MAX_PRICE)
+        raise ValueError(f"prices must lie between {MIN_PRICE:g} and {MAX_PRICE:g}; row {i} has {values[i]:g}")
     return values
 
 
-PriceList = Annotated[list[FiniteFloat], Field(min_length=1), AfterValidator(_positive)]
+def _volumes(values: list[float] | None) -> list[float] | None:
+    if values and (min(values) < 0.0 or max(values) > MAX_VOLUME):
+        i = next(i for i, v in enumerate(values) if not 0.0 <= v <= MAX_VOLUME)
+        raise ValueError(f"volumes must lie between 0 and {MAX_VOLUME:g}; row {i} has {values[i]:g}")
+    return values
+
+
+PriceList = Annotated[list[FiniteFloat], Field(min_length=1), AfterValidator(_prices)]
+VolumeList = Annotated[list[FiniteFloat] | None, AfterValidator(_volumes)]
 
 
 class OHLCVPayload(WireModel):
@@ -69,7 +107,7 @@ class OHLCVPayload(WireModel):
     high: PriceList
     low: PriceList
     close: PriceList
-    volume: list[FiniteFloat] | None = Field(default=None, description="Volume per bar; omit when unknown.")
+    volume: VolumeList = Field(default=None, description="Volume per bar (0 to 1e15); omit when unknown.")
 
     @model_validator(mode="after")
     def _same_length_and_sorted(self) -> OHLCVPayload:

@@ -16,7 +16,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import FiniteFloat, OHLCVPayload, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import (
+    BoundedFloat,
+    NonNegativeBoundedFloat,
+    OHLCVPayload,
+    Provenance,
+    WireModel,
+)
 
 __all__ = [
     "DECISION_TYPES",
@@ -50,12 +56,12 @@ class StrategicSignal(WireModel):
 class MarketConditions(WireModel):
     """Market state at the decision bar (what `data` would give; see docs/features.md)."""
 
-    ret_1: FiniteFloat = Field(description="Log return over the last bar.")
-    ret_5: FiniteFloat = Field(description="Log return over the last 5 bars.")
-    vol_10: FiniteFloat = Field(ge=0.0, description="Std of 1-bar log returns over 10 bars.")
-    vol_ratio: FiniteFloat = Field(ge=0.0, description="vol_10 / vol_60.")
-    range: FiniteFloat = Field(ge=0.0, description="(high - low) / close of the last bar.")
-    volume_z: FiniteFloat = Field(default=0.0, description="z-score of log volume over 20 bars (0 when unknown).")
+    ret_1: BoundedFloat = Field(description="Log return over the last bar.")
+    ret_5: BoundedFloat = Field(description="Log return over the last 5 bars.")
+    vol_10: NonNegativeBoundedFloat = Field(description="Std of 1-bar log returns over 10 bars.")
+    vol_ratio: NonNegativeBoundedFloat = Field(description="vol_10 / vol_60.")
+    range: NonNegativeBoundedFloat = Field(description="(high - low) / close of the last bar.")
+    volume_z: BoundedFloat = Field(default=0.0, description="z-score of log volume over 20 bars (0 when unknown).")
 
 
 class ExecutionRequest(WireModel):

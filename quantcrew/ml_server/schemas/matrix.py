@@ -2,7 +2,8 @@
 
 A table is sent column-named and row-major: ``values[i][j]`` is observation ``i`` (oldest
 first) of column ``columns[j]``. Rows must all have one value per column and every value must
-be a finite number (NaN and infinity are refused by the schema, 422 with the row). Optional
+be a finite number within +-1e15 (NaN, infinity and larger numbers are refused by the schema, 422
+with the row and column). Optional
 ``timestamps`` date the rows. Size limits (``server.max_rows``, ``server.max_columns``) are
 checked by the server, which knows its settings.
 """
@@ -14,7 +15,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import FiniteFloat, WireModel
+from quantcrew.ml_server.schemas.common import BoundedFloat, WireModel
 
 __all__ = ["ColumnName", "MatrixPayload"]
 
@@ -25,8 +26,8 @@ class MatrixPayload(WireModel):
     """Rows of observations (oldest first) of named numeric columns, e.g. daily returns per asset."""
 
     columns: list[ColumnName] = Field(min_length=1, description="Name of each column, e.g. asset symbols; unique.")
-    values: list[list[FiniteFloat]] = Field(
-        min_length=1, description="One row per observation, one finite number per column, oldest first.",
+    values: list[list[BoundedFloat]] = Field(
+        min_length=1, description="One row per observation, one finite number within +-1e15 per column, oldest first.",
     )
     timestamps: list[datetime] | None = Field(
         default=None, description="ISO-8601 time of each row, strictly increasing; omit for undated rows.",

@@ -3,7 +3,8 @@
 Conventions: returns are periodic SIMPLE returns (fractions, e.g. 0.01 = 1 %), oldest row
 first; losses, VaR and CVaR are POSITIVE numbers expressed as fractions of portfolio value
 (``var_amount`` / ``cvar_amount`` multiply them by ``portfolio_value``). CVaR is the expected
-shortfall: the mean loss beyond the VaR.
+shortfall: the mean loss beyond the VaR. A simple return is above -1 (no holding loses more than
+all of it), so a portfolio request refuses returns at or below -1 (and above ``MAX_SIMPLE_RETURN``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from quantcrew.ml_server.schemas.common import FiniteFloat, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import MAX_ABS_VALUE, MAX_SIMPLE_RETURN, FiniteFloat, Provenance, WireModel
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
 __all__ = [
@@ -113,6 +115,18 @@ class PortfolioRiskRequest(WireModel):
                     "rises) or 'symmetric' (GARCH(1,1)).")
     seed: int = Field(default=0, ge=0, description="Seed of every random draw: same seed, same answer.")
 
+    @field_validator("data")
+    @classmethod
+    def _simple_returns(cls, data: MatrixPayload) -> MatrixPayload:
+        values = np.asarray(data.values, dtype=np.float64)
+        bad = ~((values > -1.0) & (values <= MAX_SIMPLE_RETURN))
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise ValueError(
+                f"values[{i}][{j}] (column '{data.columns[j]}') is {values[i, j]:g}: a simple return must lie above -1 "
+                f"(a loss of all the holding) and at most {MAX_SIMPLE_RETURN:g}")
+        return data
+
     @field_validator("levels")
     @classmethod
     def _levels_inside_unit_interval(cls, levels: list[float]) -> list[float]:
@@ -159,7 +173,7 @@ class VarRequest(PortfolioRiskRequest):
     horizon_days: int = Field(default=1, ge=1, le=250, description="Horizon in periods (rows), 1 to 250.")
     n_paths: int = Field(default=100_000, ge=1_000, le=5_000_000,
                          description="Simulated paths for monte_carlo (and filtered_historical when horizon > 1).")
-    portfolio_value: float = Field(default=1.0, gt=0, allow_inf_nan=False,
+    portfolio_value: float = Field(default=1.0, gt=0, le=MAX_ABS_VALUE, allow_inf_nan=False,
                                    description="Portfolio value used for var_amount and cvar_amount.")
 
 class VarEstimate(WireModel):

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import FiniteFloat, ModelInfo, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import BoundedFloat, ModelInfo, Provenance, WireModel
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
 __all__ = [
@@ -41,7 +41,7 @@ class SupervisedRequestBase(WireModel):
     """The fields shared by /analyze and /fit: data, target, model and evaluation settings."""
 
     features: MatrixPayload = Field(description="Feature table: one row per observation, oldest first.")
-    target: list[FiniteFloat] | list[str] = Field(
+    target: list[BoundedFloat] | list[str] = Field(
         min_length=1,
         description="Target of each row (same length as features.values). Classification: class labels, numbers "
                     "or strings. Regression: numbers only.",

@@ -213,11 +213,25 @@ def test_var_nan_in_returns_is_422(client: TestClient) -> None:
     assert resp.json()["error"]["code"] == "invalid_input"
 
 
+@pytest.mark.parametrize(("path", "value", "fragment"), [
+    ("/v1/risk/covariance", 1e13, "too large for a return"),
+    ("/v1/risk/var", 1e13, "values[5][0] (column 'S0') is 1e+13: a simple return must lie above -1"),
+    ("/v1/risk/var", -1.5, "values[5][0] (column 'S0') is -1.5: a simple return must lie above -1"),
+    ("/v1/risk/backtest", -1.0, "values[5][0] (column 'S0') is -1: a simple return must lie above -1"),
+])
+def test_values_too_large_or_too_negative_for_returns_are_422(client: TestClient, path: str, value: float,
+                                                              fragment: str) -> None:
+    payload = _payload(100, 2)
+    payload["values"][5][0] = value
+    _assert_422(client.post(path, json={"data": payload}), fragment)
+
+
 @pytest.mark.parametrize("path", ["/v1/risk/var", "/v1/risk/covariance"])
-def test_values_too_large_for_returns_are_422(client: TestClient, path: str) -> None:
+def test_values_beyond_the_table_bound_are_422_naming_the_cell(client: TestClient, path: str) -> None:
     payload = _payload(100, 2)
     payload["values"][5][0] = 1e200
-    _assert_422(client.post(path, json={"data": payload}), "too large for a return")
+    error = _assert_422(client.post(path, json={"data": payload}), "data.values.5.0")
+    assert error["details"][0]["loc"] == ["body", "data", "values", 5, 0]
 
 
 def _garch_payload(n: int = 900, seed: int = 3) -> dict[str, object]:

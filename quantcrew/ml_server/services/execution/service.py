@@ -172,7 +172,15 @@ def prepare(req: ExecutionRequest, model: ExecutionModel, *, max_request_batch: 
     if not np.isfinite(x).all():
         raise InvalidInputError("market conditions are not finite at the decision bars (too little history?)",
                                 details=[{"loc": ["data"], "msg": "non-finite market inputs"}])
-    return PreparedExecution(model.transform(x), strategic[:, 0], data_hash, as_of)
+    scaled = model.transform(x)
+    if not np.isfinite(scaled).all():  # the float32 inputs of the network overflow when scaled
+        i, j = (int(v) for v in np.argwhere(~np.isfinite(scaled))[0])
+        name = xin.EXECUTION_INPUTS[j]
+        where = ["market", i, name] if req.market is not None else ["data"]
+        raise InvalidInputError(
+            f"market condition '{name}' of decision {i} is {x[i, j]:g}: too large for the network, whose "
+            "scaled inputs it overflows", details=[{"loc": where, "msg": "too large for the network's inputs"}])
+    return PreparedExecution(scaled, strategic[:, 0], data_hash, as_of)
 
 
 def _digest(a: FloatArray) -> str:

@@ -238,8 +238,9 @@ def _fit_one(
 ) -> tuple[HMMFit | None, str]:
     error = ""
     for min_covar, covars_prior in ((_MIN_COVAR, 1e-2), (_RETRY_MIN_COVAR, _RETRY_COVARS_PRIOR)):
-        model = _initial_model(z, groups, k, seed, covariance_type, n_iter, tol, min_covar, covars_prior)
         try:
+            # a group's covariance can be unusable (not positive-definite) on extreme bars: a failed restart
+            model = _initial_model(z, groups, k, seed, covariance_type, n_iter, tol, min_covar, covars_prior)
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 model.fit(z)

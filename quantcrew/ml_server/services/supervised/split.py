@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcrew.ml_server.errors import InvalidInputError
+from quantcrew.ml_server.schemas.common import MAX_ABS_VALUE
 from quantcrew.ml_server.schemas.supervised import SupervisedRequestBase
 from quantcrew.ml_server.services.matrix import Matrix
 from quantcrew.ml_server.services.supervised.model import Labels
@@ -22,8 +23,6 @@ MIN_HOLDOUT = 5
 """Fewest holdout rows accepted when test_fraction > 0."""
 MAX_CLASSES = 100
 """Most classes accepted (more usually means a numeric target sent as a classification)."""
-MAX_ABS_VALUE = 1e30
-"""Largest magnitude accepted in features and numeric targets (trees work in float32, up to ~3.4e38)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Which execution network answers: pinned, deployed, gated (409), never trained (404), trained before gates."""
+"""Which execution network answers: pinned, deployed, gated (409), never trained (404), trained before gates; and
+market conditions that overflow the network's scaled inputs refused naming the field."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quantcrew.ml_server.errors import ModelGatedError, NotFoundError
+from quantcrew.ml_server.errors import InvalidInputError, ModelGatedError, NotFoundError
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.common import ModelInfo
+from quantcrew.ml_server.schemas.execution import ExecutionRequest
 from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.execution import service
+from quantcrew.ml_server.services.execution.fit import ExecTrainConfig
+from quantcrew.ml_server.services.execution.inputs import EXECUTION_INPUTS
+from quantcrew.ml_server.services.execution.model import ExecutionModel
+from quantcrew.ml_server.services.execution.net import ExecutionConfig
 
 FAILED = {"gate": "execution", "passed": False, "checks": [], "interval": None, "p_value": None,
           "span_start": "2018-01-02", "span_end": "2018-06-29", "n": 120,
@@ -87,3 +93,25 @@ def test_the_input_seed_depends_on_the_network_the_inputs_and_the_samples() -> N
     others = {service.input_seed("execution-2", x, 30), service.input_seed("execution-1", x, 20),
               service.input_seed("execution-1", x + np.float32(1e-3), 30), service.input_seed("execution-1", x[:1], 30)}
     assert seed not in others and len(others) == 4
+
+
+def _fitted_network() -> ExecutionModel:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, len(EXECUTION_INPUTS)))
+    x[:, 0] = rng.choice([-1.0, 1.0], 200)
+    return ExecutionModel(ExecutionConfig(hidden=(8,)), train=ExecTrainConfig(epochs=1)).fit(
+        x, rng.uniform(0, 1, 200), (x[:, 5] > 0).astype(np.int64))
+
+
+def test_market_conditions_whose_scaled_inputs_overflow_the_network_are_a_422_naming_the_field() -> None:
+    model = _fitted_network()
+    j = EXECUTION_INPUTS.index("volume_z")
+    model.scaler_.std[j] = 1e-30  # a column the network saw (almost) constant: any sizeable value overflows float32
+    market = {"ret_1": 0.01, "ret_5": 0.02, "vol_10": 0.01, "vol_ratio": 1.0, "range": 0.02, "volume_z": 1e12}
+    req = ExecutionRequest.model_validate({"signals": [{"signal": "up", "confidence": 0.7}], "market": [market]})
+    with pytest.raises(InvalidInputError, match="'volume_z' of decision 0 is 1e\\+12") as err:
+        service.prepare(req, model, max_request_batch=8)
+    assert err.value.details[0]["loc"] == ["market", 0, "volume_z"]
+    fine = ExecutionRequest.model_validate({"signals": [{"signal": "up", "confidence": 0.7}],
+                                            "market": [{**market, "volume_z": 0.0}]})
+    assert np.isfinite(service.prepare(fine, model, max_request_batch=8).x).all()
