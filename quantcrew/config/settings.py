@@ -59,7 +59,21 @@ class ServerSettings(_Section):
 
     host: str = Field(default="127.0.0.1", description="Bind address; loopback unless told otherwise.")
     port: int = Field(default=8765, ge=0, le=65535)
-    api_key: SecretStr | None = Field(default=None, description="Bearer key required on /v1 when set.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key required on /v1 (and, with protect_ops, on /ready, /metrics and the docs) when set; "
+                    "a blank key is refused at start-up.",
+    )
+    protect_ops: bool = Field(
+        default=True,
+        description="With api_key set, /ready, /metrics, /docs and /openapi.json need the key too; false leaves "
+                    "them open (for a probe or scraper that cannot send one). /health always stays open.",
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Let the server bind a non-loopback host without api_key (anyone who reaches the port can "
+                    "use it); the server's --insecure flag sets it too.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Larger bodies get 413.")
     max_rows: int = Field(default=100_000, gt=0, description="Most bars (rows) in one request.")
@@ -96,8 +110,9 @@ class ServerSettings(_Section):
     @field_validator("api_key")
     @classmethod
     def _key_not_blank(cls, v: SecretStr | None) -> SecretStr | None:
+        # a blank key must not quietly turn auth off: unset the setting to run without a key
         if v is not None and not v.get_secret_value().strip():
-            return None
+            raise ValueError("is blank; set a non-empty key, or unset it to run without one")
         return v
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 
-__all__ = ["main"]
+__all__ = ["bind_refusal", "is_loopback", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port (0 picks a free one; default from settings: 8765)")
     parser.add_argument("--config", help="YAML settings file")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback --host without an API key (anyone who reaches the port can use "
+                             "the server); same as QUANTCREW_SERVER__INSECURE=true")
     args = parser.parse_args(argv)
 
     from quantcrew.config.settings import SettingsError, load_settings
@@ -31,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         server.port = args.port
     if args.log_level:
         server.log_level = args.log_level
+    if args.insecure:
+        server.insecure = True
+
+    refusal = bind_refusal(server.host, has_key=server.api_key is not None, insecure=server.insecure)
+    if refusal is not None:
+        print(f"quantcrew-server: {refusal}", file=sys.stderr)
+        return 2
 
     from quantcrew.ml_server.threads import limit_compute_threads
 
@@ -53,6 +64,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quantcrew-server: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_refusal(host: str, *, has_key: bool, insecure: bool) -> str | None:
+    """Why the server must not start on ``host`` (None when it may).
+
+    A non-loopback bind without a key would let anyone who reaches the port train and query
+    models; it takes an explicit ``--insecure`` (``server.insecure``).
+    """
+    if has_key or insecure or is_loopback(host):
+        return None
+    return (f"refusing to bind {host!r} without an API key: anyone who can reach the port could use the server. "
+            "Set QUANTCREW_SERVER__API_KEY, bind 127.0.0.1, or pass --insecure "
+            "(QUANTCREW_SERVER__INSECURE=true) to run open on purpose.")
 
 
 def _client_url(host: str, port: int) -> str | None:

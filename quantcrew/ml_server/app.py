@@ -19,13 +19,13 @@ from quantcrew.ml_server.jobs import JobManager
 from quantcrew.ml_server.limits import BodySizeLimitMiddleware
 from quantcrew.ml_server.metrics import Metrics, MetricsMiddleware
 from quantcrew.ml_server.registry import ModelRegistry
-from quantcrew.ml_server.routes import health, jobs, models
-from quantcrew.ml_server.security import require_api_key
+from quantcrew.ml_server.routes import docs, health, jobs, models
+from quantcrew.ml_server.security import APIKeyMiddleware, require_api_key
 from quantcrew.ml_server.services.bandit.store import BanditStore
 from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.threads import limit_compute_threads
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "items_setting", "max_items"]
 
 logger = logging.getLogger("quantcrew.ml_server")
 
@@ -71,23 +71,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Regime, risk, RL, ensemble and execution models for quantcrew's agents.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: /docs is served by routes.docs instead
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.device = None
     key = settings.server.api_key
     app.state.api_key = key.get_secret_value().encode() if key is not None else None
+    protect_ops = settings.server.protect_ops
+    # the bearer scheme is declared where the key is asked for, so the OpenAPI document says which routes need it
+    keyed = [Depends(require_api_key)] if key is not None else []
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    v1 = APIRouter(prefix="/v1", dependencies=keyed)
     for family in FAMILIES.values():
         v1.include_router(family.router)
     v1.include_router(models.router)
     v1.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(health.ops_router, dependencies=keyed if protect_ops else [])
+    app.include_router(docs.router)
     app.include_router(v1)
     install_error_handlers(app)
-    # Outermost first: the size limit must refuse a body before anything reads it.
+    # Added innermost first. Metrics sees every request, refused ones included; the key is checked from the
+    # headers before anything reads the body; the size limits refuse a body before the parser sees it.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes,
+                       max_items=max_items(settings), items_setting=items_setting(settings))
+    app.add_middleware(APIKeyMiddleware, key=app.state.api_key, protect_ops=protect_ops)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     return app
 
+
+def _item_limits(settings: Settings) -> dict[str, int]:
+    return {"QUANTCREW_SERVER__MAX_ROWS": settings.server.max_rows,
+            "QUANTCREW_SERVER__MAX_COLUMNS": settings.server.max_columns,
+            "QUANTCREW_INFERENCE__MAX_REQUEST_BATCH": settings.inference.max_request_batch}
+
+
+def max_items(settings: Settings) -> int:
+    """Most entries one JSON array or object of a request may have: the largest of the row, column and batch
+    limits, since no request field is longer than the one of them that bounds it."""
+    return max(_item_limits(settings).values())
+
+
+def items_setting(settings: Settings) -> str:
+    """The setting that :func:`max_items` comes from (named in the 413)."""
+    limits = _item_limits(settings)
+    return max(limits, key=lambda name: limits[name])

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from quantcrew.cli import app
 from quantcrew.cli import server as server_module
 from quantcrew.crew.server_process import free_port
+from tests.support.servers import CHILD_SERVER_ENV
 
 
 class _Execed(Exception):
@@ -38,6 +39,19 @@ def test_server_execs_the_entry_point_with_the_given_options(monkeypatch: pytest
                                        "--port", "9000", "--config", str(config)])]
 
 
+def test_server_passes_insecure_to_the_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, list[str]]] = []
+
+    def fake_execv(path: str, argv: list[str]) -> None:
+        calls.append((path, argv))
+        raise _Execed
+
+    monkeypatch.setattr(os, "execv", fake_execv)
+    result = CliRunner().invoke(app, ["server", "--host", "0.0.0.0", "--insecure"])
+    assert isinstance(result.exception, _Execed)
+    assert calls[0][1][3:] == ["--host", "0.0.0.0", "--insecure"]
+
+
 def test_server_argv_leaves_out_options_not_given() -> None:
     assert server_module.server_argv(None, None, None) == [sys.executable, "-m", "quantcrew.ml_server"]
     assert server_module.server_argv("", 0, None)[3:] == ["--port", "0"]
@@ -55,7 +69,8 @@ def test_server_exit_code_and_message_are_the_entry_points_when_settings_are_bad
 def test_server_serves_in_the_cli_process_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "quantcrew.cli", "server", "--port", str(port)],
-                            env={**os.environ, "QUANTCREW_HOME": str(tmp_path)}, stdout=subprocess.PIPE,
+                            env={**os.environ, "QUANTCREW_HOME": str(tmp_path), **CHILD_SERVER_ENV},
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90

@@ -37,6 +37,19 @@ def test_api_key_is_secret_and_shared_with_client(monkeypatch: pytest.MonkeyPatc
     assert s.client.api_key is not None and s.client.api_key.get_secret_value() == "topsecret"
 
 
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_blank_api_key_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+    monkeypatch.setenv("QUANTCREW_SERVER__API_KEY", blank)
+    with pytest.raises(SettingsError, match="QUANTCREW_SERVER__API_KEY") as caught:
+        load_settings()
+    assert "blank" in str(caught.value)
+
+
+def test_ops_routes_are_protected_and_open_binds_refused_by_default(tmp_path: Path) -> None:
+    s = load_settings(home=tmp_path)
+    assert s.server.protect_ops is True and s.server.insecure is False
+
+
 def test_yaml_file_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "qc.yaml"
     cfg.write_text("server:\n  port: 9000\n  max_rows: 500\ncrew:\n  llm: ollama/llama3\n")

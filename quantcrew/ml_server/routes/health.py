@@ -1,4 +1,8 @@
-"""Liveness, readiness and Prometheus metrics (no auth: probes and scrapers call these)."""
+"""Liveness, readiness and Prometheus metrics.
+
+``/health`` (:data:`router`) never needs the API key; ``/ready`` and ``/metrics``
+(:data:`ops_router`) need it when a key is set and ``server.protect_ops`` is true.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from quantcrew.ml_server.errors import ModelNotReadyError
 from quantcrew.ml_server.schemas.common import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
+ops_router = APIRouter(tags=["health"])
 
 READY_FAMILIES = ["regime", "risk", "decompose", "cluster", "anomaly", "supervised", "rl", "bandit"]
 """The families ``/ready`` announces (each one of :data:`quantcrew.ml_server.families.FAMILIES`)."""
@@ -22,7 +27,7 @@ def health() -> HealthResponse:
     return HealthResponse(status="ok", version=__version__)
 
 
-@router.get("/ready", responses={503: {"description": "Not ready yet"}})
+@ops_router.get("/ready", responses={503: {"description": "Not ready yet"}})
 def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
     """Readiness: registry open and the compute device resolved."""
     device: str | None = getattr(request.app.state, "device", None)
@@ -31,7 +36,7 @@ def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
     return ReadyResponse(ready=True, device=device, models=registry.count(), families=READY_FAMILIES)
 
 
-@router.get("/metrics", response_class=Response)
+@ops_router.get("/metrics", response_class=Response)
 def metrics(metrics: MetricsDep, registry: RegistryDep) -> Response:
     """Prometheus exposition of request counts, latencies and model fits."""
     metrics.models.set(registry.count())

@@ -1,0 +1,47 @@
+"""``quantcrew-server``: it refuses to bind beyond loopback without a key unless told it is on purpose."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from quantcrew.ml_server.__main__ import bind_refusal, is_loopback
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "::1", "[::1]", "localhost", "LOCALHOST"])
+def test_loopback_hosts_are_recognised(host: str) -> None:
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.1.2.3", "192.168.0.10", "example.org"])
+def test_other_hosts_are_not_loopback(host: str) -> None:
+    assert not is_loopback(host)
+
+
+def test_non_loopback_bind_needs_a_key_or_insecure() -> None:
+    refusal = bind_refusal("0.0.0.0", has_key=False, insecure=False)
+    assert refusal is not None and "--insecure" in refusal and "QUANTCREW_SERVER__API_KEY" in refusal
+    assert bind_refusal("0.0.0.0", has_key=True, insecure=False) is None
+    assert bind_refusal("0.0.0.0", has_key=False, insecure=True) is None
+    assert bind_refusal("127.0.0.1", has_key=False, insecure=False) is None
+
+
+def _server(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "quantcrew.ml_server", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_server_exits_2_on_an_open_bind_without_a_key() -> None:
+    proc = _server("--host", "0.0.0.0", "--port", "1")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("quantcrew-server: refusing to bind '0.0.0.0' without an API key")
+    assert "Traceback" not in proc.stderr
+
+
+def test_server_exits_2_on_a_blank_key_naming_the_setting() -> None:
+    proc = _server(QUANTCREW_SERVER__API_KEY=" ")
+    assert proc.returncode == 2, proc.stderr
+    assert "QUANTCREW_SERVER__API_KEY" in proc.stderr and "blank" in proc.stderr
