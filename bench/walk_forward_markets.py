@@ -25,6 +25,7 @@ CSV path; ``--markets goog`` reads ``backtesting``'s GOOG sample (2006-01-03..20
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -135,6 +136,8 @@ def main() -> None:
     parser.add_argument("--ensemble-members", type=int, default=2, help="With models: members per architecture.")
     parser.add_argument("--ensemble-epochs", type=int, default=12, help="With models: most epochs per fit.")
     parser.add_argument("--ensemble-folds", type=int, default=3, help="With models: walk-forward folds.")
+    parser.add_argument("--server-url", default=None,
+                        help="Use this running server (e.g. the one a concurrent run on the same home started).")
     parser.add_argument("--report", type=Path, default=None, help="Write each market's report under this folder.")
     args = parser.parse_args()
 
@@ -145,9 +148,9 @@ def main() -> None:
     wins = 0
     all_dd = True
     t0 = time.perf_counter()
-    with LocalServer(env={"QUANTCREW_HOME": str(args.home / "server")},
-                     log_path=args.home / "server.log") as server:
-        settings.client.url = server.url
+    with (contextlib.nullcontext(None) if args.server_url else
+          LocalServer(env={"QUANTCREW_HOME": str(args.home / "server")}, log_path=args.home / "server.log")) as server:
+        settings.client.url = args.server_url if server is None else server.url
         with make_client(settings.client) as client:
             for market in args.markets.split(","):
                 result = _one(market.strip(), args, client, settings, ledger)

@@ -335,8 +335,11 @@ def _time_column(raw: dict[str, Any], names: dict[str, str], path: Path) -> tupl
     for key in _TIME_NAMES:
         if key in names:
             return names[key], raw[names[key]]
-    raise DataError(path, f"no time column: expected one named Date, Datetime, Timestamp or Time; "
-                          f"columns found: {_listing(raw)}")
+    first = next(iter(raw), None)
+    if first is not None and not first.strip():  # an unnamed first column: an index written with the data
+        return first, raw[first]                   # (pandas' to_csv); it must parse as times like any other
+    raise DataError(path, f"no time column: expected one named Date, Datetime, Timestamp or Time, or an "
+                          f"unnamed first column; columns found: {_listing(raw)}")
 
 
 def _wanted_columns(names: dict[str, str], path: Path, price_column: str | None) -> dict[str, str]:

@@ -208,6 +208,18 @@ def test_load_missing_time_column_lists_found(tmp_path: Path) -> None:
     assert "'Day', 'Open'" in str(_error(path))
 
 
+def test_load_unnamed_first_column_is_the_time_index_a_dataframe_wrote(tmp_path: Path) -> None:
+    path = _write(tmp_path, ",Open,High,Low,Close,Volume\n2004-08-19,100,104.06,95.96,100.34,22351900\n"
+                            "2004-08-20,101.01,109.08,100.5,108.31,11428600\n")
+    bars = load_csv(path)
+    assert bars.iso_timestamps() == ["2004-08-19", "2004-08-20"] and bars.close.tolist() == [100.34, 108.31]
+
+
+def test_load_unnamed_first_column_that_is_not_times_names_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, ",Open,High,Low,Close\nabc,1,1,1,1\n")
+    assert str(path) in str(_error(path))
+
+
 def test_load_close_only_without_price_column_hints(tmp_path: Path) -> None:
     path = _write(tmp_path, "Date,Close\n2020-01-02,1\n")
     assert "price_column" in str(_error(path))
