@@ -6,6 +6,8 @@ Each command group lives in its own module; this one only assembles them, in the
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from quantcrew.cli.backtest import backtest_command
@@ -23,6 +25,22 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(name="quantcrew", help="CrewAI agents for quantitative research, over the quantcrew ML server.",
                   no_args_is_help=True, add_completion=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from quantcrew import __version__
+
+        typer.echo(f"quantcrew {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """CrewAI agents for quantitative research, over the quantcrew ML server."""
+
+
 app.add_typer(runs_app, name="runs")
 app.command()(setup)
 app.command()(run)

@@ -31,3 +31,10 @@ def test_python_dash_m_runs_the_same_app() -> None:
                           text=True, timeout=60, env={"COLUMNS": "200", "PATH": ""})
     assert proc.returncode == 0, proc.stderr
     assert "Inspect stored runs." in proc.stdout
+
+
+def test_version_prints_the_package_version_and_exits_0() -> None:
+    from quantcrew import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"quantcrew {__version__}"
