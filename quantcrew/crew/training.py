@@ -67,7 +67,7 @@ class SetupDefaults:
     passes per step), and the run best on the validation bars is kept. Measured on a 2-core
     machine, back to back: the RL job for one symbol (SP500, 5,031 daily bars) took 101 s
     against 73 s for the former plan (one seed, 20,000 steps, 4 envs), 1.38x; setup as a whole
-    stays under its 10 minutes (about 540 s of 600 extrapolated from a measured 492 s).
+    stays under its 10 minutes (517 s of 600 measured for SP500 and NASDAQ).
     """
 
     timesteps: int = 8_192
