@@ -134,26 +134,37 @@ def learnable_windows(n: int, seed: int) -> tuple[npt.NDArray[np.float32], npt.N
     return x, y
 
 
+class _EpochRecorder:
+    """Times each training epoch and checks, after each, that every parameter and gradient is on the device."""
+
+    def __init__(self, device: str, net: torch.nn.Module) -> None:
+        self.device, self.net = device, net
+        self.stamps: list[float] = []
+        self.placed: list[bool] = []
+        _sync(device)
+        self.start = time.perf_counter()
+
+    def on_epoch(self, epoch: int, total: int, train_loss: float, val_loss: float) -> None:
+        _sync(self.device)
+        self.stamps.append(time.perf_counter())
+        params = list(self.net.parameters())
+        self.placed.append(_on(self.device, params)
+                           and _on(self.device, [p.grad for p in params if p.grad is not None]))
+
+    def times_ms(self) -> npt.NDArray[np.float64]:
+        return np.diff([self.start, *self.stamps]) * 1000
+
+
 def ensemble_train_row(device: str, arch: str, n: int, epochs: int) -> tuple[Row, MemberNet]:
     x, y = learnable_windows(n, seed=1)
     cut = int(0.8 * n)
     net = build_net(NetConfig(arch=arch, members=4, window=WINDOW, hidden=32), seed=0)
-    stamps: list[float] = []
-    placed: list[bool] = []
-
-    def on_epoch(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
-        _sync(device)
-        stamps.append(time.perf_counter())
-        params = list(net.parameters())
-        placed.append(_on(device, params) and _on(device, [p.grad for p in params if p.grad is not None]))
-
-    _sync(device)
-    start = time.perf_counter()
+    recorder = _EpochRecorder(device, net)
     history = train_net(net, x[:cut], y[:cut], x[cut:], y[cut:],
                         TrainConfig(epochs=epochs, batch_size=256, patience=epochs, seed=0), device=device,
-                        on_epoch=on_epoch)
-    times = np.diff([start, *stamps]) * 1000
-    ok = (all(placed) and len(placed) == epochs and history.train_loss[-1] < history.train_loss[0]
+                        on_epoch=recorder.on_epoch)
+    times = recorder.times_ms()
+    ok = (all(recorder.placed) and len(recorder.placed) == epochs and history.train_loss[-1] < history.train_loss[0]
           and all(math.isfinite(v) for v in history.val_loss))
     row = Row(f"ensemble train epoch ({arch}, 4 members, {cut:,} windows)", device, list(times[1:]), ok,
               note=f"train loss {history.train_loss[0]:.3f} -> {history.train_loss[-1]:.3f}")
@@ -193,22 +204,13 @@ def execution_train_row(device: str, n: int, epochs: int) -> tuple[Row, xnet.Exe
     cut = int(0.8 * n)
     scaler = xin.InputScaler.fit(x[:cut])
     net = xnet.build_execution_net(config, seed=0)
-    stamps: list[float] = []
-    placed: list[bool] = []
-
-    def on_epoch(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
-        _sync(device)
-        stamps.append(time.perf_counter())
-        params = list(net.parameters())
-        placed.append(_on(device, params) and _on(device, [p.grad for p in params if p.grad is not None]))
-
-    _sync(device)
-    start = time.perf_counter()
+    recorder = _EpochRecorder(device, net)
     history = train_execution_net(
         net, scaler.transform(x[:cut]), size[:cut], timing[:cut], scaler.transform(x[cut:]), size[cut:], timing[cut:],
-        ExecTrainConfig(epochs=epochs, batch_size=256, patience=epochs, seed=0), device=device, on_epoch=on_epoch)
-    times = np.diff([start, *stamps]) * 1000
-    ok = all(placed) and len(placed) == epochs and history.train_loss[-1] < history.train_loss[0]
+        ExecTrainConfig(epochs=epochs, batch_size=256, patience=epochs, seed=0), device=device,
+        on_epoch=recorder.on_epoch)
+    times = recorder.times_ms()
+    ok = all(recorder.placed) and len(recorder.placed) == epochs and history.train_loss[-1] < history.train_loss[0]
     row = Row(f"execution train epoch ({cut:,} rows)", device, list(times[1:]), ok,
               note=f"train loss {history.train_loss[0]:.3f} -> {history.train_loss[-1]:.3f}")
     return row, net.cpu(), scaler

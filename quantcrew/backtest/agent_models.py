@@ -59,6 +59,7 @@ __all__ = [
     "model_plan",
     "progress_teller",
     "rule_plan",
+    "settings_key",
     "wait_within",
     "window_starts",
 ]
@@ -98,7 +99,7 @@ class ModelSettings:
 
     def key(self) -> str:
         """Short hash of the settings, part of the cached policies' names."""
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        return settings_key(self)
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,11 @@ def model_plan(bars: Sequence[OHLCV], start: int, *, client: MLClient, retrain_e
                                          f"({'trained' if trained else 'cached'})")
     return AgentPlan(kind="models", targets=targets, windows=windows, settings=settings,
                      seconds=time.monotonic() - began)
+
+
+def settings_key(settings: Any) -> str:
+    """Short hash of a settings dataclass: a change of any field is a new cache key."""
+    return hashlib.sha256(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def window_starts(n: int, start: int, retrain_every: int) -> list[int]:

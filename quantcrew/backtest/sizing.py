@@ -28,9 +28,6 @@ on, so a rerun trains nothing.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from quantcrew.backtest.agent_models import ModelBudgetError, progress_teller, wait_within
+from quantcrew.backtest.agent_models import ModelBudgetError, progress_teller, settings_key, wait_within
 from quantcrew.data.loaders import payload_hash, to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.tools.fallbacks import STRATEGY_AGENTS
@@ -73,7 +70,7 @@ class EnsembleSettings:
 
     def key(self) -> str:
         """Short hash of the settings, part of the cached models' names."""
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        return settings_key(self)
 
 
 @dataclass(frozen=True)
