@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["REGIME_COLOURS", "stats_headers", "stats_rows", "verdict_rows", "write_report", "yearly_rows"]
+__all__ = ["REGIME_COLOURS", "REPORT_FILES", "stats_headers", "stats_rows", "verdict_rows", "write_report",
+           "yearly_rows"]
 
 REGIME_COLOURS: dict[str, str] = {"bull": "#2ca02c", "bear": "#d62728", "sideways": "#7f7f7f", "volatile": "#ff7f0e"}
 """Shading of each regime label on the equity curve."""
@@ -82,6 +83,10 @@ def yearly_rows(result: WalkForwardResult) -> tuple[list[str], list[list[str]]]:
     return headers, [[str(row["year"]), str(row["bars"]), *(_pct(row[n]) for n in names)] for row in result.yearly]
 
 
+REPORT_FILES = ("report.html", "equity.png")
+"""The files :func:`write_report` writes."""
+
+
 def write_report(result: WalkForwardResult, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained) and ``equity.png`` into ``out_dir`` (created if needed).
 
@@ -103,7 +108,7 @@ def write_report(result: WalkForwardResult, out_dir: str | Path) -> tuple[Path, 
 
     equity_fig = Figure(figsize=(11, 4.5), layout="constrained")
     _equity(equity_fig.add_subplot(), result, dates)
-    png_path = out / "equity.png"
+    png_path = out / REPORT_FILES[1]
     equity_fig.savefig(png_path, dpi=110)
 
     fig = Figure(figsize=(11, 9), layout="constrained")
@@ -113,7 +118,7 @@ def write_report(result: WalkForwardResult, out_dir: str | Path) -> tuple[Path, 
     _agents(axes[2], result, dates)
     images = [_png(equity_fig), _png(fig)]
 
-    html_path = out / "report.html"
+    html_path = out / REPORT_FILES[0]
     html_path.write_text(_html(result, images), encoding="utf-8")
     return html_path, png_path
 

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,7 +20,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from quantcrew.cli.common import load_cli_settings, ml_server
+from quantcrew.cli.common import console as stdout_console
+from quantcrew.cli.common import err_console, load_cli_settings, ml_server
+from quantcrew.cli.exits import ExitCode, exit_for_error, fail
 
 if TYPE_CHECKING:
     from quantcrew.backtest.walk_forward_data import WalkForwardData
@@ -39,11 +42,14 @@ def parse_date(value: str, *, end: bool) -> str:
 
 
 def backtest_command(
-    symbols: Annotated[str, typer.Option(help="Comma list: bundled series (SP500, NASDAQ, ...), data-folder "
+    symbols: Annotated[str, typer.Option("--symbols", "--symbol",
+                                         help="Comma list: bundled series (SP500, NASDAQ, ...), data-folder "
                                               "symbols or files; several are aligned on common dates.")] = "SP500",
-    start: Annotated[str, typer.Option(help="First date (YYYY-MM-DD, or a year: 2005 = 2005-01-01).")]
+    start: Annotated[str, typer.Option("--start-date", "--start",
+                                       help="First date (YYYY-MM-DD, or a year: 2005 = 2005-01-01).")]
     = "2005-01-01",
-    end: Annotated[str, typer.Option(help="Last date (YYYY-MM-DD, or a year: 2018 = 2018-12-31).")] = "2018-12-31",
+    end: Annotated[str, typer.Option("--end-date", "--end",
+                                     help="Last date (YYYY-MM-DD, or a year: 2018 = 2018-12-31).")] = "2018-12-31",
     cost_bps: Annotated[float, typer.Option(min=0.0, help="Cost per unit of turnover, in basis points.")] = 5.0,
     refit_every: Annotated[int, typer.Option(min=1, help="Bars between regime refits (expanding window).")] = 63,
     min_train: Annotated[int, typer.Option(min=100, help="Bars of history the first regime fit needs before "
@@ -77,9 +83,11 @@ def backtest_command(
     model_budget_minutes: Annotated[float | None, typer.Option(
         min=0.1, help="With --agents models: minutes the training may take in all; the windows trained stay "
                       "cached and a rerun resumes.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder of the report (report.html, equity.png, equity.csv, "
-                                           "positions.csv, trades.csv).")]
-    = Path("backtest-report"),
+    out: Annotated[Path | None, typer.Option(help="Folder of the report (report.html, equity.png, equity.csv, "
+                                                  "positions.csv, trades.csv); default: a new folder "
+                                                  "backtest-report/<time>-<symbols>. A folder that holds a report "
+                                                  "is refused unless --overwrite.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the report already in --out.")] = False,
     server_url: Annotated[str | None, typer.Option(help="ML server URL; default: start one locally.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="YAML settings file.")] = None,
@@ -89,8 +97,8 @@ def backtest_command(
     from quantcrew.backtest.walk_forward_data import BacktestInputError, prepare_data
     from quantcrew.data.errors import DataError
 
-    err = Console(stderr=True)
-    console = err if as_json else Console()
+    err = err_console
+    console = err_console if as_json else stdout_console
     try:  # refuse bad input here, before a server is started for nothing
         limits = _limits(max_position=max_position, max_gross=max_gross, max_var=max_var, drawdown_stop=drawdown_stop)
         check_options(refit_every=refit_every, min_train=min_train, cost_bps=cost_bps, cooldown=cooldown,
@@ -100,9 +108,9 @@ def backtest_command(
         data_settings = load_cli_settings(config, client__url=server_url)
         data = prepare_data(names, parse_date(start, end=False), parse_date(end, end=True), settings=data_settings,
                             min_train=min_train)
+        out = _report_folder(out, names, overwrite=overwrite)  # checked now, not after an hour of training
     except (BacktestInputError, DataError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(err, str(exc), ExitCode.BAD_INPUT)
     # With --json, stdout carries the JSON only: whatever the run prints (server start, progress) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         result = _run(data, data_settings, config, console=console, err=err, limits=limits, refit_every=refit_every,
@@ -122,6 +130,35 @@ def backtest_command(
         return
     _print_table(console, result)
     console.print(f"report: {html_path}\nequity curve: {png_path}\ncsv: {', '.join(str(p) for p in csv_paths)}")
+
+
+def _report_folder(out: Path | None, names: list[str], *, overwrite: bool) -> Path:
+    """Where the report goes: ``out``, refused when it holds a report and ``overwrite`` is off; by default a
+    new folder under ``backtest-report/`` named by the time and the symbols, so that no run replaces another's.
+
+    Raises:
+        BacktestInputError: ``--out`` holds a report, or is a file.
+    """
+    from quantcrew.backtest.export import CSV_FILES
+    from quantcrew.backtest.report import REPORT_FILES
+    from quantcrew.backtest.walk_forward_data import BacktestInputError
+
+    if out is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        tag = "-".join(re.sub(r"[^A-Za-z0-9]+", "_", Path(n).stem).strip("_") or "data" for n in names)[:60]
+        out = Path("backtest-report") / f"{stamp}-{tag}"
+        k = 1
+        while out.exists():
+            k += 1
+            out = Path("backtest-report") / f"{stamp}-{tag}-{k}"
+        return out
+    if out.exists() and not out.is_dir():
+        raise BacktestInputError("--out", f"{out} is a file, not a folder")
+    existing = [name for name in (*REPORT_FILES, *CSV_FILES) if (out / name).exists()]
+    if existing and not overwrite:
+        raise BacktestInputError("--out", f"{out} already holds a report ({', '.join(existing)}); pass --overwrite "
+                                          "to replace it, or name another folder")
+    return out
 
 
 def _model_settings(agents: str, timesteps: int, cost_bps: float) -> Any:
@@ -170,12 +207,13 @@ def _run(data: WalkForwardData, settings: Any, config: Path | None, *, console: 
                 bar.update(task, completed=done, total=total, description=message)
 
             return walk_forward(data, client=client, on_progress=show, ledger=ledger, **options)
-    except (MLClientError, ServerStartError, ModelBudgetError, RegimeJobError) as exc:
-        err.print(str(exc), style="red", markup=False)
-        raise typer.Exit(1) from exc
+    except ModelBudgetError as exc:
+        fail(err, str(exc), ExitCode.BUDGET_EXCEEDED)
+    except (MLClientError, ServerStartError, RegimeJobError) as exc:
+        fail(err, str(exc), exit_for_error(exc))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted; stopping the ML server[/yellow]")
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
 
 
 def _print_table(console: Console, result: WalkForwardResult) -> None:

@@ -6,6 +6,8 @@ process are imported when a command needs them, so that loading the CLI stays ch
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,15 +16,35 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from quantcrew.cli.exits import ExitCode, fail
 from quantcrew.config.settings import Settings, SettingsError, load_settings
 
-__all__ = ["ConfigOpt", "check_symbols", "child_env", "console", "err_console", "load_cli_settings", "ml_server"]
+__all__ = ["PIPE_WIDTH", "AllowDegradedOpt", "ConfigOpt", "check_symbols", "child_env", "console", "err_console",
+           "load_cli_settings", "make_console", "ml_server"]
 
-console = Console()
-err_console = Console(stderr=True)
+PIPE_WIDTH = 1000
+"""Columns the consoles lay out to when their stream is not a terminal (a pipe, a log file) and
+``COLUMNS`` is not set: wide enough that no table is squeezed and no line is wrapped, where Rich's
+default of 80 cut the decision's labels to "volat…"."""
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for stdout (or stderr) that keeps whole lines when the stream is not a terminal."""
+    stream = sys.stderr if stderr else sys.stdout
+    interactive = getattr(stream, "isatty", lambda: False)()
+    width = None if interactive or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(stderr=stderr, width=width)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file.")]
 """The ``--config`` option every command takes."""
+AllowDegradedOpt = Annotated[bool, typer.Option(
+    "--allow-degraded", help="Exit 0 for a degraded run (a fallback answered for a model); it is still stored and "
+                             "shown as degraded. Without it a degraded run exits 4.")]
+"""The ``--allow-degraded`` option of the commands whose run can end degraded."""
 
 
 def load_cli_settings(config: Path | None, **overrides: Any) -> Settings:
@@ -38,8 +60,7 @@ def load_cli_settings(config: Path | None, **overrides: Any) -> Settings:
     try:
         settings = load_settings(config)
     except SettingsError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(err_console, str(exc), ExitCode.BAD_INPUT)
     for dotted, value in overrides.items():
         if value is None:
             continue
@@ -60,15 +81,13 @@ def check_symbols(names: list[str], settings: Settings, end_date: str | None) ->
         try:
             bars = load_symbol(name, data_dir=settings.data.data_dir, max_gap_days=settings.data.max_gap_days)
         except DataError as exc:
-            err_console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
+            fail(err_console, str(exc), ExitCode.BAD_INPUT)
         if end_date is not None:
             first = str(bars.timestamps[0].astype("datetime64[D]"))
             last = str(bars.timestamps[-1].astype("datetime64[D]"))
             if not first <= end_date[:10] <= last:
-                err_console.print(f"[red]--end-date {end_date} is outside the data of {name}: it has bars from "
-                                  f"{first} to {last}[/red]")
-                raise typer.Exit(2)
+                fail(err_console, f"--end-date {end_date} is outside the data of {name}: it has bars from {first} "
+                                  f"to {last}", ExitCode.BAD_INPUT)
 
 
 @contextmanager
@@ -102,7 +121,8 @@ def ml_server(settings: Settings, config: Path | None, *,
     if running is not None and running.url is not None and _answers(running.url):
         # one server per home: a second one would refuse to start; reuse it and leave it running
         settings.client.url = running.url
-        err_console.print(f"[dim]Using the ML server already running at {running.url} (pid {running.pid})[/dim]")
+        err_console.print(f"Using the ML server already running at {running.url} (pid {running.pid})", style="dim",
+                          markup=False)
         if meanwhile is not None:
             meanwhile()
         yield
@@ -112,7 +132,7 @@ def ml_server(settings: Settings, config: Path | None, *,
         with console.status("Starting the ML server on a free loopback port..."):
             server.start(meanwhile=meanwhile)
         settings.client.url = server.url
-        err_console.print(f"[dim]ML server started at {server.url}[/dim]")  # stderr: keeps --json output pure
+        err_console.print(f"ML server started at {server.url}", style="dim", markup=False)  # stderr: --json stays pure
         yield
     finally:
         server.stop()

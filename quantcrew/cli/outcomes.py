@@ -9,21 +9,23 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from quantcrew.cli.common import ConfigOpt, console, err_console, load_cli_settings, ml_server
+from quantcrew.cli.common import AllowDegradedOpt, ConfigOpt, console, err_console, load_cli_settings, ml_server
+from quantcrew.cli.exits import ExitCode, fail
 
 __all__ = ["outcomes", "outcomes_table"]
 
 
 def outcomes(
     as_of: Annotated[str | None, typer.Option(
-        "--as-of", help="Use only outcome bars on or before this date (YYYY-MM-DD); default: every bar in the "
-                        "data.")] = None,
+        "--end-date", "--as-of", help="Use only outcome bars on or before this date (YYYY-MM-DD); default: every "
+                                      "bar in the data.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Settled decisions to list, newest first.")] = 20,
     server_url: Annotated[str | None, typer.Option(
         help="ML server URL for the bandit's rewards; default: the home's running server, or one started "
              "locally (only when there are rewards to send).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was settled and the outcomes as JSON.")]
     = False,
+    allow_degraded: AllowDegradedOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Settle stored decisions: the realised return of the bar after each decision, stored once, and the bandit
@@ -36,10 +38,9 @@ def outcomes(
 
     settings = load_cli_settings(config, client__url=server_url)
     try:
-        bound = iso_date(as_of, field="--as-of")
+        bound = iso_date(as_of, field="--end-date")
     except ValueError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(err_console, str(exc), ExitCode.BAD_INPUT)
     bound = bound[:10] if bound is not None else None
     store = RunsStore(settings.runs_db)
     try:
@@ -55,7 +56,7 @@ def outcomes(
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted; what was settled is kept, pending rewards wait for the next "
                           "settle[/yellow]")
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     finally:
         store.close()
     if as_json:
@@ -64,11 +65,13 @@ def outcomes(
         console.print(outcomes_table(rows, title=f"Settled decisions (newest {limit})"))
         console.print(report.summary())
         for line in report.errors:
-            err_console.print(f"[yellow]{line}[/yellow]")
+            err_console.print(line, style="yellow", markup=False)
     if report.server_error is not None:
-        err_console.print(f"[red]rewards not sent: {report.server_error}; they stay pending for the next "
-                          "settle[/red]")
-        raise typer.Exit(1)
+        # the outcomes are stored; only the bandit's rewards wait: a degraded settle, not a failed one
+        err_console.print(f"DEGRADED: rewards not sent: {report.server_error}; they stay pending for the next "
+                          "settle", style="yellow" if allow_degraded else "red", markup=False)
+        if not allow_degraded:
+            raise typer.Exit(ExitCode.DEGRADED)
 
 
 def outcomes_table(rows: list[dict[str, Any]], *, title: str) -> Table:

@@ -11,10 +11,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
-from quantcrew.cli.common import ConfigOpt, check_symbols, console, err_console, load_cli_settings, ml_server
+from quantcrew.cli.common import (
+    AllowDegradedOpt,
+    ConfigOpt,
+    check_symbols,
+    console,
+    err_console,
+    load_cli_settings,
+    ml_server,
+)
+from quantcrew.cli.exits import ExitCode, exit_for_status, fail
 from quantcrew.config.settings import Settings
 
 __all__ = ["PROCESSES", "RUN_CREWS", "print_decision", "run", "run_crew", "say_untrained"]
@@ -48,18 +59,17 @@ def run(
     = None,
     llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for --llm.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the structured result as JSON.")] = False,
+    allow_degraded: AllowDegradedOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Run the crew: regime analyst, risk manager, strategy agent and meta-orchestrator, one decision per symbol."""
     from quantcrew.tools.arguments import ToolInputError, check_weights, iso_date, parse_floats, parse_names
 
     if crew not in RUN_CREWS:
-        err_console.print(f"[red]--crew must be one of {', '.join(RUN_CREWS)} (risk: `quantcrew risk`), "
-                          f"got {crew!r}[/red]")
-        raise typer.Exit(2)
+        fail(err_console, f"--crew must be one of {', '.join(RUN_CREWS)} (risk: `quantcrew risk`), got {crew!r}",
+             ExitCode.BAD_INPUT)
     if process is not None and process not in PROCESSES:
-        err_console.print(f"[red]--process must be one of {', '.join(PROCESSES)}, got {process!r}[/red]")
-        raise typer.Exit(2)
+        fail(err_console, f"--process must be one of {', '.join(PROCESSES)}, got {process!r}", ExitCode.BAD_INPUT)
     settings = load_cli_settings(config, client__url=server_url, crew__llm=llm, crew__llm_base_url=llm_base_url,
                                  crew__max_llm_calls=max_llm_calls, crew__max_seconds=max_seconds)
     try:
@@ -68,8 +78,7 @@ def run(
             else None
         end = iso_date(end_date)
     except (ToolInputError, ValueError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(err_console, str(exc), ExitCode.BAD_INPUT)
     check_symbols(names, settings, end)
     inputs: dict[str, Any] = {"symbols": ",".join(names), "lookback": lookback, "end_date": end}
     if crew == "full":
@@ -81,11 +90,12 @@ def run(
     else:
         inputs["symbol"] = names[0]
         title, doing = f"{crew.capitalize()} report: {names[0]}", f"Running the {crew} crew on {names[0]}..."
-    run_crew(crew, inputs, settings, config=config, as_json=as_json, title=title, doing=doing, process=process)
+    run_crew(crew, inputs, settings, config=config, as_json=as_json, title=title, doing=doing, process=process,
+             allow_degraded=allow_degraded)
 
 
 def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: Path | None, as_json: bool,
-             title: str, doing: str, process: str | None = None) -> None:
+             title: str, doing: str, process: str | None = None, allow_degraded: bool = False) -> None:
     """Start a local ML server unless one is configured, run the crew, print its report.
 
     Args:
@@ -97,9 +107,12 @@ def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: P
         title: The report's title.
         doing: The status line shown while the crew runs.
         process: ``sequential`` or ``hierarchical``; None for the crew's own.
+        allow_degraded: Exit 0 for a ``degraded`` run (it is still stored and printed as degraded).
 
     Raises:
-        typer.Exit: 3 over the run budget, 1 when the run or the server failed, 130 on Ctrl-C.
+        typer.Exit: the run's code from :mod:`quantcrew.cli.exits`: 4 degraded (0 with
+            ``allow_degraded``), 5 API key refused, 3 over the run budget, 1 when the run or the
+            server failed, 130 on Ctrl-C.
     """
     from quantcrew.crew.server_process import ServerStartError
 
@@ -108,11 +121,21 @@ def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: P
         with ml_server(settings, config, meanwhile=_load_crew):
             outcome = _kickoff(kind, inputs, settings, doing=doing, process=process)
     except ServerStartError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(err_console, str(exc), ExitCode.FAILED)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted; stopping the ML server[/yellow]")
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    _print_outcome(outcome, settings, title=title, as_json=as_json)
+    code = exit_for_status(outcome.status, allow_degraded=allow_degraded)
+    if outcome.status == "degraded":
+        accepted = "accepted by --allow-degraded" if allow_degraded else \
+            f"exit {int(ExitCode.DEGRADED)}; --allow-degraded accepts it"
+        err_console.print(f"run {outcome.run_id} is DEGRADED ({accepted})", style="yellow", markup=False)
+    if code is not ExitCode.OK:
+        raise typer.Exit(code)
+
+
+def _print_outcome(outcome: Any, settings: Settings, *, title: str, as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps({
             "run_id": outcome.run_id, "status": outcome.status, "inputs": outcome.inputs,
@@ -126,10 +149,12 @@ def run_crew(kind: str, inputs: dict[str, Any], settings: Settings, *, config: P
         return
     degraded = " [yellow](DEGRADED: fallback answer)[/yellow]" if outcome.degraded else ""
     if outcome.decision is not None:
-        print_decision(outcome, title + degraded)
+        print_decision(outcome, escape(title) + degraded)
     else:
-        console.print(Panel(outcome.output, title=f"{title}{degraded}", expand=False))
-    console.print(f"[dim]run {outcome.run_id} stored in {settings.runs_db}[/dim]")
+        console.print(Panel(Text(outcome.output), title=f"{escape(title)}{degraded}", expand=False))
+        for line in outcome.degraded_notes:
+            console.print(f"DEGRADED: {line}", style="yellow", markup=False)
+    console.print(f"run {outcome.run_id} stored in {settings.runs_db}", style="dim", markup=False)
 
 
 def _load_crew() -> None:
@@ -152,10 +177,11 @@ def _kickoff(kind: str, inputs: dict[str, Any], settings: Settings, *, doing: st
             return kickoff(inputs, settings, kind=kind, process=process,
                            on_tool_result=lambda r: status.update(f"{r.tool} answered..."))
     except CrewRunError as exc:
-        err_console.print(f"[red]{exc}[/red]")
+        err_console.print(str(exc), style="red", markup=False)
         if exc.run_id is not None:
-            err_console.print(f"[dim]run {exc.run_id} recorded as {exc.status} in {settings.runs_db}[/dim]")
-        raise typer.Exit(3 if exc.status == "budget_exceeded" else 1) from exc
+            err_console.print(f"run {exc.run_id} recorded as {exc.status} in {settings.runs_db}", style="dim",
+                              markup=False)
+        raise typer.Exit(exit_for_status(exc.status)) from exc
 
 
 def say_untrained(settings: Settings, symbols: str) -> None:
@@ -189,20 +215,21 @@ def print_decision(outcome: Any, title: str) -> None:
     decision = outcome.decision
     regimes = {r["symbol"]: r for r in outcome.views.get("market_regimes", {}).get("regimes", [])}
     table = Table("symbol", "action", "target", "regime (p)", "followed", "size", "timing", "why", "limits",
-                  title=f"{title} (as of {decision.as_of or '?'})", show_lines=True)
+                  title=f"{title} (as of {decision.as_of or '?'})", title_justify="left", show_lines=True)
     for d in decision.decisions:
         r = regimes.get(d.symbol, {})
         p = f" ({r['probability']:.2f})" if r.get("probability") is not None else ""
-        table.add_row(d.symbol, d.action.upper(), f"{d.target_position:+.2f}", f"{d.regime or '?'}{p}", d.followed,
-                      f"{d.size:.2f}", d.timing or "", d.why, "; ".join(d.limits_applied) or "none")
+        cells = (d.symbol, d.action.upper(), f"{d.target_position:+.2f}", f"{d.regime or '?'}{p}", d.followed,
+                 f"{d.size:.2f}", d.timing or "", d.why, "; ".join(d.limits_applied) or "none")
+        table.add_row(*(Text(cell) for cell in cells))  # text, not markup: a file symbol may hold brackets
     console.print(table)
     var = f"{decision.estimated_var:.2%} ({decision.var_method})" if decision.estimated_var is not None else "n/a"
     limits = decision.limits
     console.print(f"gross exposure {decision.gross_exposure:.2f}; estimated 1-day VaR95 {var}; limits: max position "
                   f"{limits.max_position:g}, max gross {limits.max_gross:g}, max VaR {limits.max_var:.1%}, drawdown "
-                  f"stop {limits.drawdown_stop:.0%} (drawdown now {decision.drawdown:.1%})")
+                  f"stop {limits.drawdown_stop:.0%} (drawdown now {decision.drawdown:.1%})", markup=False)
     models = ", ".join(sorted({f"{m.tool}:{m.model_id or m.method_used}" for m in decision.models}))
-    console.print(f"[dim]models: {models}[/dim]")
+    console.print(f"models: {models}", style="dim", markup=False)
     if decision.gated_inputs:
         console.print("gated (a trained model failed its quality gate; a named rule answered by design):")
         for line in decision.gated_inputs:

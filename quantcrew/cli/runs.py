@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from quantcrew.cli.common import ConfigOpt, console, err_console, load_cli_settings
+from quantcrew.cli.exits import ExitCode, fail
 
 if TYPE_CHECKING:
     from quantcrew.config.settings import Settings
@@ -16,6 +18,9 @@ if TYPE_CHECKING:
 __all__ = ["attach_outcomes", "runs_app"]
 
 runs_app = typer.Typer(help="Inspect stored runs.", no_args_is_help=True)
+
+_STATUS_STYLES = {"succeeded": "green", "degraded": "yellow", "auth_failed": "red", "failed": "red",
+                  "budget_exceeded": "yellow", "interrupted": "yellow"}
 
 
 @runs_app.command("list")
@@ -30,8 +35,9 @@ def runs_list(limit: Annotated[int, typer.Option(min=1)] = 20, config: ConfigOpt
     for row in store.list_runs(limit):
         seconds = f"{row['duration_s']:.1f}" if row.get("duration_s") is not None else ""
         degraded, gated = ("" if row.get(f) is None else ("yes" if row[f] else "no") for f in ("degraded", "gated"))
-        table.add_row(row["run_id"], row["kind"], row["status"], row["started_at"], seconds,
-                      str(row.get("llm_calls") or ""), degraded, gated, row["inputs"], row.get("error") or "")
+        status = Text(row["status"], style=_STATUS_STYLES.get(row["status"], ""))
+        table.add_row(row["run_id"], row["kind"], status, row["started_at"], seconds, str(row.get("llm_calls") or ""),
+                      degraded, gated, Text(row["inputs"]), Text(row.get("error") or ""))
     store.close()
     console.print(table)
 
@@ -46,8 +52,7 @@ def runs_show(run_id: str, config: ConfigOpt = None) -> None:
     found = store.get_run(run_id)
     store.close()
     if found is None:
-        err_console.print(f"[red]no run '{run_id}' in {settings.runs_db}[/red]")
-        raise typer.Exit(1)
+        fail(err_console, f"no run '{run_id}' in {settings.runs_db}", ExitCode.BAD_INPUT)
     outcomes = found.pop("outcomes", [])
     if found.get("decision"):
         attach_outcomes(found, outcomes, settings)

@@ -13,9 +13,11 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from quantcrew.cli.common import ConfigOpt, console, err_console, load_cli_settings, ml_server
+from quantcrew.cli.exits import ExitCode
 from quantcrew.crew.scheduler import DEFAULT_GRACE_S, DEFAULT_RESYNC_S
 
 if TYPE_CHECKING:
@@ -27,8 +29,8 @@ schedule_app = typer.Typer(help="Cron-like crew schedules: add, list, remove, an
                            no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[red]{message}[/red]", highlight=False)
+def _fail(message: str, code: int = ExitCode.BAD_INPUT) -> typer.Exit:
+    err_console.print(f"[red]{escape(message)}[/red]", highlight=False)
     return typer.Exit(code)
 
 
@@ -43,7 +45,7 @@ def _kickoff_inputs(kind: str, names: list[str], lookback: int | None, weights: 
     from quantcrew.tools.arguments import check_weights, parse_floats
 
     if kind not in CREWS:
-        raise ValueError(f"--kind: no crew '{kind}'; defined: {', '.join(sorted(CREWS))}")
+        raise ValueError(f"--crew: no crew '{kind}'; defined: {', '.join(sorted(CREWS))}")
     spec = CREWS[kind]
     if "symbol" in spec.defaults and len(names) > 1:
         raise ValueError(f"--symbols: the '{kind}' crew analyses one symbol, got {len(names)}: {', '.join(names)}")
@@ -64,9 +66,11 @@ def schedule_add(
                                                   "time; e.g. '0 22 * * 1-5' = 22:00 Monday-Friday.")] = None,
     every_seconds: Annotated[int | None, typer.Option(min=1, help="Fire every N seconds instead of --cron.")]
     = None,
-    symbols: Annotated[str, typer.Option(help="Comma-separated symbols: bundled series (SP500, NASDAQ, VIX, CRUDE), "
-                                              "data-folder symbols or files.")] = "SP500",
-    kind: Annotated[str, typer.Option(help="Which crew runs (full, regime, risk, strategy, meta).")] = "full",
+    symbols: Annotated[str, typer.Option("--symbols", "--symbol",
+                                         help="Comma-separated symbols: bundled series (SP500, NASDAQ, VIX, "
+                                              "CRUDE), data-folder symbols or files.")] = "SP500",
+    kind: Annotated[str, typer.Option("--crew", "--kind",
+                                      help="Which crew runs (full, regime, risk, strategy, meta).")] = "full",
     lookback: Annotated[int | None, typer.Option(min=60, help="Daily bars to analyse; default: the crew's.")]
     = None,
     weights: Annotated[str | None, typer.Option(help="Portfolio weights, one per symbol (crews with a portfolio); "
@@ -167,11 +171,12 @@ def schedule_runs(
                       r.error or "")
     console.print(table)
     if rows:
-        console.print(f"[dim]crew runs: `quantcrew runs show RUN_ID`; store: {settings.runs_db}[/dim]")
+        console.print(f"crew runs: `quantcrew runs show RUN_ID`; store: {settings.runs_db}", style="dim",
+                      markup=False)
 
 
 def _status(status: str) -> str:
-    colour = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(status)
+    colour = {"succeeded": "green", "degraded": "yellow", "failed": "red", "skipped": "yellow"}.get(status)
     return f"[{colour}]{status}[/{colour}]" if colour else status
 
 
@@ -208,7 +213,7 @@ def scheduler_command(
             scheduler.run_forever()
             console.print("scheduler stopped; every firing is recorded")
     except ServerStartError as exc:
-        raise _fail(str(exc), code=1) from exc
+        raise _fail(str(exc), code=ExitCode.FAILED) from exc
     finally:
         store.close()
 

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from quantcrew.cli.common import ConfigOpt, check_symbols, console, err_console, load_cli_settings, ml_server
+from quantcrew.cli.exits import ExitCode, exit_for_error, fail
 
 __all__ = ["setup"]
 
@@ -37,7 +39,8 @@ def setup(
 
     Each model is judged by its quality gate on bars it was not trained on; one that fails is kept
     but not used (a named rule answers in its place). Exit codes: 0 all trained or already there,
-    1 a job failed or the budget ran out, 2 bad input, 130 Ctrl-C.
+    1 a job failed, 2 bad input, 3 the budget ran out first, 5 API key refused, 6 server unreachable,
+    130 Ctrl-C.
     """
     from quantcrew.crew.server_process import ServerStartError
     from quantcrew.crew.training import SetupDefaults, plan_jobs
@@ -51,8 +54,7 @@ def setup(
         names = parse_names(symbols, field="symbols")
         end = iso_date(end_date)
     except (ToolInputError, ValueError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(err_console, str(exc), ExitCode.BAD_INPUT)
     check_symbols(names, settings, end)
     bars_by_symbol = {}
     for name in names:
@@ -63,15 +65,13 @@ def setup(
     try:  # too few bars or an invalid request: refused before a server starts
         plan_jobs(bars_by_symbol, [], defaults=defaults)
     except ValueError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(err_console, str(exc), ExitCode.BAD_INPUT)
     try:
         with ml_server(settings, config), make_client(settings.client) as client:
             jobs = plan_jobs(bars_by_symbol, client.list_models(), defaults=defaults, force=force)
             report = _run_with_bars(client, jobs, bars_by_symbol, budget_minutes * 60.0, force, quiet=as_json)
     except (MLClientError, ServerStartError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(err_console, str(exc), exit_for_error(exc))
     if as_json:
         console.print_json(json.dumps({"ok": report.ok, "seconds": report.seconds, "jobs": [
             {"symbol": j.symbol, "job": j.kind, "status": j.status, "job_id": j.job_id, "seconds": j.seconds,
@@ -79,7 +79,9 @@ def setup(
     else:
         _print_report(report)
     if not report.ok:
-        raise typer.Exit(1)
+        failed = any(j.status in ("failed", "cancelled") for j in report.jobs)
+        raise typer.Exit(ExitCode.INTERRUPTED if report.interrupted else ExitCode.FAILED if failed
+                         else ExitCode.BUDGET_EXCEEDED)
 
 
 def _run_with_bars(client: Any, jobs: list[Any], bars_by_symbol: dict[str, Any], budget_s: float, force: bool,
@@ -118,7 +120,7 @@ def _run_with_bars(client: Any, jobs: list[Any], bars_by_symbol: dict[str, Any],
             bars.stop()
             err_console.print("[yellow]interrupted: the running job was cancelled; models trained before it are "
                               "kept and used[/yellow]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
 
 
 def _print_report(report: Any) -> None:
@@ -127,8 +129,8 @@ def _print_report(report: Any) -> None:
     for j in report.jobs:
         style = {"succeeded": "green", "skipped": "dim", "failed": "red", "out_of_budget": "yellow",
                  "cancelled": "yellow"}.get(j.status, "")
-        table.add_row(j.symbol, j.label, f"[{style}]{j.status.replace('_', ' ')}[/{style}]" if style else j.status,
-                      f"{j.seconds:.0f}", j.detail)
+        table.add_row(Text(j.symbol), Text(j.label), Text(j.status.replace("_", " "), style=style),
+                      f"{j.seconds:.0f}", Text(j.detail))
     console.print(table)
     if report.ok:
         console.print("Ready: `quantcrew run` now decides with these models (a gated model is replaced by its "

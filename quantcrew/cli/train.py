@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from quantcrew.cli.common import ConfigOpt, console, err_console, load_cli_settings, ml_server
+from quantcrew.cli.exits import ExitCode, exit_for_error, fail
 from quantcrew.config.settings import Settings
 
 __all__ = ["train"]
@@ -23,7 +24,8 @@ def train(
     timesteps: Annotated[int, typer.Option(min=1, help="Environment steps per run (each agent: seeds x 2 reward "
                                                        "scales runs, the best on validation bars kept).")] = 20_000,
     seeds: Annotated[int, typer.Option(min=1, max=10, help="Seeds per configuration of each agent.")] = 3,
-    symbol: Annotated[str, typer.Option(help="Bundled series, data-folder symbol or file.")] = "SP500",
+    symbol: Annotated[str, typer.Option("--symbols", "--symbol",
+                                        help="One symbol: bundled series, data-folder symbol or file.")] = "SP500",
     train_end: Annotated[str | None, typer.Option(help="Last training date (YYYY-MM-DD); later bars are the "
                                                        "out-of-sample test span. Default: the first 70%.")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the networks, the env and the regime fit.")] = 0,
@@ -53,11 +55,13 @@ def train(
 
     settings = load_cli_settings(config, client__url=server_url)
     if no_wait and settings.client.url is None:
-        err_console.print("[red]--no-wait needs --server-url: a local server stops when this command ends[/red]")
-        raise typer.Exit(2)
+        fail(err_console, "--no-wait needs --server-url: a local server stops when this command ends",
+             ExitCode.BAD_INPUT)
     if model not in ("rl", "ensemble"):
-        err_console.print(f"[red]--model must be 'rl' or 'ensemble', got {model!r}[/red]")
-        raise typer.Exit(2)
+        fail(err_console, f"--model must be 'rl' or 'ensemble', got {model!r}", ExitCode.BAD_INPUT)
+    if "," in symbol:
+        fail(err_console, f"--symbols: train takes one symbol at a time, got {symbol!r} (`quantcrew setup "
+             "--symbols A,B` trains several)", ExitCode.BAD_INPUT)
     request: RLTrainRequest | EnsembleTrainRequest
     try:  # refuse bad arguments before a server is started for nothing
         bars = load_symbol(symbol, data_dir=settings.data.data_dir, max_gap_days=settings.data.max_gap_days)
@@ -74,13 +78,11 @@ def train(
                 "action_mode": action_mode, "cost_bps": cost_bps, "slippage_bps": slippage_bps,
             })
     except (ToolInputError, DataError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(err_console, str(exc), ExitCode.BAD_INPUT)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "request"
-        err_console.print(f"[red]{where}: {first['msg']}[/red]")
-        raise typer.Exit(2) from exc
+        fail(err_console, f"{where}: {first['msg']}", ExitCode.BAD_INPUT)
     _train(request, settings, config=config, no_wait=no_wait, as_json=as_json)
 
 
@@ -105,7 +107,8 @@ def _train(request: Any, settings: Settings, *, config: Path | None, no_wait: bo
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/"
                        "{task.total:,.0f} " + unit), TextColumn("{task.fields[reward]}"), TimeElapsedColumn(),
                        TimeRemainingColumn())
-            with Progress(*columns, console=console, transient=not as_json) as bar:
+            # with --json, stdout carries the JSON alone: the bar goes to stderr and is cleared when done
+            with Progress(*columns, console=err_console if as_json else console, transient=True) as bar:
                 steps = (0 if isinstance(request, EnsembleTrainRequest)
                          else request.timesteps * request.runs * len(request.agents))
                 task = bar.add_task("queued", total=steps or 1, reward="")  # the job reports the real total
@@ -123,17 +126,15 @@ def _train(request: Any, settings: Settings, *, config: Path | None, no_wait: bo
                 except KeyboardInterrupt:
                     client.cancel_job(job.job_id)
                     err_console.print(f"[yellow]interrupted: job {job.job_id} cancelled[/yellow]")
-                    raise typer.Exit(130) from None
+                    raise typer.Exit(ExitCode.INTERRUPTED) from None
     except (MLClientError, ServerStartError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(err_console, str(exc), exit_for_error(exc))
     assert job is not None
     if as_json:
         console.print_json(job.model_dump_json())
     if job.status != "succeeded":
         message = job.error.message if job.error is not None else job.status
-        err_console.print(f"[red]training job {job.job_id} {job.status}: {message}[/red]")
-        raise typer.Exit(1)
+        fail(err_console, f"training job {job.job_id} {job.status}: {message}", ExitCode.FAILED)
     if as_json:
         return
     if ensemble:

@@ -28,6 +28,7 @@ __all__ = [
     "build_crew",
     "build_regime_crew",
     "build_risk_crew",
+    "is_loopback_url",
     "make_llm",
     "required_inputs",
     "task_config",
@@ -196,11 +197,34 @@ def make_llm(settings: Settings, inputs: dict[str, Any], *, tool_plan: dict[str,
     if name == "planner":
         return PlannerLLM(inputs=inputs, tool_plan=tool_plan or None, structurer=structurer, delegation=delegation)
     kwargs: dict[str, Any] = {"model": name}
-    if settings.crew.llm_base_url:
-        kwargs["base_url"] = settings.crew.llm_base_url
+    base_url = settings.crew.llm_base_url
+    if base_url:
+        kwargs["base_url"] = base_url
     if settings.crew.llm_api_key is not None:
         kwargs["api_key"] = settings.crew.llm_api_key.get_secret_value()
+    elif base_url and is_loopback_url(base_url):
+        # a local OpenAI-compatible server (llama.cpp, vLLM, Ollama) takes no key, but the OpenAI client
+        # refuses to start without one: a placeholder, never sent anywhere but to that loopback server
+        kwargs["api_key"] = LOCAL_LLM_KEY
     return LLM(**kwargs)
+
+
+LOCAL_LLM_KEY = "no-key-needed-for-a-local-server"
+"""The API key given to an LLM on a loopback base URL when ``crew.llm_api_key`` is not set."""
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url if "//" in url else f"//{url}").hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_crew(kind: str, settings: Settings, *, tools: list[QuantTool] | dict[str, list[BaseTool]], llm: Any,

@@ -79,15 +79,17 @@ class PortfolioDecisionTool(BaseTool):
         started = time.perf_counter()
         arguments = {"symbols": symbols, "drawdown": drawdown, "lookback": lookback, "end_date": end_date}
         try:
-            names = [n.upper() for n in parse_names(symbols, field="symbols")]
+            # called by the names given (a file path is case-sensitive); matched upper-cased, as the views key them
+            given = parse_names(symbols, field="symbols")
         except ToolInputError as exc:
             return self._finish(ToolResult(tool=self.name, ok=False, summary=f"{self.name}: bad argument: {exc}",
                                            arguments=arguments), started)
         regimes = {r.symbol: r.regime for r in regime_view(self.collected()).regimes}
         signals = {s.symbol: {a.agent: a.target_position for a in s.signals}
                    for s in strategy_view(self.collected()).symbols}
-        for name in names:
-            common = {"symbol": name, "lookback": lookback, "end_date": end_date}
+        names = [n.upper() for n in given]
+        for original, name in zip(given, names, strict=True):
+            common = {"symbol": original, "lookback": lookback, "end_date": end_date}
             self.selection.run(**common, regime=regimes.get(name) or "auto")
             chosen = self._chosen(name)
             target = signals.get(name, {}).get(chosen) if chosen is not None else None

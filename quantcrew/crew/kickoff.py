@@ -15,20 +15,20 @@ from quantcrew.crew.budget import BudgetExceeded, RunBudget
 from quantcrew.crew.converter import view_converter
 from quantcrew.crew.crew import CREWS, CrewSpec, build_crew, make_llm, required_inputs
 from quantcrew.crew.decision import Decision, RiskLimits
-from quantcrew.crew.runs import RunsStore
+from quantcrew.crew.runs import RunsStore, RunStatus
 from quantcrew.tools.base import ToolResult
 from quantcrew.tools.client import MLClient, make_client
 
 if TYPE_CHECKING:
     from quantcrew.crew.outcomes import SettleReport
 
-__all__ = ["CrewRunError", "RunOutcome", "normalise_inputs", "run"]
+__all__ = ["CrewRunError", "RunOutcome", "normalise_inputs", "run", "unanswered"]
 
 
 class CrewRunError(RuntimeError):
     """A crew run failed; ``run_id`` points at its record in the runs store."""
 
-    def __init__(self, message: str, *, run_id: str | None = None, status: str = "failed") -> None:
+    def __init__(self, message: str, *, run_id: str | None = None, status: RunStatus = "failed") -> None:
         super().__init__(message)
         self.run_id = run_id
         self.status = status
@@ -40,7 +40,8 @@ class RunOutcome:
     settling earlier decisions' outcomes did before the crew ran (``settled``)."""
 
     run_id: str
-    status: str
+    status: RunStatus
+    """``succeeded``, or ``degraded`` when a model the crew asked for could not answer (see ``degraded``)."""
     output: str
     inputs: dict[str, Any]
     tool_results: list[ToolResult] = field(default_factory=list)
@@ -79,6 +80,72 @@ def _settle(store: RunsStore, settings: Settings, client: MLClient | None, as_of
         notes.append(f"outcomes: {report.pending} bandit reward(s) left pending, the ML server could not take "
                      f"them ({report.server_error}); the next run or `quantcrew outcomes` sends them")
     return report, notes
+
+
+def _check_server(client: MLClient | None, url: str | None) -> tuple[str | None, list[str]]:
+    """Ask the server one cheap question before the crew starts: is our key accepted, does it answer?
+
+    Returns:
+        A refusal (the key was refused: the run must not go on) or None, and degraded notes (the
+        server did not answer: every model answer will be a fallback rule's, and the run says so).
+    """
+    from quantcrew.tools.errors import MLClientError, Unauthorized
+
+    if client is None:
+        return None, []
+    try:
+        client.list_models()
+    except Unauthorized as exc:
+        return (f"the ML server at {url} refused the API key ({exc}); set QUANTCREW_CLIENT__API_KEY (client.api_key) "
+                "to the server's key"), []
+    except MLClientError as exc:
+        if exc.server_fault:
+            return None, [f"the ML server at {url} did not answer before the run ({type(exc).__name__}: {exc}); "
+                          "the tools answer from their fallback rules"]
+    return None, []
+
+
+def _unreachable_llm(settings: Settings) -> str | None:
+    """Why the LLM's ``crew.llm_base_url`` cannot be reached (a TCP connect, 3 s), or None.
+
+    The LLM client retries a refused connection for tens of seconds and then names neither the
+    URL nor the setting; one connect before the crew starts does both at once.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    url = settings.crew.llm_base_url
+    if settings.crew.llm == "planner" or not url:
+        return None
+    parts = urlsplit(url if "//" in url else f"//{url}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"crew.llm_base_url {url!r} has no valid port"
+    if not parts.hostname:
+        return f"crew.llm_base_url {url!r} names no host"
+    try:
+        socket.create_connection((parts.hostname, port), timeout=3.0).close()
+    except OSError as exc:
+        return f"the LLM server at {url} (crew.llm_base_url, --llm-base-url) did not answer: {exc}"
+    return None
+
+
+def unanswered(results: list[ToolResult]) -> list[str]:
+    """A note per tool call that could not answer and was not answered later for the same symbols.
+
+    An LLM may call a tool with a bad argument and call it again correctly: only the calls the
+    crew went without count. The key is the tool and its ``symbol``/``symbols`` argument.
+    """
+    def key(r: ToolResult) -> tuple[str, str]:
+        return r.tool, str(r.arguments.get("symbols") or r.arguments.get("symbol") or "")
+
+    answered = {key(r) for r in results if r.ok}
+    notes: dict[tuple[str, str], str] = {}
+    for r in results:
+        if not r.ok and key(r) not in answered:
+            notes[key(r)] = f"{r.tool} could not answer ({r.failure or 'failed'}): {r.summary}"
+    return list(notes.values())
 
 
 def normalise_inputs(kind: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -178,9 +245,13 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
     if client is None and settings.client.url is not None:
         # one client (one connection pool, one breaker) for every tool of the crew
         client = owned = make_client(settings.client)
-    # outcomes close the loop: earlier decisions are settled (and the bandit rewarded) before this one is made,
-    # using only outcome bars on or before this run's as-of date
-    settled, degraded_notes = _settle(store, settings, client, spec_inputs.get("end_date"))
+    refused, degraded_notes = _check_server(client, settings.client.url)
+    settled: SettleReport | None = None
+    if refused is None:
+        # outcomes close the loop: earlier decisions are settled (and the bandit rewarded) before this one is
+        # made, using only outcome bars on or before this run's as-of date
+        settled, notes = _settle(store, settings, client, spec_inputs.get("end_date"))
+        degraded_notes += notes
     tools, decision_tool = _make_tools(spec, settings, client, keep, results, limits)
 
     def ensure_decision() -> Decision | None:
@@ -207,15 +278,26 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
                              budget=budget.describe())
     started = time.perf_counter()
 
-    def close(status: str, **fields: Any) -> None:
+    def close(status: RunStatus, **fields: Any) -> None:
         store.finish_run(run_id, status=status, llm_calls=budget.llm_calls,
                          duration_s=time.perf_counter() - started,
                          degraded=any(r.degraded for r in results) or bool(degraded_notes),
                          gated=any(r.gated for r in results),
                          settled=settled.model_dump(mode="json", exclude={"outcomes"}) if settled else None,
-                         **fields)
+                         notes=degraded_notes, **fields)
         store.close()
 
+    llm_down = _unreachable_llm(settings) if llm is None else None
+    if llm_down is not None:
+        close("failed", error=llm_down)
+        if owned is not None:
+            owned.close()
+        raise CrewRunError(f"crew run {run_id} not started: {llm_down}", run_id=run_id)
+    if refused is not None:
+        close("auth_failed", error=refused)
+        if owned is not None:
+            owned.close()
+        raise CrewRunError(f"crew run {run_id} not started: {refused}", run_id=run_id, status="auth_failed")
     try:
         with budget.enforce():
             crew = build_crew(kind, settings, tools=tools, llm=chosen_llm, process=process,
@@ -229,8 +311,9 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
         close("budget_exceeded", error=str(exc))
         raise CrewRunError(f"crew run {run_id} stopped: {exc}", run_id=run_id, status="budget_exceeded") from exc
     except Exception as exc:  # a crew failure of any kind is recorded, then re-raised with its cause
-        close("failed", error=f"{type(exc).__name__}: {exc}")
-        raise CrewRunError(f"crew run {run_id} failed: {type(exc).__name__}: {exc}", run_id=run_id) from exc
+        where = f" (LLM {llm_name} at {settings.crew.llm_base_url})" if settings.crew.llm_base_url else ""
+        close("failed", error=f"{type(exc).__name__}: {exc}{where}")
+        raise CrewRunError(f"crew run {run_id} failed: {type(exc).__name__}: {exc}{where}", run_id=run_id) from exc
     finally:
         if owned is not None:
             owned.close()
@@ -238,7 +321,15 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
     views = {str(t.name): t.pydantic.model_dump(mode="json")
              for t in getattr(output, "tasks_output", []) if getattr(t, "pydantic", None) is not None}
     text = str(getattr(output, "raw", output))
-    close("succeeded", output=text, decision=decision.model_dump(mode="json") if decision is not None else None)
-    return RunOutcome(run_id=run_id, status="succeeded", output=text, inputs=spec_inputs, tool_results=results,
+    stored = decision.model_dump(mode="json") if decision is not None else None
+    unauthorized = [r for r in results if r.failure == "unauthorized"]
+    if unauthorized:
+        error = f"the ML server refused the API key: {unauthorized[0].summary}"
+        close("auth_failed", output=text, decision=stored, error=error)
+        raise CrewRunError(f"crew run {run_id}: {error}", run_id=run_id, status="auth_failed")
+    degraded_notes += unanswered(results)
+    status: RunStatus = "degraded" if degraded_notes or any(r.degraded for r in results) else "succeeded"
+    close(status, output=text, decision=stored)
+    return RunOutcome(run_id=run_id, status=status, output=text, inputs=spec_inputs, tool_results=results,
                       decision=decision, views=views, llm_calls=budget.llm_calls,
                       duration_s=time.perf_counter() - started, settled=settled, degraded_notes=degraded_notes)

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import sqlite_utils
 
@@ -38,17 +38,19 @@ from quantcrew.quant.trials import Trial
 if TYPE_CHECKING:  # crewai (under quantcrew.tools.base) is seconds to import; the store does not need it
     from quantcrew.tools.base import ToolResult
 
-__all__ = ["REWARD_STATUSES", "SCHEMA_VERSION", "STATUSES", "RunsStore", "open_database"]
+__all__ = ["DECIDED_STATUSES", "REWARD_STATUSES", "SCHEMA_VERSION", "STATUSES", "RunStatus", "RunsStore",
+           "open_database"]
 
 SCHEMA_VERSION = 3
 """1: runs and tool_calls (with the added run columns); 2: gated flags and decision_outcomes;
 3: backtest_trials."""
 
 _RUN_COLUMNS: dict[str, str] = {"decision": "TEXT", "degraded": "INTEGER", "llm_calls": "INTEGER",
-                                "duration_s": "REAL", "budget": "TEXT", "gated": "INTEGER", "settled": "TEXT"}
+                                "duration_s": "REAL", "budget": "TEXT", "gated": "INTEGER", "settled": "TEXT",
+                                "notes": "TEXT"}
 """Columns of ``runs`` beyond the first schema: the decision (JSON), whether any input was degraded,
-LLM calls made, wall time, the budget the run was held to, whether any input was gated, and what the
-run's settling of earlier decisions did (JSON)."""
+LLM calls made, wall time, the budget the run was held to, whether any input was gated, what the
+run's settling of earlier decisions did (JSON), and why it was degraded beyond its tool calls (JSON list)."""
 
 _TOOL_CALL_COLUMNS: dict[str, str] = {"gated": "INTEGER", "gated_reason": "TEXT"}
 
@@ -101,7 +103,15 @@ _OUTCOME_COLUMNS = ("run_id", "symbol", "decision_date", "outcome_date", "close"
                     "decision_return", "agent", "agent_target", "agent_return", "decision_id", "reward_status",
                     "reward_error", "settled_at")
 
-STATUSES = ("running", "succeeded", "failed", "interrupted", "budget_exceeded")
+RunStatus = Literal["running", "succeeded", "degraded", "failed", "auth_failed", "interrupted", "budget_exceeded"]
+"""A run's status. ``succeeded``: every model the crew asked for answered (a gated model's rule
+answering by design included); ``degraded``: the run finished, but a model could not answer and a
+fallback rule did, or a tool could not answer at all, or the bandit's rewards could not be sent
+(the reasons are in the run's notes); ``auth_failed``: the ML server refused the API key;
+``failed``, ``interrupted``, ``budget_exceeded``: the run stopped without finishing."""
+STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+DECIDED_STATUSES: tuple[RunStatus, ...] = ("succeeded", "degraded")
+"""Statuses of runs that finished with a decision to settle against its outcome."""
 
 REWARD_STATUSES = ("pending", "rewarded", "no_decision", "failed")
 """``pending``: the bandit has not taken the reward yet (no server, or it was down: the next settle
@@ -198,8 +208,8 @@ class RunsStore:
     def finish_run(self, run_id: str, *, status: str, output: str | None = None, error: str | None = None,
                    decision: dict[str, Any] | None = None, degraded: bool | None = None,
                    llm_calls: int | None = None, duration_s: float | None = None, gated: bool | None = None,
-                   settled: dict[str, Any] | None = None) -> None:
-        """Close a run: ``succeeded``, ``failed``, ``interrupted`` or ``budget_exceeded``."""
+                   settled: dict[str, Any] | None = None, notes: list[str] | None = None) -> None:
+        """Close a run with one of :data:`STATUSES` other than ``running``."""
         if status not in STATUSES or status == "running":
             raise ValueError(f"a finished run's status must be one of {list(STATUSES[1:])}, got {status!r}")
         with self._lock, self._db.conn:
@@ -209,6 +219,7 @@ class RunsStore:
                 "degraded": None if degraded is None else int(degraded), "llm_calls": llm_calls,
                 "duration_s": duration_s, "gated": None if gated is None else int(gated),
                 "settled": json.dumps(settled, default=str) if settled is not None else None,
+                "notes": json.dumps(notes) if notes else None,
             })
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -223,6 +234,7 @@ class RunsStore:
         run["inputs"] = json.loads(run["inputs"] or "{}")
         run["decision"] = json.loads(run["decision"]) if run.get("decision") else None
         run["settled"] = json.loads(run["settled"]) if run.get("settled") else None
+        run["notes"] = json.loads(run["notes"]) if run.get("notes") else []
         for flag in ("degraded", "gated"):
             run[flag] = None if run.get(flag) is None else bool(run[flag])
         for call in calls:
@@ -243,10 +255,10 @@ class RunsStore:
     # -- outcomes ----------------------------------------------------------------------------------
 
     def unsettled_decisions(self) -> list[dict[str, Any]]:
-        """Succeeded runs whose decision has a symbol without an outcome row, oldest first: ``run_id``,
+        """Succeeded or degraded runs whose decision has a symbol without an outcome row, oldest first: ``run_id``,
         ``inputs``, ``decision`` (decoded) and ``settled_symbols`` (those with a row already)."""
         query = """SELECT run_id, inputs, decision FROM runs
-                   WHERE status = 'succeeded' AND decision IS NOT NULL AND json_valid(decision)
+                   WHERE status IN ('succeeded', 'degraded') AND decision IS NOT NULL AND json_valid(decision)
                      AND (SELECT COUNT(*) FROM decision_outcomes o WHERE o.run_id = runs.run_id)
                          < COALESCE(json_array_length(decision, '$.decisions'), 0)
                    ORDER BY started_at, run_id"""

@@ -7,7 +7,8 @@ can write while ``quantcrew scheduler`` reads):
   crontab) or ``every_seconds`` (exactly one of the two), ``kind`` (which crew), ``inputs``
   (kickoff inputs as JSON), ``created_at``, ``enabled``.
 - ``schedule_runs``: one row per firing: ``scheduled_for`` (the fire time it serves),
-  ``started_at``, ``finished_at``, ``status`` (``running``, ``succeeded``, ``failed`` or
+  ``started_at``, ``finished_at``, ``status`` (``running``, ``succeeded``, ``degraded`` (the
+  run finished with a fallback answering, see ``quantcrew.crew.runs.RunStatus``), ``failed`` or
   ``skipped``), ``run_id`` (the crew run in ``runs`` when one was created) and ``error``.
   Rows outlive the schedule they belong to, as history.
 
@@ -34,7 +35,7 @@ from quantcrew.crew.runs import open_database
 
 __all__ = ["RUN_STATUSES", "Schedule", "ScheduleError", "ScheduleNotFound", "ScheduleRun", "ScheduleStore"]
 
-RUN_STATUSES = ("running", "succeeded", "failed", "skipped")
+RUN_STATUSES = ("running", "succeeded", "degraded", "failed", "skipped")
 """Every status a ``schedule_runs`` row can have."""
 
 
@@ -234,17 +235,17 @@ class ScheduleStore:
         return cursor.lastrowid
 
     def finish_run(self, row_id: int, *, status: str, run_id: str | None = None, error: str | None = None) -> bool:
-        """Close a ``running`` firing as ``succeeded`` or ``failed``.
+        """Close a ``running`` firing as ``succeeded``, ``degraded`` or ``failed``.
 
         Returns:
             False when the row was no longer running (e.g. already marked interrupted by a
             shutdown): the first outcome recorded wins.
 
         Raises:
-            ValueError: ``status`` is not ``succeeded`` or ``failed``.
+            ValueError: ``status`` is not ``succeeded``, ``degraded`` or ``failed``.
         """
-        if status not in ("succeeded", "failed"):
-            raise ValueError(f"status must be 'succeeded' or 'failed', got {status!r}")
+        if status not in ("succeeded", "degraded", "failed"):
+            raise ValueError(f"status must be 'succeeded', 'degraded' or 'failed', got {status!r}")
         with self._lock, self._db.conn:
             cursor = self._db.conn.execute(
                 "update schedule_runs set status = ?, finished_at = ?, run_id = coalesce(?, run_id), error = ? "

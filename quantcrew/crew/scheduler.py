@@ -40,6 +40,7 @@ from quantcrew.crew.schedule import Schedule, ScheduleRun, ScheduleStore
 
 if TYPE_CHECKING:
     from quantcrew.config.settings import Settings
+    from quantcrew.crew.kickoff import RunOutcome
 
 __all__ = ["DEFAULT_GRACE_S", "DEFAULT_RESYNC_S", "INTERRUPTED", "RunFunction", "Scheduler", "crew_runner"]
 
@@ -54,9 +55,10 @@ DEFAULT_RESYNC_S = 5.0
 INTERRUPTED = "interrupted by shutdown"
 """The error text of a run still going when ``stop`` gave up waiting for it."""
 
-RunFunction = Callable[[Schedule], "str | None"]
-"""Runs one firing of a schedule; returns the crew run id (or None). An exception is a failed run;
-one with a ``run_id`` attribute (``CrewRunError``) has that id recorded."""
+RunFunction = Callable[[Schedule], "RunOutcome | str | None"]
+"""Runs one firing of a schedule; returns the crew run's outcome (a ``degraded`` one makes a
+``degraded`` firing), or its id, or None. An exception is a failed run; one with a ``run_id``
+attribute (``CrewRunError``) has that id recorded."""
 
 _EXECUTOR = "runs"
 
@@ -68,10 +70,10 @@ def crew_runner(settings: Settings) -> RunFunction:
     without it the tools answer from their fallbacks and say so.
     """
 
-    def run(schedule: Schedule) -> str | None:
+    def run(schedule: Schedule) -> RunOutcome:
         from quantcrew.crew.kickoff import run as kickoff  # crewai is heavy: imported on first run only
 
-        return kickoff(dict(schedule.inputs), settings, kind=schedule.kind).run_id
+        return kickoff(dict(schedule.inputs), settings, kind=schedule.kind)
 
     return run
 
@@ -333,13 +335,15 @@ class Scheduler:
         with self._lock:
             self._in_flight[row_id] = schedule_id
         try:
-            run_id = self._run_function(schedule)
+            ran = self._run_function(schedule)
         except Exception as exc:  # any failure of a run is recorded, and the schedule goes on
             log.warning("schedule %s: run failed: %s: %s", schedule_id, type(exc).__name__, exc)
             self._finish(row_id, status="failed", run_id=getattr(exc, "run_id", None),
                          error=f"{type(exc).__name__}: {exc}")
         else:
-            self._finish(row_id, status="succeeded", run_id=run_id if isinstance(run_id, str) else None)
+            run_id = ran if isinstance(ran, str) or ran is None else ran.run_id
+            status = "degraded" if getattr(ran, "status", None) == "degraded" else "succeeded"
+            self._finish(row_id, status=status, run_id=run_id)
         finally:
             with self._lock:
                 self._in_flight.pop(row_id, None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from crewai.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -22,12 +22,16 @@ from quantcrew.data.errors import DataError
 from quantcrew.tools.arguments import ToolInputError
 from quantcrew.tools.calls import CallFlow, aperform, perform
 from quantcrew.tools.client import AsyncMLClient, MLClient, make_async_client, make_client
-from quantcrew.tools.errors import MLClientError, is_server_fault
+from quantcrew.tools.errors import MLClientError, Unauthorized, is_server_fault
 from quantcrew.tools.flow import adrive, drive
 
 __all__ = ["QuantTool", "ToolResult"]
 
 _NO_SERVER = "no ML server configured (set QUANTCREW_CLIENT__URL or run through the quantcrew CLI)"
+
+
+Failure = Literal["bad_input", "data", "refused", "unauthorized"]
+"""Why a tool could not answer (``ToolResult.failure``)."""
 
 
 class ToolResult(BaseModel):
@@ -44,6 +48,10 @@ class ToolResult(BaseModel):
         description="True when a trained model was judged by its quality gate and rejected, and a named rule "
                     "answered by design (not degraded: the model the crew asked for did answer, with 'no').")
     gated_reason: str | None = Field(default=None, description="The failed gate and the rule that stood in.")
+    failure: Failure | None = Field(
+        default=None,
+        description="Why ok is False: a bad argument, unusable data, a request the server refused (4xx), or a "
+                    "request it refused for want of a valid API key (401/403).")
     summary: str = Field(description="The text the agent received.")
     arguments: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict, description="The full structured answer.")
@@ -117,18 +125,26 @@ class QuantTool(BaseTool):
 
     def _prepare_or_fail(self, arguments: dict[str, Any], started: float) -> tuple[Any, str | None]:
         """Load data and build the request; a data error or a bad argument becomes the answer."""
+        failure: Failure
         try:
             return self._prepare(arguments), None
         except DataError as exc:
-            text = f"{self.name}: cannot use the data: {exc}"
+            text, failure = f"{self.name}: cannot use the data: {exc}", "data"
         except ToolInputError as exc:
-            text = f"{self.name}: bad argument: {exc}"
-        return None, self._finish(ToolResult(tool=self.name, ok=False, summary=text, arguments=arguments), started)
+            text, failure = f"{self.name}: bad argument: {exc}", "bad_input"
+        result = ToolResult(tool=self.name, ok=False, summary=text, arguments=arguments, failure=failure)
+        return None, self._finish(result, started)
 
     def _on_client_error(self, arguments: dict[str, Any], prepared: Any, exc: MLClientError, started: float) -> str:
+        if isinstance(exc, Unauthorized):
+            text = (f"{self.name}: the ML server refused the API key ({exc}); set QUANTCREW_CLIENT__API_KEY "
+                    "(client.api_key) to the server's key. No model can answer until it is fixed.")
+            result = ToolResult(tool=self.name, ok=False, summary=text, arguments=arguments, failure="unauthorized")
+            return self._finish(result, started)
         if not is_server_fault(exc):
             text = f"{self.name}: the ML server refused the request: {exc}. Change the arguments and try again."
-            return self._finish(ToolResult(tool=self.name, ok=False, summary=text, arguments=arguments), started)
+            result = ToolResult(tool=self.name, ok=False, summary=text, arguments=arguments, failure="refused")
+            return self._finish(result, started)
         reason = f"ML server unavailable ({type(exc).__name__}: {exc})"
         result = self._fallback(arguments, prepared, reason)
         return self._finish(result, started)

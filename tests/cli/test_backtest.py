@@ -81,7 +81,8 @@ def test_backtest_trials_ledger_counts_each_configuration_once(app: typer.Typer,
     def run(*extra: str) -> dict[str, Any]:
         result = CliRunner().invoke(app, ["backtest", "--symbols", "NASDAQ", "--start", "2004-01-01", "--end",
                                           "2004-03-31", "--min-train", "300", "--refit-every", "126", "--server-url",
-                                          live_server.url, "--out", str(tmp_path), "--json", *extra])
+                                          live_server.url, "--out", str(tmp_path), "--overwrite", "--json",
+                                          *extra])
         assert result.exit_code == 0, result.output
         return dict(json.loads(result.stdout))
 
@@ -122,3 +123,26 @@ def test_backtest_bad_input_exits_2_before_any_server(app: typer.Typer, no_serve
     for word in words:
         assert word in message, message
     assert result.stdout == ""
+
+
+def test_an_out_folder_holding_a_report_is_refused_before_any_server_unless_overwrite(
+        app: typer.Typer, no_server_start: None, tmp_path: Path) -> None:
+    (tmp_path / "report.html").write_text("an earlier run's report")
+    result = CliRunner().invoke(app, ["backtest", *SMALL, "--out", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert f"--out: {tmp_path} already holds a report (report.html); pass --overwrite" in message
+    assert (tmp_path / "report.html").read_text() == "an earlier run's report"
+    replaced = CliRunner().invoke(app, ["backtest", *SMALL, "--out", str(tmp_path), "--overwrite"])
+    assert isinstance(replaced.exception, AssertionError)  # past the check: it went on to start a server
+
+
+def test_without_out_every_run_writes_a_new_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantcrew.cli.backtest import _report_folder
+
+    monkeypatch.chdir(tmp_path)
+    first = _report_folder(None, ["SP500", "/data/my prices.csv"], overwrite=False)
+    assert first.parent == Path("backtest-report") and first.name.endswith("-SP500-my_prices")
+    first.mkdir(parents=True)
+    second = _report_folder(None, ["SP500", "/data/my prices.csv"], overwrite=False)
+    assert second != first and not second.exists()

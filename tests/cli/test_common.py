@@ -117,3 +117,25 @@ def test_a_stopped_server_frees_its_home(held_home: tuple[Path, LocalServer]) ->
     first.stop()
     assert not first.running
     assert running_server(home) is None
+
+
+def test_a_console_on_a_pipe_keeps_whole_lines_unless_columns_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.table import Table
+
+    from quantcrew.cli.common import PIPE_WIDTH, make_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # a pipe: not a terminal
+    piped = make_console()
+    assert piped.width == PIPE_WIDTH
+    table = Table("symbol", "regime (p)", "followed", "why")
+    why = "the bandit chose conservative in the volatile regime; sized by the execution network " * 2
+    table.add_row("NASDAQ", "volatile (0.93)", "conservative", why)
+    with piped.capture() as captured:
+        piped.print(table)
+    text = captured.get()
+    assert "volatile (0.93)" in text and "conservative" in text and why.strip() in text and "…" not in text
+    monkeypatch.setenv("COLUMNS", "90")
+    assert make_console().width == 90  # the user's choice wins

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
+from quantcrew.cli.exits import ExitCode
 from quantcrew.cli.outcomes import outcomes
 from quantcrew.config.settings import load_settings
 from quantcrew.crew.decision import DecisionInputs, SymbolInputs, decide
@@ -69,7 +70,7 @@ def test_outcomes_as_of_keeps_later_bars_out_and_json_reports_it() -> None:
 
 def test_outcomes_bad_as_of_exits_2() -> None:
     result = runner.invoke(app, ["outcomes", "--as-of", "June"])
-    assert result.exit_code == 2 and "--as-of must be YYYY-MM-DD" in result.stderr
+    assert result.exit_code == 2 and "--end-date must be YYYY-MM-DD" in result.stderr
 
 
 def test_outcomes_rewards_the_bandit_once_and_a_server_down_leaves_them_pending(
@@ -84,8 +85,10 @@ def test_outcomes_rewards_the_bandit_once_and_a_server_down_leaves_them_pending(
         _run(store, "2012-06-29", ids[0])
         store.close()
         down = runner.invoke(app, ["outcomes", "--server-url", _dead_url(), "--json"])
-        assert down.exit_code == 1 and "rewards not sent" in down.stderr
+        assert down.exit_code == ExitCode.DEGRADED and "DEGRADED: rewards not sent" in down.stderr
         assert [r["reward_status"] for r in json.loads(down.stdout)["outcomes"]] == ["pending"]
+        accepted = runner.invoke(app, ["outcomes", "--server-url", _dead_url(), "--json", "--allow-degraded"])
+        assert accepted.exit_code == 0 and "DEGRADED: rewards not sent" in accepted.stderr
         store = _store()
         _run(store, "2012-07-02", ids[1])
         store.close()

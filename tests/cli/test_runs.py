@@ -37,9 +37,9 @@ def test_runs_show_prints_the_run_as_json() -> None:
     assert json.loads(result.stdout)["kind"] == "risk"
 
 
-def test_runs_show_unknown_id_exits_1() -> None:
+def test_runs_show_unknown_id_is_bad_input() -> None:
     result = runner.invoke(app, ["runs", "show", "nosuch"], env={"COLUMNS": "250"})
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no run 'nosuch'" in result.stderr
 
 

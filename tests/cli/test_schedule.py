@@ -65,17 +65,17 @@ def test_add_with_unknown_symbol_exits_2_naming_the_known_ones(home: Settings) -
 
 
 def test_add_with_unknown_kind_exits_2_listing_the_crews(home: Settings) -> None:
-    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--kind", "nosuch"])
+    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--crew", "nosuch"])
     assert result.exit_code == 2
-    assert "--kind: no crew 'nosuch'; defined:" in result.output and "regime" in result.output
+    assert "--crew: no crew 'nosuch'; defined:" in result.output and "regime" in result.output
     assert stored(home) == []
 
 
 def test_add_fits_inputs_to_the_crew(home: Settings) -> None:
-    result = runner.invoke(app, ["schedule", "add", "--every-seconds", "60", "--kind", "risk",
+    result = runner.invoke(app, ["schedule", "add", "--every-seconds", "60", "--crew", "risk",
                                  "--symbols", "SP500,NASDAQ,VIX", "--lookback", "500"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--kind", "regime", "--symbols", "VIX"])
+    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--crew", "regime", "--symbols", "VIX"])
     assert result.exit_code == 0, result.output
     with ScheduleStore(home.runs_db) as store:
         risk, regime = store.list()
@@ -83,21 +83,21 @@ def test_add_fits_inputs_to_the_crew(home: Settings) -> None:
     assert (risk.every_seconds, risk.cron) == (60, None)
     assert regime.inputs == {"symbols": "VIX"}
 
-    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--kind", "regime",
+    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--crew", "regime",
                                  "--symbols", "SP500,VIX"])
     assert result.exit_code == 2
     assert "the 'regime' crew analyses one symbol, got 2" in result.output
-    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--kind", "risk",
+    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--crew", "risk",
                                  "--symbols", "SP500,VIX", "--weights", "0.5,0.2"])
     assert result.exit_code == 2 and "weights sum to 0.7" in result.output
-    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--kind", "regime",
+    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--crew", "regime",
                                  "--weights", "1"])
     assert result.exit_code == 2 and "--weights: the 'regime' crew takes no weights" in result.output
     assert len(stored(home)) == 2
 
 
 def test_add_list_remove_round_trip(home: Settings) -> None:
-    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--kind", "regime",
+    result = runner.invoke(app, ["schedule", "add", "--cron", "0 22 * * 1-5", "--crew", "regime",
                                  "--symbols", "SP500"])
     assert result.exit_code == 0, result.output
     [schedule_id] = stored(home)

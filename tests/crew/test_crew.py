@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from crewai import LLM
+from pydantic import SecretStr
 
 from quantcrew.config.settings import Settings
 from quantcrew.crew.crew import DEFAULT_INPUTS, build_regime_crew, make_llm, required_inputs
@@ -94,6 +96,21 @@ def test_make_llm_builds_crewai_llm_with_base_url(settings: Settings) -> None:
     llm = make_llm(settings, {})
     assert isinstance(llm, LLM) or hasattr(llm, "call")
     assert "gpt-4o-mini" in str(llm.model)
+
+
+def test_a_local_llm_url_needs_no_openai_key_and_a_remote_one_gets_none_invented(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantcrew.crew.crew import LOCAL_LLM_KEY
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings.crew.llm = "openai/my-model"
+    for url in ("http://127.0.0.1:8000/v1", "http://localhost:11434/v1", "http://[::1]:8000/v1"):
+        settings.crew.llm_base_url = url
+        assert make_llm(settings, {}).api_key == LOCAL_LLM_KEY, url
+    settings.crew.llm_base_url = "https://llm.example.com/v1"
+    assert not make_llm(settings, {}).api_key  # a remote server's key must come from the user
+    settings.crew.llm_api_key = SecretStr("sk-mine")
+    assert make_llm(settings, {}).api_key == "sk-mine"
 
 
 def test_build_regime_crew_has_one_task_for_the_analyst(settings: Settings) -> None:

@@ -99,7 +99,7 @@ def test_firings_round_trip_and_first_outcome_wins(store: ScheduleStore) -> None
     assert not store.finish_run(row, status="succeeded", run_id="late")  # the run ended after the shutdown mark
     done = store.get_run(row)
     assert done is not None and (done.status, done.run_id, done.error) == ("failed", None, "interrupted by shutdown")
-    with pytest.raises(ValueError, match="status must be 'succeeded' or 'failed', got 'running'"):
+    with pytest.raises(ValueError, match="status must be 'succeeded', 'degraded' or 'failed', got 'running'"):
         store.finish_run(row, status="running")
 
 

@@ -141,6 +141,17 @@ def test_failed_run_is_recorded_and_the_next_runs_succeed(store: ScheduleStore,
     assert [(r.status, r.run_id) for r in rows[1:3]] == [("succeeded", "crew-2"), ("succeeded", "crew-3")]
 
 
+def test_a_degraded_run_is_recorded_as_a_degraded_firing(store: ScheduleStore,
+                                                         make_scheduler: Callable[..., Scheduler]) -> None:
+    store.add(kind="full", inputs={}, every_seconds=1)
+    scheduler = make_scheduler(lambda s: types.SimpleNamespace(run_id="crew-fallback", status="degraded"))
+    scheduler.start()
+    wait_for(lambda: len(finished(store)) >= 1)
+    scheduler.stop()
+    row = finished(store)[0]
+    assert (row.status, row.run_id, row.error) == ("degraded", "crew-fallback", None)
+
+
 def test_fire_times_missed_within_grace_run_once(store: ScheduleStore,
                                                  make_scheduler: Callable[..., Scheduler]) -> None:
     store.add(kind="full", inputs={}, every_seconds=1)
@@ -281,7 +292,7 @@ def test_crew_runner_calls_kickoff_with_the_schedule(settings: Settings, monkeyp
     monkeypatch.setitem(sys.modules, "quantcrew.crew.kickoff", fake)  # crewai stays unimported
     schedule = Schedule(schedule_id="abc", kind="full", inputs={"symbols": "SP500"})
 
-    assert crew_runner(settings)(schedule) == "crew-42"
+    assert crew_runner(settings)(schedule).run_id == "crew-42"
     assert calls == [({"symbols": "SP500"}, settings, "full")]
 
 
