@@ -16,14 +16,16 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 __all__ = [
+    "BAR_TIME_SCHEMA",
     "MAX_ABS_VALUE",
     "MAX_PRICE",
     "MAX_SIMPLE_RETURN",
     "MAX_VOLUME",
     "MIN_PRICE",
+    "BarTime",
     "BoundedFloat",
     "ErrorBody",
     "ErrorDetail",
@@ -62,6 +64,13 @@ BoundedFloat = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le
 """A finite number within +-``MAX_ABS_VALUE``: a value of a numeric table."""
 NonNegativeBoundedFloat = Annotated[float, Field(allow_inf_nan=False, ge=0.0, le=MAX_ABS_VALUE)]
 """A finite number from 0 to ``MAX_ABS_VALUE`` (a volatility, a range)."""
+
+
+BAR_TIME_SCHEMA: dict[str, Any] = {"type": "string", "examples": ["2024-03-28T00:00:00"]}
+"""OpenAPI of a time taken from the bars sent: ISO-8601 with a UTC offset only when the bars had one, so not
+always an RFC 3339 ``date-time`` (which requires the offset)."""
+BarTime = Annotated[datetime, WithJsonSchema(BAR_TIME_SCHEMA)]
+"""A time a reply echoes from the bars sent (naive when they were naive); documented as an ISO-8601 string."""
 
 
 class ErrorDetail(WireModel):
@@ -151,7 +160,8 @@ class Provenance(WireModel):
     fallback_reason: str | None = Field(default=None, description="Why it fell back, when it did.")
     data_hash: str = Field(description="SHA-256 of the input bars as the server received them.")
     seed: int | None = Field(description="Seed used where randomness was involved.")
-    as_of: datetime | None = Field(description="Timestamp of the last bar seen.")
+    as_of: BarTime | None = Field(description="Timestamp of the last bar seen (as the bars gave it: with a UTC "
+                                              "offset only when they had one).")
 
 
 class ModelInfo(WireModel):

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import FiniteFloat, ModelInfo, OHLCVPayload, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import BarTime, FiniteFloat, ModelInfo, OHLCVPayload, Provenance, WireModel
 from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
@@ -240,7 +240,8 @@ class EnsembleTrainResult(WireModel):
 class SignalPoint(WireModel):
     """The ensemble's view at one bar."""
 
-    timestamp: datetime | None
+    timestamp: BarTime | None = Field(description="Time of the bar as the bars (or features) gave it; null when they "
+                                                "had none.")
     signal: Direction
     position: int = Field(description="-1 down, 0 flat, +1 up.")
     probabilities: dict[str, float] = Field(description="Calibrated probability of down, flat and up.")

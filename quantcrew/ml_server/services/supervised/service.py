@@ -138,6 +138,11 @@ def _importance(model: SupervisedModel, request: SupervisedRequestBase, split: S
     start = split.n_train if split.n_train < split.x.shape[0] else 0
     y_eval = split.y[start:]
     keep = np.asarray(y_eval >= 0) if model.classes_ is not None else np.ones(y_eval.shape[0], dtype=bool)
+    if start > 0 and not keep.any():
+        # no holdout row has a class seen in training (e.g. every label distinct): permute on the training rows
+        notes.append("permutation importance on the training rows: no holdout row has a class seen in training")
+        start, y_eval = 0, split.y
+        keep = np.asarray(y_eval >= 0)
     return kind, permutation_importance_of(model.estimator_, split.x[start:][keep], y_eval[keep],
                                            model.feature_names_, request.seed, notes)
 

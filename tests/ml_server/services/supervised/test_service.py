@@ -97,6 +97,16 @@ def test_permutation_can_be_asked_for_a_forest() -> None:
     assert reply.feature_importance["x0"] > 1.0  # r2 drop when x0 is shuffled: about 2
 
 
+def test_permutation_importance_uses_training_rows_when_no_holdout_class_was_seen() -> None:
+    # every holdout row's class is new to the model: permuting an empty holdout was a 500
+    features, _ = linear_data(120)
+    labels = ["up" if i % 2 else "down" for i in range(96)] + ["sideways"] * 24
+    _, reply = evaluate(_analyze(features, labels, task="classification", importance="permutation",
+                                 n_estimators=10), min_rows=30)
+    assert reply.importance_method == "permutation" and set(reply.feature_importance) == {"x0", "x1"}
+    assert any("permutation importance on the training rows" in n for n in reply.warnings)
+
+
 def test_holdout_is_the_last_rows_never_shuffled() -> None:
     features, y = linear_data(150)
     model, reply = evaluate(_analyze(features, y, task="regression", n_estimators=25, test_fraction=0.2), min_rows=30)
