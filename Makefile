@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(PY) bench/setup_demo.py
 	$(PY) bench/regime_accuracy.py
 	$(PY) bench/regime_latency.py
+	$(PY) bench/tool_overhead.py
+	if command -v wrk >/dev/null; then $(PY) bench/light_throughput.py; else echo "bench/light_throughput.py skipped: it needs wrk (apt-get install wrk)"; fi
 	$(PY) bench/crew_run.py
 	$(PY) bench/import_cost.py
 	$(PY) bench/var_quality.py

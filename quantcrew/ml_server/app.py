@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 
 from quantcrew import __version__
 from quantcrew.config.settings import Settings, get_settings
@@ -20,6 +23,7 @@ from quantcrew.ml_server.limits import BodySizeLimitMiddleware
 from quantcrew.ml_server.metrics import Metrics, MetricsMiddleware
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.routes import docs, health, jobs, models
+from quantcrew.ml_server.routing import RouteIndex
 from quantcrew.ml_server.security import APIKeyMiddleware, require_api_key
 from quantcrew.ml_server.services.bandit.store import BanditStore
 from quantcrew.ml_server.services.deployment import DeploymentStore
@@ -28,6 +32,10 @@ from quantcrew.ml_server.threads import limit_compute_threads
 __all__ = ["create_app", "items_setting", "max_items"]
 
 logger = logging.getLogger("quantcrew.ml_server")
+
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+"""FastAPI's OpenTelemetry bridge, off: the server reports through Prometheus (``/metrics``), and the bridge
+asks the OpenTelemetry API for its providers on every request, whether or not any is configured."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -73,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load their scripts from a CDN: /docs is served by routes.docs instead
         redoc_url=None,
+        telemetry=_NO_TELEMETRY,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -83,15 +92,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the bearer scheme is declared where the key is asked for, so the OpenAPI document says which routes need it
     keyed = [Depends(require_api_key)] if key is not None else []
 
-    v1 = APIRouter(prefix="/v1", dependencies=keyed)
-    for family in FAMILIES.values():
-        v1.include_router(family.router)
-    v1.include_router(models.router)
-    v1.include_router(jobs.router)
-    app.include_router(health.router)
-    app.include_router(health.ops_router, dependencies=keyed if protect_ops else [])
-    app.include_router(docs.router)
-    app.include_router(v1)
+    index = RouteIndex()
+    app.router.routes.append(index)  # before the groups below: it sends each request to the one that can match
+
+    def include(router: APIRouter, prefix: str = "", dependencies: Sequence[Any] = ()) -> None:
+        before = len(app.router.routes)
+        app.include_router(router, prefix=prefix, dependencies=dependencies)
+        paths = [prefix + route.path for route in router.routes if isinstance(route, APIRoute)]
+        for group in app.router.routes[before:]:  # one lazy group (FastAPI >= 0.16x), or the routes themselves
+            index.add(group, paths)
+
+    include(health.router)
+    include(health.ops_router, dependencies=keyed if protect_ops else [])
+    include(docs.router)
+    for router in [*(family.router for family in FAMILIES.values()), models.router, jobs.router]:
+        include(router, prefix="/v1", dependencies=keyed)
     install_error_handlers(app)
     # Added innermost first. Metrics sees every request, refused ones included; the key is checked from the
     # headers before anything reads the body; the size limits refuse a body before the parser sees it.

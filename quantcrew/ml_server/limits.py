@@ -73,6 +73,16 @@ class JsonItemCounter:
         self._in_string = False
         self._escape = False  # the last chunk ended on a backslash inside a string
 
+    def cannot_refuse(self, body: bytes) -> bool:
+        """Whether ``body``, a whole request body, is too short to break either limit (so need not be fed).
+
+        An array or object needs a comma per entry past the first, and a level of nesting needs an
+        opening bracket: a body no longer than ``max_items`` bytes with no more than ``max_depth``
+        brackets passes :meth:`feed` whatever it holds. Two C-speed counts instead of the scan.
+        """
+        return (self.received == 0 and len(body) <= self.max_items
+                and body.count(b"[") + body.count(b"{") <= self.max_depth)
+
     def feed(self, chunk: bytes) -> None:
         """Account for the next chunk of the body.
 
@@ -220,7 +230,8 @@ class BodySizeLimitMiddleware:
                 received += len(body)
                 if received > self.max_bytes:
                     return await refuse(_byte_error(received, self.max_bytes))
-                if counter is not None and body:
+                last = not message.get("more_body", False)
+                if counter is not None and body and not (last and counter.cannot_refuse(body)):
                     try:
                         if len(body) >= _THREAD_CHUNK:
                             await anyio.to_thread.run_sync(counter.feed, body)

@@ -44,11 +44,16 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Times every HTTP request; labels by route template so ids do not explode cardinality."""
+    """Times every HTTP request; labels by route template so ids do not explode cardinality.
+
+    The labelled children are kept per (method, template, status): ``labels()`` validates and
+    looks its arguments up under a lock on every call, a cost paid once per label set here.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,9 +71,15 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            method, template = scope.get("method", ""), _template(scope)
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            key = (scope.get("method", ""), _template(scope), status)
+            children = self._children.get(key)
+            if children is None:
+                method, template, _ = key
+                children = (self.metrics.requests.labels(method, template, str(status)),
+                            self.metrics.latency.labels(method, template))
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
 
 def _template(scope: Scope) -> str:

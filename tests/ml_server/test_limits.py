@@ -60,6 +60,24 @@ def test_counter_refuses_exactly_the_bodies_with_a_container_over_the_limit(
     assert _feed(JsonItemCounter(limit), body, cuts) == (most > limit)
 
 
+@settings(max_examples=200, deadline=None)
+@given(doc=_JSON, limit=st.integers(min_value=1, max_value=400), depth=st.integers(min_value=1, max_value=12),
+       nest=st.integers(min_value=0, max_value=14))
+def test_a_body_the_counter_may_skip_is_one_it_would_pass(doc: Any, limit: int, depth: int, nest: int) -> None:
+    body = (b"[" * nest) + json.dumps(doc).encode() + (b"]" * nest)
+    if JsonItemCounter(limit, max_depth=depth).cannot_refuse(body):
+        JsonItemCounter(limit, max_depth=depth).feed(body)  # raises if the shortcut were wrong
+
+
+def test_counter_skips_only_short_bodies_with_few_brackets() -> None:
+    counter = JsonItemCounter(100, max_depth=4)
+    assert counter.cannot_refuse(b'{"a":[[1,2],[3,4]]}')
+    assert not counter.cannot_refuse(b"[" + b"1," * 60 + b"1]")  # over 100 bytes: it might hold 100 entries
+    assert not counter.cannot_refuse(b"[[[[[1]]]]]")  # five brackets may nest five deep
+    counter.feed(b"[")
+    assert not counter.cannot_refuse(b"1]")  # only a whole body: not one after a part of it
+
+
 def test_counter_stops_reading_a_flood_of_one_value_rows_at_the_limit() -> None:
     rows = 1_000_000
     body = b'{"columns":["a"],"values":[' + b",".join([b"[1]"] * rows) + b"]}"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import httpx
 import pytest
 
+from quantcrew.ml_server.schemas.cluster import ClusterPredictRequest
 from quantcrew.tools import endpoints as ep
 from quantcrew.tools.breaker import CircuitBreaker
 from quantcrew.tools.client import AsyncMLClient, MLClient
@@ -78,3 +80,29 @@ def test_cancelled_async_call_records_a_failure_and_frees_the_breaker_trial() ->
             assert await client.list_models() == []  # not CircuitOpenError: the cancelled trial gave its slot back
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("base", ["http://ml.test", "http://ml.test/prefix/", "http://[::1]:8765/a/b"])
+def test_requests_go_to_the_url_the_http_client_would_join_itself(base: str) -> None:
+    http = httpx.Client(base_url=base, transport=httpx.MockTransport(_unused))
+    client = MLClient(http)
+    endpoints: list[ep.Endpoint[Any, Any]] = [ep.LIST_MODELS, ep.HEALTH, ep.CLUSTER_PREDICT, ep.LIST_MODELS]
+    for endpoint in endpoints:  # LIST_MODELS the second time from the cache
+        send = next(client._exchange(endpoint, None if endpoint.request_type is None else _cluster_predict(), None))
+        assert isinstance(send, Send)
+        assert send.request.url == http.build_request(endpoint.method, endpoint.path).url
+
+
+def test_a_replaced_base_url_is_used_from_the_next_call() -> None:
+    http = httpx.Client(base_url=BASE, transport=httpx.MockTransport(_unused))
+    client = MLClient(http)
+    first = next(client._exchange(ep.LIST_MODELS, None, None))
+    http.base_url = httpx.URL("http://elsewhere.test/api")
+    second = next(client._exchange(ep.LIST_MODELS, None, None))
+    assert isinstance(first, Send) and isinstance(second, Send)
+    assert (str(first.request.url), str(second.request.url)) == ("http://ml.test/v1/models",
+                                                                 "http://elsewhere.test/api/v1/models")
+
+
+def _cluster_predict() -> ClusterPredictRequest:
+    return ClusterPredictRequest.model_validate({"model_id": "m", "data": {"columns": ["a"], "values": [[1.0]]}})

@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-__all__ = ["CHECKS", "KNOWN_GAP", "VALID_DATA_PHASES", "AnyCase", "Operation", "Tally", "draw",
+__all__ = ["CHECKS", "VALID_DATA_PHASES", "AnyCase", "Operation", "Tally", "draw",
            "hypothesis_restored", "operations"]
 
 AnyCase = Case[Any]
@@ -44,20 +44,6 @@ VALID_DATA_PHASES = frozenset({"examples", "compute"})
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection]
 """No 5xx; a status, content type and body the OpenAPI document declares; invalid input refused with a 4xx."""
-
-KNOWN_GAP = "400 to a body that is not UTF-8, a status the OpenAPI document does not declare"
-"""The one failed check the test tolerates (counted in the summary): FastAPI answers such a body 400 before our
-handlers run. To go once the document declares 400 or such bodies get the 422 of any other malformed JSON."""
-
-
-def _known_gap(case: AnyCase, status: int, titles: str) -> bool:
-    if status != 400 or titles != "Undocumented status code" or not isinstance(case.body, bytes):
-        return False
-    try:
-        case.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
 
 
 @dataclass
@@ -70,7 +56,6 @@ class Tally:
     statuses: Counter[int] = field(default_factory=Counter)
     server_errors: int = 0
     failures: list[str] = field(default_factory=list)
-    tolerated: Counter[str] = field(default_factory=Counter)
     refusals: dict[str, list[str]] = field(default_factory=dict)
     """The first few 4xx messages per operation in the phases that send valid data (why they were not 2xx)."""
     seconds: dict[str, float] = field(default_factory=dict)
@@ -100,9 +85,6 @@ class Tally:
             case.validate_response(response, checks=CHECKS)
         except FailureGroup as exc:
             titles = "; ".join(sorted({f.title for f in exc.exceptions}))
-            if _known_gap(case, response.status_code, titles):
-                self.tolerated[KNOWN_GAP] += 1
-                return None
             self.failures.append(f"[{phase}] {label} -> {response.status_code}: {titles}\n  {_request(case)}\n"
                                  f"  reply: {response.text[:400]}")
         try:
@@ -145,7 +127,6 @@ class Tally:
             "compute_operations_with_2xx": len(self.compute) - len(self.without_2xx(self.compute)),
             "server_errors": self.server_errors,
             "check_failures": len(self.failures),
-            "tolerated": dict(self.tolerated),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "phases": per_phase,
             "refusals": self.refusals,
@@ -161,7 +142,6 @@ class Tally:
         share = s["compute_2xx_share"]
         lines = [f"schemathesis fuzz: {s['operations']} operations, {s['cases']} cases, "
                  f"{s['server_errors']} server errors, {s['check_failures']} failed checks",
-                 *(f"  tolerated {n}: {what}" for what, n in s["tolerated"].items()),
                  f"compute endpoints: {s['compute_operations_with_2xx']}/{s['compute_operations']} answered 2xx; "
                  f"{s['compute_2xx']}/{s['compute_cases']} compute cases 2xx"
                  + (f" ({share:.1%})" if share is not None else "")]
