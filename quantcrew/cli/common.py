@@ -6,8 +6,6 @@ process are imported when a command needs them, so that loading the CLI stays ch
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +28,10 @@ default of 80 cut the decision's labels to "volat…"."""
 
 def make_console(*, stderr: bool = False) -> Console:
     """A console for stdout (or stderr) that keeps whole lines when the stream is not a terminal."""
-    stream = sys.stderr if stderr else sys.stdout
-    interactive = getattr(stream, "isatty", lambda: False)()
-    width = None if interactive or os.environ.get("COLUMNS") else PIPE_WIDTH
-    return Console(stderr=stderr, width=width)
+    made = Console(stderr=stderr)
+    if not made.is_terminal and made._width is None:  # Rich sets _width from COLUMNS; unset, it would be 80
+        made.width = PIPE_WIDTH
+    return made
 
 
 console = make_console()

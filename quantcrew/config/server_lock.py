@@ -64,6 +64,19 @@ def _read(path: Path) -> RunningServer | None:
         return None
 
 
+def _is_live(claim: RunningServer | None) -> bool:
+    """Whether ``claim`` names a process that is alive (ours included)."""
+    if claim is None:
+        return False
+    try:
+        os.kill(claim.pid, 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
 @contextmanager
 def hold_home(home: Path, url: str | None) -> Iterator[RunningServer]:
     """Hold ``home`` for this process's server until the block ends.
@@ -79,11 +92,12 @@ def hold_home(home: Path, url: str | None) -> Iterator[RunningServer]:
     path = home / LOCK_FILE
     handle = open(path, "a+")  # noqa: SIM115 - held open for the block: closing it drops the lock
     try:
-        # a few tries: running_server() probes the lock for an instant, and must not look like a server
+        # a few tries: running_server() probes the lock for an instant, and must not look like a server;
+        # a claim naming a live process is a server's (a probe never writes one): no need to wait then
         locked = False
         for _ in range(_TRIES):
             locked = _try_lock(handle)
-            if locked:
+            if locked or _is_live(_read(path)):
                 break
             time.sleep(_RETRY_S)
         if not locked:

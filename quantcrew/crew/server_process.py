@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -37,15 +37,20 @@ class LocalServer:
         config_file: YAML settings file passed on to the child.
         ready_timeout_s: How long to wait for ``/ready``.
         log_path: Where the child's output goes (read back when it fails to start).
+        base_env: The environment ``env`` is laid over (default: this process's, when the child starts).
+        cwd: The child's working directory, where it reads a ``.env`` file (default: ours).
     """
 
     def __init__(self, *, host: str = "127.0.0.1", env: dict[str, str] | None = None,
                  config_file: str | Path | None = None, ready_timeout_s: float = 90.0,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, base_env: Mapping[str, str] | None = None,
+                 cwd: str | Path | None = None) -> None:
         self.host = host
         self.port = free_port(host)
         self.url = f"http://{host}:{self.port}"
         self._env = env or {}
+        self._base_env = base_env
+        self._cwd = cwd
         self._config_file = config_file
         self._ready_timeout_s = ready_timeout_s
         self._log_path = log_path
@@ -68,8 +73,8 @@ class LocalServer:
         log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._log = log
         # A new session: Ctrl-C reaches only us, and we stop the child in order.
-        self._proc = subprocess.Popen(cmd, env={**os.environ, **self._env}, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self._proc = subprocess.Popen(cmd, env=self._child_env(), stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=self._cwd)
         if meanwhile is not None:
             try:
                 meanwhile()
@@ -83,7 +88,7 @@ class LocalServer:
         assert self._proc is not None
         deadline = time.monotonic() + self._ready_timeout_s
         # /ready needs the server's key when one is set (server.protect_ops): the child's own
-        key = {**os.environ, **self._env}.get("QUANTCREW_SERVER__API_KEY", "").strip()
+        key = self._child_env().get("QUANTCREW_SERVER__API_KEY", "").strip()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         with httpx.Client(base_url=self.url, timeout=2.0, headers=headers) as http:
             while time.monotonic() < deadline:
@@ -99,6 +104,9 @@ class LocalServer:
                 time.sleep(0.1)
         self.stop()
         raise ServerStartError(f"ML server not ready after {self._ready_timeout_s:.0f} s at {self.url}{self._tail()}")
+
+    def _child_env(self) -> dict[str, str]:
+        return {**(os.environ if self._base_env is None else self._base_env), **self._env}
 
     def _tail(self) -> str:
         if self._log_path is None or not self._log_path.exists():

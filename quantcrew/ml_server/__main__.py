@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from quantcrew.config.settings import Settings
 
 __all__ = ["bind_refusal", "is_loopback", "main"]
 
@@ -43,6 +47,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quantcrew-server: {refusal}", file=sys.stderr)
         return 2
 
+    from quantcrew.config.server_lock import HomeInUseError, hold_home
+
+    # one server per home: a second one would share the registry and mark the first one's jobs interrupted.
+    # The lock needs only the standard library, so it is taken before the app and its model libraries load
+    # (seconds): a refused second server says so at once.
+    try:
+        with hold_home(settings.home, _client_url(server.host, server.port)):
+            _serve(settings)
+    except HomeInUseError as exc:
+        print(f"quantcrew-server: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _serve(settings: Settings) -> None:
+    """Load the app and serve it until stopped (the caller holds the home)."""
+    server = settings.server
     from quantcrew.ml_server.threads import limit_compute_threads
 
     limit_compute_threads(server.compute_threads)  # before any model code loads its native libraries
@@ -52,18 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         preload()  # the first RL / ensemble / execution request need not wait for torch and SB3
     import uvicorn
 
-    from quantcrew.config.server_lock import HomeInUseError, hold_home
     from quantcrew.ml_server.app import create_app
 
-    # one server per home: a second one would share the registry and mark the first one's jobs interrupted
-    try:
-        with hold_home(settings.home, _client_url(server.host, server.port)):
-            uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level=server.log_level,
-                        access_log=False, timeout_graceful_shutdown=5)
-    except HomeInUseError as exc:
-        print(f"quantcrew-server: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level=server.log_level,
+                access_log=False, timeout_graceful_shutdown=5)
 
 
 def is_loopback(host: str) -> bool:

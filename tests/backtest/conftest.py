@@ -11,14 +11,25 @@ from quantcrew.crew.server_process import LocalServer
 from quantcrew.data import generate_regime_market
 from quantcrew.data.ohlcv import OHLCV
 from quantcrew.tools.client import MLClient
+from tests.support.servers import POOL, local_server, plan_servers, pool_key, pool_servers
+
+pool_servers(Path(__file__).parent, {"wf_server": ("session", True)})
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the servers the tests will use while the tests before them run (tests/support/servers.py)."""
+    plan_servers(session)
 
 
 @pytest.fixture(scope="session")
 def wf_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """``quantcrew-server`` on a free loopback port with a throwaway home, for the whole session."""
-    home = tmp_path_factory.mktemp("wf-server-home")
-    with LocalServer(env={"QUANTCREW_HOME": str(home)}, log_path=Path(home) / "server.log") as server:
+    server = (POOL.take(pool_key("wf_server", Path(__file__).parent))
+              or local_server(Path(tmp_path_factory.mktemp("wf-server-home")), trains=True).start())
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,14 @@ import pytest
 
 from quantcrew.crew.server_process import LocalServer
 from tests.support.offline import isolate_crewai
-from tests.support.servers import local_server
+from tests.support.servers import POOL, local_server, plan_servers, pool_key, pool_servers
+
+pool_servers(Path(__file__).parent, {"live_server": ("session", False), "own_server": ("module", True)})
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the servers the tests will use while the tests before them run (tests/support/servers.py)."""
+    plan_servers(session)
 
 
 @pytest.fixture(scope="session")
@@ -19,15 +26,23 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServe
     Its home holds no RL policy, ensemble or execution network for the whole session (tests
     assert the crew degrades to rules on it); a module that trains models uses ``own_server``.
     """
-    with local_server(Path(tmp_path_factory.mktemp("server-home"))) as server:
+    server = (POOL.take(pool_key("live_server", Path(__file__).parent))
+              or local_server(Path(tmp_path_factory.mktemp("server-home"))).start())
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+def own_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """A fresh server for one module that trains models on it."""
-    with local_server(Path(tmp_path_factory.mktemp("trained-server-home")), trains=True) as server:
+    server = (POOL.take(pool_key("own_server", request.module.__name__))
+              or local_server(Path(tmp_path_factory.mktemp("trained-server-home")), trains=True).start())
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

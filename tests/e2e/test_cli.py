@@ -12,19 +12,20 @@ from pathlib import Path
 import pytest
 
 from quantcrew.crew.runs import RunsStore
+from quantcrew.crew.server_process import LocalServer
 from quantcrew.data import load_sample
 from quantcrew.data.append import write_bars
-from tests.support.servers import CHILD_SERVER_ENV, TRAINING_SERVER_ENV
+from tests.support.servers import CHILD_SERVER_ENV
 
 pytestmark = pytest.mark.e2e
 
 CLI = [sys.executable, "-m", "quantcrew.cli"]
 
 
-def _env(home: Path, *, trains: bool = False) -> dict[str, str]:
+def _env(home: Path) -> dict[str, str]:
     """The CLI's environment: ``home``, wide output, and the settings of the child server it starts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTCREW_")}
-    env.update(QUANTCREW_HOME=str(home), COLUMNS="200", **(TRAINING_SERVER_ENV if trains else CHILD_SERVER_ENV))
+    env.update(QUANTCREW_HOME=str(home), COLUMNS="200", **CHILD_SERVER_ENV)
     return env
 
 
@@ -68,13 +69,14 @@ def test_run_starts_server_prints_report_and_stores_run(tmp_path: Path) -> None:
     assert shown.returncode == 0 and "regime_detection" in shown.stdout
 
 
-def test_run_full_crew_prints_one_decision_per_symbol_and_stores_it(tmp_path: Path) -> None:
-    proc = subprocess.run([*CLI, "run", "--symbols", "SP500,NASDAQ", "--lookback", "400"], env=_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Decision: SP500, NASDAQ" in proc.stdout
+def test_run_full_crew_prints_one_decision_per_symbol_and_stores_it(tmp_path: Path, live_server: LocalServer) -> None:
+    # the session's server (nothing is trained on it); starting one is test_run_starts_server_...'s part
+    proc = subprocess.run([*CLI, "run", "--symbols", "SP500,NASDAQ", "--lookback", "400", "--server-url",
+                           live_server.url], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # degraded: rules answered for untrained models
+    assert "Decision: SP500, NASDAQ" in proc.stdout and "DEGRADED" in proc.stdout
     assert "gross exposure" in proc.stdout and "drawdown stop" in proc.stdout
-    # a fresh home: one line per symbol says what answers instead, and the command that fixes it
+    # nothing trained: one line per symbol says what answers instead, and the command that fixes it
     said = " ".join(proc.stderr.split())
     for symbol in ("SP500", "NASDAQ"):
         assert (f"{symbol}: nothing trained on this home for the RL agents, the ensemble and the execution network: "
@@ -82,7 +84,7 @@ def test_run_full_crew_prints_one_decision_per_symbol_and_stores_it(tmp_path: Pa
     store = RunsStore(tmp_path / "runs.db")
     [row] = store.list_runs()
     run = store.get_run(row["run_id"])
-    assert run is not None and run["status"] == "succeeded" and run["kind"] == "full"
+    assert run is not None and run["status"] == "degraded" and run["kind"] == "full"
     assert run["llm"] == "quantcrew-planner" and run["llm_calls"] >= 8
     assert [d["symbol"] for d in run["decision"]["decisions"]] == ["SP500", "NASDAQ"]
     assert run["degraded"] is True  # no RL policy or ensemble was trained in this home
@@ -113,7 +115,7 @@ def test_ctrl_c_stops_the_child_server(tmp_path: Path) -> None:
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
-    assert proc.returncode in (0, 130)  # interrupted, or it had already finished
+    assert proc.returncode in (4, 130)  # interrupted, or it had already finished (degraded: nothing trained)
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
@@ -126,9 +128,10 @@ def test_bad_settings_exit_2_with_message(tmp_path: Path) -> None:
     assert "QUANTCREW_CLIENT__TIMEOUT_S" in proc.stderr
 
 
-def test_risk_command_runs_the_risk_manager(tmp_path: Path) -> None:
-    proc = subprocess.run([*CLI, "risk", "--symbols", "SP500,NASDAQ", "--weights", "0.6,0.4", "--lookback", "400"],
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+def test_risk_command_runs_the_risk_manager(tmp_path: Path, live_server: LocalServer) -> None:
+    proc = subprocess.run([*CLI, "risk", "--symbols", "SP500,NASDAQ", "--weights", "0.6,0.4", "--lookback", "400",
+                           "--server-url", live_server.url], env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Risk report: SP500, NASDAQ" in proc.stdout
     assert "filtered_historical" in proc.stdout and "degraded: false" in proc.stdout
@@ -144,14 +147,15 @@ def test_risk_command_refuses_weights_that_do_not_sum_to_one(tmp_path: Path) -> 
     assert "sum to 1.2" in proc.stderr and "normalize" in proc.stderr
 
 
-def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path) -> None:
+def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path, own_server: LocalServer) -> None:
+    # the two train tests share this module's training server: torch and SB3 load in it once
     proc = subprocess.run([*CLI, "train", "--agents", "aggressive,contrarian", "--algo", "a2c", "--timesteps", "600",
-                           "--seeds", "1", "--train-end", "2010-12-31", "--json"], env=_env(tmp_path, trains=True),
-                          capture_output=True, text=True, timeout=240)
+                           "--seeds", "1", "--train-end", "2010-12-31", "--json", "--server-url", own_server.url],
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
 
-    job = json.loads(proc.stdout[proc.stdout.index("{"):])
+    job = json.loads(proc.stdout)  # stdout is the JSON alone: the progress bar went to stderr
     # 600 steps a run, one seed x the two default reward scales, two agents
     assert job["status"] == "succeeded" and job["progress"]["done"] == 600 * 2 * 2
     result = job["result"]
@@ -160,13 +164,13 @@ def test_train_command_trains_stores_and_reports_out_of_sample(tmp_path: Path) -
     assert result["test_end"] == "2018-12-31"
 
 
-def test_train_ensemble_runs_walk_forward_and_prints_calibration(tmp_path: Path) -> None:
+def test_train_ensemble_runs_walk_forward_and_prints_calibration(tmp_path: Path, own_server: LocalServer) -> None:
     # the S&P 500 from 2013 in the home's data folder, where `quantcrew data add` writes: read before the bundled
     # series, it keeps the walk-forward's fits small (about 900 bars to train on, 500 to test)
     write_bars(load_sample("SP500").between("2013-01-01", None), tmp_path / "data" / "SP500.csv")
     proc = subprocess.run([*CLI, "train", "--model", "ensemble", "--members", "1", "--epochs", "1", "--folds", "1",
-                           "--test-start", "2017-01-01"], env=_env(tmp_path, trains=True), capture_output=True,
-                          text=True, timeout=300)
+                           "--test-start", "2017-01-01", "--server-url", own_server.url], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ECE (15 bins)" in proc.stdout and "mc_dropout" in proc.stdout
     assert "1 folds; 2017-01-03 .. 2018-12" in proc.stdout  # the folder's series was the one trained on

@@ -22,7 +22,7 @@ def test_full_crew_sequential_gives_views_and_one_decision_per_symbol(live_serve
                                                                       refused: list[str]) -> None:
     settings.client.url = live_server.url
     outcome = run(INPUTS, settings)
-    assert outcome.status == "succeeded"
+    assert outcome.status == "degraded"  # nothing trained on this server: rules answer for RL and ensemble
     assert list(outcome.views) == ["market_regimes", "portfolio_risk", "strategy_review", "portfolio_decision"]
     regimes = RegimeView.model_validate(outcome.views["market_regimes"])
     assert [r.symbol for r in regimes.regimes] == ["SP500", "NASDAQ"]
@@ -58,7 +58,7 @@ def test_full_crew_hierarchical_manager_delegates_and_decides(live_server: Local
                                                               refused: list[str]) -> None:
     settings.client.url = live_server.url
     outcome = run(INPUTS, settings, process="hierarchical")
-    assert outcome.status == "succeeded"
+    assert outcome.status == "degraded"
     assert outcome.decision is not None
     assert [d.symbol for d in outcome.decision.decisions] == ["SP500", "NASDAQ"]
     assert {r.tool for r in outcome.tool_results} >= {"regime_detection", "risk_metrics", "strategy_signals",
@@ -86,7 +86,7 @@ def test_full_crew_with_server_down_decides_from_fallbacks(settings: Settings, r
     settings.client.url = f"http://127.0.0.1:{free_port()}"
     settings.client.retries = 0
     outcome = run({"symbols": "SP500", "lookback": 300}, settings)
-    assert outcome.status == "succeeded" and outcome.decision is not None
+    assert outcome.status == "degraded" and outcome.decision is not None
     [d] = outcome.decision.decisions
     assert outcome.decision.degraded and d.decision_id is None  # round-robin: nothing to reward
     assert "round-robin" in d.why

@@ -52,5 +52,5 @@ def test_kickoff_with_server_down_finishes_degraded(settings: Settings, refused:
     settings.client.url = f"http://127.0.0.1:{free_port()}"
     settings.client.retries = 0
     outcome = run({"symbol": "SP500", "lookback": 300}, settings, kind="regime")
-    assert outcome.status == "succeeded" and outcome.degraded
+    assert outcome.status == "degraded" and outcome.degraded
     assert "degraded: true" in outcome.output

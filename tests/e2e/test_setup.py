@@ -17,7 +17,9 @@ from quantcrew.tools.client import MLClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
-TINY = SetupDefaults(timesteps=256, epochs=1, members=1, folds=1, seeds=1, reward_scales=(1.0,), n_envs=2)
+# A2C: a PPO run collects at least one 2,048-step rollout and makes 10 passes over it, whatever the timesteps
+TINY = SetupDefaults(timesteps=256, epochs=1, members=1, folds=1, seeds=1, reward_scales=(1.0,), n_envs=2,
+                     algorithm="a2c")
 END = "2003-06-30"
 
 

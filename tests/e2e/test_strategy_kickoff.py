@@ -35,8 +35,8 @@ def ensemble(own_server: LocalServer) -> EnsembleTrainResult:
     """A tiny ensemble (and execution network) for SP500 on the live server."""
     with MLClient(httpx.Client(base_url=own_server.url, timeout=30.0)) as client:
         job = client.ensemble_train(EnsembleTrainRequest.model_validate({
-            "data": to_payload_dict(load_sample("SP500").tail(900)), "symbol": "SP500", "members": 2, "window": 8,
-            "hidden": 8, "heads": 2, "epochs": 2, "folds": 2, "mc_samples": 4}))
+            "data": to_payload_dict(load_sample("SP500").tail(900)), "symbol": "SP500", "members": 1, "window": 8,
+            "hidden": 8, "heads": 2, "epochs": 1, "folds": 1, "mc_samples": 4}))
         done = client.wait_for_job(job.job_id, poll_s=0.05, timeout_s=120)
         assert done.status == "succeeded", done.error
         result = EnsembleTrainResult.model_validate(done.result)
@@ -83,7 +83,7 @@ def test_strategy_kickoff_with_default_inputs_marks_untrained_agents(own_server:
                                                                      refused: list[str]) -> None:
     settings.client.url = own_server.url
     outcome = run({}, settings, kind="strategy")
-    assert outcome.status == "succeeded" and outcome.degraded
+    assert outcome.status == "degraded" and outcome.degraded
     [result] = [r for r in outcome.tool_results if r.tool == "strategy_signals"]
     assert "run `quantcrew setup --symbols SP500`" in outcome.output
     assert refused == []
@@ -112,7 +112,7 @@ def test_meta_kickoff_with_server_down_round_robins_and_says_so(settings: Settin
     settings.client.url = f"http://127.0.0.1:{free_port()}"
     settings.client.retries = 0
     outcome = run({"regime": "bull"}, settings, kind="meta")
-    assert outcome.status == "succeeded" and outcome.degraded
+    assert outcome.status == "degraded" and outcome.degraded
     [result] = outcome.tool_results
     assert result.data["agent"] == "conservative" and result.data["decision_id"] is None
     assert "round-robin choice, no learning" in outcome.output

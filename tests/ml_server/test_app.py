@@ -127,15 +127,27 @@ def test_unknown_field_returns_422(client: TestClient, sp500_payload: dict[str, 
 
 
 
-def test_lifespan_caps_blas_threads_and_restores_them(settings: Settings) -> None:
-    import scipy.linalg  # noqa: F401  (a BLAS loaded before the app starts)
-    from threadpoolctl import threadpool_info
-
-    before = {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
-    settings.server.compute_threads = 1
-    with TestClient(create_app(settings)):
-        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
-    assert {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == before
+def test_lifespan_caps_blas_threads_and_restores_them(tmp_path: Any) -> None:
+    # BLAS pools are process-wide: checked in a fresh process, so no earlier test's threads can hold them
+    code = (
+        "import scipy.linalg\n"  # a BLAS loaded before the app starts
+        "from fastapi.testclient import TestClient\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from quantcrew.config.settings import load_settings\n"
+        "from quantcrew.ml_server.app import create_app\n"
+        "blas = lambda: {p['filepath']: p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}\n"
+        "before = blas()\n"
+        "settings = load_settings()\n"
+        "settings.server.compute_threads = 1\n"
+        "with TestClient(create_app(settings)):\n"
+        "    during = blas()\n"
+        "print(bool(before), set(during.values()) == {1}, blas() == before)\n"
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")},
+           "QUANTCREW_HOME": str(tmp_path), "QUANTCREW_SERVER__PRELOAD": "false", "QUANTCREW_SERVER__DEVICE": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-3:] == ["True", "True", "True"]
 
 
 def test_server_caps_openmp_threads_of_worker_threads_before_loading_models() -> None:

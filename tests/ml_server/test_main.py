@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,23 @@ def test_server_exits_2_on_a_blank_key_naming_the_setting() -> None:
     proc = _server(QUANTCREW_SERVER__API_KEY=" ")
     assert proc.returncode == 2, proc.stderr
     assert "QUANTCREW_SERVER__API_KEY" in proc.stderr and "blank" in proc.stderr
+
+
+HEAVY = ("quantcrew.ml_server.app", "fastapi", "uvicorn", "torch", "sklearn", "scipy", "hmmlearn")
+"""What a served process loads; a refused one must not have."""
+
+
+def test_a_second_server_on_a_held_home_is_refused_before_the_app_loads(tmp_path: Path) -> None:
+    from quantcrew.config.server_lock import hold_home
+
+    home = tmp_path / "home"
+    # the entry point in a child process; it prints which of the server's heavy modules it had loaded on return
+    code = ("import sys; from quantcrew.ml_server.__main__ import main; code = main(['--port', '7778']); "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules)); sys.exit(code)")
+    with hold_home(home, "http://127.0.0.1:7777"):
+        proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "QUANTCREW_HOME": str(home)},
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("quantcrew-server: the home") and "http://127.0.0.1:7777" in proc.stderr
+    assert proc.stdout.strip() == "[]"  # refused before the app, uvicorn or any model library was imported
+

@@ -14,7 +14,7 @@ from quantcrew.ml_server.preload import preload
 def test_preload_imports_the_model_code_in_a_background_thread() -> None:
     code = ("import sys; from quantcrew.ml_server.preload import preload; t = preload(); "
             "assert t.daemon and t.name == 'quantcrew-preload'; t.join(120); "
-            "sys.exit(int(not all(m in sys.modules for m in ('torch', 'stable_baselines3', "
+            "sys.exit(int(not all(m in sys.modules for m in ('torch', 'stable_baselines3', 'skops.io', "
             "'quantcrew.ml_server.services.ensemble.model'))))")
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=180).returncode == 0
 

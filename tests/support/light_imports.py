@@ -1,20 +1,28 @@
-"""What importing each group of our modules loads, measured once in one fresh interpreter.
+"""What importing each group of our modules loads, measured once in fresh interpreters.
 
-The light-import tests of several packages read it. The groups are imported in the order of
-:data:`STEPS`, lightest first, and after each step every module loaded so far is recorded: a
-step's record is a superset of what its own imports load in a fresh interpreter, so a check
-that something is absent is never weaker than one run in a process of its own. One child
-process instead of one per test: the agent-side groups load CrewAI, seconds each time.
+The light-import tests of several packages read it. The agent-side groups are imported in one
+child, in the order of :data:`STEPS`, lightest first, and after each step every module loaded so
+far is recorded: a step's record is a superset of what its own imports load in a fresh
+interpreter, so a check that something is absent is never weaker than one run in a process of
+its own. One child instead of one per test: the agent-side groups load CrewAI, seconds each time.
+The server app, which loads the most, is imported in a second child of its own (:data:`SERVER_STEPS`).
+
+Both children start as soon as this module is imported (when pytest collects a test module that
+reads it) and run beside the collection and the tests before the first reader, on the core the
+test process leaves free; :func:`loaded_after` waits for them.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from functools import cache
 
-__all__ = ["STEPS", "loaded_after"]
+__all__ = ["SERVER_STEPS", "STEPS", "loaded_after"]
 
 STEPS: dict[str, str] = {
     "server schemas": (
@@ -47,19 +55,46 @@ STEPS: dict[str, str] = {
         "_bars = load_sample('SP500').tail(200)\n"
         "ensemble_fallback(_bars); execution_fallback(_bars, 'up', 0.6)\n"
     ),
-    "server app": "import quantcrew.ml_server.app\n",
 }
-"""Step name -> the code it runs; later steps load more (the server app, which loads the most, last)."""
+"""Step name -> the code it runs, in one child; later steps load more."""
+
+SERVER_STEPS: dict[str, str] = {"server app": "import quantcrew.ml_server.app\n"}
+"""Step name -> the code it runs, in a child of its own (the server app, from a fresh interpreter)."""
+
+
+_CWD = tempfile.TemporaryDirectory(prefix="light-imports-")  # no stray .env or package shadows ours
+
+
+def _spawn(steps: dict[str, str]) -> subprocess.Popen[str]:
+    code = "import json as _json, sys as _sys\n_loaded = {}\n"
+    for name, step in steps.items():
+        code += f"{step}_loaded[{name!r}] = sorted(_sys.modules)\n"
+    code += "print(_json.dumps(_loaded))\n"
+    # started at collection, before the tests' clean environment: it is cleaned here the same way
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTCREW_")}
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=_CWD.name)
+
+
+_CHILDREN = [_spawn(STEPS), _spawn(SERVER_STEPS)]
+
+
+@atexit.register
+def _stop_unread() -> None:
+    """A session that never read the records (its tests deselected) leaves no child behind."""
+    for child in _CHILDREN:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    _CWD.cleanup()
 
 
 @cache
 def loaded_after() -> dict[str, frozenset[str]]:
-    """Step name -> every module in ``sys.modules`` once that step has run (and all steps before it)."""
-    code = "import json as _json, sys as _sys\n_loaded = {}\n"
-    for name, step in STEPS.items():
-        code += f"{step}_loaded[{name!r}] = sorted(_sys.modules)\n"
-    code += "print(_json.dumps(_loaded))\n"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    """Step name -> every module in ``sys.modules`` once that step has run (and all steps of its child before it)."""
+    loaded: dict[str, list[str]] = {}
+    for child in _CHILDREN:
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err
+        loaded.update(json.loads(out.strip().splitlines()[-1]))
     return {name: frozenset(modules) for name, modules in loaded.items()}
