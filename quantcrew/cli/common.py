@@ -116,7 +116,7 @@ def ml_server(settings: Settings, config: Path | None, *,
         yield
         return
     running = running_server(settings.home)
-    if running is not None and running.url is not None and _answers(running.url):
+    if running is not None and running.url is not None and _answers(running.url, wait_s=settings.client.timeout_s):
         # one server per home: a second one would refuse to start; reuse it and leave it running
         settings.client.url = running.url
         err_console.print(f"Using the ML server already running at {running.url} (pid {running.pid})", style="dim",
@@ -136,14 +136,23 @@ def ml_server(settings: Settings, config: Path | None, *,
         server.stop()
 
 
-def _answers(url: str) -> bool:
-    """Whether a server answers ``/health`` at ``url`` within a couple of seconds."""
+def _answers(url: str, *, wait_s: float = 0.0) -> bool:
+    """Whether a server answers ``/health`` at ``url``; tried again for up to ``wait_s`` seconds, because a
+    server holds the home's lock from before its app has loaded (a claim that does not answer yet is booting)."""
+    import time
+
     import httpx
 
-    try:
-        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
 
 
 def child_env(settings: Settings) -> dict[str, str]:

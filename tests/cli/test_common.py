@@ -139,3 +139,48 @@ def test_a_console_on_a_pipe_keeps_whole_lines_unless_columns_is_set(monkeypatch
     assert "volatile (0.93)" in text and "conservative" in text and why.strip() in text and "…" not in text
     monkeypatch.setenv("COLUMNS", "90")
     assert make_console().width == 90  # the user's choice wins
+
+
+def test_ml_server_waits_for_a_server_that_holds_the_home_but_is_still_booting(tmp_path: Path) -> None:
+    # the server takes the home's lock before its app loads: a live claim that does not answer yet is booting
+    import http.server
+    import threading
+
+    from quantcrew.config.server_lock import hold_home
+    from quantcrew.config.settings import load_settings
+    from quantcrew.crew.server_process import free_port
+
+    port = free_port()
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    booted = http.server.ThreadingHTTPServer(("127.0.0.1", port), Health)
+    serving = threading.Event()
+
+    def serve() -> None:
+        serving.set()
+        booted.serve_forever()
+
+    timer = threading.Timer(1.0, serve)  # answers /health one second from now
+    settings = load_settings(home=tmp_path)
+
+    def refuse(self: LocalServer, meanwhile: object = None) -> LocalServer:
+        raise AssertionError("a second server was started on a home whose server was booting")
+
+    with hold_home(tmp_path, f"http://127.0.0.1:{port}"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LocalServer, "start", refuse)
+        timer.start()
+        try:
+            with ml_server(settings, None):
+                assert settings.client.url == f"http://127.0.0.1:{port}"
+        finally:
+            timer.cancel()
+            if serving.is_set():
+                booted.shutdown()
+            booted.server_close()
