@@ -21,20 +21,13 @@ def no_server_start(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--weights", "0.6,0.6"], "sum to 1.2"),
     (["--weights", "0.6"], "1 numbers for 2 symbols"),
     (["--symbols", ""], "symbols"),
-])
-def test_risk_bad_weights_exit_2_before_any_server(args: list[str], needle: str) -> None:
-    result = CliRunner().invoke(app, ["risk", *args], env={"COLUMNS": "200"})
-    assert result.exit_code == 2, result.output
-    assert needle in " ".join(result.stderr.split())
-
-
-@pytest.mark.parametrize(("args", "needle"), [
+    # symbols and dates are checked up front, as `run` checks them
     (["--symbols", "SP500,NASDAQ,VIX", "--end-date", "2008-12-31"],
      "--end-date 2008-12-31 is outside the data of VIX: it has bars from 2014-01-03 to 2019-01-03"),
     (["--symbols", "SP500,NOPE"], "unknown symbol 'NOPE'"),
     (["--end-date", "last week"], "end_date must be YYYY-MM-DD"),
 ])
-def test_risk_checks_symbols_and_dates_up_front_like_run(args: list[str], needle: str) -> None:
+def test_risk_bad_input_exits_2_before_any_server(args: list[str], needle: str) -> None:
     result = CliRunner().invoke(app, ["risk", *args], env={"COLUMNS": "200"})
     assert result.exit_code == 2, result.output
     assert needle in " ".join(result.stderr.split())
