@@ -30,6 +30,7 @@ __all__ = [
     "DECISION_TYPES",
     "DataSettings",
     "InferenceSettings",
+    "MonitorSettings",
     "ServerSettings",
     "Settings",
     "SettingsError",
@@ -217,6 +218,35 @@ class RiskLimitsSettings(_Section):
                                  description="Drawdown from the peak at which every position is closed.")
 
 
+class MonitorSettings(_Section):
+    """Watching deployed models: the prediction log, live quality, drift, alerts, retention of versions."""
+
+    prediction_log: bool = Field(default=True, description="Log every inference (model, inputs' summary, answer).")
+    log_flush_ms: float = Field(default=200.0, gt=0.0, le=60_000.0,
+                                description="Longest a logged prediction waits in memory before it is written.")
+    log_queue_max: int = Field(default=100_000, ge=100, le=10_000_000,
+                               description="Most predictions waiting to be written; past it new ones are dropped "
+                                           "and counted, never blocking a reply.")
+    log_retention_rows: int = Field(default=1_000_000, ge=1_000, description="Most predictions kept (oldest go first).")
+    log_retention_days: float = Field(default=90.0, gt=0.0, description="Predictions older than this are deleted.")
+    quality_window: int = Field(default=250, ge=10, le=100_000,
+                                description="Most recent settled predictions one live-quality window holds.")
+    min_samples: int = Field(default=30, ge=1, description="Fewest samples before a quality or drift figure is judged.")
+    drift_window: int = Field(default=500, ge=10, le=100_000, description="Recent predictions a drift report compares.")
+    drift_bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of a stored reference (PSI).")
+    reference_rows: int = Field(default=2_000, ge=50, le=100_000,
+                                description="Most training rows sampled into a model's drift reference.")
+    alert_rules: Path | None = Field(default=None,
+                                     description="Alert rules YAML; default the rules shipped with the package.")
+    alert_interval_s: float = Field(default=30.0, gt=0.0, description="Seconds between evaluations of the rules.")
+    webhook_url: str | None = Field(default=None, description="Alerts are POSTed here as JSON when set.")
+    webhook_retries: int = Field(default=5, ge=0, le=20, description="Delivery attempts after the first.")
+    webhook_backoff_s: float = Field(default=0.5, ge=0.0, description="First retry delay; doubles each attempt.")
+    webhook_timeout_s: float = Field(default=5.0, gt=0.0)
+    keep_versions: int = Field(default=10, ge=1,
+                               description="Versions kept per model name; older ones are deleted unless deployed.")
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -236,6 +266,7 @@ class Settings(BaseSettings):
     crew: CrewSettings = Field(default_factory=CrewSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     limits: RiskLimitsSettings = Field(default_factory=RiskLimitsSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

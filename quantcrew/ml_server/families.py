@@ -22,6 +22,8 @@ from quantcrew.ml_server.routes import (
     decompose,
     ensemble,
     execution,
+    explain,
+    monitor,
     regime,
     risk,
     rl,
@@ -93,6 +95,10 @@ FAMILIES: dict[str, Family] = {
                        "Walk-forward ensembles with calibrated uncertainty and deployment stages."),
     "execution": Family("execution", execution.router, True, f"{_SERVICES}.execution.model:ExecutionModel",
                         "Order size and timing with MC-dropout uncertainty."),
+    "monitor": Family("monitor", monitor.router, False, None,
+                      "Prediction log and outcomes, live quality per version, drift, alerts."),
+    "explain": Family("explain", explain.router, False, None,
+                      "Permutation importance, a global surrogate with its fidelity, local explanations."),
 }
 """Every family, in the order the app mounts them (which is the order of the OpenAPI paths)."""
 

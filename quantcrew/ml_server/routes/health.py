@@ -12,13 +12,12 @@ from starlette.responses import Response
 from quantcrew import __version__
 from quantcrew.ml_server.deps import MetricsDep, RegistryDep
 from quantcrew.ml_server.errors import ModelNotReadyError
+from quantcrew.ml_server.families import FAMILIES
 from quantcrew.ml_server.schemas.common import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
 ops_router = APIRouter(tags=["health"])
 
-READY_FAMILIES = ["regime", "risk", "decompose", "cluster", "anomaly", "supervised", "rl", "bandit"]
-"""The families ``/ready`` announces (each one of :data:`quantcrew.ml_server.families.FAMILIES`)."""
 
 
 @router.get("/health")
@@ -33,7 +32,7 @@ def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
     device: str | None = getattr(request.app.state, "device", None)
     if device is None:
         raise ModelNotReadyError("server is starting: device not resolved yet")
-    return ReadyResponse(ready=True, device=device, models=registry.count(), families=READY_FAMILIES)
+    return ReadyResponse(ready=True, device=device, models=registry.count(), families=list(FAMILIES))
 
 
 @ops_router.get("/metrics", response_class=Response)
@@ -41,3 +40,4 @@ def metrics(metrics: MetricsDep, registry: RegistryDep) -> Response:
     """Prometheus exposition of request counts, latencies and model fits."""
     metrics.models.set(registry.count())
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+

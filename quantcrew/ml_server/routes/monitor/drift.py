@@ -1,0 +1,9 @@
+"""Monitor routes: drift."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from quantcrew.ml_server.routing import ORJSONRoute
+
+router = APIRouter(route_class=ORJSONRoute)
