@@ -10,6 +10,8 @@ Every side is a real uvicorn process on a loopback port, started here:
   above (pickled from our registry) behind a plain pydantic model, served by ``uvicorn.run``
   with the same settings; ``OMP_NUM_THREADS`` and friends are 1 there as the server sets them
   (``server.compute_threads``), so the predict itself costs the same on both sides.
+* ``ours-nolog`` (``--prediction-log both``): our server again with the prediction log off
+  (``--prediction-log off`` turns it off on ``ours`` instead; it is on by default, as shipped).
 * ``ours@DIR`` (``--compare-src DIR``, repeatable): the server from another source tree, e.g.
   ``git archive HEAD quantcrew | tar -x -C DIR``, to measure a change before and after in one run.
 
@@ -82,10 +84,11 @@ class Side:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _ours(name: str, src: Path, workdir: Path) -> Side:
+def _ours(name: str, src: Path, workdir: Path, *, prediction_log: bool = True) -> Side:
     home = Path(tempfile.mkdtemp(prefix="qc-light-", dir=workdir))
     port = free_port()
-    env = {"QUANTCREW_HOME": str(home), "QUANTCREW_SERVER__PRELOAD": "false"}
+    env = {"QUANTCREW_HOME": str(home), "QUANTCREW_SERVER__PRELOAD": "false",
+           "QUANTCREW_MONITOR__PREDICTION_LOG": str(prediction_log).lower()}
     if src != ROOT:
         env["PYTHONPATH"] = str(src)  # ``-m`` puts the working directory first as well: cwd is src
     cmd = [sys.executable, "-m", "quantcrew.ml_server", "--host", "127.0.0.1", "--port", str(port),
@@ -227,12 +230,17 @@ def main() -> None:
     parser.add_argument("--compare-src", action="append", default=[], type=Path,
                         help="another source tree whose server is measured too (its quantcrew/ package)")
     parser.add_argument("--no-bare", action="store_true", help="measure only our server(s)")
+    parser.add_argument("--prediction-log", choices=("on", "off", "both"), default="on",
+                        help="our server's prediction log (monitor.prediction_log); 'both' measures a second "
+                             "server with it off ('ours-nolog')")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
     workdir = Path(tempfile.mkdtemp(prefix="qc-bench-light-"))
-    sides = [_ours("ours", ROOT, workdir)]
+    sides = [_ours("ours", ROOT, workdir, prediction_log=args.prediction_log != "off")]
+    if args.prediction_log == "both":
+        sides.append(_ours("ours-nolog", ROOT, workdir, prediction_log=False))
     sides += [_ours(f"ours@{src}", src.resolve(), workdir) for src in args.compare_src]
     try:
         for side in sides:

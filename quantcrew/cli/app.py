@@ -10,9 +10,12 @@ from typing import Annotated
 
 import typer
 
+from quantcrew.cli.alerts import alerts_app
 from quantcrew.cli.backtest import backtest_command
 from quantcrew.cli.data import data_app
+from quantcrew.cli.models import models_app
 from quantcrew.cli.outcomes import outcomes
+from quantcrew.cli.retrain import retrain_command, schedule_add_training
 from quantcrew.cli.risk import risk
 from quantcrew.cli.run import run
 from quantcrew.cli.runs import runs_app
@@ -51,7 +54,11 @@ app.command()(server)
 app.command("backtest")(backtest_command)
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 app.command("scheduler")(scheduler_command)
+app.add_typer(alerts_app, name="alerts")
+app.command("retrain")(retrain_command)
+schedule_app.command("add-training")(schedule_add_training)
 
 
 def main() -> None:

@@ -30,7 +30,14 @@ def outcomes(
 ) -> None:
     """Settle stored decisions: the realised return of the bar after each decision, stored once, and the bandit
     rewarded once for the agent it chose. Lists the settled decisions."""
-    from quantcrew.crew.outcomes import bandit_rewarder, bars_from_settings, record_outcomes, send_rewards
+    from quantcrew.crew.outcomes import (
+        bandit_rewarder,
+        bars_from_settings,
+        monitor_poster,
+        post_outcomes,
+        record_outcomes,
+        send_rewards,
+    )
     from quantcrew.crew.runs import RunsStore
     from quantcrew.crew.server_process import ServerStartError
     from quantcrew.tools.arguments import iso_date
@@ -45,12 +52,15 @@ def outcomes(
     store = RunsStore(settings.runs_db)
     try:
         report = record_outcomes(store, bars_from_settings(settings), as_of=bound)
-        if store.pending_rewards(bound):  # the server is needed only when there are rewards to send
+        # the server is needed only when there are rewards to send or outcomes its monitor has not taken
+        if store.pending_rewards(bound) or store.unposted_count(bound):
             try:
                 with ml_server(settings, config), make_client(settings.client) as client:
                     send_rewards(store, bandit_rewarder(client), as_of=bound, report=report)
+                    post_outcomes(store, monitor_poster(client), as_of=bound, report=report)
             except ServerStartError as exc:
                 report.server_error = f"the ML server did not start: {exc}"
+                report.unposted = store.unposted_count(bound)
         report.pending = store.pending_rewards(bound)
         rows = store.outcomes(limit=limit)
     except KeyboardInterrupt:
@@ -66,10 +76,12 @@ def outcomes(
         console.print(report.summary())
         for line in report.errors:
             err_console.print(line, style="yellow", markup=False)
-    if report.server_error is not None:
-        # the outcomes are stored; only the bandit's rewards wait: a degraded settle, not a failed one
-        err_console.print(f"DEGRADED: rewards not sent: {report.server_error}; they stay pending for the next "
-                          "settle", style="yellow" if allow_degraded else "red", markup=False)
+    if report.server_error is not None or report.monitor_error is not None:
+        # the outcomes are stored; only the bandit's rewards and the monitor's copies wait: degraded, not failed
+        why = report.server_error or report.monitor_error
+        err_console.print(f"DEGRADED: rewards or monitor outcomes not sent: {why}; {report.pending} reward(s) and "
+                          f"{report.unposted} outcome(s) wait for the next settle",
+                          style="yellow" if allow_degraded else "red", markup=False)
         if not allow_degraded:
             raise typer.Exit(ExitCode.DEGRADED)
 

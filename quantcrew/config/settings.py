@@ -236,6 +236,10 @@ class MonitorSettings(_Section):
     drift_bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of a stored reference (PSI).")
     reference_rows: int = Field(default=2_000, ge=50, le=100_000,
                                 description="Most training rows sampled into a model's drift reference.")
+    drift_psi: float = Field(default=0.25, gt=0.0,
+                             description="PSI above which a feature (or the output) may be called drifted.")
+    drift_alpha: float = Field(default=0.01, gt=0.0, lt=1.0,
+                               description="KS test level, Bonferroni-divided by the number of series compared.")
     alert_rules: Path | None = Field(default=None,
                                      description="Alert rules YAML; default the rules shipped with the package.")
     alert_interval_s: float = Field(default=30.0, gt=0.0, description="Seconds between evaluations of the rules.")
@@ -243,6 +247,9 @@ class MonitorSettings(_Section):
     webhook_retries: int = Field(default=5, ge=0, le=20, description="Delivery attempts after the first.")
     webhook_backoff_s: float = Field(default=0.5, ge=0.0, description="First retry delay; doubles each attempt.")
     webhook_timeout_s: float = Field(default=5.0, gt=0.0)
+    alert_notify_per_minute: int = Field(default=30, ge=1, le=10_000,
+                                         description="Most alert notifications a minute over all alerts; the "
+                                                     "rest are recorded as suppressed.")
     keep_versions: int = Field(default=10, ge=1,
                                description="Versions kept per model name; older ones are deleted unless deployed.")
 

@@ -53,9 +53,22 @@ def _risk_tools() -> list[type[QuantTool]]:
 def _strategy_tools() -> list[type[QuantTool]]:
     from quantcrew.tools.ensemble import EnsembleSignalTool
     from quantcrew.tools.execution import ExecutionPlanTool
+    from quantcrew.tools.explain import ExplainSignalTool
     from quantcrew.tools.strategy import StrategySignalTool
 
-    return [EnsembleSignalTool, StrategySignalTool, ExecutionPlanTool]
+    return [EnsembleSignalTool, StrategySignalTool, ExecutionPlanTool, ExplainSignalTool]
+
+
+STRATEGY_PLANNED = ("ensemble_signal", "strategy_signals", "execution_plan")
+"""The strategy agent's tools the offline planner calls: all but ``explain_signal``, which would add a server
+explanation (seconds) per symbol to every run; a real LLM calls it when a signal needs justifying."""
+
+
+def _strategy_plan() -> dict[str, list[str]]:
+    """``tool_plan`` entry of the strategy agent, keyed by its role (a delegated task has no name)."""
+    from quantcrew.agents.factories import agent_config
+
+    return {agent_config("strategy_agent")["role"].strip(): list(STRATEGY_PLANNED)}
 
 
 def _selection_tools() -> list[type[QuantTool]]:
@@ -138,13 +151,13 @@ CREWS: dict[str, CrewSpec] = {
         {"regime_analyst": _regime_tools, "risk_manager": _full_risk_tools, "strategy_agent": _strategy_tools,
          "meta_orchestrator": _selection_tools},
         FULL_DEFAULTS, _full_outputs(),
-        {"portfolio_decision": ["portfolio_decision"]}),
+        {"portfolio_decision": ["portfolio_decision"], **_strategy_plan()}),
     "regime": CrewSpec("regime", ("regime_analysis",), {"regime_analyst": _regime_tools},
                        {"symbol": "SP500", "lookback": 750}),
     "risk": CrewSpec("risk", ("risk_assessment",), {"risk_manager": _risk_tools},
                      {"symbols": "SP500,NASDAQ", "weights": "0.6,0.4", "lookback": 1000, "horizon_days": 1}),
     "strategy": CrewSpec("strategy", ("strategy_signals",), {"strategy_agent": _strategy_tools},
-                         {"symbol": "SP500", "lookback": 300}),
+                         {"symbol": "SP500", "lookback": 300}, tool_plan=_strategy_plan()),
     "meta": CrewSpec("meta", ("agent_selection",), {"meta_orchestrator": _selection_tools},
                      {"symbol": "SP500", "regime": "auto"}),
 }

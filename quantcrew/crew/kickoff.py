@@ -76,9 +76,14 @@ def _settle(store: RunsStore, settings: Settings, client: MLClient | None, as_of
     except Exception as exc:  # settling must never fail the run
         return None, [f"outcomes: settling earlier decisions failed: {type(exc).__name__}: {exc}"]
     notes = []
-    if report.server_error is not None:
+    if report.server_error is not None and report.pending:
         notes.append(f"outcomes: {report.pending} bandit reward(s) left pending, the ML server could not take "
                      f"them ({report.server_error}); the next run or `quantcrew outcomes` sends them")
+    if report.monitor_error is not None:
+        notes.append(f"outcomes: {report.unposted} outcome(s) not posted to the server's monitor "
+                     f"({report.monitor_error}); the next run or `quantcrew outcomes` posts them")
+    elif report.server_error is not None and not report.pending:
+        notes.append(f"outcomes: the ML server could not take them ({report.server_error})")
     return report, notes
 
 

@@ -15,6 +15,12 @@ row's claim; the bandit refuses a second reward of one decision (409), which cou
 A reward that cannot be sent (no server, or the server down) stays ``pending`` and the next settle
 sends it.
 
+Each stored outcome is also posted to the ML server's monitor (``POST /v1/monitor/outcomes``,
+idempotent per ``outcome_id`` = ``<decision id or run id>:<symbol>``), which joins it to the
+logged predictions for live quality. One the server could not take (down, or no server) stays
+unposted in the runs store and the next settle posts it; one the server refuses for good is
+marked ``refused`` with the reason.
+
 Light on purpose: no crewai, no HTTP client at import (the client is passed in).
 """
 
@@ -37,12 +43,17 @@ if TYPE_CHECKING:
     from quantcrew.tools.client import MLClient
 
 __all__ = [
+    "PostAttempt",
+    "Poster",
     "RewardAttempt",
     "Rewarder",
     "SettleReport",
     "bandit_rewarder",
     "bars_from_settings",
+    "monitor_poster",
     "outcome_of",
+    "outcome_wire",
+    "post_outcomes",
     "record_outcomes",
     "send_rewards",
     "settle",
@@ -65,6 +76,20 @@ Rewarder = Callable[[str, float], RewardAttempt]
 """Sends the reward of one bandit decision: ``(decision_id, agent_return) -> RewardAttempt``."""
 
 
+@dataclass(frozen=True)
+class PostAttempt:
+    """How posting a batch of outcomes to the monitor went: ``posted``, or ``error`` with ``server_down`` when
+    the server could not be reached (the outcomes stay unposted for the next settle)."""
+
+    posted: bool
+    error: str | None = None
+    server_down: bool = False
+
+
+Poster = Callable[[list[dict[str, Any]]], PostAttempt]
+"""Posts stored outcome rows (of the runs store) to the ML server's monitor, as one batch."""
+
+
 class SettleReport(BaseModel):
     """What one settle did."""
 
@@ -79,6 +104,10 @@ class SettleReport(BaseModel):
     errors: list[str] = Field(default_factory=list, description="Decisions that could not be settled, and why.")
     server_error: str | None = Field(default=None, description="Why rewards could not be sent, when the server "
                                                                "was down.")
+    posted: int = Field(default=0, description="Outcomes posted to the ML server's monitor by this call.")
+    unposted: int = Field(default=0, description="Outcomes still waiting to be posted to the monitor after this "
+                                                 "call (no server, or it was down).")
+    monitor_error: str | None = Field(default=None, description="Why outcomes could not be posted to the monitor.")
 
     def summary(self) -> str:
         """One line: what was settled and rewarded, and what waits."""
@@ -89,6 +118,8 @@ class SettleReport(BaseModel):
             text += f", {self.no_decision} without a bandit decision, {self.failed} reward(s) refused"
         if self.server_error:
             text += f"; rewards not sent: {self.server_error}"
+        if self.posted or self.unposted:
+            text += f"; {self.posted} outcome(s) posted to the monitor, {self.unposted} waiting to be posted"
         return text
 
 
@@ -107,9 +138,23 @@ def bars_from_settings(settings: Settings) -> Callable[[str], OHLCV]:
     return bars_for
 
 
+class _BanditRewarder:
+    """A :data:`Rewarder` that knows its client, so that :func:`settle` posts outcomes to the same server."""
+
+    def __init__(self, client: MLClient, send: Rewarder) -> None:
+        self.client = client
+        self._send = send
+        self.poster: Poster = monitor_poster(client)
+
+    def __call__(self, decision_id: str, value: float) -> RewardAttempt:
+        return self._send(decision_id, value)
+
+
 def bandit_rewarder(client: MLClient) -> Rewarder:
     """Rewards through the ML server's bandit: a 409 "already rewarded" counts as rewarded, a 404 (decision or
-    bandit unknown) is ``no_decision``, a server fault leaves the reward pending, any other refusal fails it."""
+    bandit unknown) is ``no_decision``, a server fault leaves the reward pending, any other refusal fails it.
+
+    :func:`settle` given this rewarder also posts the outcomes to the same server's monitor."""
     from quantcrew.ml_server.schemas.bandit import BanditRewardRequest
     from quantcrew.tools.errors import Conflict, MLClientError, NotFound
 
@@ -128,7 +173,74 @@ def bandit_rewarder(client: MLClient) -> Rewarder:
             return RewardAttempt("failed", str(exc))
         return RewardAttempt("rewarded")
 
-    return reward
+    return _BanditRewarder(client, reward)
+
+
+def outcome_wire(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored outcome row as the monitor takes it (``POST /v1/monitor/outcomes``).
+
+    ``outcome_id`` is ``<decision id, else run id>:<symbol>``; ``as_of`` the decision's bar; the
+    realised return ``r`` of the next bar; ``position`` the decision's final target.
+    """
+    return {"outcome_id": f"{row.get('decision_id') or row['run_id']}:{row['symbol']}", "subject": row["symbol"],
+            "as_of": row["decision_date"], "realised_return": float(row["r"]), "horizon_bars": 1,
+            "position": float(row["target"])}
+
+
+def monitor_poster(client: MLClient) -> Poster:
+    """Posts outcomes to the ML server's monitor: a server fault leaves them unposted (the next settle posts
+    them); a refusal (422, 409: the id is known with other values) is reported with the server's words."""
+    from quantcrew.ml_server.schemas.monitor import OutcomeBatch
+    from quantcrew.tools.errors import MLClientError
+
+    def post(rows: list[dict[str, Any]]) -> PostAttempt:
+        try:
+            client.monitor_outcomes(OutcomeBatch.model_validate({"outcomes": [outcome_wire(r) for r in rows]}))
+        except MLClientError as exc:
+            return PostAttempt(False, str(exc), server_down=exc.server_fault)
+        except ValueError as exc:  # a row the wire contract refuses (a return beyond its bounds)
+            return PostAttempt(False, str(exc))
+        return PostAttempt(True)
+
+    return post
+
+
+def post_outcomes(store: RunsStore, post: Poster, *, as_of: str | None = None, batch: int = 500,
+                  report: SettleReport | None = None) -> SettleReport:
+    """Post every stored outcome the monitor has not taken yet (outcome bar on or before ``as_of``).
+
+    A server that is down stops the round (``report.monitor_error``); the outcomes stay unposted for the
+    next settle. A batch the server refuses is posted again one outcome at a time, and each one refused is
+    marked ``refused`` with the reason (it would be refused again).
+    """
+    report = report if report is not None else SettleReport(as_of=as_of)
+    while True:
+        rows = store.unposted_outcomes(as_of, limit=batch)
+        if not rows:
+            break
+        attempt = post(rows)
+        if attempt.server_down:
+            report.monitor_error = attempt.error or "the ML server could not be reached"
+            break
+        if attempt.posted:
+            report.posted += store.mark_posted([(r["run_id"], r["symbol"]) for r in rows])
+            continue
+        for row in rows:  # one of them is refused: find which
+            one = post([row])
+            if one.server_down:
+                report.monitor_error = one.error or "the ML server could not be reached"
+                break
+            key = [(row["run_id"], row["symbol"])]
+            if one.posted:
+                report.posted += store.mark_posted(key)
+            else:
+                store.mark_posted(key, status="refused", error=one.error)
+                report.errors.append(f"run {row['run_id']} {row['symbol']}: the monitor refused the outcome: "
+                                     f"{one.error}")
+        if report.monitor_error is not None:
+            break
+    report.unposted = store.unposted_count(as_of)
+    return report
 
 
 def _already_rewarded(message: str, details: Any) -> bool:
@@ -272,7 +384,7 @@ def send_rewards(store: RunsStore, reward: Rewarder, *, as_of: str | None = None
 
 
 def settle(store: RunsStore, bars_for: Callable[[str], OHLCV], *, as_of: str | None = None,
-           reward: Rewarder | None = None) -> SettleReport:
+           reward: Rewarder | None = None, post: Poster | None = None) -> SettleReport:
     """Store the outcome of every decision whose outcome bar is known, then reward the bandit once for each.
 
     Args:
@@ -282,6 +394,9 @@ def settle(store: RunsStore, bars_for: Callable[[str], OHLCV], *, as_of: str | N
             in the data.
         reward: Sends one reward (e.g. :func:`bandit_rewarder`); None stores the outcomes and leaves their
             rewards pending.
+        post: Posts outcomes to the monitor (e.g. :func:`monitor_poster`); default the rewarder's server's
+            (a :func:`bandit_rewarder`), else none: the outcomes wait unposted. A server that could not
+            take them sets ``server_error`` too, so the run is reported degraded as for pending rewards.
 
     Returns:
         What was settled, rewarded, left pending and still waiting.
@@ -290,5 +405,13 @@ def settle(store: RunsStore, bars_for: Callable[[str], OHLCV], *, as_of: str | N
     report = record_outcomes(store, bars_for, as_of=as_of, claim=token)
     if reward is None:
         report.pending = store.pending_rewards(as_of)
+    else:
+        send_rewards(store, reward, as_of=as_of, token=token, report=report)
+    post = post if post is not None else getattr(reward, "poster", None)
+    if post is None:
+        report.unposted = store.unposted_count(as_of)
         return report
-    return send_rewards(store, reward, as_of=as_of, token=token, report=report)
+    post_outcomes(store, post, as_of=as_of, report=report)
+    if report.monitor_error is not None and report.server_error is None:
+        report.server_error = f"outcomes not posted to the monitor: {report.monitor_error}"
+    return report

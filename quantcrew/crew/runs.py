@@ -14,6 +14,9 @@ Tables:
   whether the bandit was rewarded for it (``pending``, ``rewarded``, ``no_decision``,
   ``failed``). The row is claimed once (``INSERT ... ON CONFLICT DO NOTHING``) and a reward is
   sent only by the process holding the row's claim, so two settlers never reward twice.
+  ``monitor_status`` says whether the outcome reached the ML server's monitor (NULL: not yet,
+  ``posted``, ``refused`` with ``monitor_error``): one the server could not take is posted by the
+  next settle.
 
 A file made by an earlier version opens and is migrated in place (columns and tables added,
 nothing rewritten); ``PRAGMA user_version`` records the schema version.
@@ -41,9 +44,9 @@ if TYPE_CHECKING:  # crewai (under quantcrew.tools.base) is seconds to import; t
 __all__ = ["DECIDED_STATUSES", "REWARD_STATUSES", "SCHEMA_VERSION", "STATUSES", "RunStatus", "RunsStore",
            "open_database"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: runs and tool_calls (with the added run columns); 2: gated flags and decision_outcomes;
-3: backtest_trials."""
+3: backtest_trials; 4: the monitor columns of decision_outcomes."""
 
 _RUN_COLUMNS: dict[str, str] = {"decision": "TEXT", "degraded": "INTEGER", "llm_calls": "INTEGER",
                                 "duration_s": "REAL", "budget": "TEXT", "gated": "INTEGER", "settled": "TEXT",
@@ -53,6 +56,8 @@ LLM calls made, wall time, the budget the run was held to, whether any input was
 run's settling of earlier decisions did (JSON), and why it was degraded beyond its tool calls (JSON list)."""
 
 _TOOL_CALL_COLUMNS: dict[str, str] = {"gated": "INTEGER", "gated_reason": "TEXT"}
+_OUTCOME_MONITOR_COLUMNS: dict[str, str] = {"monitor_status": "TEXT", "monitor_error": "TEXT"}
+"""Whether an outcome reached the ML server's monitor (NULL: not yet; ``posted``; ``refused``) and why not."""
 
 _CREATE_RUNS = """CREATE TABLE IF NOT EXISTS "runs" (
    "run_id" TEXT PRIMARY KEY, "kind" TEXT, "status" TEXT, "started_at" TEXT, "finished_at" TEXT,
@@ -169,6 +174,10 @@ class RunsStore:
                         if column not in have:
                             conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
                 conn.execute(_CREATE_OUTCOMES)
+                have = {row[1] for row in conn.execute('PRAGMA table_info("decision_outcomes")')}
+                for column, kind in _OUTCOME_MONITOR_COLUMNS.items():
+                    if column not in have:
+                        conn.execute(f'ALTER TABLE "decision_outcomes" ADD COLUMN "{column}" {kind}')
                 conn.execute('CREATE INDEX IF NOT EXISTS "idx_decision_outcomes_pending" '
                              'ON "decision_outcomes" ("reward_status", "outcome_date")')
                 conn.execute(_CREATE_TRIALS)
@@ -334,6 +343,33 @@ class RunsStore:
                 "SELECT COUNT(*) FROM decision_outcomes WHERE reward_status = 'pending' AND decision_id IS NOT NULL "
                 "AND outcome_date <= ?", (bound,)).fetchone()
         return int(row[0])
+
+    def unposted_outcomes(self, as_of: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Stored outcomes not yet taken by the ML server's monitor (outcome bar on or before ``as_of``),
+        oldest first."""
+        bound = "9999-12-31" if as_of is None else as_of[:10]
+        with self._lock:
+            return self._outcome_rows("monitor_status IS NULL AND outcome_date <= ?", [bound],
+                                      order_by="outcome_date, run_id, symbol", limit=limit)
+
+    def unposted_count(self, as_of: str | None = None) -> int:
+        """How many stored outcomes wait to be posted to the monitor (outcome bar on or before ``as_of``)."""
+        bound = "9999-12-31" if as_of is None else as_of[:10]
+        with self._lock:
+            row = self._db.conn.execute("SELECT COUNT(*) FROM decision_outcomes WHERE monitor_status IS NULL "
+                                        "AND outcome_date <= ?", (bound,)).fetchone()
+        return int(row[0])
+
+    def mark_posted(self, keys: Sequence[tuple[str, str]], *, status: str = "posted",
+                    error: str | None = None) -> int:
+        """Record that the outcomes of these (run, symbol) reached the monitor (or were refused for good)."""
+        if status not in ("posted", "refused"):
+            raise ValueError(f"monitor status must be 'posted' or 'refused', got {status!r}")
+        with self._lock, self._db.conn:
+            cursor = self._db.conn.executemany(
+                'UPDATE "decision_outcomes" SET monitor_status = ?, monitor_error = ? WHERE run_id = ? AND symbol = ?',
+                [(status, error, run_id, symbol) for run_id, symbol in keys])
+        return cursor.rowcount
 
     def outcomes(self, run_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Stored outcomes, newest decision first (of one run when ``run_id`` is given)."""

@@ -36,11 +36,13 @@ from apscheduler.events import (
 from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from quantcrew.crew.retraining import RETRAIN_KIND
 from quantcrew.crew.schedule import Schedule, ScheduleRun, ScheduleStore
 
 if TYPE_CHECKING:
     from quantcrew.config.settings import Settings
     from quantcrew.crew.kickoff import RunOutcome
+    from quantcrew.crew.retrain_runner import RetrainFiring
 
 __all__ = ["DEFAULT_GRACE_S", "DEFAULT_RESYNC_S", "INTERRUPTED", "RunFunction", "Scheduler", "crew_runner"]
 
@@ -55,7 +57,7 @@ DEFAULT_RESYNC_S = 5.0
 INTERRUPTED = "interrupted by shutdown"
 """The error text of a run still going when ``stop`` gave up waiting for it."""
 
-RunFunction = Callable[[Schedule], "RunOutcome | str | None"]
+RunFunction = Callable[[Schedule], "RunOutcome | RetrainFiring | str | None"]
 """Runs one firing of a schedule; returns the crew run's outcome (a ``degraded`` one makes a
 ``degraded`` firing), or its id, or None. An exception is a failed run; one with a ``run_id``
 attribute (``CrewRunError``) has that id recorded."""
@@ -64,13 +66,18 @@ _EXECUTOR = "runs"
 
 
 def crew_runner(settings: Settings) -> RunFunction:
-    """The default run function: ``quantcrew.crew.kickoff.run(schedule.inputs, settings, kind=schedule.kind)``.
+    """The default run function: ``quantcrew.crew.kickoff.run(schedule.inputs, settings, kind=schedule.kind)``,
+    or for a training schedule (kind ``retrain``) one firing of :func:`quantcrew.crew.retrain_runner.retrain_runner`.
 
     ``settings.client.url`` should name a running ML server (the ``scheduler`` command starts one);
     without it the tools answer from their fallbacks and say so.
     """
 
-    def run(schedule: Schedule) -> RunOutcome:
+    def run(schedule: Schedule) -> RunOutcome | RetrainFiring:
+        if schedule.kind == RETRAIN_KIND:  # a training schedule: no crew, the retraining pipeline
+            from quantcrew.crew.retrain_runner import retrain_runner
+
+            return retrain_runner(settings, schedule)
         from quantcrew.crew.kickoff import run as kickoff  # crewai is heavy: imported on first run only
 
         return kickoff(dict(schedule.inputs), settings, kind=schedule.kind)

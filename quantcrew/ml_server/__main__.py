@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     if refusal is not None:
         print(f"quantcrew-server: {refusal}", file=sys.stderr)
         return 2
+    from quantcrew.ml_server.services.monitor.rules import RuleFileError, load_rules
+
+    try:  # a bad alert-rules file refuses the start, naming its line, before the app loads
+        load_rules(settings.monitor.alert_rules)
+    except RuleFileError as exc:
+        print(f"quantcrew-server: {exc}", file=sys.stderr)
+        return 2
 
     from quantcrew.config.server_lock import HomeInUseError, hold_home
 

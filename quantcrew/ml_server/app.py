@@ -27,6 +27,13 @@ from quantcrew.ml_server.routing import RouteIndex
 from quantcrew.ml_server.security import APIKeyMiddleware, require_api_key
 from quantcrew.ml_server.services.bandit.store import BanditStore
 from quantcrew.ml_server.services.deployment import DeploymentStore
+from quantcrew.ml_server.services.lifecycle import Lifecycle
+from quantcrew.ml_server.services.monitor.alerts import open_alerts
+from quantcrew.ml_server.services.monitor.outcomes import OutcomeStore
+from quantcrew.ml_server.services.monitor.predictions import PredictionLog
+from quantcrew.ml_server.services.monitor.quality import LiveQuality, QualityCollector
+from quantcrew.ml_server.services.monitor.reference import ReferenceStore
+from quantcrew.ml_server.services.monitor.rules import load_rules
 from quantcrew.ml_server.threads import limit_compute_threads
 
 __all__ = ["create_app", "items_setting", "max_items"]
@@ -45,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: The settings tree; defaults to :func:`get_settings` (environment).
     """
     settings = settings or get_settings()
+    rules = load_rules(settings.monitor.alert_rules)  # a bad rule file stops the server here, naming the line
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,19 +63,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.bandits = BanditStore(settings.registry_db)
         app.state.jobs = JobManager(settings.registry_db, workers=settings.server.job_workers)
         app.state.deployments = DeploymentStore(settings.registry_db)
+        # stages, promotion, rollback, lineage parents and retention over the two (no store of its own)
+        app.state.lifecycle = Lifecycle(app.state.registry, app.state.deployments,
+                                        keep_versions=settings.monitor.keep_versions)
+        app.state.lifecycle.attach()
+        app.state.references = ReferenceStore(settings.registry_db)  # drift references per model version
         # every torch forward pass runs on this one thread: passes on a device never overlap, and
         # MC dropout's brief switch to train mode cannot leak into a concurrent pass
         app.state.device_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantcrew-device")
         app.state.batchers = BatcherPool()
+        _open_monitor(app, settings)
+        app.state.alerts = open_alerts(app.state, settings, rules)
         logger.info("quantcrew ML server ready on device %s with %d models",
                     app.state.device, app.state.registry.count())
         try:
             yield
         finally:
+            app.state.alerts.close()
             app.state.jobs.shutdown()
             await app.state.batchers.aclose()
             app.state.device_executor.shutdown(wait=True, cancel_futures=True)
+            _close_monitor(app)
             app.state.deployments.close()
+            app.state.references.close()
             app.state.bandits.close()
             app.state.registry.close()
             app.state.device = None
@@ -84,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=_NO_TELEMETRY,
     )
     app.state.settings = settings
+    app.state.family_names = tuple(FAMILIES)  # /ready lists them (routes cannot import the families: a cycle)
     app.state.metrics = Metrics()
     app.state.device = None
     key = settings.server.api_key
@@ -115,6 +134,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(APIKeyMiddleware, key=app.state.api_key, protect_ops=protect_ops)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
+
+
+def _open_monitor(app: FastAPI, settings: Settings) -> None:
+    """The prediction log (a disabled one when ``monitor.prediction_log`` is off), outcomes, live quality."""
+    mon = settings.monitor
+    app.state.predictions = (PredictionLog(settings.registry_db, flush_ms=mon.log_flush_ms,
+                                           queue_max=mon.log_queue_max, retention_rows=mon.log_retention_rows,
+                                           retention_days=mon.log_retention_days, metrics=app.state.metrics)
+                             if mon.prediction_log else PredictionLog.disabled())
+    app.state.outcomes = OutcomeStore(settings.registry_db)
+    app.state.quality = LiveQuality(settings.registry_db, window=mon.quality_window, min_samples=mon.min_samples)
+    app.state.quality_collector = QualityCollector(app.state.quality)
+    app.state.metrics.registry.register(app.state.quality_collector)
+
+
+def _close_monitor(app: FastAPI) -> None:
+    app.state.metrics.registry.unregister(app.state.quality_collector)
+    app.state.predictions.close()  # writes what is queued
+    app.state.quality.close()
+    app.state.outcomes.close()
 
 
 def _item_limits(settings: Settings) -> dict[str, int]:

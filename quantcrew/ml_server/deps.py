@@ -20,8 +20,15 @@ from quantcrew.ml_server.metrics import Metrics
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.services.bandit.store import BanditStore
 from quantcrew.ml_server.services.deployment import DeploymentStore
+from quantcrew.ml_server.services.lifecycle import Lifecycle
+from quantcrew.ml_server.services.monitor.alerts import Alerts
+from quantcrew.ml_server.services.monitor.outcomes import OutcomeStore
+from quantcrew.ml_server.services.monitor.predictions import PredictionLog
+from quantcrew.ml_server.services.monitor.quality import LiveQuality
+from quantcrew.ml_server.services.monitor.reference import ReferenceStore
 
 __all__ = [
+    "AlertsDep",
     "BanditStoreDep",
     "BatchersDep",
     "DeploymentsDep",
@@ -29,7 +36,12 @@ __all__ = [
     "DeviceExecutorDep",
     "InferenceDep",
     "JobsDep",
+    "LifecycleDep",
+    "LiveQualityDep",
     "MetricsDep",
+    "OutcomesDep",
+    "PredictionLogDep",
+    "ReferencesDep",
     "RegistryDep",
     "SettingsDep",
 ]
@@ -74,6 +86,12 @@ async def get_deployments(request: Request) -> DeploymentStore:
     return store
 
 
+async def get_lifecycle(request: Request) -> Lifecycle:
+    lifecycle = _state(request, "lifecycle", "the model lifecycle")
+    assert isinstance(lifecycle, Lifecycle)
+    return lifecycle
+
+
 async def get_batchers(request: Request) -> BatcherPool:
     pool = _state(request, "batchers", "the batcher pool")
     assert isinstance(pool, BatcherPool)
@@ -88,6 +106,39 @@ async def get_device_executor(request: Request) -> Executor:
     executor = _state(request, "device_executor", "the device thread")
     assert isinstance(executor, Executor)
     return executor
+
+
+async def get_alerts(request: Request) -> Alerts:
+    alerts = _state(request, "alerts", "the alert engine")
+    assert isinstance(alerts, Alerts)
+    return alerts
+
+
+async def get_references(request: Request) -> ReferenceStore:
+    store = _state(request, "references", "the drift reference store")
+    assert isinstance(store, ReferenceStore)
+    return store
+
+
+async def get_prediction_log(request: Request) -> PredictionLog:
+    """The prediction log; a disabled one (records nothing) until the lifespan opens it, or when it is off."""
+    log = getattr(request.app.state, "predictions", None)
+    return log if isinstance(log, PredictionLog) else _NO_LOG
+
+
+_NO_LOG = PredictionLog.disabled()
+
+
+async def get_outcomes(request: Request) -> OutcomeStore:
+    store = _state(request, "outcomes", "the outcome store")
+    assert isinstance(store, OutcomeStore)
+    return store
+
+
+async def get_quality(request: Request) -> LiveQuality:
+    quality = _state(request, "quality", "live quality")
+    assert isinstance(quality, LiveQuality)
+    return quality
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -111,7 +162,13 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 BanditStoreDep = Annotated[BanditStore, Depends(get_bandit_store)]
 DeploymentsDep = Annotated[DeploymentStore, Depends(get_deployments)]
+LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
 DeviceDep = Annotated[str, Depends(get_device)]
 DeviceExecutorDep = Annotated[Executor, Depends(get_device_executor)]
 InferenceDep = Annotated[InferenceRuntime, Depends(get_inference)]
+AlertsDep = Annotated[Alerts, Depends(get_alerts)]
+ReferencesDep = Annotated[ReferenceStore, Depends(get_references)]
+PredictionLogDep = Annotated[PredictionLog, Depends(get_prediction_log)]
+OutcomesDep = Annotated[OutcomeStore, Depends(get_outcomes)]
+LiveQualityDep = Annotated[LiveQuality, Depends(get_quality)]

@@ -15,13 +15,24 @@ while the artifact's recorded SHA-256 and the file's size and mtime are those it
 
 No request ever names a path or URL: artifacts are addressed by ``model_id`` only, and the
 file name is derived from it.
+
+Each version records its lineage (:class:`~quantcrew.ml_server.schemas.common.Lineage`, column
+``lineage``; rows written before it read with an empty one): its parent (the name's full
+deployment when it was stored, through :attr:`ModelRegistry.parent_of`, else the previous
+version), the training span and hash (read from the metadata every family already records:
+``data_start``/``data_end`` or ``train_start``/``train_end``, ``data_hash``), the code and library
+versions, the trigger and the training gate's verdict. Callbacks in
+:attr:`ModelRegistry.after_save` run after each save (the retention policy); one that fails is
+logged and never fails the save.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -31,15 +42,19 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import sqlite_utils
 
 from quantcrew.ml_server.errors import ArtifactIntegrityError, ModelNotFoundError
-from quantcrew.ml_server.schemas.common import ModelInfo
+from quantcrew.ml_server.schemas.common import Lineage, ModelInfo
 
-__all__ = ["TRUSTED_TYPES", "ArtifactFormat", "ModelRegistry"]
+__all__ = ["LIBRARIES", "TRUSTED_TYPES", "ArtifactFormat", "ModelRegistry"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -88,6 +103,18 @@ _BASE_TYPES = frozenset({
     "builtins.bool", "builtins.NoneType", "numpy.ndarray", "numpy.dtype",
 })
 
+# The libraries whose versions a family's models depend on (read from the installed distributions, nothing imported)
+LIBRARIES: dict[str, tuple[str, ...]] = {
+    "regime": ("numpy", "scikit-learn", "hmmlearn"),
+    "cluster": ("numpy", "scikit-learn"),
+    "decompose": ("numpy", "scikit-learn"),
+    "anomaly": ("numpy", "scikit-learn"),
+    "supervised": ("numpy", "scikit-learn"),
+    "ensemble": ("numpy", "torch"),
+    "execution": ("numpy", "torch"),
+    "rl": ("numpy", "torch", "stable-baselines3", "gymnasium"),
+}
+
 _SUFFIX: dict[str, str] = {"skops": ".skops", "torch": ".pt", "json": ".json"}
 _REBUILD_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError)
 """What a rebuild raises when a stored artifact does not make the model it claims to be."""
@@ -131,6 +158,16 @@ class ModelRegistry:
                 pk="model_id",
             )
             self._db["models"].create_index(["name", "version"], unique=True)  # type: ignore[union-attr]
+        if "lineage" not in self._db["models"].columns_dict:
+            try:  # a registry written before lineage: its rows read with an empty one
+                self._db.conn.execute("alter table models add column lineage text")
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
+        self.parent_of: Callable[[str], str | None] | None = None
+        """The model id of a name's full deployment (set by the server): a new version's parent."""
+        self.after_save: list[Callable[[ModelInfo], None]] = []
+        """Called with each new entry after it is stored; failures are logged, never raised."""
 
     def close(self) -> None:
         with self._lock:
@@ -139,8 +176,12 @@ class ModelRegistry:
     # -- writing -----------------------------------------------------------------------------
 
     def save(self, *, family: str, name: str, method: str, obj: Any, fmt: ArtifactFormat,
-             metadata: dict[str, Any] | None = None, stage: str = "full") -> ModelInfo:
-        """Serialise ``obj``, write it, record its SHA-256 and a new version of ``name``."""
+             metadata: dict[str, Any] | None = None, stage: str = "full", trigger: str = "manual") -> ModelInfo:
+        """Serialise ``obj``, write it, record its SHA-256, lineage and a new version of ``name``.
+
+        Args:
+            trigger: Why it was trained (``manual``, ``schedule``, ``drift``, ``quality``).
+        """
         payload = _serialise(obj, fmt)
         sha = hashlib.sha256(payload).hexdigest()
         model_id = f"{family}-{uuid.uuid4().hex[:12]}"
@@ -153,13 +194,36 @@ class ModelRegistry:
         row_values = {"model_id": model_id, "name": name, "family": family, "method": method, "format": fmt,
                       "sha256": sha, "file": file_name, "created_at": created.isoformat(), "stage": stage,
                       "metadata": json.dumps(metadata or {})}
+        lineage = _lineage(family, metadata or {}, trigger)
+        champion = self._champion(name)
         with self._lock:
-            version = self._insert_next_version(name, row_values)
-        return ModelInfo(model_id=model_id, name=name, version=version, family=family, method=method,
-                         sha256=sha, created_at=created, stage=stage, metadata=metadata or {})
+            version, lineage = self._insert_next_version(name, row_values, lineage, champion)
+        info = ModelInfo(model_id=model_id, name=name, version=version, family=family, method=method,
+                         sha256=sha, created_at=created, stage=stage, metadata=metadata or {}, lineage=lineage)
+        for callback in list(self.after_save):
+            try:
+                callback(info)
+            except Exception:  # a failed cleanup never fails the training that stored the model
+                logger.exception("after-save callback failed for model %s", model_id)
+        return info
 
-    def _insert_next_version(self, name: str, values: dict[str, Any]) -> int:
-        """Insert ``values`` as the next version of ``name``; returns that version.
+    def _champion(self, name: str) -> ModelInfo | None:
+        """The entry of ``name``'s full deployment, when the server says which one it is and it still exists."""
+        if self.parent_of is None:
+            return None
+        model_id = self.parent_of(name)
+        if model_id is None:
+            return None
+        try:
+            return self.get(model_id)
+        except ModelNotFoundError:
+            return None
+
+    def _insert_next_version(self, name: str, values: dict[str, Any], lineage: Lineage,
+                             champion: ModelInfo | None) -> tuple[int, Lineage]:
+        """Insert ``values`` as the next version of ``name``; returns that version and the lineage stored.
+
+        The parent is ``champion`` when given, else the version before (read in the same transaction).
 
         Another process may share this file (a second server on the same home): ``BEGIN
         IMMEDIATE`` takes SQLite's write lock before the last version is read, so two writers
@@ -168,16 +232,37 @@ class ModelRegistry:
         conn = self._db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("select max(version) from models where name = ?", [name]).fetchone()
-            version = int(row[0] or 0) + 1
-            columns = ["version", *values]
+            row = conn.execute("select model_id, version from models where name = ? order by version desc limit 1",
+                               [name]).fetchone()
+            version = int(row[1]) + 1 if row is not None else 1
+            if champion is not None:
+                lineage = lineage.model_copy(update={"parent_model_id": champion.model_id,
+                                                     "parent_version": champion.version})
+            elif row is not None:
+                lineage = lineage.model_copy(update={"parent_model_id": row[0], "parent_version": int(row[1])})
+            columns = ["version", *values, "lineage"]
             conn.execute(f"insert into models ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
-                         [version, *values.values()])
+                         [version, *values.values(), lineage.model_dump_json()])
         except BaseException:
             conn.rollback()
             raise
         conn.commit()
-        return version
+        return version, lineage
+
+    def delete(self, model_id: str) -> ModelInfo:
+        """Delete a version: its row, its artifact and its cached objects; returns the entry deleted.
+
+        Raises:
+            ModelNotFoundError: unknown id.
+        """
+        row = self._row(model_id)
+        with self._lock:
+            self._db.conn.execute("delete from models where model_id = ?", [model_id])
+            self._db.conn.commit()
+            for key in [k for k in self._cache if k[0] == model_id]:
+                del self._cache[key]
+        (self.artifacts_dir / row["file"]).unlink(missing_ok=True)
+        return _info(row)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -193,6 +278,19 @@ class ModelRegistry:
             else:
                 rows = list(self._db["models"].rows_where("family = ?", [family], order_by="created_at desc"))
         return [_info(r) for r in rows]
+
+    def versions(self, name: str) -> builtins.list[ModelInfo]:
+        """Every version of ``name``, newest first (empty when the name is unknown)."""
+        with self._lock:
+            cursor = self._db.conn.execute("select * from models where name = ? order by version desc", [name])
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+        return [_info(r) for r in rows]
+
+    def names(self) -> builtins.list[str]:
+        """Every model name stored, sorted."""
+        with self._lock:
+            return [r[0] for r in self._db.conn.execute("select distinct name from models order by name")]
 
     def count(self) -> int:
         with self._lock:
@@ -298,11 +396,46 @@ def _same_entry(info: ModelInfo, row: dict[str, Any]) -> bool:
 
 
 def _info(row: dict[str, Any]) -> ModelInfo:
+    stored = row.get("lineage")
     return ModelInfo(
         model_id=row["model_id"], name=row["name"], version=row["version"], family=row["family"],
         method=row["method"], sha256=row["sha256"], created_at=datetime.fromisoformat(row["created_at"]),
         stage=row["stage"], metadata=json.loads(row["metadata"]),
+        lineage=Lineage.model_validate_json(stored) if stored else Lineage(),
     )
+
+
+def _lineage(family: str, metadata: dict[str, Any], trigger: str) -> Lineage:
+    """What a new version records of where it came from (its parent is set when it is inserted)."""
+    from quantcrew import __version__
+
+    def text(*keys: str) -> str | None:
+        for key in keys:
+            value = metadata.get(key)
+            if value is not None:
+                return str(value)
+        return None
+
+    gate = metadata.get("gate")
+    return Lineage(data_start=text("data_start", "train_start"), data_end=text("data_end", "train_end"),
+                   data_hash=text("data_hash"), code_version=__version__, libraries=library_versions(family),
+                   trigger=trigger, gate=gate if isinstance(gate, dict) else None)
+
+
+def library_versions(family: str) -> dict[str, str]:
+    """Installed versions of the libraries ``family``'s models depend on (none imported)."""
+    return dict(_library_versions(LIBRARIES.get(family, ("numpy",))))
+
+
+@cache
+def _library_versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    found: list[tuple[str, str]] = []
+    for name in names:
+        try:
+            found.append((name, importlib_metadata.version(name)))
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
 
 
 def _serialise(obj: Any, fmt: ArtifactFormat) -> bytes:

@@ -9,8 +9,13 @@
       trial fails with a server fault                   -> open again, timer restarted
 
 Only server faults count (``quantcrew.tools.errors.is_server_fault``): a 4xx reply proves
-the server is up and answering, so it counts as a success. State changes happen under a
-``threading.Lock`` held for a few attribute updates and never across I/O, so one breaker
+the server is up and answering, so it counts as a success.
+
+Each opening from closed is kept as a :class:`BreakerTrip` until the client reports it to the server
+(``POST /v1/monitor/events``, read by the server's alert rules): :meth:`CircuitBreaker.take_trips`
+hands them over, :meth:`CircuitBreaker.return_trips` takes back those that could not be sent.
+
+State changes happen under a ``threading.Lock`` held for a few attribute updates and never across I/O, so one breaker
 can be shared by threads and by asyncio tasks (nothing in it awaits).
 """
 
@@ -18,13 +23,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from quantcrew.tools.errors import CircuitOpenError, MLClientError
 
-__all__ = ["BreakerState", "CircuitBreaker"]
+__all__ = ["BreakerState", "BreakerTrip", "CircuitBreaker"]
+
+_MAX_TRIPS = 100
+"""Openings kept unreported at most (the oldest are dropped first)."""
 
 
 class BreakerState(StrEnum):
@@ -33,6 +45,21 @@ class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class BreakerTrip:
+    """One opening of the breaker, to report to the server.
+
+    Attributes:
+        at: When it opened (UTC wall clock).
+        failures: Consecutive server faults that opened it.
+        event_id: Made once, so that a report sent twice counts once on the server.
+    """
+
+    at: datetime
+    failures: int
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class CircuitBreaker:
@@ -70,6 +97,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None  # set while open or half-open
         self._trial_in_flight = False
+        self._trips: deque[BreakerTrip] = deque(maxlen=_MAX_TRIPS)
 
     @property
     def state(self) -> BreakerState:
@@ -134,6 +162,7 @@ class CircuitBreaker:
                 self._failures += 1
                 if self._failures >= self.failure_threshold:
                     self._opened_at = self._clock()
+                    self._trips.append(BreakerTrip(datetime.now(UTC), self._failures))
             # else: a straggler failing after the breaker opened changes nothing
 
     def release(self, trial: bool = False) -> None:
@@ -141,6 +170,25 @@ class CircuitBreaker:
         if trial:
             with self._lock:
                 self._trial_in_flight = False
+
+    @property
+    def pending_trips(self) -> int:
+        """Openings not yet handed over for reporting."""
+        return len(self._trips)
+
+    def take_trips(self) -> list[BreakerTrip]:
+        """Hand over the openings not yet reported, oldest first (they are the caller's now)."""
+        with self._lock:
+            trips = list(self._trips)
+            self._trips.clear()
+        return trips
+
+    def return_trips(self, trips: Iterable[BreakerTrip]) -> None:
+        """Take back openings that could not be reported, ahead of any newer ones."""
+        with self._lock:
+            newer = list(self._trips)
+            self._trips.clear()
+            self._trips.extend([*trips, *newer][-_MAX_TRIPS:])
 
     def reset(self) -> None:
         """Close the breaker and forget all failures."""

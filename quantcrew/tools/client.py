@@ -25,10 +25,13 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from quantcrew.config.settings import ClientSettings
+from quantcrew.ml_server.schemas.alerts import AlertAckRequest, AlertInfo, AlertList, AlertResolveRequest
 from quantcrew.ml_server.schemas.bandit import BanditDeleted, BanditList, BanditResetRequest, BanditState
 from quantcrew.ml_server.schemas.common import HealthResponse, ModelInfo, ReadyResponse, WireModel
 from quantcrew.ml_server.schemas.ensemble import DeploymentList, ShadowLog
 from quantcrew.ml_server.schemas.jobs import FINISHED_STATUSES, JobInfo, JobList
+from quantcrew.ml_server.schemas.lineage import DeploymentEvent
+from quantcrew.ml_server.schemas.monitor import ModelQuality, OutcomeList
 from quantcrew.tools import endpoints as ep
 from quantcrew.tools.breaker import CircuitBreaker
 from quantcrew.tools.endpoints import Endpoint
@@ -64,6 +67,7 @@ class MLClient(MLClientBase[httpx.Client]):
         max_backoff_s: Cap on one backoff (and on a server's Retry-After).
         sleep: How to wait between attempts (tests pass a recorder).
         rng: Source of jitter (tests pass a seeded one).
+        report_trips: Report the breaker's openings to the server, best effort (``POST /v1/monitor/events``).
 
     Raises:
         quantcrew.tools.errors.MLClientError: from every endpoint method; see that module's tree.
@@ -79,9 +83,11 @@ class MLClient(MLClientBase[httpx.Client]):
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        report_trips: bool = False,
     ) -> None:
         super().__init__(
-            http, retries=retries, backoff_s=backoff_s, breaker=breaker, max_backoff_s=max_backoff_s, rng=rng
+            http, retries=retries, backoff_s=backoff_s, breaker=breaker, max_backoff_s=max_backoff_s, rng=rng,
+            report_trips=report_trips,
         )
         self._sleep = sleep
 
@@ -145,9 +151,37 @@ class MLClient(MLClientBase[httpx.Client]):
         """Every registry entry."""
         return self._call(ep.LIST_MODELS)
 
+    def models_events(self) -> list[DeploymentEvent]:
+        """The latest recorded deployment steps, oldest first."""
+        return self._call(ep.MODELS_EVENTS)
+
+    def alerts_list(self) -> AlertList:
+        """The server's newest alerts (firing, acknowledged and resolved), newest first."""
+        return self._call(ep.ALERTS_LIST)
+
+    def alert_get(self, alert_id: int | str) -> AlertInfo:
+        """One alert with its history; an unknown id raises ``NotFound``."""
+        return self._call(ep.ALERT_GET, path_id=str(alert_id))
+
+    def alert_ack(self, alert_id: int | str, *, by: str | None = None, note: str | None = None) -> AlertInfo:
+        """Acknowledge an alert (it stops escalating); unknown: ``NotFound``, resolved: ``Conflict``."""
+        return self._call(ep.ALERT_ACK, AlertAckRequest(by=by, note=note), path_id=str(alert_id))
+
+    def alert_resolve(self, alert_id: int | str, *, by: str | None = None, note: str | None = None) -> AlertInfo:
+        """Resolve an alert by hand; an unknown id raises ``NotFound``."""
+        return self._call(ep.ALERT_RESOLVE, AlertResolveRequest(by=by, note=note), path_id=str(alert_id))
+
     def get_model(self, model_id: str) -> ModelInfo:
         """One registry entry; an unknown id raises ``ModelNotFound``."""
         return self._call(ep.GET_MODEL, path_id=model_id)
+
+    def monitor_outcomes_list(self) -> OutcomeList:
+        """The newest outcomes the server holds, newest first."""
+        return self._call(ep.MONITOR_OUTCOMES_LIST)
+
+    def monitor_model_quality(self, model_id: str) -> ModelQuality:
+        """Live quality of one model version over sliding windows; an unknown id raises ``ModelNotFound``."""
+        return self._call(ep.MONITOR_MODEL_QUALITY, path_id=model_id)
 
     def close(self) -> None:
         """Close the HTTP client and its connection pool."""
@@ -170,9 +204,10 @@ class MLClient(MLClientBase[httpx.Client]):
             return None
         return self._http.send(step.request)
 
-    def _bind(self, endpoint: Endpoint[Any, Any]) -> Callable[[Any], Any]:
-        def call(request: Any) -> Any:
-            return self._call(endpoint, request)
+    def _bind(self, endpoint: Endpoint[Any, Any], *, on_path: bool = False) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            path_id, request = (args[0], args[1] if len(args) > 1 else None) if on_path else (None, args[0])
+            return self._call(endpoint, request, path_id=path_id)
 
         call.__name__ = call.__qualname__ = endpoint.name
         call.__doc__ = endpoint.doc
@@ -190,6 +225,7 @@ class AsyncMLClient(MLClientBase[httpx.AsyncClient]):
         max_backoff_s: Cap on one backoff (and on a server's Retry-After).
         sleep: How to wait between attempts (tests pass a recorder).
         rng: Source of jitter (tests pass a seeded one).
+        report_trips: Report the breaker's openings to the server, best effort (``POST /v1/monitor/events``).
 
     Raises:
         quantcrew.tools.errors.MLClientError: from every endpoint method; see that module's tree.
@@ -205,9 +241,11 @@ class AsyncMLClient(MLClientBase[httpx.AsyncClient]):
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        report_trips: bool = False,
     ) -> None:
         super().__init__(
-            http, retries=retries, backoff_s=backoff_s, breaker=breaker, max_backoff_s=max_backoff_s, rng=rng
+            http, retries=retries, backoff_s=backoff_s, breaker=breaker, max_backoff_s=max_backoff_s, rng=rng,
+            report_trips=report_trips,
         )
         self._sleep = sleep
 
@@ -271,9 +309,38 @@ class AsyncMLClient(MLClientBase[httpx.AsyncClient]):
         """Every registry entry."""
         return await self._call(ep.LIST_MODELS)
 
+    async def models_events(self) -> list[DeploymentEvent]:
+        """The latest recorded deployment steps, oldest first."""
+        return await self._call(ep.MODELS_EVENTS)
+
+    async def alerts_list(self) -> AlertList:
+        """The server's newest alerts (firing, acknowledged and resolved), newest first."""
+        return await self._call(ep.ALERTS_LIST)
+
+    async def alert_get(self, alert_id: int | str) -> AlertInfo:
+        """One alert with its history; an unknown id raises ``NotFound``."""
+        return await self._call(ep.ALERT_GET, path_id=str(alert_id))
+
+    async def alert_ack(self, alert_id: int | str, *, by: str | None = None, note: str | None = None) -> AlertInfo:
+        """Acknowledge an alert (it stops escalating); unknown: ``NotFound``, resolved: ``Conflict``."""
+        return await self._call(ep.ALERT_ACK, AlertAckRequest(by=by, note=note), path_id=str(alert_id))
+
+    async def alert_resolve(self, alert_id: int | str, *, by: str | None = None,
+                            note: str | None = None) -> AlertInfo:
+        """Resolve an alert by hand; an unknown id raises ``NotFound``."""
+        return await self._call(ep.ALERT_RESOLVE, AlertResolveRequest(by=by, note=note), path_id=str(alert_id))
+
     async def get_model(self, model_id: str) -> ModelInfo:
         """One registry entry; an unknown id raises ``ModelNotFound``."""
         return await self._call(ep.GET_MODEL, path_id=model_id)
+
+    async def monitor_outcomes_list(self) -> OutcomeList:
+        """The newest outcomes the server holds, newest first."""
+        return await self._call(ep.MONITOR_OUTCOMES_LIST)
+
+    async def monitor_model_quality(self, model_id: str) -> ModelQuality:
+        """Live quality of one model version over sliding windows; an unknown id raises ``ModelNotFound``."""
+        return await self._call(ep.MONITOR_MODEL_QUALITY, path_id=model_id)
 
     async def aclose(self) -> None:
         """Close the HTTP client and its connection pool."""
@@ -298,9 +365,10 @@ class AsyncMLClient(MLClientBase[httpx.AsyncClient]):
             return None
         return await self._http.send(step.request)
 
-    def _bind(self, endpoint: Endpoint[Any, Any]) -> Callable[[Any], Awaitable[Any]]:
-        async def call(request: Any) -> Any:
-            return await self._call(endpoint, request)
+    def _bind(self, endpoint: Endpoint[Any, Any], *, on_path: bool = False) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any) -> Any:
+            path_id, request = (args[0], args[1] if len(args) > 1 else None) if on_path else (None, args[0])
+            return await self._call(endpoint, request, path_id=path_id)
 
         call.__name__ = call.__qualname__ = endpoint.name
         call.__doc__ = endpoint.doc
@@ -332,6 +400,7 @@ def make_client(
         retries=settings.retries,
         backoff_s=settings.backoff_s,
         breaker=breaker if breaker is not None else _breaker_from(settings),
+        report_trips=True,
     )
 
 
@@ -355,6 +424,7 @@ def make_async_client(
         retries=settings.retries,
         backoff_s=settings.backoff_s,
         breaker=breaker if breaker is not None else _breaker_from(settings),
+        report_trips=True,
     )
 
 

@@ -15,6 +15,16 @@ from typing import Generic, TypeVar
 
 from pydantic import TypeAdapter
 
+from quantcrew.ml_server.schemas.alerts import (
+    AlertAckRequest,
+    AlertEvaluateRequest,
+    AlertEvaluation,
+    AlertInfo,
+    AlertList,
+    AlertResolveRequest,
+    MonitorEventAccepted,
+    MonitorEventRequest,
+)
 from quantcrew.ml_server.schemas.anomaly import (
     AnomalyFitRequest,
     AnomalyFitResponse,
@@ -54,6 +64,7 @@ from quantcrew.ml_server.schemas.decompose import (
     DecomposeTransformRequest,
     DecomposeTransformResponse,
 )
+from quantcrew.ml_server.schemas.drift import DriftReport, DriftRequest
 from quantcrew.ml_server.schemas.ensemble import (
     DeploymentInfo,
     DeploymentList,
@@ -64,7 +75,27 @@ from quantcrew.ml_server.schemas.ensemble import (
     ShadowLog,
 )
 from quantcrew.ml_server.schemas.execution import ExecutionRequest, ExecutionResponse
+from quantcrew.ml_server.schemas.explain import (
+    ExplainGlobalRequest,
+    ExplainGlobalResponse,
+    ExplainLocalRequest,
+    ExplainLocalResponse,
+)
 from quantcrew.ml_server.schemas.jobs import JobInfo, JobList
+from quantcrew.ml_server.schemas.lineage import (
+    CleanupRequest,
+    CleanupResponse,
+    CompareRequest,
+    CompareResponse,
+    DeploymentEvent,
+    LineageResponse,
+    PromoteRequest,
+    RollbackRequest,
+    RollbackResponse,
+    StageChange,
+    StageRequest,
+)
+from quantcrew.ml_server.schemas.monitor import ModelQuality, OutcomeBatch, OutcomeList, OutcomesAccepted
 from quantcrew.ml_server.schemas.regime import (
     RegimeCausalRequest,
     RegimeFitRequest,
@@ -91,13 +122,18 @@ from quantcrew.ml_server.schemas.supervised import (
 )
 
 __all__ = [
-    "Endpoint", "ANOMALY_DETECT", "ANOMALY_FIT", "ANOMALY_SCORE", "BANDIT_CREATE", "BANDIT_DELETE", "BANDIT_LIST",
+    "Endpoint", "MONITOR_MODEL_QUALITY", "MONITOR_OUTCOMES", "MONITOR_OUTCOMES_LIST",
+    "ALERT_ACK", "ALERT_GET", "ALERT_RESOLVE", "ALERTS_EVALUATE", "ALERTS_LIST", "MONITOR_EVENT",
+    "ANOMALY_DETECT", "ANOMALY_FIT", "ANOMALY_SCORE", "BANDIT_CREATE", "BANDIT_DELETE", "BANDIT_LIST",
     "BANDIT_REPLAY", "BANDIT_RESET", "BANDIT_REWARD", "BANDIT_SELECT", "BANDIT_SIMULATE", "BANDIT_STATE", "CANCEL_JOB",
     "CLUSTER_ANALYZE", "CLUSTER_FIT", "CLUSTER_PREDICT", "DECOMPOSE_ANALYZE", "DECOMPOSE_FIT", "DECOMPOSE_TRANSFORM",
     "ENSEMBLE_DEPLOY", "ENSEMBLE_DEPLOYMENTS", "ENSEMBLE_PREDICT", "ENSEMBLE_SHADOW_LOG", "ENSEMBLE_TRAIN",
-    "EXECUTION_PLAN", "GET_JOB", "GET_MODEL", "HEALTH", "LIST_JOBS", "LIST_MODELS", "READY", "REGIME_CAUSAL",
+    "EXECUTION_PLAN", "EXPLAIN_GLOBAL", "EXPLAIN_LOCAL",
+    "GET_JOB", "GET_MODEL", "HEALTH", "LIST_JOBS", "LIST_MODELS", "READY", "REGIME_CAUSAL",
     "REGIME_FIT", "REGIME_LABEL", "REGIME_PREDICT", "RISK_BACKTEST", "RISK_COVARIANCE", "RISK_VAR", "RL_ACT",
     "RL_EVALUATE", "RL_TRAIN", "SUPERVISED_ANALYZE", "SUPERVISED_FIT", "SUPERVISED_PREDICT",
+    "MODELS_CLEANUP", "MODELS_COMPARE", "MODELS_EVENTS", "MODELS_LINEAGE", "MODELS_PROMOTE", "MODELS_ROLLBACK",
+    "MODELS_STAGE",
 ]
 
 _T = TypeVar("_T")
@@ -219,6 +255,11 @@ ENSEMBLE_DEPLOY = _post("ensemble_deploy", "/v1/ensemble/deployments", Deploymen
                         idempotent=False)
 EXECUTION_PLAN = _post("execution_plan", "/v1/execution/plan", ExecutionRequest, ExecutionResponse,
                        "Order size and timing with MC-dropout intervals, per decision.")
+EXPLAIN_GLOBAL = _post("explain_global", "/v1/explain/global", ExplainGlobalRequest, ExplainGlobalResponse,
+                       "Permutation importance (or SHAP) of a stored model's output over recent rows, and a shallow "
+                       "surrogate tree with its fidelity (ensemble, supervised, rl).")
+EXPLAIN_LOCAL = _post("explain_local", "/v1/explain/local", ExplainLocalRequest, ExplainLocalResponse,
+                      "What each feature's value did to one prediction of a stored model (perturbation or SHAP).")
 ENSEMBLE_DEPLOYMENTS: Endpoint[WireModel, DeploymentList] = Endpoint(
     "ensemble_deployments", "GET", "/v1/ensemble/deployments", None, DeploymentList.model_validate_json, True
 )
@@ -247,3 +288,69 @@ BANDIT_DELETE: Endpoint[WireModel, BanditDeleted] = Endpoint(
 BANDIT_RESET: Endpoint[BanditResetRequest, BanditState] = Endpoint(
     "bandit_reset", "POST", "/v1/bandit/{id}/reset", BanditResetRequest, BanditState.model_validate_json, False
 )
+# alerts (the monitor family)
+ALERTS_LIST: Endpoint[WireModel, AlertList] = Endpoint(
+    "alerts_list", "GET", "/v1/monitor/alerts", None, AlertList.model_validate_json, True
+)
+ALERT_GET: Endpoint[WireModel, AlertInfo] = Endpoint(
+    "alert_get", "GET", "/v1/monitor/alerts/{id}", None, AlertInfo.model_validate_json, True
+)
+# POSTs with an id in their path: hand-written methods of each client. Acknowledging or resolving twice
+# changes nothing the second time, so both are retried.
+ALERT_ACK: Endpoint[AlertAckRequest, AlertInfo] = Endpoint(
+    "alert_ack", "POST", "/v1/monitor/alerts/{id}/ack", AlertAckRequest, AlertInfo.model_validate_json, True
+)
+ALERT_RESOLVE: Endpoint[AlertResolveRequest, AlertInfo] = Endpoint(
+    "alert_resolve", "POST", "/v1/monitor/alerts/{id}/resolve", AlertResolveRequest, AlertInfo.model_validate_json,
+    True
+)
+ALERTS_EVALUATE = _post("alerts_evaluate", "/v1/monitor/alerts/evaluate", AlertEvaluateRequest, AlertEvaluation,
+                        "Evaluate the server's alert rules now (all, or those named); returns what changed.")
+MONITOR_EVENT = _post("monitor_event", "/v1/monitor/events", MonitorEventRequest, MonitorEventAccepted,
+                      "Report a client event (a circuit breaker opening) to the server's alerts; an event_id "
+                      "makes a resend count once (retried).")
+# outcomes and live quality (the monitor family)
+MONITOR_OUTCOMES = _post("monitor_outcomes", "/v1/monitor/outcomes", OutcomeBatch, OutcomesAccepted,
+                         "Post what happened after decisions (idempotent per outcome_id: a resend counts as known; "
+                         "retried).")
+MONITOR_OUTCOMES_LIST: Endpoint[WireModel, OutcomeList] = Endpoint(
+    "monitor_outcomes_list", "GET", "/v1/monitor/outcomes", None, OutcomeList.model_validate_json, True
+)
+MONITOR_MODEL_QUALITY: Endpoint[WireModel, ModelQuality] = Endpoint(
+    "monitor_model_quality", "GET", "/v1/monitor/models/{id}", None, ModelQuality.model_validate_json, True
+)
+# drift against each model's training reference (the monitor family)
+MONITOR_DRIFT = _post("monitor_drift", "/v1/monitor/drift", DriftRequest, DriftReport,
+                      "Drift of a stored model on bars sent (its features from them, its outputs where cheap) against "
+                      "its training reference, with the bars' data-quality score (retried: nothing is created).")
+MONITOR_DRIFT_REPORT: Endpoint[WireModel, DriftReport] = Endpoint(
+    "monitor_drift_report", "GET", "/v1/monitor/drift/{id}", None, DriftReport.model_validate_json, True
+)
+# model lifecycle (every stateful family): lineage, stages, promotion, rollback, retention, comparison.
+# Listed in __all__ (the table's rows) once both clients have their methods (models_lineage, models_events,
+# models_stage, models_promote, models_rollback by hand; models_compare, models_cleanup as _Post rows).
+_EVENT_LIST: TypeAdapter[list[DeploymentEvent]] = TypeAdapter(list[DeploymentEvent])
+MODELS_LINEAGE: Endpoint[WireModel, LineageResponse] = Endpoint(
+    "models_lineage", "GET", "/v1/models/{id}/lineage", None, LineageResponse.model_validate_json, True
+)
+MODELS_EVENTS: Endpoint[WireModel, list[DeploymentEvent]] = Endpoint(
+    "models_events", "GET", "/v1/models/events", None, _EVENT_LIST.validate_json, True
+)
+# POSTs with an id (a model id, or a deployment name) in their path: `client.models_promote(name, request)`.
+# Setting a stage twice ends in the same state (retried); a promotion or a rollback retried would take a
+# second step (never retried).
+MODELS_STAGE: Endpoint[StageRequest, StageChange] = Endpoint(
+    "models_stage", "POST", "/v1/models/{id}/stage", StageRequest, StageChange.model_validate_json, True
+)
+MODELS_PROMOTE: Endpoint[PromoteRequest, StageChange] = Endpoint(
+    "models_promote", "POST", "/v1/models/{id}/promote", PromoteRequest, StageChange.model_validate_json, False
+)
+MODELS_ROLLBACK: Endpoint[RollbackRequest, RollbackResponse] = Endpoint(
+    "models_rollback", "POST", "/v1/models/{id}/rollback", RollbackRequest, RollbackResponse.model_validate_json,
+    False
+)
+MODELS_COMPARE = _post("models_compare", "/v1/models/compare", CompareRequest, CompareResponse,
+                       "Champion against challenger on the same rows: per-row losses and a paired test (retried).")
+MODELS_CLEANUP = _post("models_cleanup", "/v1/models/cleanup", CleanupRequest, CleanupResponse,
+                       "Apply the retention policy now (dry_run: report only); deleting twice deletes nothing more "
+                       "(retried).")

@@ -14,11 +14,19 @@ never retried), only after a retryable fault (unavailable, timeout, 503 not read
 and jitter. Every attempt passes through the breaker; a retry is not made once it has opened.
 The probes ``health`` and ``ready`` make one attempt and bypass the breaker: they exist to
 ask "is it up now?", and an open breaker must not hide the answer.
+
+When the breaker opens, a client made with ``report_trips`` (``make_client`` does) tells the
+server (``POST /v1/monitor/events``, kind ``breaker_open``, which the server's alert rules count),
+best effort: at once when the
+fault that opened it was an answer from the server (it still answers), else after the next call
+that succeeds. A report that fails is kept for the next chance; it never raises into the call.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import AbstractContextManager, nullcontext
@@ -29,6 +37,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
+from quantcrew.ml_server.schemas.alerts import MonitorEventRequest
 from quantcrew.ml_server.schemas.common import WireModel
 from quantcrew.tools import endpoints as ep
 from quantcrew.tools.breaker import BreakerState, CircuitBreaker
@@ -107,6 +116,49 @@ class _Post(Generic[_Req, _T]):
         return obj._bind(self.endpoint)
 
 
+class _OnPath(Generic[_Req, _T]):
+    """An endpoint with an id in its path as a client method: ``client.models_promote(name, request)``
+    (awaitable when async); ``request`` is the body."""
+
+    def __init__(self, endpoint: Endpoint[_Req, _T]) -> None:
+        self.endpoint = endpoint
+        self.__doc__ = endpoint.doc
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: MLClientBase[httpx.Client], owner: type[Any] | None = None) -> Callable[[str, _Req], _T]: ...
+    @overload
+    def __get__(
+        self, obj: MLClientBase[httpx.AsyncClient], owner: type[Any] | None = None
+    ) -> Callable[[str, _Req], Awaitable[_T]]: ...
+    def __get__(self, obj: MLClientBase[Any] | None, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj._bind(self.endpoint, on_path=True)
+
+
+class _Lookup(Generic[_T]):
+    """A GET of one thing by the id in its path as a client method: ``client.models_lineage(model_id)``."""
+
+    def __init__(self, endpoint: Endpoint[Any, _T]) -> None:
+        self.endpoint = endpoint
+        self.__doc__ = endpoint.doc
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: MLClientBase[httpx.Client], owner: type[Any] | None = None) -> Callable[[str], _T]: ...
+    @overload
+    def __get__(
+        self, obj: MLClientBase[httpx.AsyncClient], owner: type[Any] | None = None
+    ) -> Callable[[str], Awaitable[_T]]: ...
+    def __get__(self, obj: MLClientBase[Any] | None, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj._bind(self.endpoint, on_path=True)
+
+
 class MLClientBase(Generic[_H]):
     """Everything the sync and async clients share: building, retrying, breaking, parsing.
 
@@ -123,6 +175,7 @@ class MLClientBase(Generic[_H]):
         breaker: CircuitBreaker | None,
         max_backoff_s: float,
         rng: random.Random | None,
+        report_trips: bool = False,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -137,6 +190,10 @@ class MLClientBase(Generic[_H]):
         self.last_call: CallInfo | None = None
         self._urls: dict[str, Any] = {}
         self._urls_base: object = None
+        self.report_trips = report_trips
+        """Whether the breaker's openings are reported to the server (``make_client`` turns it on)."""
+        self.client_id = f"{socket.gethostname()}:{os.getpid()}"
+        """Names this client in the events it reports to the server (breaker openings)."""
 
     @property
     def base_url(self) -> httpx.URL:
@@ -182,8 +239,19 @@ class MLClientBase(Generic[_H]):
     ensemble_predict = _Post(ep.ENSEMBLE_PREDICT)
     ensemble_deploy = _Post(ep.ENSEMBLE_DEPLOY)
     execution_plan = _Post(ep.EXECUTION_PLAN)
+    explain_global = _Post(ep.EXPLAIN_GLOBAL)
+    explain_local = _Post(ep.EXPLAIN_LOCAL)
+    alerts_evaluate = _Post(ep.ALERTS_EVALUATE)
+    monitor_event = _Post(ep.MONITOR_EVENT)
+    monitor_outcomes = _Post(ep.MONITOR_OUTCOMES)
+    models_compare = _Post(ep.MODELS_COMPARE)
+    models_cleanup = _Post(ep.MODELS_CLEANUP)
+    models_stage = _OnPath(ep.MODELS_STAGE)
+    models_promote = _OnPath(ep.MODELS_PROMOTE)
+    models_rollback = _OnPath(ep.MODELS_ROLLBACK)
+    models_lineage = _Lookup(ep.MODELS_LINEAGE)
 
-    def _bind(self, endpoint: Endpoint[Any, Any]) -> Callable[[Any], Any]:
+    def _bind(self, endpoint: Endpoint[Any, Any], *, on_path: bool = False) -> Callable[..., Any]:
         """``endpoint`` as a method taking its request (see ``_Post``)."""
         raise NotImplementedError
 
@@ -199,7 +267,7 @@ class MLClientBase(Generic[_H]):
         """
         request = self._build_request(endpoint, body, path_id)
         started = time.perf_counter()
-        attempts, status = 0, None
+        attempts, status, recorded = 0, None, False
         try:
             while True:
                 try:
@@ -212,14 +280,43 @@ class MLClientBase(Generic[_H]):
                 except MLClientError as exc:
                     delay = self._retry_delay(endpoint, exc, attempts - 1)
                     if delay is None:
+                        if isinstance(exc, MLResponseError):  # the server answered: it may take the report
+                            self._record(endpoint, attempts, started, status, False)
+                            recorded = True
+                            yield from self._report_trips()
                         raise
                     yield Wait(delay)
                     continue
                 self._record(endpoint, attempts, started, status, True)
+                recorded = True
+                yield from self._report_trips()
                 return result
         except BaseException:
-            self._record(endpoint, attempts, started, status, False)
+            if not recorded:
+                self._record(endpoint, attempts, started, status, False)
             raise
+
+    def _report_trips(self) -> Generator[Send, Any, None]:
+        """Send the breaker's unreported openings, best effort: one attempt each, past the breaker; what is not
+        taken is kept for the next chance, and nothing raises (a cancellation is passed on)."""
+        if not self.report_trips or self.breaker is None or not self.breaker.pending_trips:
+            return
+        trips = self.breaker.take_trips()
+        for i, trip in enumerate(trips):
+            event = MonitorEventRequest(kind="breaker_open", client=self.client_id, server=str(self.base_url),
+                                        at=trip.at, failures=trip.failures, event_id=trip.event_id)
+            try:
+                response: httpx.Response = yield Send(self._build_request(ep.MONITOR_EVENT, event, None))
+            except Exception:  # noqa: BLE001 - best effort: the server went away again; report later
+                self.breaker.return_trips(trips[i:])
+                return
+            except BaseException:
+                self.breaker.return_trips(trips[i:])
+                raise
+            if response.status_code >= 500 or response.status_code in (408, 429):
+                self.breaker.return_trips(trips[i:])
+                return
+            # a 2xx took it; another 4xx (a server without the route) never will: dropped
 
     def _build_request(
         self, endpoint: Endpoint[Any, Any], body: WireModel | None, path_id: str | None

@@ -44,15 +44,18 @@ def _dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-def test_outcomes_without_rewards_to_send_needs_no_server_and_lists_the_settled() -> None:
+def test_outcomes_with_the_server_down_are_stored_listed_and_wait_for_the_monitor() -> None:
     store = _store()
     run_id = _run(store, "2012-06-29", None)
     _run(store, "2018-12-31", None)  # its outcome bar is not in the data yet
     store.close()
     result = runner.invoke(app, ["outcomes", "--server-url", _dead_url()], env={"COLUMNS": "250"})
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output  # degraded: the monitor's copy could not be posted
     assert run_id in result.stdout and "2012-06-29" in result.stdout and "no_decision" in result.stdout
     assert "1 settled, 0 rewarded, 0 reward(s) pending, 1 decision(s) waiting" in result.stdout
+    assert "1 outcome(s) wait for the next settle" in result.stderr
+    allowed = runner.invoke(app, ["outcomes", "--server-url", _dead_url(), "--allow-degraded"])
+    assert allowed.exit_code == 0, allowed.output
 
 
 def test_outcomes_as_of_keeps_later_bars_out_and_json_reports_it() -> None:
@@ -85,10 +88,10 @@ def test_outcomes_rewards_the_bandit_once_and_a_server_down_leaves_them_pending(
         _run(store, "2012-06-29", ids[0])
         store.close()
         down = runner.invoke(app, ["outcomes", "--server-url", _dead_url(), "--json"])
-        assert down.exit_code == ExitCode.DEGRADED and "DEGRADED: rewards not sent" in down.stderr
+        assert down.exit_code == ExitCode.DEGRADED and "DEGRADED: rewards or monitor outcomes not sent" in down.stderr
         assert [r["reward_status"] for r in json.loads(down.stdout)["outcomes"]] == ["pending"]
         accepted = runner.invoke(app, ["outcomes", "--server-url", _dead_url(), "--json", "--allow-degraded"])
-        assert accepted.exit_code == 0 and "DEGRADED: rewards not sent" in accepted.stderr
+        assert accepted.exit_code == 0 and "DEGRADED: rewards or monitor outcomes not sent" in accepted.stderr
         store = _store()
         _run(store, "2012-07-02", ids[1])
         store.close()
@@ -97,6 +100,8 @@ def test_outcomes_rewards_the_bandit_once_and_a_server_down_leaves_them_pending(
         shown = json.loads(result.stdout)
         assert (shown["report"]["settled"], shown["report"]["rewarded"], shown["report"]["pending"]) == (1, 2, 0)
         assert {r["reward_status"] for r in shown["outcomes"]} == {"rewarded"}
+        assert shown["report"]["posted"] == 2 and shown["report"]["unposted"] == 0  # the monitor has both now
+        assert len(client.monitor_outcomes_list().outcomes) == 2
         again = json.loads(runner.invoke(app, ["outcomes", "--server-url", live_server.url, "--json"]).stdout)
         assert (again["report"]["settled"], again["report"]["rewarded"]) == (0, 0)
         state = client.bandit_state("meta-orchestrator")

@@ -125,7 +125,7 @@ def test_strategy_and_meta_crews_are_registered_with_their_tools(settings: Setti
 
     assert {"regime", "risk", "strategy", "meta"} <= set(CREWS)
     expected = {"strategy": ("strategy_signals", "strategy_agent",
-                             ["ensemble_signal", "strategy_signals", "execution_plan"]),
+                             ["ensemble_signal", "strategy_signals", "execution_plan", "explain_signal"]),
                 "meta": ("agent_selection", "meta_orchestrator", ["agent_selection"])}
     for kind, (task, agent, tools) in expected.items():
         spec = CREWS[kind]
@@ -149,3 +149,14 @@ def test_crew_default_inputs_match_tool_argument_names() -> None:
         for cls in spec.tool_classes():
             props = cls.model_fields["args_schema"].default.model_json_schema()["properties"]
             assert set(spec.defaults) <= set(props), kind
+
+
+def test_the_offline_planner_calls_every_strategy_tool_but_explain_signal_in_both_processes() -> None:
+    from quantcrew.agents.factories import agent_config
+    from quantcrew.crew.crew import CREWS, STRATEGY_PLANNED
+
+    role = agent_config("strategy_agent")["role"].strip()  # a delegated (hierarchical) task has no name
+    offered = [cls.model_fields["name"].default for cls in CREWS["strategy"].tool_classes()]
+    for kind in ("strategy", "full"):
+        planned = CREWS[kind].tool_plan[role]
+        assert planned == list(STRATEGY_PLANNED) == [name for name in offered if name != "explain_signal"]

@@ -19,6 +19,7 @@ from quantcrew.crew.outcomes import (
     RewardAttempt,
     SettleReport,
     bandit_rewarder,
+    monitor_poster,
     outcome_of,
     settle,
 )
@@ -268,3 +269,60 @@ def test_the_outcomes_module_does_not_import_crewai() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "False"
+
+
+# -- outcomes posted to the server's monitor --------------------------------------------------------
+
+
+def test_settle_posts_each_outcome_to_the_monitor_once(tmp_path: Path, bandit: MLClient) -> None:
+    store = RunsStore(tmp_path / "runs.db")
+    decision_id = _select(bandit)
+    run_id = _store_run(store, _decision("2020-01-06", decision_id=decision_id))
+    first = settle(store, _bars_for, reward=bandit_rewarder(bandit))
+    assert (first.settled, first.posted, first.unposted) == (1, 1, 0) and first.server_error is None
+    [posted] = bandit.monitor_outcomes_list().outcomes
+    assert posted.outcome_id == f"{decision_id}:TEST" and posted.subject == "TEST"
+    assert posted.as_of == "2020-01-06"
+    assert posted.realised_return == pytest.approx(101.0 / 99.96 - 1.0)
+    assert posted.position == pytest.approx(0.5)
+    assert store.outcomes(run_id)[0]["monitor_status"] == "posted"
+    again = settle(store, _bars_for, reward=bandit_rewarder(bandit))
+    assert (again.posted, again.unposted) == (0, 0) and len(bandit.monitor_outcomes_list().outcomes) == 1
+
+
+def test_server_down_keeps_the_outcome_unposted_and_the_next_settle_posts_it(tmp_path: Path, settings: Settings,
+                                                                            bandit: MLClient) -> None:
+    from quantcrew.crew.server_process import free_port
+
+    store = RunsStore(tmp_path / "runs.db")
+    _store_run(store, _decision("2020-01-02", decision_id=None))  # no reward to send: only the post fails
+    settings.client.url, settings.client.retries = f"http://127.0.0.1:{free_port()}", 0
+    with make_client(settings.client) as dead:
+        down = settle(store, _bars_for, reward=bandit_rewarder(dead))
+    assert (down.settled, down.posted, down.unposted) == (1, 0, 1)
+    assert down.monitor_error and down.server_error  # reported degraded, as a pending reward is
+    assert store.unposted_count() == 1 and bandit.monitor_outcomes_list().outcomes == []
+    retried = settle(store, _bars_for, reward=bandit_rewarder(bandit))
+    assert (retried.settled, retried.posted, retried.unposted) == (0, 1, 0) and retried.server_error is None
+    [posted] = bandit.monitor_outcomes_list().outcomes
+    assert posted.outcome_id.endswith(":TEST") and posted.realised_return == pytest.approx(102.0 / 100.0 - 1.0)
+
+
+def test_an_outcome_the_monitor_refuses_is_marked_refused_and_the_others_are_posted(tmp_path: Path,
+                                                                                    bandit: MLClient) -> None:
+    from quantcrew.crew.outcomes import outcome_wire, post_outcomes
+    from quantcrew.ml_server.schemas.monitor import OutcomeBatch
+
+    store = RunsStore(tmp_path / "runs.db")
+    _store_run(store, _decision("2020-01-02", decision_id="dec-a"))
+    _store_run(store, _decision("2020-01-03", decision_id="dec-b"))
+    settle(store, _bars_for)  # stored, nothing posted (no server)
+    first, _ = sorted(store.outcomes(), key=lambda r: r["decision_date"])
+    clash = {**outcome_wire(first), "realised_return": 0.5}  # the same id, another value: a 409
+    bandit.monitor_outcomes(OutcomeBatch.model_validate({"outcomes": [clash]}))
+    report = post_outcomes(store, monitor_poster(bandit))
+    assert (report.posted, report.unposted) == (1, 0) and len(report.errors) == 1
+    assert "realised_return" in report.errors[0]
+    statuses = {r["decision_date"]: (r["monitor_status"], r["monitor_error"]) for r in store.outcomes()}
+    assert statuses["2020-01-02"][0] == "refused" and "realised_return" in str(statuses["2020-01-02"][1])
+    assert statuses["2020-01-03"] == ("posted", None)

@@ -66,3 +66,13 @@ def test_a_second_server_on_a_held_home_is_refused_before_the_app_loads(tmp_path
     assert proc.stderr.startswith("quantcrew-server: the home") and "http://127.0.0.1:7777" in proc.stderr
     assert proc.stdout.strip() == "[]"  # refused before the app, uvicorn or any model library was imported
 
+
+
+def test_server_exits_2_on_a_bad_alert_rules_file_naming_its_line(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: slow\n    metric: no.such.metric\n    comparison: '>'\n    threshold: 1\n"
+                     "    severity: warning\n")
+    proc = _server(QUANTCREW_MONITOR__ALERT_RULES=str(rules), QUANTCREW_HOME=str(tmp_path / "home"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("quantcrew-server: ") and "Traceback" not in proc.stderr
+    assert f"{rules}:3:" in proc.stderr and "no.such.metric" in proc.stderr

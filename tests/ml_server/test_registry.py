@@ -202,3 +202,74 @@ def test_a_registry_made_by_the_previous_version_opens_and_its_ungated_policies_
     ids, [gated] = select_deployed(registry, deployments, agents=["balanced"], algorithm=None, symbol="sp500")
     assert ids == [] and gated.model_id == "rl-0123456789ab" and gated.gate is None
     assert "no gate verdict recorded" in gated.reason
+
+
+# -- lineage ---------------------------------------------------------------------------------------
+
+
+def test_each_version_records_its_lineage_and_its_parent_is_the_version_before(registry: ModelRegistry) -> None:
+    from importlib.metadata import version
+
+    from quantcrew import __version__
+
+    meta = {"data_hash": "ab" * 32, "data_start": "2024-01-02", "data_end": "2024-06-28",
+            "gate": {"gate": "ensemble", "passed": True}}
+    first = registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops", metadata=meta)
+    second = registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops",
+                           metadata={"train_start": "2024-02-01", "train_end": "2024-07-31"}, trigger="drift")
+    assert first.lineage.parent_model_id is None and first.lineage.parent_version is None
+    assert (first.lineage.data_start, first.lineage.data_end, first.lineage.data_hash) == (
+        "2024-01-02", "2024-06-28", "ab" * 32)
+    assert first.lineage.code_version == __version__ and first.lineage.trigger == "manual"
+    assert first.lineage.libraries == {name: version(name) for name in ("numpy", "scikit-learn", "hmmlearn")}
+    assert first.lineage.gate == {"gate": "ensemble", "passed": True}
+    assert (second.lineage.parent_model_id, second.lineage.parent_version) == (first.model_id, 1)
+    assert (second.lineage.data_start, second.lineage.data_end, second.lineage.trigger) == (
+        "2024-02-01", "2024-07-31", "drift")
+    assert registry.get(second.model_id).lineage == second.lineage  # as stored, not only as returned
+
+
+def test_the_parent_is_the_names_full_deployment_when_the_server_names_one(registry: ModelRegistry) -> None:
+    v1 = registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    registry.parent_of = lambda name: v1.model_id if name == "spx" else None
+    v3 = registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    assert (v3.lineage.parent_model_id, v3.lineage.parent_version) == (v1.model_id, 1)
+
+
+def test_rows_written_before_lineage_read_with_an_empty_one(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    db = tmp_path / "registry.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE [models] ([model_id] TEXT PRIMARY KEY, [name] TEXT, [version] INTEGER, "
+                     "[family] TEXT, [method] TEXT, [format] TEXT, [sha256] TEXT, [file] TEXT, [created_at] TEXT, "
+                     "[stage] TEXT, [metadata] TEXT)")
+        conn.execute("INSERT INTO models VALUES ('regime-0123456789ab', 'spx', 1, 'regime', 'hmm', 'skops', ?, "
+                     "'regime-0123456789ab.skops', '2026-11-01T00:00:00+00:00', 'full', ?)",
+                     ("0" * 64, json.dumps({"data_hash": "x"})))
+    registry = ModelRegistry(db, tmp_path / "artifacts")
+    old = registry.get("regime-0123456789ab")
+    assert old.lineage.parent_model_id is None and old.lineage.trigger is None and old.lineage.libraries == {}
+    new = registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    assert new.lineage.parent_model_id == "regime-0123456789ab"
+
+
+def test_delete_removes_the_row_the_artifact_and_the_cached_copy(registry: ModelRegistry) -> None:
+    info = registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    registry.load(info.model_id)
+    registry.delete(info.model_id)
+    assert not list(registry.artifacts_dir.glob(f"{info.model_id}*"))
+    assert registry.cached_count() == 0 and registry.versions("spx") == []
+    with pytest.raises(ModelNotFoundError):
+        registry.get(info.model_id)
+
+
+def test_a_failing_after_save_callback_never_fails_the_save(registry: ModelRegistry) -> None:
+    def boom(_info: object) -> None:
+        raise RuntimeError("cleanup failed")
+
+    registry.after_save.append(boom)
+    info = registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    assert registry.get(info.model_id).version == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from quantcrew.ml_server.deps import MetricsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import MetricsDep, PredictionLogDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_matrix
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.cluster import (
@@ -40,7 +40,8 @@ def fit(req: ClusterFitRequest, settings: SettingsDep, registry: RegistryDep, me
 
 
 @router.post("/predict", response_model=ClusterPredictResponse, responses=ERROR_RESPONSES)
-def predict(req: ClusterPredictRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
+def predict(req: ClusterPredictRequest, settings: SettingsDep, registry: RegistryDep,
+            predictions: PredictionLogDep) -> Response:
     """Assign new rows to a stored model's clusters (no refit)."""
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    return model_response(service.predict(req, registry))
+    return model_response(service.predict(req, registry, predictions))

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from quantcrew.ml_server.deps import DeploymentsDep, DeviceDep, InferenceDep, JobsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import (
+    DeploymentsDep,
+    DeviceDep,
+    InferenceDep,
+    JobsDep,
+    PredictionLogDep,
+    RegistryDep,
+    SettingsDep,
+)
 from quantcrew.ml_server.limits import check_matrix, check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.ensemble import (
@@ -43,7 +51,7 @@ def train(req: EnsembleTrainRequest, settings: SettingsDep, registry: RegistryDe
 
 @router.post("/predict", response_model=EnsemblePredictResponse, responses=ERROR_RESPONSES)
 async def predict(req: EnsemblePredictRequest, settings: SettingsDep, registry: RegistryDep,
-                  deployments: DeploymentsDep, runtime: InferenceDep) -> Response:
+                  deployments: DeploymentsDep, runtime: InferenceDep, predictions: PredictionLogDep) -> Response:
     """Signal, calibrated probability and uncertainty metrics from the deployed (or pinned) version.
 
     A shadow version also runs on the same input; its answer is logged, never returned.
@@ -53,7 +61,7 @@ async def predict(req: EnsemblePredictRequest, settings: SettingsDep, registry: 
     if req.features is not None:
         check_matrix(req.features, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns,
                      field="features")
-    return model_response(await service.predict(req, registry, deployments, runtime))
+    return model_response(await service.predict(req, registry, deployments, runtime, predictions))
 
 
 @router.post("/deployments", response_model=DeploymentInfo, responses=ERROR_RESPONSES)

@@ -12,7 +12,6 @@ from starlette.responses import Response
 from quantcrew import __version__
 from quantcrew.ml_server.deps import MetricsDep, RegistryDep
 from quantcrew.ml_server.errors import ModelNotReadyError
-from quantcrew.ml_server.families import FAMILIES
 from quantcrew.ml_server.schemas.common import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
@@ -32,7 +31,7 @@ def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
     device: str | None = getattr(request.app.state, "device", None)
     if device is None:
         raise ModelNotReadyError("server is starting: device not resolved yet")
-    return ReadyResponse(ready=True, device=device, models=registry.count(), families=list(FAMILIES))
+    return ReadyResponse(ready=True, device=device, models=registry.count(), families=list(request.app.state.family_names))
 
 
 @ops_router.get("/metrics", response_class=Response)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from quantcrew.ml_server.deps import JobsDep, MetricsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import JobsDep, MetricsDep, PredictionLogDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.jobs import JobInfo
@@ -56,9 +56,10 @@ def causal_labels(req: RegimeCausalRequest, settings: SettingsDep, jobs: JobsDep
 
 
 @router.post("/predict", response_model=RegimeLabelResponse, responses=ERROR_RESPONSES)
-async def predict(req: RegimePredictRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
+async def predict(req: RegimePredictRequest, settings: SettingsDep, registry: RegistryDep,
+                  predictions: PredictionLogDep) -> Response:
     """Label new bars with a stored model: filtered probabilities, no refit."""
     check_rows(req.data, max_rows=settings.server.max_rows)
     if len(req.data) <= _INLINE_ROWS:
-        return model_response(service.predict(req, registry))
-    return model_response(await run_in_threadpool(service.predict, req, registry))
+        return model_response(service.predict(req, registry, predictions))
+    return model_response(await run_in_threadpool(service.predict, req, registry, predictions))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from quantcrew.ml_server.deps import DeploymentsDep, JobsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import DeploymentsDep, JobsDep, PredictionLogDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.jobs import JobInfo
@@ -40,14 +40,15 @@ def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, job
 
 
 @router.post("/act", response_model=RLActResponse, responses=ERROR_RESPONSES)
-def act(req: RLActRequest, settings: SettingsDep, registry: RegistryDep, deployments: DeploymentsDep) -> Response:
+def act(req: RLActRequest, settings: SettingsDep, registry: RegistryDep, deployments: DeploymentsDep,
+        predictions: PredictionLogDep) -> Response:
     """Each selected policy's action at the last bar, with its probabilities (or Q-values).
 
     With a ``symbol``, the policies deployed for it answer (those that passed their gate); agents
     whose policies were gated are listed in ``gated``, not answered.
     """
     check_rows(req.data, max_rows=settings.server.max_rows)
-    return model_response(service.act(req, registry, deployments))
+    return model_response(service.act(req, registry, deployments, predictions))
 
 
 @router.post("/evaluate", response_model=RLEvaluateResponse, responses=ERROR_RESPONSES)

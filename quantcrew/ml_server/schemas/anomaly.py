@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import ModelInfo, OHLCVPayload, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import ModelInfo, OHLCVPayload, Provenance, TriggerField, WireModel
 
 __all__ = [
     "ANOMALY_FEATURES",
@@ -70,6 +70,7 @@ class AnomalyFitRequest(AnomalyRequest):
         default="anomaly", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Registry name; each fit adds a version.",
     )
+    trigger: TriggerField = "manual"
 
 
 class AnomalyScoreRequest(WireModel):

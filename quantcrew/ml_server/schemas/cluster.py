@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import ModelInfo, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import ModelInfo, Provenance, TriggerField, WireModel
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
 __all__ = [
@@ -123,6 +123,7 @@ class ClusterFitRequest(ClusterRequest):
         default="cluster", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Registry name; each fit adds a version.",
     )
+    trigger: TriggerField = "manual"
 
 
 class ClusterFitResponse(ClusterResponse):

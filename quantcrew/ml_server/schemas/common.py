@@ -13,7 +13,7 @@ server, which knows its settings.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
@@ -31,11 +31,15 @@ __all__ = [
     "ErrorDetail",
     "FiniteFloat",
     "HealthResponse",
+    "Lineage",
     "ModelInfo",
     "NonNegativeBoundedFloat",
     "OHLCVPayload",
     "Provenance",
     "ReadyResponse",
+    "TRIGGERS",
+    "Trigger",
+    "TriggerField",
     "WireModel",
 ]
 
@@ -164,6 +168,32 @@ class Provenance(WireModel):
                                               "offset only when they had one).")
 
 
+Trigger = Literal["manual", "schedule", "drift", "quality"]
+"""Why a model was trained: by hand, on a schedule, because its inputs drifted, because its live quality fell."""
+TRIGGERS: tuple[Trigger, ...] = ("manual", "schedule", "drift", "quality")
+TriggerField = Annotated[Trigger, Field(
+    description="Why this model is trained, recorded in its lineage: 'manual', 'schedule', 'drift' or 'quality'.")]
+"""The ``trigger`` field of every training request (default ``"manual"``)."""
+
+
+class Lineage(WireModel):
+    """Where a model version came from. Every field is null (libraries empty) on entries stored before lineage."""
+
+    parent_model_id: str | None = Field(default=None, description="The version of the same name it replaces: the "
+                                        "name's full deployment when it was stored, else the previous version.")
+    parent_version: int | None = Field(default=None, description="That parent's version number.")
+    data_start: str | None = Field(default=None, description="First bar (or row) of the training data.")
+    data_end: str | None = Field(default=None, description="Last bar (or row) of the training data.")
+    data_hash: str | None = Field(default=None, description="SHA-256 of the training data as the server got it.")
+    code_version: str | None = Field(default=None, description="quantcrew version that trained it.")
+    libraries: dict[str, str] = Field(default_factory=dict, description="Versions of the libraries it was "
+                                      "trained with (numpy, scikit-learn, hmmlearn, torch, stable-baselines3).")
+    trigger: str | None = Field(default=None, description="Why it was trained: 'manual', 'schedule', 'drift' "
+                                "or 'quality'.")
+    gate: dict[str, Any] | None = Field(default=None, description="Its training quality gate's verdict, when its "
+                                        "family has one.")
+
+
 class ModelInfo(WireModel):
     """A registry entry."""
 
@@ -176,6 +206,7 @@ class ModelInfo(WireModel):
     created_at: datetime
     stage: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    lineage: Lineage = Field(default_factory=Lineage, description="Parent, training data, code and trigger.")
 
 
 class HealthResponse(WireModel):

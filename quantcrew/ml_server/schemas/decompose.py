@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from quantcrew.ml_server.schemas.common import ModelInfo, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import ModelInfo, Provenance, TriggerField, WireModel
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
 __all__ = [
@@ -130,6 +130,7 @@ class DecomposeFitRequest(DecomposeRequest):
         default="decompose", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Registry name; each fit adds a version.",
     )
+    trigger: TriggerField = "manual"
 
 
 class DecomposeFitResponse(DecomposeResponse):

@@ -26,7 +26,15 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import BarTime, FiniteFloat, ModelInfo, OHLCVPayload, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import (
+    BarTime,
+    FiniteFloat,
+    ModelInfo,
+    OHLCVPayload,
+    Provenance,
+    TriggerField,
+    WireModel,
+)
 from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
@@ -150,6 +158,7 @@ class EnsembleTrainRequest(_Deploy):
         default=True,
         description="Also train the MC-dropout execution network on the ensemble's out-of-sample signals.")
     seed: int = Field(default=0, ge=0, le=_SEED_MAX, description="Seeds the members, minibatch orders and dropout.")
+    trigger: TriggerField = "manual"
     deploy: bool = Field(
         default=True,
         description="False: store both models (and their gate verdicts) without deploying either, whatever the "

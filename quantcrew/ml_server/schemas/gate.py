@@ -17,8 +17,8 @@ from quantcrew.ml_server.schemas.common import FiniteFloat, WireModel
 
 __all__ = ["GATES", "GateCheck", "GateKind", "GateVerdict"]
 
-GateKind = Literal["rl_policy", "ensemble", "execution"]
-GATES: tuple[GateKind, ...] = ("rl_policy", "ensemble", "execution")
+GateKind = Literal["rl_policy", "ensemble", "execution", "challenger"]
+GATES: tuple[GateKind, ...] = ("rl_policy", "ensemble", "execution", "challenger")
 
 
 class GateCheck(WireModel):
@@ -36,7 +36,8 @@ class GateCheck(WireModel):
 class GateVerdict(WireModel):
     """A gate's verdict on one model, with every comparison it made."""
 
-    gate: GateKind = Field(description="Which gate judged: 'rl_policy', 'ensemble' or 'execution'.")
+    gate: GateKind = Field(description="Which gate judged: 'rl_policy', 'ensemble', 'execution' or 'challenger' "
+                                       "(a challenger version against the champion it would replace).")
     passed: bool = Field(description="True when every deciding check passed: the model may be deployed.")
     checks: list[GateCheck] = Field(description="Every comparison made, deciding ones first.")
     interval: tuple[FiniteFloat, FiniteFloat] | None = Field(

@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import ModelInfo, OHLCVPayload, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import ModelInfo, OHLCVPayload, Provenance, TriggerField, WireModel
 
 __all__ = [
     "REGIME_FEATURES",
@@ -91,6 +91,7 @@ class RegimeFitRequest(RegimeLabelRequest):
         default="regime", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Registry name; each fit adds a version.",
     )
+    trigger: TriggerField = "manual"
 
 
 class RegimePredictRequest(WireModel):
@@ -101,6 +102,9 @@ class RegimePredictRequest(WireModel):
     include_probabilities: bool = Field(
         default=True, description="Return the per-bar filtered probabilities (most of the reply's size).",
     )
+    symbol: str | None = Field(default=None, max_length=64,
+                               description="What the bars are: the prediction log's subject, so outcomes carrying "
+                                           "a true regime can be joined to this answer.")
 
 
 class RegimeStateInfo(WireModel):

@@ -35,7 +35,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import FiniteFloat, OHLCVPayload, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import FiniteFloat, OHLCVPayload, Provenance, TriggerField, WireModel
 from quantcrew.ml_server.schemas.gate import GateVerdict
 
 __all__ = [
@@ -196,6 +196,7 @@ class RLTrainRequest(_Costs):
                                                     "algorithm's own.")
     seed: int = Field(default=0, ge=0, le=_SEED_MAX,
                       description="First seed of the networks and the env; seeds the regime fit.")
+    trigger: TriggerField = "manual"
     name_prefix: str = Field(
         default="rl", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Each policy is stored as a new version of '<name_prefix>-<agent>-<algorithm>'.",

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from quantcrew.ml_server.schemas.common import BoundedFloat, ModelInfo, Provenance, WireModel
+from quantcrew.ml_server.schemas.common import BoundedFloat, ModelInfo, Provenance, TriggerField, WireModel
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
 __all__ = [
@@ -107,6 +107,7 @@ class SupervisedFitRequest(SupervisedRequestBase):
         default="supervised", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Registry name; each fit adds a version.",
     )
+    trigger: TriggerField = "manual"
 
 
 class SupervisedFitResponse(Provenance):

@@ -78,7 +78,7 @@ R = TypeVar("R", bound=BaseModel)
 
 
 def store(registry: ModelRegistry, model: ModelAdapter, *, name: str,
-          metadata: dict[str, Any] | None = None, stage: str = "full") -> ModelInfo:
+          metadata: dict[str, Any] | None = None, stage: str = "full", trigger: str = "manual") -> ModelInfo:
     """Write a fitted model as a new version of ``name``.
 
     Args:
@@ -88,6 +88,9 @@ def store(registry: ModelRegistry, model: ModelAdapter, *, name: str,
         metadata: Facts about the training data, added to the adapter's own metadata.
         stage: The registry stage recorded with the version (an ensemble fit may ask for
             ``shadow`` or ``canary``, say).
+        trigger: Why it was trained (the training request's ``trigger``), recorded in its lineage
+            with the span and hash the metadata gives (``data_start``/``data_end`` or
+            ``train_start``/``train_end``, ``data_hash``).
 
     Raises:
         NotFittedError: ``model`` was not fitted.
@@ -97,11 +100,11 @@ def store(registry: ModelRegistry, model: ModelAdapter, *, name: str,
     full.update(metadata or {})
     obj = full if artifact.obj is None and artifact.fmt == "json" else artifact.obj
     return registry.save(family=type(model).family, name=name, method=artifact.method, obj=obj,
-                         fmt=artifact.fmt, metadata=full, stage=stage)
+                         fmt=artifact.fmt, metadata=full, stage=stage, trigger=trigger)
 
 
 def store_fit(registry: ModelRegistry, model: ModelAdapter, reply: BaseModel, response_type: type[R], *,
-              name: str, metadata: dict[str, Any] | None = None) -> R:
+              name: str, metadata: dict[str, Any] | None = None, trigger: str = "manual") -> R:
     """The fit-and-store path: write ``model`` as a new version of ``name``, return ``reply`` stored.
 
     Args:
@@ -111,8 +114,9 @@ def store_fit(registry: ModelRegistry, model: ModelAdapter, reply: BaseModel, re
         response_type: The family's fit reply type (``reply``'s fields plus the registry entry).
         name: Registry name; each fit adds a version.
         metadata: Facts about the training data, added to the adapter's own metadata.
+        trigger: Why it was trained (the request's ``trigger``).
     """
-    return stored_reply(reply, response_type, store(registry, model, name=name, metadata=metadata))
+    return stored_reply(reply, response_type, store(registry, model, name=name, metadata=metadata, trigger=trigger))
 
 
 def rebuild(registry: ModelRegistry, model_id: str, adapter: type[A], **context: Any) -> tuple[A, ModelInfo]:

@@ -19,9 +19,15 @@ key sees one version for as long as the shares do not move past its bucket. The 
 answers when ``bucket < share``; as a gradual share grows, keys only ever move from the full
 version to the candidate, never back.
 
-Two tables in an SQLite file (sqlite-utils, WAL; its own connection, one lock): ``deployments``
-(one row per model id) and ``shadow_log`` (shadow outputs). Writes run in ``BEGIN IMMEDIATE``
-transactions, so that the retire-and-set steps stay atomic across processes too.
+Three tables in an SQLite file (sqlite-utils, WAL; its own connection, one lock): ``deployments``
+(one row per model id), ``shadow_log`` (shadow outputs) and ``deployment_events`` (every stage
+change, with its action, reason, actor and gate verdict: the versions a set retires are recorded
+too, in the same transaction). Writes run in ``BEGIN IMMEDIATE`` transactions, so that the
+retire-and-set steps stay atomic across processes too.
+
+The events give the name's champions in order: :meth:`DeploymentStore.previous_champions` lists the
+versions that were ``full`` before the current one, newest first, leaving out any that a rollback
+took off ``full`` (a rollback never goes back to the version it rolled back from).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import sqlite_utils
 
 from quantcrew.ml_server.errors import ConflictError, InvalidInputError, NotFoundError
 from quantcrew.ml_server.schemas.ensemble import DeploymentInfo
+from quantcrew.ml_server.schemas.lineage import DeploymentEvent
 
 __all__ = ["STAGES", "Deployment", "DeploymentStore", "Route", "bucket", "deployment_info"]
 
@@ -128,6 +135,11 @@ _SCHEMA = {
 _LOG_SCHEMA = {
     "id": int, "model_id": str, "primary_model_id": str, "request_key": str, "output": str, "at": str,
 }
+_EVENT_SCHEMA = {
+    "id": int, "at": str, "model_id": str, "name": str, "version": int, "from_stage": str, "to_stage": str,
+    "action": str, "reason": str, "actor": str, "gate": str,
+}
+_EVENT_NULLABLE = {"id", "from_stage", "reason", "actor", "gate"}
 
 
 class DeploymentStore:
@@ -151,6 +163,10 @@ class DeploymentStore:
         log = self._db.table("shadow_log")
         log.create(_LOG_SCHEMA, pk="id", not_null=set(_LOG_SCHEMA) - {"id"}, if_not_exists=True)
         log.create_index(["model_id", "at"], if_not_exists=True)
+        events = self._db.table("deployment_events")
+        events.create(_EVENT_SCHEMA, pk="id", not_null=set(_EVENT_SCHEMA) - _EVENT_NULLABLE, if_not_exists=True)
+        events.create_index(["name", "id"], if_not_exists=True)
+        events.create_index(["model_id", "id"], if_not_exists=True)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -171,7 +187,9 @@ class DeploymentStore:
     # -- writing -----------------------------------------------------------------------------
 
     def set(self, *, model_id: str, name: str, version: int, stage: str, share: float | None = None,
-            ramp_seconds: float | None = None, now: datetime | None = None) -> Deployment:
+            ramp_seconds: float | None = None, now: datetime | None = None, action: str = "stage",
+            reason: str | None = None, actor: str | None = None,
+            gate: dict[str, Any] | None = None) -> Deployment:
         """Deploy ``model_id`` (version ``version`` of ``name``) at ``stage``.
 
         Setting ``full`` retires the name's previous full version; setting ``canary`` or
@@ -188,6 +206,12 @@ class DeploymentStore:
                 0 <= share < 1 (default 0.1). Refused for other stages.
             ramp_seconds: Gradual: required, > 0. Refused for other stages.
             now: The time to record (default: the current UTC time).
+            action: What the step is, recorded with it: ``stage`` (by hand), ``promote``,
+                ``rollback``, ``train``, ``auto``. Versions it retires are recorded as ``replaced``
+                (``rollback`` for the version a rollback retires).
+            reason: Why, in words.
+            actor: Who asked.
+            gate: The gate verdict behind the step (JSON), when there was one.
 
         Raises:
             InvalidInputError: An unknown stage (the valid ones are listed), a share or ramp out
@@ -207,10 +231,18 @@ class DeploymentStore:
             keep_start = row is not None and row[2] == stage and stage != "gradual"
             started_at = row[3] if keep_start and row is not None else at
             created_at = row[4] if row is not None else at
-            if stage == "full":
-                self._retire(db, name, ("full",), model_id, at)
-            elif stage in _CANDIDATES:
-                self._retire(db, name, _CANDIDATES, model_id, at)
+            retiring: tuple[str, ...] = ("full",) if stage == "full" else _CANDIDATES if stage in _CANDIDATES else ()
+            if retiring:
+                retired_action = "rollback" if action == "rollback" else "replaced"
+                for other in self._retire(db, name, retiring, model_id, at):
+                    self._event(db, at=at, model_id=other[0], name=name, version=int(other[1]), from_stage=other[2],
+                                to_stage="retired", action=retired_action,
+                                reason=f"replaced by {model_id} (version {version})" + (f": {reason}" if reason
+                                                                                        else ""),
+                                actor=actor, gate=None)
+            self._event(db, at=at, model_id=model_id, name=name, version=int(version),
+                        from_stage=row[2] if row is not None else None, to_stage=stage, action=action,
+                        reason=reason, actor=actor, gate=gate)
             db.execute(
                 "INSERT INTO deployments (model_id, name, version, stage, share, ramp_seconds, started_at, "
                 "updated_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_id) DO UPDATE SET "
@@ -222,11 +254,77 @@ class DeploymentStore:
         return deployment
 
     @staticmethod
-    def _retire(db: sqlite3.Connection, name: str, stages: tuple[str, ...], keep: str, at: str) -> None:
+    def _retire(db: sqlite3.Connection, name: str, stages: tuple[str, ...], keep: str,
+                at: str) -> builtins.list[tuple[str, int, str]]:
+        """Retire the name's other versions at ``stages``; returns (model_id, version, stage) of each."""
         marks = ", ".join("?" for _ in stages)
+        where = f"name = ? AND model_id != ? AND stage IN ({marks})"
+        found = [(str(r[0]), int(r[1]), str(r[2])) for r in db.execute(
+            f"SELECT model_id, version, stage FROM deployments WHERE {where}", (name, keep, *stages))]
         db.execute(f"UPDATE deployments SET stage = 'retired', share = 0.0, ramp_seconds = 0.0, started_at = ?, "
-                   f"updated_at = ? WHERE name = ? AND model_id != ? AND stage IN ({marks})",
-                   (at, at, name, keep, *stages))
+                   f"updated_at = ? WHERE {where}", (at, at, name, keep, *stages))
+        return found
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, *, at: str, model_id: str, name: str, version: int, from_stage: str | None,
+               to_stage: str, action: str, reason: str | None, actor: str | None,
+               gate: dict[str, Any] | None) -> None:
+        db.execute("INSERT INTO deployment_events (at, model_id, name, version, from_stage, to_stage, action, "
+                   "reason, actor, gate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (at, model_id, name, version, from_stage, to_stage, action, reason, actor,
+                    json.dumps(gate, sort_keys=True) if gate is not None else None))
+
+    def forget(self, model_id: str) -> bool:
+        """Drop a retired version's deployment row (its model was deleted); its events stay. Returns whether
+        a row was dropped (a version deployed at any other stage is never dropped)."""
+        with self._lock, self._transaction() as db:
+            cursor = db.execute("DELETE FROM deployments WHERE model_id = ? AND stage = 'retired'", (model_id,))
+            return cursor.rowcount > 0
+
+    # -- history -----------------------------------------------------------------------------
+
+    def events(self, *, name: str | None = None, model_id: str | None = None,
+               limit: int = 1000) -> builtins.list[DeploymentEvent]:
+        """Recorded stage changes (of a name or a version), oldest first, the latest ``limit``."""
+        clauses, args = [], []
+        if name is not None:
+            clauses.append("name = ?")
+            args.append(name)
+        if model_id is not None:
+            clauses.append("model_id = ?")
+            args.append(model_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            cursor = self._db.conn.execute(f"SELECT * FROM deployment_events {where} ORDER BY id DESC LIMIT ?",
+                                           (*args, int(limit)))
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+        return [_event(r) for r in reversed(rows)]
+
+    def champion(self, name: str) -> Deployment | None:
+        """The name's full version, or None."""
+        with self._lock:
+            rows = builtins.list(self._db.table("deployments").rows_where(
+                "name = ? AND stage = 'full'", [name], limit=1))
+        return _deployment(rows[0]) if rows else None
+
+    def previous_champions(self, name: str) -> builtins.list[str]:
+        """Versions of ``name`` that were full before its current full version, newest first.
+
+        Left out: the current full version, and a version whose last step off ``full`` was a
+        rollback (rolled back from: it is no rollback target).
+        """
+        last_full: dict[str, int] = {}
+        rolled_back: dict[str, bool] = {}
+        for e in self.events(name=name, limit=1_000_000):
+            if e.to_stage == "full":
+                last_full[e.model_id] = e.id
+                rolled_back[e.model_id] = False
+            elif e.from_stage == "full":
+                rolled_back[e.model_id] = e.action == "rollback"
+        current = self.champion(name)
+        order = sorted(last_full, key=lambda m: last_full[m], reverse=True)
+        return [m for m in order if (current is None or m != current.model_id) and not rolled_back[m]]
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -263,7 +361,8 @@ class DeploymentStore:
             live = self._routed(name)
             candidate = next((d for d in live if d.stage in _CANDIDATES), None)
             if candidate is not None and candidate.stage == "gradual" and candidate.current_share(at) >= 1.0:
-                self.set(model_id=candidate.model_id, name=name, version=candidate.version, stage="full", now=at)
+                self.set(model_id=candidate.model_id, name=name, version=candidate.version, stage="full", now=at,
+                         action="auto", reason="gradual rollout reached 100%")
                 live, candidate = self._routed(name), None
         full = next((d for d in live if d.stage == "full"), None)
         shadows = [d for d in live if d.stage == "shadow"]
@@ -368,6 +467,13 @@ def _deployment(row: dict[str, Any]) -> Deployment:
                       share=float(row["share"]), ramp_seconds=float(row["ramp_seconds"]),
                       started_at=datetime.fromisoformat(row["started_at"]),
                       updated_at=datetime.fromisoformat(row["updated_at"]))
+
+
+def _event(row: dict[str, Any]) -> DeploymentEvent:
+    return DeploymentEvent(id=int(row["id"]), at=datetime.fromisoformat(row["at"]), model_id=row["model_id"],
+                           name=row["name"], version=int(row["version"]), from_stage=row["from_stage"],
+                           to_stage=row["to_stage"], action=row["action"], reason=row["reason"], actor=row["actor"],
+                           gate=json.loads(row["gate"]) if row["gate"] else None)
 
 
 def deployment_info(d: Deployment) -> DeploymentInfo:

@@ -17,6 +17,13 @@ registry metadata under ``"gate"``). These are pure functions of arrays: no regi
   The Brier scores of both are reported; they do not decide.
 * :func:`execution_gate`: the Sharpe of the execution network's sized returns at least that of
   the rule sizing on the same signals.
+* :func:`challenger_gate`: a challenger version against the champion it would replace, on the
+  per-row losses of both on the SAME rows (recent traffic or a holdout). The paired test is the
+  one-sided Diebold-Mariano test on the loss differences ``challenger - champion`` with a
+  Newey-West variance (losses of consecutive bars are serially correlated; a paired t-test
+  would overstate the evidence), lags ``floor(n ** (1/3))`` unless given. It passes when there
+  are at least ``min_samples`` pairs, the challenger's mean loss is lower, and p < ``alpha``.
+  Fewer pairs: the verdict is "insufficient" (:func:`challenger_decision`), never a promotion.
 
 The RL and execution gates report the 90% paired block-bootstrap interval of the Sharpe
 difference (:func:`quantcrew.quant.bootstrap.block_bootstrap_sharpe_diff`) beside the verdict;
@@ -44,6 +51,8 @@ __all__ = [
     "MIN_HELD_SHARE",
     "MIN_REGIME_BARS",
     "P_VALUE_MAX",
+    "challenger_decision",
+    "challenger_gate",
     "check_text",
     "checks_text",
     "diebold_mariano",
@@ -296,6 +305,69 @@ def diebold_mariano(differences: npt.ArrayLike, *, lag: int) -> float:
         return 0.0 if mean < 0 else 1.0
     stat = mean / math.sqrt(lrv / n)
     return float(min(max(_NORMAL.cdf(stat), 0.0), 1.0))
+
+
+# -- champion against challenger -------------------------------------------------------------------
+
+
+def challenger_gate(champion_losses: npt.ArrayLike, challenger_losses: npt.ArrayLike, *, min_samples: int = 30,
+                    alpha: float = P_VALUE_MAX, lag: int | None = None, loss: str = "loss",
+                    span_start: str | None = None, span_end: str | None = None) -> GateVerdict:
+    """May the challenger replace the champion? A paired test on their losses of the same rows.
+
+    Args:
+        champion_losses: The champion's loss on each row (lower is better).
+        challenger_losses: The challenger's loss on the same rows, in the same order.
+        min_samples: Fewer pairs than this: the verdict fails as insufficient (no test is run).
+        alpha: Level of the one-sided Diebold-Mariano test.
+        lag: Newey-West lags; default ``floor(n ** (1/3))``.
+        loss: The loss in words (e.g. ``"log loss of P(up)"``), for the checks.
+        span_start: First row compared (ISO), when known.
+        span_end: Last row compared.
+
+    Raises:
+        ValueError: Ragged or non-finite losses, ``min_samples`` below 2, ``alpha`` outside (0, 1).
+    """
+    a = _series(champion_losses, "champion_losses")
+    b = _series(challenger_losses, "challenger_losses")
+    if a.shape != b.shape:
+        raise ValueError(f"champion_losses and challenger_losses must pair up row by row, got {a.shape}, {b.shape}")
+    if int(min_samples) < 2:
+        raise ValueError(f"min_samples must be at least 2, got {min_samples}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    n = int(a.shape[0])
+    enough = GateCheck(name="enough_samples", measure="paired losses", value=float(n), baseline="required",
+                       baseline_value=float(min_samples), passed=n >= int(min_samples))
+    if not enough.passed:
+        checks = [enough,
+                  GateCheck(name="mean_loss_below_champion", measure=f"mean {loss}",
+                            value=float(b.mean()) if n else None, baseline="champion",
+                            baseline_value=float(a.mean()) if n else None, passed=False)]
+        return GateVerdict(gate="challenger", passed=False, checks=checks, interval=None, p_value=None,
+                           span_start=span_start, span_end=span_end, n=n, rule="the champion stays",
+                           summary=f"insufficient: {n} paired losses, {int(min_samples)} required; the champion "
+                                   "stays")
+    lags = int(n ** (1.0 / 3.0)) if lag is None else int(lag)
+    p_value = diebold_mariano(b - a, lag=lags)
+    mine, theirs = float(b.mean()), float(a.mean())
+    checks = [
+        enough,
+        GateCheck(name="mean_loss_below_champion", measure=f"mean {loss}", value=mine, baseline="champion",
+                  baseline_value=theirs, passed=mine < theirs),
+        GateCheck(name="diebold_mariano", measure=f"one-sided Diebold-Mariano p-value (Newey-West, {lags} lags)",
+                  value=p_value, baseline="significance level", baseline_value=float(alpha), passed=p_value < alpha),
+    ]
+    return _verdict("challenger", checks, interval=None, p_value=p_value, span_start=span_start, span_end=span_end,
+                    n=n, rule="the champion stays")
+
+
+def challenger_decision(verdict: GateVerdict) -> Literal["promote", "reject", "insufficient"]:
+    """``promote`` (passed), ``insufficient`` (too few pairs to judge) or ``reject``."""
+    if verdict.passed:
+        return "promote"
+    enough = next((c for c in verdict.checks if c.name == "enough_samples"), None)
+    return "insufficient" if enough is not None and not enough.passed else "reject"
 
 
 # -- the execution network -------------------------------------------------------------------------

@@ -138,6 +138,23 @@ EXAMPLES: tuple[Example, ...] = (
     Example("POST /v1/regime/fit", lambda _: {"data": bars(), **_REGIME, "name": "fuzz-regime"},
             keep=_put("regime_id", "model", "model_id")),
     Example("POST /v1/regime/predict", lambda ids: {"model_id": ids["regime_id"], "data": tail(bars(), 60)}),
+    Example("POST /v1/monitor/drift", lambda ids: {"model_id": ids["regime_id"], "data": tail(bars(), 80)}),
+    Example("GET /v1/monitor/drift/{model_id}", path=lambda ids: {"model_id": ids["regime_id"]}),
+    Example("POST /v1/monitor/outcomes", lambda _: {"outcomes": [
+        {"outcome_id": "fuzz-1:FUZZ", "subject": "FUZZ", "as_of": "2020-01-02", "realised_return": 0.01}]}),
+    Example("GET /v1/monitor/outcomes", query=lambda _: {"subject": "FUZZ"}),
+    Example("GET /v1/monitor/predictions/{model_id}", path=lambda ids: {"model_id": ids["regime_id"]}),
+    Example("GET /v1/monitor/models/{model_id}", path=lambda ids: {"model_id": ids["regime_id"]}),
+    # alerts: a client's breaker opening, the default rule on it evaluated, the alert acknowledged and resolved
+    Example("POST /v1/monitor/events", lambda _: {"kind": "breaker_open", "client": "fuzz", "failures": 3}),
+    Example("POST /v1/monitor/alerts/evaluate", lambda _: {"rules": ["client-breaker-open"]},
+            keep=_put("alert_id", "changed", 0, "alert_id")),
+    Example("GET /v1/monitor/alerts", query=lambda _: {"status": "firing"}),
+    Example("GET /v1/monitor/alerts/{alert_id}", path=lambda ids: {"alert_id": ids["alert_id"]}),
+    Example("POST /v1/monitor/alerts/{alert_id}/ack", lambda _: {"by": "fuzz"},
+            path=lambda ids: {"alert_id": ids["alert_id"]}),
+    Example("POST /v1/monitor/alerts/{alert_id}/resolve", lambda _: {"by": "fuzz", "note": "fuzzed"},
+            path=lambda ids: {"alert_id": ids["alert_id"]}),
     Example("POST /v1/risk/covariance", lambda _: {"data": returns()}),
     Example("POST /v1/risk/var",
             lambda _: {"data": returns(), "methods": ["historical", "parametric_normal", "parametric_t",
@@ -196,6 +213,9 @@ EXAMPLES: tuple[Example, ...] = (
             lambda ids: {"signals": _SIGNALS, "market": _MARKET, "model_id": ids["execution_id"], "samples": 8,
                          "seed": 1}),
     Example("POST /v1/rl/act", lambda ids: {"data": tail(rl_bars(), 80), "model_ids": ids["rl_ids"]}),
+    Example("POST /v1/explain/global",
+            lambda ids: {"model_id": ids["supervised_id"], "features": returns(), "rows": 60, "repeats": 2}),
+    Example("POST /v1/explain/local", lambda ids: {"model_id": ids["ensemble_id"], "data": tail(rl_bars(), 120)}),
     Example("POST /v1/rl/evaluate", lambda ids: {"data": rl_bars(), "model_ids": ids["rl_ids"]}),
     Example("POST /v1/bandit/replay",
             lambda ids: {"bandit": "fuzz-replay", "symbol": "FUZZ", "data": rl_bars(), "model_ids": ids["rl_ids"],
@@ -208,6 +228,25 @@ EXAMPLES: tuple[Example, ...] = (
     Example("GET /v1/jobs/{job_id}", path=lambda ids: {"job_id": ids["causal_job"]}, wait=True),
     Example("GET /v1/models", query=lambda _: {"family": "regime"}),
     Example("GET /v1/models/{model_id}", path=lambda ids: {"model_id": ids["regime_id"]}),
+    # the model lifecycle: a second supervised version, staged, promoted, rolled back, compared, cleaned up
+    Example("POST /v1/supervised/fit",
+            lambda _: {"features": returns(), "target": _target(120), "task": "regression", **_SMALL_MODEL,
+                       "name": "fuzz-supervised", "seed": 1, "trigger": "schedule"},
+            keep=_put("supervised_id2", "model", "model_id")),
+    Example("POST /v1/models/{model_id}/stage", lambda _: {"stage": "full", "reason": "fuzz champion"},
+            path=lambda ids: {"model_id": ids["supervised_id"]}),
+    Example("POST /v1/models/{model_id}/stage", lambda _: {"stage": "shadow"},
+            path=lambda ids: {"model_id": ids["supervised_id2"]}),
+    Example("POST /v1/models/{name}/promote", lambda _: {"to_stage": "full"},
+            path=lambda _: {"name": "fuzz-supervised"}),
+    Example("POST /v1/models/{name}/rollback", lambda _: {"reason": "fuzz"},
+            path=lambda _: {"name": "fuzz-supervised"}),
+    Example("GET /v1/models/{model_id}/lineage", path=lambda ids: {"model_id": ids["supervised_id2"]}),
+    Example("GET /v1/models/events", query=lambda _: {"name": "fuzz-supervised"}),
+    Example("POST /v1/models/compare",
+            lambda ids: {"champion_id": ids["supervised_id"], "challenger_id": ids["supervised_id2"],
+                         "features": returns(), "target": _target(120)}),
+    Example("POST /v1/models/cleanup", lambda _: {"dry_run": True}),
 )
 
 JOB_STARTERS = frozenset({"POST /v1/regime/causal", "POST /v1/rl/train", "POST /v1/ensemble/train",
@@ -224,6 +263,7 @@ COMPUTE = frozenset({
     "POST /v1/rl/train", "POST /v1/rl/act", "POST /v1/rl/evaluate",
     "POST /v1/bandit/select", "POST /v1/bandit/reward", "POST /v1/bandit/simulate", "POST /v1/bandit/replay",
     "POST /v1/ensemble/train", "POST /v1/ensemble/predict", "POST /v1/execution/plan",
+    "POST /v1/explain/global", "POST /v1/explain/local", "POST /v1/monitor/drift",
 })
 """The operations that run a model: fit, predict, simulate, train. Each must answer 2xx to its example."""
 
@@ -235,6 +275,7 @@ PINNED: dict[str, tuple[str, ...]] = {
     "POST /v1/regime/label": _DATA,
     "POST /v1/regime/fit": _DATA,
     "POST /v1/regime/predict": _BY_ID,
+    "POST /v1/monitor/drift": _BY_ID,
     "POST /v1/regime/causal": (*_DATA, "min_train", "refit_every"),
     "POST /v1/risk/covariance": ("data",),
     "POST /v1/risk/var": ("data", "weights", "n_paths"),
@@ -262,6 +303,8 @@ PINNED: dict[str, tuple[str, ...]] = {
                                 "mc_samples", "batch_size", "architectures"),
     "POST /v1/ensemble/predict": ("data", "features", "model_id", "name", "symbol", "samples"),
     "POST /v1/execution/plan": ("signals", "market", "data", "model_id", "symbol", "samples"),
+    "POST /v1/explain/global": ("model_id", "features", "data", "symbol"),
+    "POST /v1/explain/local": ("model_id", "features", "data", "symbol"),
 }
 """Per compute operation, the fields whose value the compute phase takes from the example (removed when the
 example has none); the others are generated."""

@@ -224,3 +224,30 @@ def test_restart_sees_the_same_state(tmp_path: Path) -> None:
         assert second.shadow_log("ens-v2")[0]["output"] == {"a": 1}
     finally:
         second.close()
+
+
+# -- deployment events -----------------------------------------------------------------------------
+
+
+def test_every_set_records_its_step_and_the_versions_it_retires(store: DeploymentStore) -> None:
+    _deploy(store, 1, "full")
+    _deploy(store, 2, "full", action="promote", reason="better", actor="alice", gate={"passed": True})
+    first, retire, second = store.events(name="ens")  # the version retired is recorded first
+    assert (first.model_id, first.from_stage, first.to_stage, first.action) == ("ens-v1", None, "full", "stage")
+    assert (second.model_id, second.to_stage, second.action, second.actor, second.gate) == (
+        "ens-v2", "full", "promote", "alice", {"passed": True})
+    assert (retire.model_id, retire.from_stage, retire.to_stage, retire.action) == ("ens-v1", "full", "retired",
+                                                                                    "replaced")
+    assert retire.reason == "replaced by ens-v2 (version 2): better"
+    assert [e.model_id for e in store.events(model_id="ens-v1")] == ["ens-v1", "ens-v1"]
+
+
+def test_previous_champions_are_newest_first_and_skip_the_ones_rolled_back_from(store: DeploymentStore) -> None:
+    for version in (1, 2, 3):
+        _deploy(store, version, "full")
+    assert store.previous_champions("ens") == ["ens-v2", "ens-v1"]
+    _deploy(store, 2, "full", action="rollback")  # v3 rolled back from: never a target again
+    assert store.previous_champions("ens") == ["ens-v1"]
+    assert store.champion("ens") is not None and store.champion("ens").model_id == "ens-v2"  # type: ignore[union-attr]
+    assert not store.forget("ens-v2")  # deployed: kept
+    assert store.forget("ens-v3") and store.get("ens-v3") is None

@@ -14,6 +14,8 @@ from hypothesis.extra.numpy import arrays
 from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.services.gate import (
     MIN_REGIME_BARS,
+    challenger_decision,
+    challenger_gate,
     diebold_mariano,
     ensemble_gate,
     execution_gate,
@@ -327,3 +329,58 @@ def test_execution_sizing_no_worse_than_the_rule_passes_and_a_worse_one_fails(ma
     assert not worse.passed and worse.interval is not None and worse.interval[0] < 0.0
     assert worse.summary.startswith("failed: Sharpe of the sized returns ") and " <= rule sizing " in worse.summary
     assert "volatility-target sizing stands in" in worse.summary
+
+
+# -- champion against challenger -------------------------------------------------------------------
+
+
+def test_a_clearly_better_challenger_passes_and_a_clearly_worse_one_is_rejected() -> None:
+    rng = np.random.default_rng(7)
+    champion = rng.gamma(2.0, 0.5, size=300)
+    better = champion * 0.6 + rng.normal(0.0, 0.02, size=300).clip(-0.1, 0.1) + 0.05
+    worse = champion * 1.4 + 0.05
+    good = challenger_gate(champion, better, min_samples=30)
+    bad = challenger_gate(champion, worse, min_samples=30)
+    assert good.gate == "challenger" and good.passed and challenger_decision(good) == "promote"
+    assert good.p_value is not None and good.p_value < 0.05 and good.n == 300
+    assert not bad.passed and challenger_decision(bad) == "reject"
+    assert "mean loss" in bad.summary and bad.summary.startswith("failed")
+
+
+def test_too_few_pairs_is_insufficient_and_never_passes_however_good_the_challenger() -> None:
+    verdict = challenger_gate([1.0] * 10, [0.0] * 10, min_samples=30)
+    assert not verdict.passed and challenger_decision(verdict) == "insufficient"
+    assert verdict.p_value is None and verdict.summary.startswith("insufficient: 10 paired losses, 30 required")
+
+
+def test_ragged_or_non_finite_losses_are_refused() -> None:
+    with pytest.raises(ValueError, match="pair up"):
+        challenger_gate([1.0, 2.0], [1.0], min_samples=2)
+    with pytest.raises(ValueError, match="finite"):
+        challenger_gate([1.0, math.nan], [1.0, 2.0], min_samples=2)
+
+
+_LOSSES = arrays(np.float64, st.integers(40, 200), elements=st.floats(0.0, 10.0, allow_nan=False))
+
+
+@settings(max_examples=80, deadline=None)
+@given(_LOSSES, st.floats(0.01, 0.3))
+def test_identical_models_never_pass_and_the_verdict_is_symmetric_in_sign(losses: np.ndarray,
+                                                                            alpha: float) -> None:
+    """A challenger equal to the champion is never promoted; swapping the two mirrors the p-value."""
+    same = challenger_gate(losses, losses.copy(), min_samples=10, alpha=alpha)
+    assert not same.passed
+    shifted = losses + np.linspace(0.0, 1.0, losses.shape[0])
+    forward = challenger_gate(shifted, losses, min_samples=10, alpha=alpha)
+    backward = challenger_gate(losses, shifted, min_samples=10, alpha=alpha)
+    assert forward.p_value is not None and backward.p_value is not None
+    assert forward.p_value + backward.p_value == pytest.approx(1.0, abs=1e-9) or (
+        forward.p_value == 0.0 and backward.p_value == 1.0)
+    assert not backward.passed  # a challenger with higher losses everywhere never passes
+
+
+@settings(max_examples=60, deadline=None)
+@given(_LOSSES, st.floats(0.05, 2.0))
+def test_a_challenger_lower_by_a_constant_always_passes(losses: np.ndarray, gap: float) -> None:
+    verdict = challenger_gate(losses + gap, losses, min_samples=10)
+    assert verdict.passed and challenger_decision(verdict) == "promote"

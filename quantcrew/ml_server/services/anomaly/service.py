@@ -34,9 +34,12 @@ from quantcrew.ml_server.schemas.anomaly import (
     AnomalyScoreRequest,
 )
 from quantcrew.ml_server.services.adapter import rebuild, store_fit
-from quantcrew.ml_server.services.anomaly.features import resolve_features
+from quantcrew.ml_server.services.anomaly.features import build_features, resolve_features, warmup_bars
 from quantcrew.ml_server.services.anomaly.model import METHOD, AnomalyDetector
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
+from quantcrew.ml_server.services.monitor import capture
+from quantcrew.ml_server.services.monitor.predictions import PredictionLog
+from quantcrew.ml_server.services.monitor.reference import FloatArray, save_reference
 
 __all__ = ["METHOD", "detect", "fit", "score"]
 
@@ -63,11 +66,23 @@ def fit(request: AnomalyFitRequest, registry: ModelRegistry, *, min_rows: int) -
     """
     detector, bars = _fitted(request, min_rows)
     reply = detector.to_response(bars, top_k=request.top_k)
-    return store_fit(registry, detector, reply, AnomalyFitResponse, name=request.name, metadata=bars.provenance())
+    stored = store_fit(registry, detector, reply, AnomalyFitResponse, name=request.name, metadata=bars.provenance(),
+                       trigger=request.trigger)
+    names, matrix, outputs = drift_inputs(detector, bars)
+    save_reference(registry.db_path, stored.model_id, "anomaly", names, matrix, outputs)
+    return stored
 
 
-def score(request: AnomalyScoreRequest, registry: ModelRegistry) -> AnomalyResponse:
-    """Score new bars with a stored detector: the fit's scaler, forest and threshold, no refit.
+def drift_inputs(detector: AnomalyDetector, bars: Bars) -> tuple[tuple[str, ...], FloatArray, FloatArray]:
+    """What drift compares for an anomaly model on ``bars``: the features of the bars after the warm-up
+    (as the prediction log records them) and their anomaly scores (the log's output)."""
+    scored = detector.score(bars)
+    return tuple(detector.features_), scored.features, scored.scores
+
+
+def score(request: AnomalyScoreRequest, registry: ModelRegistry,
+          log: PredictionLog | None = None) -> AnomalyResponse:
+    """Score new bars with a stored detector: the fit's scaler, forest and threshold, no refit (logged on ``log``).
 
     Raises:
         ModelNotFoundError: unknown id, or not an anomaly model (404).
@@ -76,7 +91,9 @@ def score(request: AnomalyScoreRequest, registry: ModelRegistry) -> AnomalyRespo
     """
     detector, info = rebuild(registry, request.model_id, AnomalyDetector)
     bars = bars_from_payload(request.data, min_rows=2)
-    return detector.to_response(bars, top_k=request.top_k, model_id=info.model_id, model_version=info.version)
+    reply = detector.to_response(bars, top_k=request.top_k, model_id=info.model_id, model_version=info.version)
+    capture.anomaly(log, request, info, detector, bars, reply, build_features, warmup_bars)
+    return reply
 
 
 def _fitted(request: AnomalyRequest, min_rows: int) -> tuple[AnomalyDetector, Bars]:

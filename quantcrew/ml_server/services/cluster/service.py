@@ -53,6 +53,9 @@ from quantcrew.ml_server.schemas.cluster import (
 from quantcrew.ml_server.services.adapter import rebuild, store_fit
 from quantcrew.ml_server.services.cluster.model import ClusterModel
 from quantcrew.ml_server.services.matrix import Matrix, finite_list, finite_rows, matrix_from_payload
+from quantcrew.ml_server.services.monitor import capture
+from quantcrew.ml_server.services.monitor.predictions import PredictionLog
+from quantcrew.ml_server.services.monitor.reference import save_reference
 
 __all__ = ["analyze", "check_storable", "fit", "predict"]
 
@@ -98,12 +101,18 @@ def fit(request: ClusterFitRequest, registry: ModelRegistry, *, min_rows: int) -
     check_storable(request)
     model, matrix = _fitted(request, min_rows)
     rows = matrix.row_names()
-    return store_fit(registry, model, _reply(model, matrix), ClusterFitResponse, name=request.name, metadata={
-        "data_hash": matrix.data_hash, "n_rows": matrix.n_rows, "data_start": rows[0], "data_end": rows[-1]})
+    stored = store_fit(registry, model, _reply(model, matrix), ClusterFitResponse, name=request.name, metadata={
+        "data_hash": matrix.data_hash, "n_rows": matrix.n_rows, "data_start": rows[0], "data_end": rows[-1]},
+        trigger=request.trigger)
+    # drift compares the rows as sent and each row's cluster index (what the prediction log records)
+    save_reference(registry.db_path, stored.model_id, "cluster", model.columns_, matrix.values,
+                   np.asarray(model.labels_, dtype=np.float64))
+    return stored
 
 
-def predict(request: ClusterPredictRequest, registry: ModelRegistry) -> ClusterPredictResponse:
-    """Assign new rows to a stored model's clusters (no refit).
+def predict(request: ClusterPredictRequest, registry: ModelRegistry,
+            log: PredictionLog | None = None) -> ClusterPredictResponse:
+    """Assign new rows to a stored model's clusters (no refit; logged on ``log``).
 
     Raises:
         ModelNotFoundError: unknown id, or not a cluster model (404).
@@ -114,12 +123,14 @@ def predict(request: ClusterPredictRequest, registry: ModelRegistry) -> ClusterP
     matrix = matrix_from_payload(request.data, min_rows=1)
     labels = model.predict(matrix)
     probabilities = model.predict_proba(matrix)
-    return ClusterPredictResponse(
+    reply = ClusterPredictResponse(
         model_id=info.model_id, model_version=info.version, method_used=model.method, fallback=False,
         fallback_reason=None, data_hash=matrix.data_hash, seed=info.metadata.get("seed"), as_of=matrix.as_of,
         names=matrix.row_names(), labels=[int(v) for v in labels],
         probabilities=None if probabilities is None else finite_rows(probabilities),
     )
+    capture.cluster(log, request, info, matrix, reply)
+    return reply
 
 
 def _fitted(request: ClusterRequest, min_rows: int) -> tuple[ClusterModel, Matrix]:

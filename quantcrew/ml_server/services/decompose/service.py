@@ -107,7 +107,7 @@ def fit(request: DecomposeFitRequest, registry: ModelRegistry, *, min_rows: int)
     rows = matrix.row_names()
     return store_fit(registry, model, _reply(request, model, matrix), DecomposeFitResponse, name=request.name,
                      metadata={"data_hash": matrix.data_hash, "n_rows": matrix.n_rows, "data_start": rows[0],
-                               "data_end": rows[-1]})
+                               "data_end": rows[-1]}, trigger=request.trigger)
 
 
 def transform(request: DecomposeTransformRequest, registry: ModelRegistry) -> DecomposeTransformResponse:

@@ -52,6 +52,8 @@ from quantcrew.ml_server.services.ensemble.features import WARMUP, build_feature
 from quantcrew.ml_server.services.ensemble.naming import ensemble_name
 from quantcrew.ml_server.services.execution.service import gated_error
 from quantcrew.ml_server.services.matrix import check_columns, matrix_from_payload
+from quantcrew.ml_server.services.monitor import capture
+from quantcrew.ml_server.services.monitor.predictions import PredictionLog
 from quantcrew.ml_server.services.rl import service as rl_service
 from quantcrew.quant import calibration
 
@@ -186,6 +188,7 @@ class Prepared:
     timestamps: list[datetime | None]
     data_hash: str
     as_of: datetime | None
+    last_features: FloatArray | None = None  # the last requested bar's feature row, unscaled (prediction log)
 
 
 def _too_short(field: str, have: int, need: int, window: int, last: int) -> InvalidInputError:
@@ -229,7 +232,8 @@ def prepare(req: EnsemblePredictRequest, model: EnsembleModel, *, max_request_ba
         data_hash, as_of = matrix.data_hash, matrix.as_of
     n = len(feats)
     rows = np.arange(n - req.last, n, dtype=np.int64)
-    return Prepared(model.windows(feats, rows), [stamps[int(r)] for r in rows], data_hash, as_of)
+    return Prepared(model.windows(feats, rows), [stamps[int(r)] for r in rows], data_hash, as_of,
+                    last_features=feats[n - 1])
 
 
 def rl_may_join(req: EnsemblePredictRequest) -> bool:
@@ -309,10 +313,11 @@ def shadow_output(reply: EnsemblePredictResponse) -> dict[str, float | str | int
 
 
 async def predict(req: EnsemblePredictRequest, registry: ModelRegistry, deployments: DeploymentStore,
-                  runtime: InferenceRuntime) -> EnsemblePredictResponse:
+                  runtime: InferenceRuntime, log: PredictionLog | None = None) -> EnsemblePredictResponse:
     """Signal, calibrated probability and uncertainty metrics from the deployed (or pinned) version.
 
-    A shadow version also runs on the same input; its answer is logged, never returned.
+    A shadow version also runs on the same input; its answer is logged, never returned. Every
+    version's answer (primary and shadows) is also recorded on the prediction ``log``.
 
     Raises:
         InvalidInputError: too few rows, columns that do not match the model, over a cap (422).
@@ -324,10 +329,11 @@ async def predict(req: EnsemblePredictRequest, registry: ModelRegistry, deployme
     samples = None if req.method == "ensemble" else check_samples(req.samples or inf.mc_samples, inf.max_samples)
     resolved = resolve(req, registry, deployments)  # two indexed SQLite reads: ~0.06 ms
     reply = await _answer(req, resolved.model_id, resolved, registry, runtime, samples,
-                          shadows_run=len(resolved.shadows))
+                          shadows_run=len(resolved.shadows), log=log)
     for shadow in resolved.shadows:
         try:
-            out = await _answer(req, shadow.model_id, resolved, registry, runtime, samples, shadows_run=0)
+            out = await _answer(req, shadow.model_id, resolved, registry, runtime, samples, shadows_run=0, log=log,
+                                shadow=True)
         except NotFoundError:
             continue
         await to_thread.run_sync(partial(deployments.log_shadow, model_id=shadow.model_id,
@@ -337,7 +343,8 @@ async def predict(req: EnsemblePredictRequest, registry: ModelRegistry, deployme
 
 
 async def _answer(req: EnsemblePredictRequest, model_id: str, resolved: Resolved, registry: ModelRegistry,
-                  runtime: InferenceRuntime, samples: int | None, *, shadows_run: int) -> EnsemblePredictResponse:
+                  runtime: InferenceRuntime, samples: int | None, *, shadows_run: int, log: PredictionLog | None = None,
+                  shadow: bool = False) -> EnsemblePredictResponse:
     inf = runtime.inference
 
     def stage() -> tuple[EnsembleModel, ModelInfo, Prepared, tuple[str, FloatArray] | None]:
@@ -360,7 +367,9 @@ async def _answer(req: EnsemblePredictRequest, model_id: str, resolved: Resolved
     else:
         run = model.batch_logits if samples is None else partial(model.batch_mc_logits, samples=samples)
         logits = await runtime.batched(f"ensemble:{model_id}:{samples or 0}", "ensemble", run, prepared.windows)
-    return finish(req, model, info, resolved, prepared, logits, samples=samples, shadows_run=shadows_run, rl=rl)
+    reply = finish(req, model, info, resolved, prepared, logits, samples=samples, shadows_run=shadows_run, rl=rl)
+    capture.ensemble(log, req, info, model, prepared, reply, shadow=shadow)
+    return reply
 
 
 # -- deployment stages ---------------------------------------------------------------------------

@@ -60,6 +60,7 @@ from quantcrew.ml_server.services.execution.rule import RULE as EXECUTION_RULE
 from quantcrew.ml_server.services.execution.rule import next_bar_returns, rule_sizes
 from quantcrew.ml_server.services.execution.service import execution_name
 from quantcrew.ml_server.services.gate import ensemble_gate, execution_gate
+from quantcrew.ml_server.services.monitor.reference import save_reference
 from quantcrew.quant import calibration
 
 __all__ = ["ENSEMBLE_RULE", "GATED_STAGE", "EnsemblePlan", "prepare_plan", "strategic_inputs", "train_ensemble"]
@@ -67,6 +68,8 @@ __all__ = ["ENSEMBLE_RULE", "GATED_STAGE", "EnsemblePlan", "prepare_plan", "stra
 FloatArray = npt.NDArray[np.float64]
 _MIN_FIT = 40
 _EXEC_MIN_ROWS = 120
+_REFERENCE_DRAWS = 16
+"""MC-dropout draws of the execution network's size per training row in its drift reference."""
 _GATE_SAMPLES = 30  # MC-dropout draws per row when the execution gate sizes with the network
 GATED_STAGE = "gated"
 """The registry stage of a version that failed its gate (stored, never deployed)."""
@@ -291,11 +294,15 @@ def _train(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentS
         "gate": gate.model_dump(mode="json"),
     }
     model = adapter.store(registry, final, name=plan.name, metadata=meta,
-                          stage=req.stage if gate.passed else GATED_STAGE)
+                          stage=req.stage if gate.passed else GATED_STAGE, trigger=req.trigger)
+    save_reference(registry.db_path, model.model_id, "ensemble", final.feature_names,  # drift: unscaled rows,
+                   plan.features[plan.first:plan.stop], np.concatenate(oos_mix)[:, CLASS_LABELS.index("up")])  # P(up)
     deployment = None
     if gate.passed and req.deploy:
         deployment = deployments.set(model_id=model.model_id, name=model.name, version=model.version,
-                                     stage=req.stage, share=req.share, ramp_seconds=req.ramp_seconds)
+                                     stage=req.stage, share=req.share, ramp_seconds=req.ramp_seconds,
+                                     action="train", reason="passed its training gate",
+                                     gate=gate.model_dump(mode="json"))
     execution = _ExecutionOutcome(None, None, None)
     if req.execution:
         ctx.report(done=progress.done, total=progress.total, message="execution network")
@@ -372,13 +379,19 @@ def _train_execution(plan: EnsemblePlan, registry: ModelRegistry, deployments: D
     gate = _execution_gate(plan, model, x[model.n_train_:], kept[model.n_train_:])
     meta = {"ensemble_model_id": ensemble_id, "symbol": req.symbol, "horizon": req.horizon, "seed": req.seed,
             "n_train": model.n_train_, "n_validation": model.n_validation_, "data_hash": b.data_hash,
+            "train_start": b.iso()[int(kept[0])], "train_end": b.iso()[int(kept[-1])],
             "validation": {"size_mae": history.size_mae, "timing_accuracy": history.timing_accuracy},
             "gate": gate.model_dump(mode="json")}
     info = adapter.store(registry, model, name=execution_name(req.symbol), metadata=meta,
-                         stage="full" if gate.passed else GATED_STAGE)
+                         stage="full" if gate.passed else GATED_STAGE, trigger=req.trigger)
+    drawn = model.sample(model.transform(x), _REFERENCE_DRAWS, req.seed)  # drift: the signed size per input row
+    save_reference(registry.db_path, info.model_id, "execution", xin.EXECUTION_INPUTS, x,
+                   x[:, 0] * np.asarray(drawn.size, dtype=np.float64).mean(axis=0))
     deployment = None
     if gate.passed and req.deploy:
-        deployment = deployments.set(model_id=info.model_id, name=info.name, version=info.version, stage="full")
+        deployment = deployments.set(model_id=info.model_id, name=info.name, version=info.version, stage="full",
+                                     action="train", reason="passed its training gate",
+                                     gate=gate.model_dump(mode="json"))
     return _ExecutionOutcome(info, gate, deployment)
 
 

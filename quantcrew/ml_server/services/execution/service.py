@@ -42,6 +42,8 @@ from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.execution import inputs as xin
 from quantcrew.ml_server.services.execution.inputs import SeededRows
 from quantcrew.ml_server.services.execution.summary import Summary, summarize
+from quantcrew.ml_server.services.monitor import capture
+from quantcrew.ml_server.services.monitor.predictions import PredictionLog
 
 if TYPE_CHECKING:
     from quantcrew.ml_server.services.execution.model import ExecutionModel
@@ -140,6 +142,8 @@ class PreparedExecution:
     direction: FloatArray
     data_hash: str
     as_of: datetime | None
+    raw: FloatArray | None = None  # the inputs before scaling (what the prediction log keeps of the last row)
+    names: tuple[str, ...] = xin.EXECUTION_INPUTS  # the names of raw's columns
 
 
 def prepare(req: ExecutionRequest, model: ExecutionModel, *, max_request_batch: int) -> PreparedExecution:
@@ -180,7 +184,7 @@ def prepare(req: ExecutionRequest, model: ExecutionModel, *, max_request_batch: 
         raise InvalidInputError(
             f"market condition '{name}' of decision {i} is {x[i, j]:g}: too large for the network, whose "
             "scaled inputs it overflows", details=[{"loc": where, "msg": "too large for the network's inputs"}])
-    return PreparedExecution(scaled, strategic[:, 0], data_hash, as_of)
+    return PreparedExecution(scaled, strategic[:, 0], data_hash, as_of, raw=x)
 
 
 def _digest(a: FloatArray) -> str:
@@ -210,8 +214,10 @@ def finish(req: ExecutionRequest, info: ModelInfo, prepared: PreparedExecution, 
 
 
 async def plan(req: ExecutionRequest, registry: ModelRegistry, deployments: DeploymentStore,
-               runtime: InferenceRuntime) -> ExecutionResponse:
+               runtime: InferenceRuntime, log: PredictionLog | None = None) -> ExecutionResponse:
     """Size (fraction of the maximum position) and timing (now / wait) per decision, with MC-dropout intervals.
+
+    The last decision's plan is logged on ``log``.
 
     The dropout masks are seeded by ``req.seed``, else by :func:`input_seed`: one plan per input.
 
@@ -230,4 +236,6 @@ async def plan(req: ExecutionRequest, registry: ModelRegistry, deployments: Depl
     run = partial(model.batch_sample, samples=samples)
     drawn: PlanSamples = await runtime.batched(f"execution:{model_id}:{samples}", "execution", run,
                                                SeededRows(prepared.x, seed))
-    return finish(req, info, prepared, drawn, samples, seed)
+    reply = finish(req, info, prepared, drawn, samples, seed)
+    capture.execution(log, req, info, prepared, reply)
+    return reply

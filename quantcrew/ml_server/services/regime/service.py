@@ -67,8 +67,13 @@ for every bar come from the walk-forward job of :mod:`quantcrew.ml_server.servic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.regime import (
+    REGIME_LABELS,
     RegimeFitRequest,
     RegimeFitResponse,
     RegimeLabelRequest,
@@ -76,7 +81,10 @@ from quantcrew.ml_server.schemas.regime import (
     RegimePredictRequest,
 )
 from quantcrew.ml_server.services.adapter import rebuild, store_fit
-from quantcrew.ml_server.services.bars import bars_from_payload
+from quantcrew.ml_server.services.bars import Bars, bars_from_payload
+from quantcrew.ml_server.services.monitor import capture
+from quantcrew.ml_server.services.monitor.predictions import PredictionLog
+from quantcrew.ml_server.services.monitor.reference import FloatArray, save_reference
 from quantcrew.ml_server.services.regime.model import RegimeDetector
 
 __all__ = ["fit", "label", "predict"]
@@ -113,11 +121,30 @@ def fit(request: RegimeFitRequest, registry: ModelRegistry, *, min_rows: int) ->
     detector = RegimeDetector(**request.model_dump(include=set(_DETECTOR_PARAMS)))
     reply = detector.to_response(bars, filtering=detector.fit_filter(bars),
                                  include_probabilities=request.include_probabilities)
-    return store_fit(registry, detector, reply, RegimeFitResponse, name=request.name, metadata=bars.provenance())
+    stored = store_fit(registry, detector, reply, RegimeFitResponse, name=request.name, metadata=bars.provenance(),
+                       trigger=request.trigger)
+    names, matrix, outputs = drift_inputs(detector, bars, reply.labels)
+    save_reference(registry.db_path, stored.model_id, "regime", names, matrix, outputs)
+    return stored
 
 
-def predict(request: RegimePredictRequest, registry: ModelRegistry) -> RegimeLabelResponse:
-    """Label new bars with a stored detector: filtered probabilities, no refit.
+def drift_inputs(detector: RegimeDetector, bars: Bars,
+                 labels: Sequence[str] | None = None) -> tuple[tuple[str, ...], FloatArray, FloatArray]:
+    """What drift compares for a regime model on ``bars``: the HMM's features of bars ``1..T-1`` (after the
+    volatility transform, before standardisation, as the prediction log records them; none on the rules
+    fallback) and each bar's label index in ``REGIME_LABELS`` (the log's output). ``labels`` already computed
+    are reused."""
+    if labels is None:
+        labels = detector.filter(bars).labels
+    outputs = np.array([REGIME_LABELS.index(label) for label in labels], dtype=np.float64)
+    if detector.hmm_ is None:
+        return (), np.zeros((len(outputs), 0)), outputs
+    return tuple(detector.features_), detector._features(bars), outputs
+
+
+def predict(request: RegimePredictRequest, registry: ModelRegistry,
+            log: PredictionLog | None = None) -> RegimeLabelResponse:
+    """Label new bars with a stored detector: filtered probabilities, no refit (logged on ``log``).
 
     Raises:
         ModelNotFoundError: unknown id, or not a regime model (404).
@@ -126,5 +153,7 @@ def predict(request: RegimePredictRequest, registry: ModelRegistry) -> RegimeLab
     """
     detector, info = rebuild(registry, request.model_id, RegimeDetector)
     bars = bars_from_payload(request.data, min_rows=2)
-    return detector.to_response(bars, model_id=info.model_id, model_version=info.version,
-                                include_probabilities=request.include_probabilities)
+    reply = detector.to_response(bars, model_id=info.model_id, model_version=info.version,
+                                 include_probabilities=request.include_probabilities)
+    capture.regime(log, request, info, detector, bars, reply)
+    return reply

@@ -38,6 +38,8 @@ from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
 from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.gate import failed_checks_text
+from quantcrew.ml_server.services.monitor import capture
+from quantcrew.ml_server.services.monitor.predictions import PredictionLog
 from quantcrew.ml_server.services.regime.model import RegimeDetector
 from quantcrew.ml_server.services.rl.backtest import BacktestMetrics
 from quantcrew.ml_server.services.rl.evaluation import (
@@ -258,8 +260,9 @@ def _check_bars(n: int) -> None:
         )
 
 
-def act(req: RLActRequest, registry: ModelRegistry, deployments: DeploymentStore | None = None) -> RLActResponse:
-    """Every selected policy's action at the last bar.
+def act(req: RLActRequest, registry: ModelRegistry, deployments: DeploymentStore | None = None,
+        log: PredictionLog | None = None) -> RLActResponse:
+    """Every selected policy's action at the last bar (each one logged on ``log``).
 
     With a ``symbol``, ``agents`` and no ``model_ids``, the policies deployed for the symbol
     answer (:func:`select_deployed`) and the gated agents are listed, not answered; every agent
@@ -286,6 +289,7 @@ def act(req: RLActRequest, registry: ModelRegistry, deployments: DeploymentStore
         policy, info = load_policy(registry, model_id)
         market = policy_market(registry, bars, info.metadata, markets)
         answer = policy.answer(observation(market, len(bars) - 1, req.position))
+        capture.rl_act(log, req, info, market, answer, bars.data_hash, bars.as_of)
         actions.append(RLAction(
             agent=info.metadata["agent"], model_id=info.model_id, model_version=info.version,
             algorithm=info.metadata["algorithm"], action=answer.action, action_label=answer.label,

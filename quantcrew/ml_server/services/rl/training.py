@@ -56,6 +56,7 @@ from quantcrew.ml_server.schemas.rl import (
 from quantcrew.ml_server.services import adapter
 from quantcrew.ml_server.services.bars import Bars
 from quantcrew.ml_server.services.deployment import DeploymentStore
+from quantcrew.ml_server.services.monitor.reference import save_reference
 from quantcrew.ml_server.services.regime.model import RegimeDetector
 from quantcrew.ml_server.services.rl.backtest import backtest
 from quantcrew.ml_server.services.rl.env import TradingEnv
@@ -153,7 +154,7 @@ def _store_detector(registry: ModelRegistry, detector: RegimeDetector, plan: Tra
     iso = plan.bars.iso()
     info = adapter.store(registry, detector, name=f"{plan.request.name_prefix}-regime", metadata={
         "data_hash": plan.bars.data_hash, "data_start": iso[0], "data_end": iso[plan.fit_last],
-        "n_bars": plan.fit_last + 1, "purpose": "rl observation"})
+        "n_bars": plan.fit_last + 1, "purpose": "rl observation"}, trigger=plan.request.trigger)
     return info.model_id
 
 
@@ -167,7 +168,8 @@ def deploy_if_passed(deployments: DeploymentStore | None, info: ModelInfo, *, ag
     if not verdict.passed or symbol is None or not symbol.strip() or deployments is None:
         return False
     deployments.set(model_id=info.model_id, name=rl_deployment_name(agent, symbol), version=info.version,
-                    stage="full")
+                    stage="full", action="train", reason="passed its training gate",
+                    gate=verdict.model_dump(mode="json"))
     return True
 
 
@@ -313,7 +315,11 @@ def train_agents(plan: TrainingPlan, registry: ModelRegistry, ctx: JobContext,
             "evaluation": evaluation.model_dump(mode="json", exclude={"model_id", "gate"}),
             "gate": verdict.model_dump(mode="json"),
         }
-        info = adapter.store(registry, policy, name=f"{req.name_prefix}-{agent}-{req.algorithm}", metadata=metadata)
+        info = adapter.store(registry, policy, name=f"{req.name_prefix}-{agent}-{req.algorithm}", metadata=metadata,
+                             trigger=req.trigger)
+        # drift: the scaled feature rows it trained on, the positions it took out of sample (what the log records)
+        save_reference(registry.db_path, info.model_id, "rl", market.feature_names,
+                       market.scaled[market.warmup:plan.train_last + 1], np.asarray(chosen.positions).ravel())
         deployed = deploy_if_passed(deployments, info, agent=agent, symbol=req.symbol, verdict=verdict)
         policies.append(RLPolicyResult(
             agent=agent, model_id=info.model_id, model_version=info.version, name=info.name,

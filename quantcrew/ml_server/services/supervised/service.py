@@ -38,6 +38,7 @@ stored model on new rows), and :func:`evaluate`, the fit and holdout evaluation 
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
 import numpy as np
 
@@ -54,6 +55,9 @@ from quantcrew.ml_server.schemas.supervised import (
 )
 from quantcrew.ml_server.services.adapter import rebuild, store_fit
 from quantcrew.ml_server.services.matrix import Matrix, matrix_from_payload
+from quantcrew.ml_server.services.monitor import capture
+from quantcrew.ml_server.services.monitor.predictions import PredictionLog
+from quantcrew.ml_server.services.monitor.reference import FloatArray, save_reference
 from quantcrew.ml_server.services.supervised.evaluation import (
     Importance,
     baseline_metrics,
@@ -88,16 +92,40 @@ def fit(request: SupervisedFitRequest, registry: ModelRegistry, *, min_rows: int
         InvalidInputError: any input the module docstring's policy refuses.
     """
     model, evaluated = evaluate(request, min_rows=min_rows)
-    return store_fit(registry, model, evaluated, SupervisedFitResponse, name=request.name, metadata={
-        "params": request.model_dump(exclude={"features", "target", "name"}), "data_hash": evaluated.data_hash,
+    stored = store_fit(registry, model, evaluated, SupervisedFitResponse, name=request.name, metadata={
+        "params": request.model_dump(exclude={"features", "target", "name", "trigger"}),
+        "data_hash": evaluated.data_hash, **_span(request.features.timestamps),
         "n_train": evaluated.n_train, "n_test": evaluated.n_test, "metrics": evaluated.metrics,
         "baseline_metrics": evaluated.baseline_metrics, "importance_method": evaluated.importance_method,
         "feature_importance": evaluated.feature_importance,
-    })
+    }, trigger=request.trigger)
+    train = matrix_from_payload(request.features, min_rows=1, field="features").values[:evaluated.n_train]
+    save_reference(registry.db_path, stored.model_id, "supervised", model.feature_names_, train,
+                   drift_outputs(model, train))
+    return stored
 
 
-def predict(request: SupervisedPredictRequest, registry: ModelRegistry) -> SupervisedPredictResponse:
-    """Predict rows with a stored model; columns must match the model's by name and order.
+def drift_outputs(model: SupervisedModel, x: FloatArray) -> FloatArray:
+    """The output scalar drift compares (the prediction log's): P(class 1) of a binary classifier, the class
+    index of a multi-class one, the prediction of a regressor."""
+    proba = model.predict_proba(x)
+    if proba is None:
+        return np.asarray(model.predict(x), dtype=np.float64)
+    if proba.shape[1] == 2:
+        return np.asarray(proba[:, 1], dtype=np.float64)
+    return np.asarray(proba.argmax(axis=1), dtype=np.float64)
+
+
+def _span(timestamps: list[datetime] | None) -> dict[str, str]:
+    """The first and last row's time, when the rows have times (recorded in the model's lineage)."""
+    if not timestamps:
+        return {}
+    return {"data_start": timestamps[0].isoformat(), "data_end": timestamps[-1].isoformat()}
+
+
+def predict(request: SupervisedPredictRequest, registry: ModelRegistry,
+            log: PredictionLog | None = None) -> SupervisedPredictResponse:
+    """Predict rows with a stored model; columns must match the model's by name and order (logged on ``log``).
 
     Raises:
         ModelNotFoundError: unknown id, or not a supervised model (404).
@@ -109,12 +137,14 @@ def predict(request: SupervisedPredictRequest, registry: ModelRegistry) -> Super
     model.check_columns(matrix.columns, "features")
     check_magnitude(matrix.values, "features.values")
     proba = model.predict_proba(matrix.values) if request.include_probabilities else None
-    return SupervisedPredictResponse(
+    reply = SupervisedPredictResponse(
         model_id=info.model_id, model_version=info.version, method_used=model.method, fallback=False,
         data_hash=matrix.data_hash, seed=info.metadata.get("params", {}).get("seed"), as_of=matrix.as_of,
         predictions=model.predict(matrix.values), probabilities=None if proba is None else proba.tolist(),
         classes=model.classes_,
     )
+    capture.supervised(log, request, info, model, matrix, reply)
+    return reply
 
 
 def _data_hash(matrix: Matrix, target: list[float] | list[str]) -> str:
