@@ -39,21 +39,22 @@ from quantcrew.crew.retraining import RetrainPolicy, RetrainReport, RetrainStore
 from quantcrew.crew.server_process import LocalServer
 from quantcrew.data.loaders import to_payload_dict
 from quantcrew.data.ohlcv import OHLCV
-from quantcrew.data.synthetic import REGIMES, RegimeParams, generate_regime_market
+from quantcrew.data.synthetic import generate_ar_market
 from quantcrew.ml_server.schemas.ensemble import EnsemblePredictRequest
 from quantcrew.ml_server.schemas.lineage import StageRequest
 from quantcrew.ml_server.schemas.monitor import OutcomeBatch
 from quantcrew.tools.client import MLClient, make_client
 
 SYMBOL = "SYNTH"
-BULL = RegimeParams(mu=0.0012, sigma=0.008, volume_level=1.0)
-BEAR = RegimeParams(mu=-0.0030, sigma=0.018, volume_level=1.6)
+MOMENTUM = {"mu": 0.0006, "phi": 0.45, "sigma": 0.008}
+"""Regime A: calm, and the next bar tends to follow the last (momentum)."""
+REVERTING = {"mu": -0.0004, "phi": -0.45, "sigma": 0.020}
+"""Regime B: volatile, and the next bar tends to undo the last (mean reversion): a model trained on A is wrong."""
 
 
-def one_regime(law: RegimeParams, n: int, *, seed: int, start: str, price: float) -> OHLCV:
-    market = generate_regime_market(n, params={name: law for name in REGIMES}, seed=seed, start=start,
-                                    start_price=price, symbol=SYMBOL)
-    return market.bars
+def ar_market(law: Mapping[str, float], n: int, *, seed: int, start: str, price: float) -> OHLCV:
+    return generate_ar_market(n, mu=law["mu"], phi=law["phi"], sigma=law["sigma"], seed=seed, start=start,
+                              start_price=price, symbol=SYMBOL)
 
 
 def concat(a: OHLCV, b: OHLCV) -> OHLCV:
@@ -68,10 +69,14 @@ def next_day(bars: OHLCV) -> str:
 
 
 class ForcedGate(HttpRetrainServer):
-    """The real server, except that the champion-vs-challenger gate always opens: a bad model gets through."""
+    """The real server, except that every gate opens: a bad model gets through (as shadow, then promoted)."""
 
     def compare(self, champion_id: str, challenger_id: str, bars: OHLCV, holdout: int) -> dict[str, Any]:
         return {"passed": True, "reason": "gate forced open by the bench"}
+
+    def promote(self, name: str, model_id: str, reason: str) -> None:
+        self.client.models_stage(model_id, StageRequest(stage="shadow", reason="bench: forced past its own gate"))
+        super().promote(name, model_id, reason)
 
 
 def step_times(report: RetrainReport) -> dict[str, float]:
@@ -100,12 +105,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--check-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--drift-bars", type=int, default=120, help="Recent bars each drift check sends.")
+    parser.add_argument("--verbose", action="store_true", help="Print every firing's steps.")
     args = parser.parse_args()
-    train: Mapping[str, Any] = {"epochs": args.epochs, "members": 1, "folds": 2, "hidden": 16}
+    train: Mapping[str, Any] = {"epochs": args.epochs, "members": 1, "folds": 2, "hidden": 16, "horizon": 1,
+                                "up_threshold": 0.001, "down_threshold": 0.001}
 
-    bull = one_regime(BULL, args.bars_a, seed=args.seed, start="2010-01-04", price=100.0)
-    bear = one_regime(BEAR, args.bars_b, seed=args.seed + 1, start=next_day(bull), price=float(bull.close[-1]))
-    tail = one_regime(BEAR, 200, seed=args.seed + 2, start=next_day(bear), price=float(bear.close[-1]))
+    bull = ar_market(MOMENTUM, args.bars_a, seed=args.seed, start="2010-01-04", price=100.0)
+    bear = ar_market(REVERTING, args.bars_b, seed=args.seed + 1, start=next_day(bull), price=float(bull.close[-1]))
+    tail = ar_market(REVERTING, 200, seed=args.seed + 2, start=next_day(bear), price=float(bear.close[-1]))
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -116,13 +124,13 @@ def main() -> None:
         store = RetrainStore(home / "runs.db")
         try:
             http = HttpRetrainServer(client)
-            base = RetrainPolicy(symbols=(SYMBOL,), drift_bars=60, holdout_bars=60, cooldown_s=0.0, train=train,
-                                 quality_metric="sharpe", rollback_limit=0.0)
+            base = RetrainPolicy(symbols=(SYMBOL,), drift_bars=args.drift_bars, holdout_bars=60, cooldown_s=0.0,
+                                 train=train, quality_metric="sharpe", rollback_limit=0.0)
 
             # 1. seed a champion on the bull bars
             started = time.perf_counter()
             seed = retrain_symbol(http, store, base, SYMBOL, bull)
-            seeded = seed.outcome
+            seeded: str = seed.outcome
             if seed.outcome != "promoted":
                 challenger = next(e.model_id for e in seed.events if e.step == "trained")
                 assert challenger is not None
@@ -138,6 +146,8 @@ def main() -> None:
             for k in range(args.step, len(bear) + 1, args.step):
                 bars = concat(bull, bear.head(k))
                 report = retrain_symbol(http, store, base, SYMBOL, bars)
+                if args.verbose:
+                    print(k, report.outcome, json.dumps([e.detail for e in report.events], default=str)[:400])
                 if any(e.step == "triggered" and e.cause == "drift" for e in report.events):
                     first_drift = k if first_drift is None else first_drift
                     retrains += 1
@@ -164,19 +174,19 @@ def main() -> None:
                                        cooldown_s=0.0, train=train)
             started = time.perf_counter()
             bad = retrain_symbol(forced, store, bad_policy, SYMBOL, concat(bull, bull.tail(60)))
-            rows.append(["forced bad model (bull-trained) promoted", bad.outcome,
-                         f"{time.perf_counter() - started:.1f}", ""])
-            settled = 0
+            rows.append(["forced bad model (trained on regime A) promoted", bad.outcome,
+                         f"{time.perf_counter() - started:.1f}", str(bad.events[-1].detail)[:90]])
             rolled: int | None = None
             t0 = len(bull) + len(bear)
             watch = RetrainPolicy(symbols=(SYMBOL,), on_drift=False, quality_metric="sharpe", rollback_limit=0.0,
                                   cooldown_s=0.0, train=train)
             started = time.perf_counter()
-            for t in range(t0, len(everything) - 1):
+            for settled, t in enumerate(range(t0, len(everything) - 1), start=1):
                 predict_and_settle(client, everything, t, settled)
-                settled += 1
                 if settled % args.check_every == 0:
                     report = retrain_symbol(http, store, watch, SYMBOL, everything.head(t + 2))
+                    if args.verbose:
+                        print("watch", settled, report.outcome, json.dumps(report.events[0].detail, default=str))
                     if report.outcome == "rolled_back":
                         rolled = settled
                         checked = report.events[0].detail

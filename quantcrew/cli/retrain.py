@@ -64,16 +64,22 @@ def retrain_command(
     holdout_bars: HoldoutOpt = 120,
     epochs: EpochsOpt = None,
     members: MembersOpt = None,
+    server_url: Annotated[str | None, typer.Option(
+        help="ML server URL; default: the home's running server, or one started locally.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the steps as JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Check each symbol's ensemble now: roll back, retrain on drift or poor quality, gate, promote or reject."""
+    """Check each symbol's ensemble now: roll back, retrain on drift or poor quality, gate, promote or reject.
+
+    Exits 0 when every symbol was checked, 4 (degraded) when some failed, 1 when all did, 2 on bad input.
+    """
     from quantcrew.crew.retrain_runner import run_policy
     from quantcrew.crew.retraining import RetrainPolicy
+    from quantcrew.crew.server_process import ServerStartError
     from quantcrew.data import DataError
     from quantcrew.tools.arguments import ToolInputError
 
-    settings = load_cli_settings(config)
+    settings = load_cli_settings(config, client__url=server_url)
     try:
         policy = RetrainPolicy.from_inputs(_policy_inputs(symbols, metric, quality_limit, rollback_limit, drift,
                                                           always, cooldown_hours, holdout_bars, epochs, members))
@@ -83,6 +89,9 @@ def retrain_command(
     try:
         with ml_server(settings, config):
             firing = run_policy(settings, policy)
+    except ServerStartError as exc:
+        err_console.print(f"[red]the ML server did not start: {escape(str(exc))}[/red]", highlight=False)
+        raise typer.Exit(ExitCode.FAILED) from exc
     except DataError as exc:
         err_console.print(f"[red]--symbols: {escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(ExitCode.BAD_INPUT) from exc

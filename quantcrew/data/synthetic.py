@@ -40,6 +40,7 @@ __all__ = [
     "REGIMES",
     "RegimeParams",
     "SyntheticMarket",
+    "generate_ar_market",
     "generate_regime_market",
     "oracle_filter",
 ]
@@ -264,3 +265,47 @@ def _resolve_params(params: Mapping[str, RegimeParams] | str | None) -> dict[str
     if missing or extra:
         raise ValueError(f"params must give exactly the regimes {REGIMES}; missing {missing}, unknown {extra}")
     return {name: params[name] for name in REGIMES}
+
+
+def generate_ar_market(n_bars: int, *, mu: float, phi: float, sigma: float, seed: int = 0,
+                       start: str = "2000-01-03", start_price: float = 100.0, symbol: str = "SYNTH") -> OHLCV:
+    """Daily bars whose log returns follow an AR(1) around ``mu``: ``r_t = mu + phi (r_{t-1} - mu) + sigma e_t``.
+
+    Unlike :func:`generate_regime_market` (independent returns within a regime), the next bar's direction
+    is predictable from the last ones (``phi > 0``: momentum; ``phi < 0``: mean reversion), so a model
+    can learn the market, and a model learned on one sign of ``phi`` is wrong on the other.
+
+    Args:
+        n_bars: Number of business-day bars (at least 2).
+        mu: Mean daily log return.
+        phi: Lag-1 autocorrelation of the returns, in (-1, 1).
+        sigma: Standard deviation of the innovations (positive).
+        seed: Seed of ``numpy.random.default_rng``.
+        start: First business day (ISO date; rolled forward).
+        start_price: Close before the first bar (each bar opens at the previous close).
+        symbol: Symbol of the bars.
+
+    Raises:
+        ValueError: ``n_bars`` < 2, ``|phi|`` >= 1 or ``sigma`` <= 0.
+    """
+    if n_bars < 2:
+        raise ValueError(f"n_bars must be at least 2, got {n_bars}")
+    if not -1.0 < phi < 1.0:
+        raise ValueError(f"phi must lie in (-1, 1) for a stationary AR(1), got {phi}")
+    if not sigma > 0.0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(n_bars)
+    returns = np.empty(n_bars)
+    prev = mu
+    for i in range(n_bars):
+        prev = mu + phi * (prev - mu) + sigma * noise[i]
+        returns[i] = prev
+    close = start_price * np.exp(np.cumsum(returns))
+    open_ = np.concatenate([[start_price], close[:-1]])
+    spread = np.abs(rng.normal(0.0, sigma / 2.0, size=n_bars))
+    days = np.busday_offset(np.datetime64(start, "D"), np.arange(n_bars), roll="forward")
+    return OHLCV(symbol=symbol, timestamps=days.astype("datetime64[ns]"), open=open_,
+                 high=np.maximum(open_, close) * (1.0 + spread), low=np.minimum(open_, close) * (1.0 - spread),
+                 close=close, volume=rng.lognormal(13.0, 0.3, size=n_bars), meta={"generator": "ar1", "mu": mu,
+                                                                                  "phi": phi, "sigma": sigma})

@@ -244,6 +244,8 @@ class MLClientBase(Generic[_H]):
     alerts_evaluate = _Post(ep.ALERTS_EVALUATE)
     monitor_event = _Post(ep.MONITOR_EVENT)
     monitor_outcomes = _Post(ep.MONITOR_OUTCOMES)
+    monitor_drift = _Post(ep.MONITOR_DRIFT)
+    monitor_drift_report = _Lookup(ep.MONITOR_DRIFT_REPORT)
     models_compare = _Post(ep.MODELS_COMPARE)
     models_cleanup = _Post(ep.MODELS_CLEANUP)
     models_stage = _OnPath(ep.MODELS_STAGE)

@@ -296,6 +296,25 @@ def test_crew_runner_calls_kickoff_with_the_schedule(settings: Settings, monkeyp
     assert calls == [({"symbols": "SP500"}, settings, "full")]
 
 
+
+def test_a_training_schedule_fires_the_retraining_pipeline_not_a_crew(settings: Settings,
+                                                                      store: ScheduleStore) -> None:
+    from quantcrew.crew.retraining import RETRAIN_KIND
+    from quantcrew.crew.server_process import free_port
+
+    settings.client.url = f"http://127.0.0.1:{free_port()}"  # nobody answers: every symbol fails, recorded
+    store.add(None, RETRAIN_KIND, {"symbols": "SP500"}, every_seconds=1)
+    scheduler = Scheduler(settings, store=store)  # the default run function: crew_runner
+    scheduler.start()
+    try:
+        wait_for(lambda: bool(finished(store)), timeout_s=20)
+    finally:
+        scheduler.stop(timeout_s=10)
+    first = finished(store)[0]
+    assert first.status == "failed" and first.run_id is None
+    assert first.error is not None and first.error.startswith("RetrainFailed: SP500: failed")
+
+
 def _child(settings: Settings, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "tests.support.scheduler_child", str(settings.home), *args],

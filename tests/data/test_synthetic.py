@@ -6,12 +6,15 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantcrew.data.synthetic import (
     DEFAULT_TRANSITION,
     PARAM_SETS,
     REGIMES,
     RegimeParams,
+    generate_ar_market,
     generate_regime_market,
     oracle_filter,
 )
@@ -135,3 +138,33 @@ def test_generate_rejects_bad_arguments(kwargs: dict, match: str) -> None:
 def test_regime_params_reject_non_positive_sigma() -> None:
     with pytest.raises(ValueError, match="positive sigma"):
         RegimeParams(mu=0.0, sigma=0.0)
+
+
+# -- the AR(1) market ----------------------------------------------------------------------------
+
+
+@settings(max_examples=15, deadline=None)
+@given(phi=st.floats(-0.8, 0.8), seed=st.integers(0, 10_000))
+def test_ar_market_returns_have_the_asked_lag_one_autocorrelation(phi: float, seed: int) -> None:
+    bars = generate_ar_market(4000, mu=0.0, phi=phi, sigma=0.01, seed=seed)
+    r = np.diff(np.log(np.concatenate([[100.0], bars.close])))
+    measured = float(np.corrcoef(r[:-1], r[1:])[0, 1])
+    assert abs(measured - phi) < 0.08  # about 5 standard errors at n = 4000
+
+
+def test_ar_market_bars_are_valid_business_days_and_reproducible() -> None:
+    a = generate_ar_market(300, mu=0.0005, phi=-0.4, sigma=0.02, seed=3, start="2020-01-04")
+    b = generate_ar_market(300, mu=0.0005, phi=-0.4, sigma=0.02, seed=3, start="2020-01-04")
+    validate_ohlcv(a)
+    assert np.array_equal(a.close, b.close)
+    assert str(a.timestamps[0])[:10] == "2020-01-06"  # a Saturday rolls forward to Monday
+    assert np.all(a.high >= np.maximum(a.open, a.close)) and np.all(a.low <= np.minimum(a.open, a.close))
+
+
+@pytest.mark.parametrize(("field", "kwargs"), [("n_bars", {"n_bars": 1}), ("phi", {"phi": 1.0}),
+                                               ("sigma", {"sigma": 0.0})])
+def test_ar_market_refuses_bad_parameters_naming_them(field: str, kwargs: dict[str, float]) -> None:
+    params: dict[str, float] = {"n_bars": 10, "mu": 0.0, "phi": 0.1, "sigma": 0.01, **kwargs}
+    n = int(params.pop("n_bars"))
+    with pytest.raises(ValueError, match=field):
+        generate_ar_market(n, **params)

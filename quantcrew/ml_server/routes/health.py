@@ -31,7 +31,8 @@ def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
     device: str | None = getattr(request.app.state, "device", None)
     if device is None:
         raise ModelNotReadyError("server is starting: device not resolved yet")
-    return ReadyResponse(ready=True, device=device, models=registry.count(), families=list(request.app.state.family_names))
+    families = list(request.app.state.family_names)
+    return ReadyResponse(ready=True, device=device, models=registry.count(), families=families)
 
 
 @ops_router.get("/metrics", response_class=Response)

@@ -103,6 +103,7 @@ def rollback(name: str, req: RollbackRequest, lifecycle: LifecycleDep, alerts: A
     """
     done = lifecycle.rollback(name, req)
     retired = done.retired.model_id if done.retired is not None else "none"
+    why = req.reason or "no reason given"
     alerts.raise_alert("model_rolled_back", severity="warning", labels={"name": name},
-                       message=f"'{name}' rolled back from {retired} to {done.model_id}: {req.reason or 'no reason given'}")
+                       message=f"'{name}' rolled back from {retired} to {done.model_id}: {why}")
     return model_response(done)

@@ -1,19 +1,17 @@
-"""Monitor family routes under ``/v1/monitor``: one module per concern, mounted here in one router.
+"""Monitor family routes under ``/v1/monitor``: one module per concern, all on the family's one router.
 
 * :mod:`.predictions`: the prediction log, outcomes and live quality per model version;
 * :mod:`.drift`: drift of inputs and outputs against each model's training reference, data quality;
-* :mod:`.alerts`: alerts fired by the rules, acknowledged and resolved.
+* :mod:`.alerts`: alerts fired by the rules, acknowledged and resolved; events reported by clients.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from quantcrew.ml_server.routes.monitor import alerts, drift, predictions
-from quantcrew.ml_server.routing import ORJSONRoute
+from quantcrew.ml_server.routes.monitor.shared import monitor_router
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/monitor", tags=["monitor"], route_class=ORJSONRoute)
-for _part in (predictions, drift, alerts):
-    router.include_router(_part.router)
+router = monitor_router
+"""The family's router: the routes of :mod:`.predictions`, :mod:`.drift` and :mod:`.alerts`, in that order."""
+_ROUTE_MODULES = (predictions, drift, alerts)  # imported for their routes

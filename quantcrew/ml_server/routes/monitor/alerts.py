@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import Body, Path, Query, Response
 
 from quantcrew.ml_server.deps import AlertsDep
-from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
+from quantcrew.ml_server.routes.monitor.shared import monitor_router
+from quantcrew.ml_server.routing import ERROR_RESPONSES, model_response
 from quantcrew.ml_server.schemas.alerts import (
     AlertAckRequest,
     AlertEvaluateRequest,
@@ -21,8 +22,9 @@ from quantcrew.ml_server.schemas.alerts import (
     MonitorEventRequest,
     Severity,
 )
+from quantcrew.ml_server.services.monitor import service
 
-router = APIRouter(route_class=ORJSONRoute)
+router = monitor_router  # routes below are added to the family's one router
 
 AlertIdPath = Annotated[int, Path(ge=1, le=2**62, description="The alert's id (from the list).")]
 
@@ -36,40 +38,38 @@ def list_alerts(
     limit: Annotated[int, Query(ge=1, le=1000, description="Most alerts to return.")] = 100,
 ) -> Response:
     """Alerts newest first: one per fingerprint (rule and labels) and firing episode, with its count."""
-    return model_response(alerts.list(status=status, severity=severity, rule=rule, limit=limit))
+    return model_response(service.list_alerts(alerts, status=status, severity=severity, rule=rule, limit=limit))
 
 
 @router.post("/alerts/evaluate", response_model=AlertEvaluation, responses=ERROR_RESPONSES)
 def evaluate_alerts(alerts: AlertsDep, req: Annotated[AlertEvaluateRequest | None, Body()] = None) -> Response:
     """Evaluate the rules now (every rule, or those named; the server also evaluates every rule each
     ``monitor.alert_interval_s``). An unknown rule name is a 422."""
-    return model_response(alerts.evaluate(rules=req.rules if req is not None else None))
+    return model_response(service.evaluate(alerts, req))
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertInfo, responses=ERROR_RESPONSES)
 def get_alert(alert_id: AlertIdPath, alerts: AlertsDep) -> Response:
     """One alert with its history (fired, notified, escalated, acknowledged, resolved); an unknown id is a 404."""
-    return model_response(alerts.get(alert_id))
+    return model_response(service.get_alert(alerts, alert_id))
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertInfo, responses=ERROR_RESPONSES)
 def acknowledge_alert(alert_id: AlertIdPath, alerts: AlertsDep,
                       req: Annotated[AlertAckRequest | None, Body()] = None) -> Response:
     """Acknowledge an alert: it stops escalating; a resolved one is a 409, an unknown id a 404."""
-    req = req or AlertAckRequest()
-    return model_response(alerts.acknowledge(alert_id, by=req.by, note=req.note))
+    return model_response(service.acknowledge(alerts, alert_id, req))
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertInfo, responses=ERROR_RESPONSES)
 def resolve_alert(alert_id: AlertIdPath, alerts: AlertsDep,
                   req: Annotated[AlertResolveRequest | None, Body()] = None) -> Response:
     """Resolve an alert by hand (again: no change); it fires anew if its condition still holds."""
-    req = req or AlertResolveRequest()
-    return model_response(alerts.resolve(alert_id, by=req.by, note=req.note))
+    return model_response(service.resolve(alerts, alert_id, req))
 
 
 @router.post("/events", response_model=MonitorEventAccepted, status_code=202, responses=ERROR_RESPONSES)
 def report_event(req: MonitorEventRequest, alerts: AlertsDep) -> Response:
     """Report a client event (its circuit breaker to this server opened); counted once per ``event_id``, read by
     the ``breaker.trips`` metric of the alert rules."""
-    return model_response(alerts.record_event(req), status_code=202)
+    return model_response(service.report_event(alerts, req), status_code=202)

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from quantcrew.ml_server.deps import LiveQualityDep, OutcomesDep, PredictionLogDep, RegistryDep
-from quantcrew.ml_server.errors import ModelNotFoundError
-from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
+from quantcrew.ml_server.routes.monitor.shared import monitor_router
+from quantcrew.ml_server.routing import ERROR_RESPONSES, model_response
 from quantcrew.ml_server.schemas.monitor import (
     ModelQuality,
     OutcomeBatch,
     OutcomeList,
     OutcomesAccepted,
-    PredictionInfo,
     PredictionList,
 )
-from quantcrew.ml_server.services.monitor.outcomes import outcome_info
+from quantcrew.ml_server.services.monitor import service
 
-router = APIRouter(route_class=ORJSONRoute)
+router = monitor_router  # routes below are added to the family's one router
 
 
 @router.post("/outcomes", response_model=OutcomesAccepted, responses=ERROR_RESPONSES)
@@ -28,27 +27,21 @@ def post_outcomes(req: OutcomeBatch, outcomes: OutcomesDep) -> Response:
     Idempotent per ``outcome_id``: the same outcome posted again is counted as ``known``; the same id with
     another value is a 409 naming the field, and nothing of the batch is written.
     """
-    inserted, known = outcomes.add(req.outcomes)
-    return model_response(OutcomesAccepted(inserted=inserted, known=known))
+    return model_response(service.record_outcomes(outcomes, req))
 
 
 @router.get("/outcomes", response_model=OutcomeList, responses=ERROR_RESPONSES)
 def list_outcomes(outcomes: OutcomesDep, subject: str | None = None,
                   limit: int = Query(default=100, ge=1, le=10_000)) -> Response:
     """The newest outcomes (of one subject), newest first."""
-    return model_response(OutcomeList(outcomes=[outcome_info(o) for o in outcomes.recent(limit, subject)]))
+    return model_response(service.list_outcomes(outcomes, subject=subject, limit=limit))
 
 
 @router.get("/predictions/{model_id}", response_model=PredictionList, responses=ERROR_RESPONSES)
 def list_predictions(model_id: str, log: PredictionLogDep, limit: int = Query(default=100, ge=1, le=10_000),
                      ) -> Response:
     """A model version's logged predictions, newest first (what is still queued is written first)."""
-    log.flush(timeout=5.0)
-    rows = log.recent(model_id, limit)
-    return model_response(PredictionList(predictions=[PredictionInfo(
-        id=r.id, at=r.at, model_id=r.model_id, name=r.name, version=r.version, family=r.family, route=r.route,
-        request_hash=r.request_hash, subject=r.subject, as_of=r.as_of, features=r.features, output=r.output,
-        label=r.label, confidence=r.confidence, shadow=r.shadow) for r in rows]))
+    return model_response(service.list_predictions(log, model_id, limit=limit))
 
 
 @router.get("/models/{model_id}", response_model=ModelQuality, responses=ERROR_RESPONSES)
@@ -57,15 +50,4 @@ async def model_quality(model_id: str, quality: LiveQualityDep, registry: Regist
 
     404 for a model id neither in the registry nor in the prediction log.
     """
-    def compute() -> ModelQuality:
-        logged = quality.resolve(model_id)
-        if logged is not None and logged[0] == model_id:
-            return quality.report(model_id)
-        try:
-            info = registry.get(model_id)
-        except ModelNotFoundError:
-            raise ModelNotFoundError(f"no model '{model_id}' in the registry or the prediction log",
-                                     details={"model_id": model_id}) from None
-        return quality.report(model_id, name=info.name, version=info.version, family=info.family)
-
-    return model_response(await run_in_threadpool(compute))
+    return model_response(await run_in_threadpool(service.model_quality, quality, registry, model_id))
