@@ -52,6 +52,10 @@ bench: $(STAMP)
 	$(PY) bench/execution_latency.py
 	$(PY) bench/walk_forward_markets.py --home $(BENCH_HOME)
 	$(PY) bench/scheduler_soak.py
+	$(PY) bench/prediction_log_overhead.py
+	$(PY) bench/drift_scenario.py
+	$(PY) bench/alert_storm.py
+	$(PY) bench/retraining_scenario.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check quantcrew tests bench examples

@@ -107,9 +107,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--drift-bars", type=int, default=120, help="Recent bars each drift check sends.")
     parser.add_argument("--verbose", action="store_true", help="Print every firing's steps.")
+    parser.add_argument("--train-bars", type=int, default=400,
+                        help="Challengers train on this many recent bars (rolling windows of half of them).")
     args = parser.parse_args()
     train: Mapping[str, Any] = {"epochs": args.epochs, "members": 1, "folds": 2, "hidden": 16, "horizon": 1,
-                                "up_threshold": 0.001, "down_threshold": 0.001}
+                                "up_threshold": 0.001, "down_threshold": 0.001, "scheme": "rolling",
+                                "train_size": args.train_bars // 2}
 
     bull = ar_market(MOMENTUM, args.bars_a, seed=args.seed, start="2010-01-04", price=100.0)
     bear = ar_market(REVERTING, args.bars_b, seed=args.seed + 1, start=next_day(bull), price=float(bull.close[-1]))
@@ -125,7 +128,7 @@ def main() -> None:
         try:
             http = HttpRetrainServer(client)
             base = RetrainPolicy(symbols=(SYMBOL,), drift_bars=args.drift_bars, holdout_bars=60, cooldown_s=0.0,
-                                 train=train, quality_metric="sharpe", rollback_limit=0.0)
+                                 train=train, train_bars=args.train_bars, quality_metric="sharpe", rollback_limit=0.0)
 
             # 1. seed a champion on the bull bars
             started = time.perf_counter()

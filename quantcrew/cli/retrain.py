@@ -33,14 +33,16 @@ AlwaysOpt = Annotated[bool, typer.Option(help="Retrain on every firing (the sche
 CooldownOpt = Annotated[float, typer.Option(min=0.0, help="Hours during which one cause cannot start a second "
                                                           "retraining.")]
 HoldoutOpt = Annotated[int, typer.Option(min=10, help="Last bars kept out of training for the gate.")]
+TrainBarsOpt = Annotated[int | None, typer.Option(min=100, help="Train the challenger on the most recent N bars "
+                                                                "before the holdout only; default: all of them.")]
 EpochsOpt = Annotated[int | None, typer.Option(min=1, help="Training epochs of the challenger (default: the "
                                                            "server's).")]
 MembersOpt = Annotated[int | None, typer.Option(min=1, help="Ensemble members per architecture.")]
 
 
 def _policy_inputs(symbols: str, metric: str, quality_limit: float | None, rollback_limit: float | None,
-                   drift: bool, always: bool, cooldown_hours: float, holdout_bars: int, epochs: int | None,
-                   members: int | None) -> dict[str, Any]:
+                   drift: bool, always: bool, cooldown_hours: float, holdout_bars: int, train_bars: int | None,
+                   epochs: int | None, members: int | None) -> dict[str, Any]:
     from quantcrew.crew.retraining import RetrainPolicy
     from quantcrew.tools.arguments import parse_names
 
@@ -48,7 +50,8 @@ def _policy_inputs(symbols: str, metric: str, quality_limit: float | None, rollb
     inputs: dict[str, Any] = {
         "symbols": ",".join(parse_names(symbols, field="symbols")), "quality_metric": metric,
         "quality_limit": quality_limit, "rollback_limit": rollback_limit, "on_drift": drift, "always": always,
-        "cooldown_s": cooldown_hours * 3600.0, "holdout_bars": holdout_bars, "train": train}
+        "cooldown_s": cooldown_hours * 3600.0, "holdout_bars": holdout_bars, "train_bars": train_bars,
+        "train": train}
     RetrainPolicy.from_inputs(inputs)  # refuse now what a firing would refuse later
     return inputs
 
@@ -62,6 +65,7 @@ def retrain_command(
     always: AlwaysOpt = False,
     cooldown_hours: CooldownOpt = 168.0,
     holdout_bars: HoldoutOpt = 120,
+    train_bars: TrainBarsOpt = None,
     epochs: EpochsOpt = None,
     members: MembersOpt = None,
     server_url: Annotated[str | None, typer.Option(
@@ -82,7 +86,8 @@ def retrain_command(
     settings = load_cli_settings(config, client__url=server_url)
     try:
         policy = RetrainPolicy.from_inputs(_policy_inputs(symbols, metric, quality_limit, rollback_limit, drift,
-                                                          always, cooldown_hours, holdout_bars, epochs, members))
+                                                          always, cooldown_hours, holdout_bars, train_bars, epochs,
+                                                          members))
     except (ValueError, ToolInputError) as exc:
         err_console.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(ExitCode.BAD_INPUT) from exc
@@ -121,6 +126,7 @@ def schedule_add_training(
     always: AlwaysOpt = False,
     cooldown_hours: CooldownOpt = 168.0,
     holdout_bars: HoldoutOpt = 120,
+    train_bars: TrainBarsOpt = None,
     epochs: EpochsOpt = None,
     members: MembersOpt = None,
     config: ConfigOpt = None,
@@ -141,7 +147,7 @@ def schedule_add_training(
     settings = load_cli_settings(config)
     try:
         inputs = _policy_inputs(symbols, metric, quality_limit, rollback_limit, drift, always, cooldown_hours,
-                                holdout_bars, epochs, members)
+                                holdout_bars, train_bars, epochs, members)
         for name in inputs["symbols"].split(","):
             load_symbol(name, data_dir=settings.data.data_dir, max_gap_days=settings.data.max_gap_days)
     except DataError as exc:

@@ -77,6 +77,8 @@ class RetrainPolicy:
         cooldown_s: Seconds during which a cause that started a retraining cannot start another.
         drift_bars: Recent bars sent for the drift check.
         holdout_bars: Last bars kept out of the challenger's training and used by the gate.
+        train_bars: Most recent bars (before the holdout) the challenger is trained on; None: all of them.
+            After a regime change, the bars before it teach the old market.
         train: Extra fields for the training request (epochs, members, ...).
     """
 
@@ -89,6 +91,7 @@ class RetrainPolicy:
     cooldown_s: float = 7 * 86400.0
     drift_bars: int = 120
     holdout_bars: int = 120
+    train_bars: int | None = None
     train: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -114,6 +117,9 @@ class RetrainPolicy:
             value = getattr(policy, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 10:
                 raise ValueError(f"{name} must be a whole number of bars >= 10, got {value!r}")
+        if policy.train_bars is not None and (isinstance(policy.train_bars, bool)
+                                              or not isinstance(policy.train_bars, int) or policy.train_bars < 100):
+            raise ValueError(f"train_bars must be a whole number of bars >= 100 or null, got {policy.train_bars!r}")
         if not isinstance(policy.train, Mapping):
             raise ValueError("train must be a mapping of training request fields")
         return policy
@@ -307,6 +313,8 @@ def _steps(server: RetrainServer, store: RetrainStore, policy: RetrainPolicy, sy
     if holdout < 10:
         raise ValueError(f"{len(bars)} bars leave no holdout of 10 bars for the gate (a quarter at most is held out)")
     train_bars = bars.head(len(bars) - holdout)
+    if policy.train_bars is not None:
+        train_bars = train_bars.tail(policy.train_bars)
     challenger = server.train(symbol, name, train_bars, trigger=cause, fields=policy.train)
     yield "trained", {"cause": cause, "model_id": challenger, "champion_id": champion,
                       "detail": {"bars": len(train_bars), "holdout": holdout}}

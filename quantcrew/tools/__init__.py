@@ -37,6 +37,8 @@ __all__ = [
     "EnsembleSignalTool",
     "ExecutionPlanInput",
     "ExecutionPlanTool",
+    "ExplainSignalInput",
+    "ExplainSignalTool",
     "ToolInputError",
     "ToolResult",
     "all_tools",
@@ -72,6 +74,8 @@ _WHERE = {
     "EnsembleSignalTool": "quantcrew.tools.ensemble",
     "ExecutionPlanInput": "quantcrew.tools.execution",
     "ExecutionPlanTool": "quantcrew.tools.execution",
+    "ExplainSignalInput": "quantcrew.tools.explain",
+    "ExplainSignalTool": "quantcrew.tools.explain",
     "all_tools": "quantcrew.tools.langchain",
     "as_langchain_tools": "quantcrew.tools.langchain",
 }
@@ -85,6 +89,7 @@ if TYPE_CHECKING:
     from quantcrew.tools.ensemble import EnsembleSignalInput, EnsembleSignalTool
     from quantcrew.tools.errors import MLClientError
     from quantcrew.tools.execution import ExecutionPlanInput, ExecutionPlanTool
+    from quantcrew.tools.explain import ExplainSignalInput, ExplainSignalTool
     from quantcrew.tools.factors import FactorAnalysisInput, FactorAnalysisTool
     from quantcrew.tools.langchain import all_tools, as_langchain_tools
     from quantcrew.tools.regime import RegimeDetectionInput, RegimeDetectionTool

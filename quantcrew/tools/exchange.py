@@ -17,9 +17,8 @@ ask "is it up now?", and an open breaker must not hide the answer.
 
 When the breaker opens, a client made with ``report_trips`` (``make_client`` does) tells the
 server (``POST /v1/monitor/events``, kind ``breaker_open``, which the server's alert rules count),
-best effort: at once when the
-fault that opened it was an answer from the server (it still answers), else after the next call
-that succeeds. A report that fails is kept for the next chance; it never raises into the call.
+best effort, after the next call that succeeds (never past an open breaker: a struggling server is
+not sent more). A report that fails is kept for the next chance; it never raises into the call.
 """
 
 from __future__ import annotations
@@ -282,10 +281,6 @@ class MLClientBase(Generic[_H]):
                 except MLClientError as exc:
                     delay = self._retry_delay(endpoint, exc, attempts - 1)
                     if delay is None:
-                        if isinstance(exc, MLResponseError):  # the server answered: it may take the report
-                            self._record(endpoint, attempts, started, status, False)
-                            recorded = True
-                            yield from self._report_trips()
                         raise
                     yield Wait(delay)
                     continue

@@ -23,6 +23,7 @@ def _classes() -> list[type[QuantTool]]:
     from quantcrew.tools.clustering import ClusteringTool
     from quantcrew.tools.ensemble import EnsembleSignalTool
     from quantcrew.tools.execution import ExecutionPlanTool
+    from quantcrew.tools.explain import ExplainSignalTool
     from quantcrew.tools.factors import FactorAnalysisTool
     from quantcrew.tools.regime import RegimeDetectionTool
     from quantcrew.tools.risk import RiskMetricsTool
@@ -30,12 +31,12 @@ def _classes() -> list[type[QuantTool]]:
     from quantcrew.tools.strategy import StrategySignalTool
 
     return [RegimeDetectionTool, RiskMetricsTool, FactorAnalysisTool, ClusteringTool, AnomalyDetectionTool,
-            StrategySignalTool, AgentSelectionTool, EnsembleSignalTool, ExecutionPlanTool]
+            StrategySignalTool, AgentSelectionTool, EnsembleSignalTool, ExecutionPlanTool, ExplainSignalTool]
 
 
 TOOL_CLASSES: tuple[str, ...] = (
     "RegimeDetectionTool", "RiskMetricsTool", "FactorAnalysisTool", "ClusteringTool", "AnomalyDetectionTool",
-    "StrategySignalTool", "AgentSelectionTool", "EnsembleSignalTool", "ExecutionPlanTool",
+    "StrategySignalTool", "AgentSelectionTool", "EnsembleSignalTool", "ExecutionPlanTool", "ExplainSignalTool",
 )
 """Every tool quantcrew exports, by class name, in the order :func:`all_tools` builds them."""
 

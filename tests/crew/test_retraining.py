@@ -103,6 +103,15 @@ def test_drift_trains_a_challenger_on_bars_before_the_holdout_and_promotes_it_pa
     assert [e.step for e in store.events(model_name("SYNTH"))] == steps(report)
 
 
+def test_train_bars_keeps_the_challenger_on_the_most_recent_bars_before_the_holdout(
+        store: RetrainStore, bars: OHLCV) -> None:
+    server = FakeServer(drifted=True)
+    policy = RetrainPolicy(symbols=("SYNTH",), holdout_bars=60, train_bars=150)
+    retrain_symbol(server, store, policy, "SYNTH", bars, now=lambda: NOW)
+    assert ("train", (150, "drift")) in server.calls
+    assert ("compare", ("v1", "v2", 60)) in server.calls
+
+
 def test_a_challenger_that_fails_the_gate_is_retired_with_the_reason(store: RetrainStore, bars: OHLCV) -> None:
     server = FakeServer(drifted=True, gate_passes=False)
     report = retrain_symbol(server, store, POLICY, "SYNTH", bars, now=lambda: NOW)
@@ -176,6 +185,7 @@ def test_too_few_bars_for_a_holdout_fail_the_firing_and_say_why(store: RetrainSt
     ({"symbols": "SP500", "colour": 1}, "colour"),
     ({"symbols": "SP500", "holdout_bars": 3}, "holdout_bars"),
     ({"symbols": "SP500", "cooldown_s": -1}, "cooldown_s"),
+    ({"symbols": "SP500", "train_bars": 20}, "train_bars"),
 ])
 def test_bad_schedule_inputs_are_refused_naming_the_field(inputs: dict[str, Any], field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):

@@ -89,15 +89,19 @@ def test_an_unreachable_server_hears_of_the_trip_after_the_next_successful_call(
     assert client.last_call is not None and client.last_call.endpoint == "list_models"
 
 
-def test_a_server_that_still_answers_hears_of_the_trip_at_once(
+def test_a_server_that_answers_with_faults_hears_of_the_trip_only_once_a_call_succeeds(
         parts: tuple[MLClient, Network, CircuitBreaker, Clock, TestClient]) -> None:
-    client, network, breaker, _, app_client = parts
+    client, network, breaker, clock, app_client = parts
     network.faulty = True
     for _ in range(2):
         with pytest.raises(MLServerFault):
             client.list_models()
-    assert breaker.state is BreakerState.OPEN and breaker.pending_trips == 0
-    assert network.paths.count("/v1/monitor/events") == 1
+    assert breaker.state is BreakerState.OPEN and breaker.pending_trips == 1
+    assert "/v1/monitor/events" not in network.paths  # an open breaker sends a struggling server nothing more
+    network.faulty = False
+    clock.now += 30.0
+    client.list_models()
+    assert network.paths.count("/v1/monitor/events") == 1 and breaker.pending_trips == 0
     (alert,) = _breaker_alerts(app_client)
     assert alert["value"] == 1.0
 
@@ -117,12 +121,14 @@ def test_a_report_that_cannot_be_sent_is_kept_and_never_raises_into_the_call(
         return real_send(request)
 
     network.send = down_for_reports  # type: ignore[method-assign]
-    with pytest.raises(MLServerFault):  # the call's own error, not the report's
+    with pytest.raises(MLServerFault):
         client.list_models()
     assert breaker.pending_trips == 1
-    network.send = real_send  # type: ignore[method-assign]
     network.faulty = False
     clock.now += 30.0
+    client.list_models()  # succeeds; its report fails and is kept, the call's answer still comes back
+    assert breaker.pending_trips == 1 and client.last_call is not None and client.last_call.endpoint == "list_models"
+    network.send = real_send  # type: ignore[method-assign]
     client.list_models()
     assert breaker.pending_trips == 0 and len(_breaker_alerts(app_client)) == 1
 
