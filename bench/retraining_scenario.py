@@ -46,9 +46,9 @@ from quantcrew.ml_server.schemas.monitor import OutcomeBatch
 from quantcrew.tools.client import MLClient, make_client
 
 SYMBOL = "SYNTH"
-MOMENTUM = {"mu": 0.0006, "phi": 0.45, "sigma": 0.008}
+MOMENTUM = {"mu": 0.0006, "phi": 0.7, "sigma": 0.008}
 """Regime A: calm, and the next bar tends to follow the last (momentum)."""
-REVERTING = {"mu": -0.0004, "phi": -0.45, "sigma": 0.020}
+REVERTING = {"mu": -0.0004, "phi": -0.7, "sigma": 0.020}
 """Regime B: volatile, and the next bar tends to undo the last (mean reversion): a model trained on A is wrong."""
 
 
@@ -107,12 +107,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--drift-bars", type=int, default=120, help="Recent bars each drift check sends.")
     parser.add_argument("--verbose", action="store_true", help="Print every firing's steps.")
-    parser.add_argument("--train-bars", type=int, default=400,
-                        help="Challengers train on this many recent bars (rolling windows of half of them).")
+    parser.add_argument("--train-bars", type=int, default=400, help="Challengers train on this many recent bars.")
+    parser.add_argument("--members", type=int, default=1, help="Ensemble members per architecture.")
+    parser.add_argument("--hidden", type=int, default=16, help="Ensemble width.")
     args = parser.parse_args()
-    train: Mapping[str, Any] = {"epochs": args.epochs, "members": 1, "folds": 2, "hidden": 16, "horizon": 1,
-                                "up_threshold": 0.001, "down_threshold": 0.001, "scheme": "rolling",
-                                "train_size": args.train_bars // 2}
+    train: Mapping[str, Any] = {"epochs": args.epochs, "members": args.members, "folds": 2, "hidden": args.hidden,
+                                "horizon": 1, "up_threshold": 0.001, "down_threshold": 0.001}
 
     bull = ar_market(MOMENTUM, args.bars_a, seed=args.seed, start="2010-01-04", price=100.0)
     bear = ar_market(REVERTING, args.bars_b, seed=args.seed + 1, start=next_day(bull), price=float(bull.close[-1]))

@@ -45,9 +45,10 @@ def list_predictions(model_id: str, log: PredictionLogDep, limit: int = Query(de
 
 
 @router.get("/models/{model_id}", response_model=ModelQuality, responses=ERROR_RESPONSES)
-async def model_quality(model_id: str, quality: LiveQualityDep, registry: RegistryDep) -> Response:
+async def model_quality(model_id: str, quality: LiveQualityDep, registry: RegistryDep,
+                        log: PredictionLogDep) -> Response:
     """Live quality of one model version over sliding windows of its settled predictions, with sample counts.
 
     404 for a model id neither in the registry nor in the prediction log.
     """
-    return model_response(await run_in_threadpool(service.model_quality, quality, registry, model_id))
+    return model_response(await run_in_threadpool(service.model_quality, quality, registry, model_id, log))

@@ -203,15 +203,18 @@ class LiveQuality:
         return next((m for m in found if m[0] == model), None) or next((m for m in found if m[1] == model), None)
 
     def report(self, model_id: str, *, name: str | None = None, version: int | None = None,
-               family: str | None = None) -> ModelQuality:
+               family: str | None = None, cached: bool = True) -> ModelQuality:
         """The quality of one model version (its identity from the log, or as given for one never logged).
+
+        ``cached``: a report computed less than ``cache_s`` ago may answer (scrapes, alert evaluations); False
+        computes it now (the API: a client that just posted an outcome sees it counted).
 
         Raises:
             NotFoundError: no prediction was logged for ``model_id`` and no identity was given.
         """
-        cached = self._cache.get(model_id)
-        if cached is not None and time.monotonic() - cached[0] < self.cache_s:
-            return cached[1]
+        recent = self._cache.get(model_id) if cached else None
+        if recent is not None and time.monotonic() - recent[0] < self.cache_s:
+            return recent[1]
         known = self.resolve(model_id)
         if known is None or known[0] != model_id:
             if name is None or version is None or family is None:

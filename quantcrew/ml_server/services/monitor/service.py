@@ -105,21 +105,26 @@ def list_predictions(log: PredictionLog, model_id: str, *, limit: int) -> Predic
         label=r.label, confidence=r.confidence, shadow=r.shadow) for r in rows])
 
 
-def model_quality(quality: LiveQuality, registry: ModelRegistry, model_id: str) -> ModelQuality:
-    """Live quality of one model version: known to the prediction log, or else to the registry (no samples yet).
+def model_quality(quality: LiveQuality, registry: ModelRegistry, model_id: str,
+                  log: PredictionLog | None = None) -> ModelQuality:
+    """Live quality of one model version, computed now: known to the prediction log, or else to the registry (no
+    samples yet). Predictions still queued in ``log`` are written first, so an answer asked for just after a
+    prediction and its outcome counts both.
 
     Raises:
         ModelNotFoundError: ``model_id`` is in neither (404).
     """
+    if log is not None:
+        log.flush(timeout=5.0)
     logged = quality.resolve(model_id)
     if logged is not None and logged[0] == model_id:
-        return quality.report(model_id)
+        return quality.report(model_id, cached=False)
     try:
         info = registry.get(model_id)
     except ModelNotFoundError:
         raise ModelNotFoundError(f"no model '{model_id}' in the registry or the prediction log",
                                  details={"model_id": model_id}) from None
-    return quality.report(model_id, name=info.name, version=info.version, family=info.family)
+    return quality.report(model_id, name=info.name, version=info.version, family=info.family, cached=False)
 
 
 # -- drift -----------------------------------------------------------------------------------------

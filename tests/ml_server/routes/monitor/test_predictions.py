@@ -208,6 +208,16 @@ def test_model_quality_reads_settled_predictions_and_404s_an_unknown_id(served: 
     metrics = served.get("/metrics").text
     assert f'quantcrew_model_quality_samples{{family="ensemble",metric="brier",model_id="{model_id}"' in metrics
     assert "quantcrew_predictions_logged_total" in metrics
+    # one more prediction and its outcome, asked for at once (no flush by the test): the answer counts them
+    values = rng.normal(size=(8, len(FEATURE_NAMES))).round(4).tolist()
+    stamps = [f"2024-01-{d:02d}" for d in range(7, 15)]
+    body = {"features": {"columns": list(FEATURE_NAMES), "values": values, "timestamps": stamps}, "symbol": "Q",
+            "include_rl": False}
+    assert served.post("/v1/ensemble/predict", json=body).status_code == 200
+    served.post("/v1/monitor/outcomes", json={"outcomes": [{"outcome_id": "q7", "subject": "Q", "as_of": stamps[-1],
+                                                            "realised_return": 0.01}]})
+    fresh = served.get(f"/v1/monitor/models/{model_id}").json()
+    assert (fresh["predictions"], fresh["settled"]) == (7, 7)
 
 
 def test_the_log_switched_off_records_nothing(settings: Settings, sp500: dict[str, Any]) -> None:
