@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from quantcrew.ml_server.deps import MetricsDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import DeploymentsDep, MetricsDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_matrix
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.decompose import (
@@ -39,7 +39,11 @@ def fit(req: DecomposeFitRequest, settings: SettingsDep, registry: RegistryDep, 
 
 
 @router.post("/transform", response_model=DecomposeTransformResponse, responses=ERROR_RESPONSES)
-def transform(req: DecomposeTransformRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
-    """Project new rows onto a stored model's components (no refit)."""
+def transform(req: DecomposeTransformRequest, settings: SettingsDep, registry: RegistryDep,
+              deployments: DeploymentsDep) -> Response:
+    """Project new rows onto a stored model's components (no refit).
+
+    The model is a pinned `model_id`, or the version the deployment stages of `name` route the request to.
+    """
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    return model_response(service.transform(req, registry))
+    return model_response(service.transform(req, registry, deployments))

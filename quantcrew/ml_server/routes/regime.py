@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from quantcrew.ml_server.deps import JobsDep, MetricsDep, PredictionLogDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import DeploymentsDep, JobsDep, MetricsDep, PredictionLogDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.jobs import JobInfo
@@ -57,9 +57,12 @@ def causal_labels(req: RegimeCausalRequest, settings: SettingsDep, jobs: JobsDep
 
 @router.post("/predict", response_model=RegimeLabelResponse, responses=ERROR_RESPONSES)
 async def predict(req: RegimePredictRequest, settings: SettingsDep, registry: RegistryDep,
-                  predictions: PredictionLogDep) -> Response:
-    """Label new bars with a stored model: filtered probabilities, no refit."""
+                  predictions: PredictionLogDep, deployments: DeploymentsDep) -> Response:
+    """Label new bars with a stored model: filtered probabilities, no refit.
+
+    The model is a pinned `model_id`, or the version the deployment stages of `name` route the request to.
+    """
     check_rows(req.data, max_rows=settings.server.max_rows)
     if len(req.data) <= _INLINE_ROWS:
-        return model_response(service.predict(req, registry, predictions))
-    return model_response(await run_in_threadpool(service.predict, req, registry, predictions))
+        return model_response(service.predict(req, registry, predictions, deployments))
+    return model_response(await run_in_threadpool(service.predict, req, registry, predictions, deployments))

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from quantcrew.ml_server.schemas.common import ModelInfo, OHLCVPayload, Provenance, TriggerField, WireModel
+from quantcrew.ml_server.schemas.serving import ServedReply, ServedRequest
 
 __all__ = [
     "ANOMALY_FEATURES",
@@ -73,10 +74,10 @@ class AnomalyFitRequest(AnomalyRequest):
     trigger: TriggerField = "manual"
 
 
-class AnomalyScoreRequest(WireModel):
-    """Score new bars with a stored model (no refit; the threshold is the one learned at fit)."""
+class AnomalyScoreRequest(ServedRequest):
+    """Score new bars with a stored model (no refit; the threshold is the one learned at fit): a pinned `model_id`
+    (from /v1/anomaly/fit) or the deployed version of `name`."""
 
-    model_id: str = Field(min_length=1, max_length=64, description="Id returned by /v1/anomaly/fit.")
     data: OHLCVPayload
     top_k: int = Field(default=10, ge=1, le=100, description="How many of the highest-scoring bars to list.")
 
@@ -91,7 +92,7 @@ class AnomalyPoint(WireModel):
     flagged: bool = Field(description="Score above the threshold.")
 
 
-class AnomalyResponse(Provenance):
+class AnomalyResponse(Provenance, ServedReply):
     """Per-bar anomaly scores and flags, most anomalous bars first in ``top``."""
 
     timestamps: list[str] = Field(

@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from quantcrew.ml_server.schemas.common import ModelInfo, Provenance, TriggerField, WireModel
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
+from quantcrew.ml_server.schemas.serving import ServedReply, ServedRequest
 
 __all__ = [
     "ClusterCovariance",
@@ -132,15 +133,15 @@ class ClusterFitResponse(ClusterResponse):
     model: ModelInfo
 
 
-class ClusterPredictRequest(WireModel):
-    """Assign new rows to a stored model's clusters (no refit)."""
+class ClusterPredictRequest(ServedRequest):
+    """Assign new rows to a stored model's clusters (no refit): a pinned `model_id` (from /v1/cluster/fit) or the
+    deployed version of `name`."""
 
-    model_id: str = Field(min_length=1, max_length=64, description="Id returned by /v1/cluster/fit.")
     data: MatrixPayload = Field(
         description="Rows to assign; its columns must be the fitted ones, by name and in the same order.")
 
 
-class ClusterPredictResponse(Provenance):
+class ClusterPredictResponse(Provenance, ServedReply):
     """The cluster of each new row."""
 
     names: list[str] = Field(description="ISO time of each row, or its index when undated.")

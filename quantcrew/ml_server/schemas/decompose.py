@@ -26,6 +26,7 @@ from pydantic import Field
 
 from quantcrew.ml_server.schemas.common import ModelInfo, Provenance, TriggerField, WireModel
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
+from quantcrew.ml_server.schemas.serving import ServedReply, ServedRequest
 
 __all__ = [
     "DecomposeFitRequest",
@@ -139,15 +140,15 @@ class DecomposeFitResponse(DecomposeResponse):
     model: ModelInfo
 
 
-class DecomposeTransformRequest(WireModel):
-    """Project new rows onto a stored model's components (no refit)."""
+class DecomposeTransformRequest(ServedRequest):
+    """Project new rows onto a stored model's components (no refit): a pinned `model_id` (from /v1/decompose/fit)
+    or the deployed version of `name`."""
 
-    model_id: str = Field(min_length=1, max_length=64, description="Id returned by /v1/decompose/fit.")
     data: MatrixPayload = Field(
         description="Rows to project; its columns must be the fitted ones, by name and in the same order.")
 
 
-class DecomposeTransformResponse(Provenance):
+class DecomposeTransformResponse(Provenance, ServedReply):
     """Component scores of each new row."""
 
     columns: list[str] = Field(description="Component names: 'pc1', ... / 'ic1', ... / 'nmf1', ...")

@@ -7,6 +7,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from quantcrew.ml_server.schemas.common import ModelInfo, OHLCVPayload, Provenance, TriggerField, WireModel
+from quantcrew.ml_server.schemas.serving import ServedReply, ServedRequest
 
 __all__ = [
     "REGIME_FEATURES",
@@ -94,10 +95,10 @@ class RegimeFitRequest(RegimeLabelRequest):
     trigger: TriggerField = "manual"
 
 
-class RegimePredictRequest(WireModel):
-    """Label new bars with a stored model (no refit)."""
+class RegimePredictRequest(ServedRequest):
+    """Label new bars with a stored model (no refit): a pinned `model_id` (from /v1/regime/fit) or the deployed
+    version of `name`."""
 
-    model_id: str = Field(min_length=1, max_length=64, description="Id returned by /v1/regime/fit.")
     data: OHLCVPayload
     include_probabilities: bool = Field(
         default=True, description="Return the per-bar filtered probabilities (most of the reply's size).",
@@ -140,7 +141,7 @@ class RegimeTrendInfo(WireModel):
     bear_drawdown: float = Field(description="Calm-day drawdown at which a falling market reads as a bear market.")
 
 
-class RegimeLabelResponse(Provenance):
+class RegimeLabelResponse(Provenance, ServedReply):
     """Per-bar regimes from FILTERED probabilities of ONE fit on the bars sent.
 
     Each bar's filter and trend reading use bars <= t, but the model, its feature scaling and

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from quantcrew.ml_server.schemas.common import BoundedFloat, ModelInfo, Provenance, TriggerField, WireModel
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
+from quantcrew.ml_server.schemas.serving import ServedReply, ServedRequest
 
 __all__ = [
     "ImportanceKind",
@@ -147,17 +148,17 @@ class SupervisedFitResponse(Provenance):
     )
 
 
-class SupervisedPredictRequest(WireModel):
-    """Predict rows with a stored model (no refit)."""
+class SupervisedPredictRequest(ServedRequest):
+    """Predict rows with a stored model (no refit): a pinned `model_id` (from /v1/supervised/fit) or the deployed
+    version of `name`."""
 
-    model_id: str = Field(min_length=1, max_length=64, description="Id returned by /v1/supervised/fit.")
     features: MatrixPayload = Field(description="Rows to predict: the model's columns, by name and in order.")
     include_probabilities: bool = Field(
         default=False, description="Classification: also return class probabilities (ignored for regression).",
     )
 
 
-class SupervisedPredictResponse(Provenance):
+class SupervisedPredictResponse(Provenance, ServedReply):
     """Predictions of a stored model."""
 
     predictions: list[float] | list[str] = Field(description="One prediction per row: a number or a class label.")

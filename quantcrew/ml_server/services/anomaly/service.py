@@ -33,10 +33,12 @@ from quantcrew.ml_server.schemas.anomaly import (
     AnomalyResponse,
     AnomalyScoreRequest,
 )
+from quantcrew.ml_server.services import serving
 from quantcrew.ml_server.services.adapter import rebuild, store_fit
 from quantcrew.ml_server.services.anomaly.features import build_features, resolve_features, warmup_bars
 from quantcrew.ml_server.services.anomaly.model import METHOD, AnomalyDetector
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
+from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.monitor import capture
 from quantcrew.ml_server.services.monitor.predictions import PredictionLog
 from quantcrew.ml_server.services.monitor.reference import FloatArray, save_reference
@@ -80,20 +82,29 @@ def drift_inputs(detector: AnomalyDetector, bars: Bars) -> tuple[tuple[str, ...]
     return tuple(detector.features_), scored.features, scored.scores
 
 
-def score(request: AnomalyScoreRequest, registry: ModelRegistry,
-          log: PredictionLog | None = None) -> AnomalyResponse:
+def score(request: AnomalyScoreRequest, registry: ModelRegistry, log: PredictionLog | None = None,
+          deployments: DeploymentStore | None = None) -> AnomalyResponse:
     """Score new bars with a stored detector: the fit's scaler, forest and threshold, no refit (logged on ``log``).
+
+    The detector is the pinned ``model_id``, or the version the deployment stages of ``name`` route the
+    request to (its shadows run too: see :mod:`~quantcrew.ml_server.services.serving`).
 
     Raises:
         ModelNotFoundError: unknown id, or not an anomaly model (404).
+        NotFoundError: a name with no deployed version (404).
         ArtifactIntegrityError: the stored artifact is refused or does not rebuild (409).
         InvalidInputError: no bar left after the warm-up, or the model needs volume the bars lack.
     """
-    detector, info = rebuild(registry, request.model_id, AnomalyDetector)
     bars = bars_from_payload(request.data, min_rows=2)
-    reply = detector.to_response(bars, top_k=request.top_k, model_id=info.model_id, model_version=info.version)
-    capture.anomaly(log, request, info, detector, bars, reply, build_features, warmup_bars)
-    return reply
+
+    def answer(model_id: str, sink: PredictionLog | None) -> AnomalyResponse:
+        detector, info = rebuild(registry, model_id, AnomalyDetector)
+        reply = detector.to_response(bars, top_k=request.top_k, model_id=info.model_id, model_version=info.version)
+        capture.anomaly(sink, request, info, detector, bars, reply, build_features, warmup_bars)
+        return reply
+
+    return serving.serve(request, deployments, log, answer,
+                         lambda reply: {"score": reply.current_score, "flagged": reply.current_flagged})
 
 
 def _fitted(request: AnomalyRequest, min_rows: int) -> tuple[AnomalyDetector, Bars]:

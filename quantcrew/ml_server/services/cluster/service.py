@@ -50,8 +50,10 @@ from quantcrew.ml_server.schemas.cluster import (
     ClusterRequest,
     ClusterResponse,
 )
+from quantcrew.ml_server.services import serving
 from quantcrew.ml_server.services.adapter import rebuild, store_fit
 from quantcrew.ml_server.services.cluster.model import ClusterModel
+from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.matrix import Matrix, finite_list, finite_rows, matrix_from_payload
 from quantcrew.ml_server.services.monitor import capture
 from quantcrew.ml_server.services.monitor.predictions import PredictionLog
@@ -110,27 +112,35 @@ def fit(request: ClusterFitRequest, registry: ModelRegistry, *, min_rows: int) -
     return stored
 
 
-def predict(request: ClusterPredictRequest, registry: ModelRegistry,
-            log: PredictionLog | None = None) -> ClusterPredictResponse:
+def predict(request: ClusterPredictRequest, registry: ModelRegistry, log: PredictionLog | None = None,
+            deployments: DeploymentStore | None = None) -> ClusterPredictResponse:
     """Assign new rows to a stored model's clusters (no refit; logged on ``log``).
+
+    The model is the pinned ``model_id``, or the version the deployment stages of ``name`` route the
+    request to (its shadows run too: see :mod:`~quantcrew.ml_server.services.serving`).
 
     Raises:
         ModelNotFoundError: unknown id, or not a cluster model (404).
+        NotFoundError: a name with no deployed version (404).
         ArtifactIntegrityError: the stored artifact is refused or does not rebuild (409).
         InvalidInputError: columns differ from the fitted ones (name or order).
     """
-    model, info = rebuild(registry, request.model_id, ClusterModel)
     matrix = matrix_from_payload(request.data, min_rows=1)
-    labels = model.predict(matrix)
-    probabilities = model.predict_proba(matrix)
-    reply = ClusterPredictResponse(
-        model_id=info.model_id, model_version=info.version, method_used=model.method, fallback=False,
-        fallback_reason=None, data_hash=matrix.data_hash, seed=info.metadata.get("seed"), as_of=matrix.as_of,
-        names=matrix.row_names(), labels=[int(v) for v in labels],
-        probabilities=None if probabilities is None else finite_rows(probabilities),
-    )
-    capture.cluster(log, request, info, matrix, reply)
-    return reply
+
+    def answer(model_id: str, sink: PredictionLog | None) -> ClusterPredictResponse:
+        model, info = rebuild(registry, model_id, ClusterModel)
+        labels = model.predict(matrix)
+        probabilities = model.predict_proba(matrix)
+        reply = ClusterPredictResponse(
+            model_id=info.model_id, model_version=info.version, method_used=model.method, fallback=False,
+            fallback_reason=None, data_hash=matrix.data_hash, seed=info.metadata.get("seed"), as_of=matrix.as_of,
+            names=matrix.row_names(), labels=[int(v) for v in labels],
+            probabilities=None if probabilities is None else finite_rows(probabilities),
+        )
+        capture.cluster(sink, request, info, matrix, reply)
+        return reply
+
+    return serving.serve(request, deployments, log, answer, lambda reply: {"label": reply.labels[-1]})
 
 
 def _fitted(request: ClusterRequest, min_rows: int) -> tuple[ClusterModel, Matrix]:

@@ -66,9 +66,11 @@ from quantcrew.ml_server.schemas.decompose import (
     DecomposeTransformResponse,
     RollingDecomposition,
 )
+from quantcrew.ml_server.services import serving
 from quantcrew.ml_server.services.adapter import rebuild, store_fit
 from quantcrew.ml_server.services.decompose.decomposition import fit_decomposition
 from quantcrew.ml_server.services.decompose.model import DecompositionModel
+from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.matrix import Matrix, finite_list, finite_rows, matrix_from_payload
 
 __all__ = ["analyze", "fit", "transform"]
@@ -110,23 +112,34 @@ def fit(request: DecomposeFitRequest, registry: ModelRegistry, *, min_rows: int)
                                "data_end": rows[-1]}, trigger=request.trigger)
 
 
-def transform(request: DecomposeTransformRequest, registry: ModelRegistry) -> DecomposeTransformResponse:
+def transform(request: DecomposeTransformRequest, registry: ModelRegistry,
+              deployments: DeploymentStore | None = None) -> DecomposeTransformResponse:
     """Project new rows onto a stored model's components (no refit).
+
+    The model is the pinned ``model_id``, or the version the deployment stages of ``name`` route the
+    request to (its shadows run too, their last row's scores kept in the deployment store's shadow log:
+    see :mod:`~quantcrew.ml_server.services.serving`).
 
     Raises:
         ModelNotFoundError: unknown id, or not a decompose model (404).
+        NotFoundError: a name with no deployed version (404).
         ArtifactIntegrityError: the stored artifact is refused or does not rebuild (409).
         InvalidInputError: columns differ from the fitted ones, or NMF input is still negative after
             the stored shift.
     """
-    model, info = rebuild(registry, request.model_id, DecompositionModel)
     matrix = matrix_from_payload(request.data, min_rows=1)
-    scores = model.transform(matrix)
-    return DecomposeTransformResponse(
-        model_id=info.model_id, model_version=info.version, method_used=model.method, fallback=False,
-        fallback_reason=None, data_hash=matrix.data_hash, seed=info.metadata.get("seed"), as_of=matrix.as_of,
-        columns=list(model.component_names_), timestamps=matrix.iso(), scores=finite_rows(scores),
-    )
+
+    def answer(model_id: str, _log: object) -> DecomposeTransformResponse:
+        model, info = rebuild(registry, model_id, DecompositionModel)
+        scores = model.transform(matrix)
+        return DecomposeTransformResponse(
+            model_id=info.model_id, model_version=info.version, method_used=model.method, fallback=False,
+            fallback_reason=None, data_hash=matrix.data_hash, seed=info.metadata.get("seed"), as_of=matrix.as_of,
+            columns=list(model.component_names_), timestamps=matrix.iso(), scores=finite_rows(scores),
+        )
+
+    return serving.serve(request, deployments, None, answer,
+                         lambda reply: dict(zip(reply.columns, reply.scores[-1], strict=False)))
 
 
 def _fitted(request: DecomposeRequest, min_rows: int) -> tuple[DecompositionModel, Matrix]:

@@ -80,8 +80,10 @@ from quantcrew.ml_server.schemas.regime import (
     RegimeLabelResponse,
     RegimePredictRequest,
 )
+from quantcrew.ml_server.services import serving
 from quantcrew.ml_server.services.adapter import rebuild, store_fit
 from quantcrew.ml_server.services.bars import Bars, bars_from_payload
+from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.monitor import capture
 from quantcrew.ml_server.services.monitor.predictions import PredictionLog
 from quantcrew.ml_server.services.monitor.reference import FloatArray, save_reference
@@ -142,18 +144,30 @@ def drift_inputs(detector: RegimeDetector, bars: Bars,
     return tuple(detector.features_), detector._features(bars), outputs
 
 
-def predict(request: RegimePredictRequest, registry: ModelRegistry,
-            log: PredictionLog | None = None) -> RegimeLabelResponse:
+def predict(request: RegimePredictRequest, registry: ModelRegistry, log: PredictionLog | None = None,
+            deployments: DeploymentStore | None = None) -> RegimeLabelResponse:
     """Label new bars with a stored detector: filtered probabilities, no refit (logged on ``log``).
+
+    The detector is the pinned ``model_id``, or the version the deployment stages of ``name`` route the
+    request to (its shadows run too: see :mod:`~quantcrew.ml_server.services.serving`).
 
     Raises:
         ModelNotFoundError: unknown id, or not a regime model (404).
+        NotFoundError: a name with no deployed version (404).
         ArtifactIntegrityError: the stored artifact is refused or does not rebuild (409).
         InvalidInputError: fewer than 2 bars.
     """
-    detector, info = rebuild(registry, request.model_id, RegimeDetector)
     bars = bars_from_payload(request.data, min_rows=2)
-    reply = detector.to_response(bars, model_id=info.model_id, model_version=info.version,
-                                 include_probabilities=request.include_probabilities)
-    capture.regime(log, request, info, detector, bars, reply)
-    return reply
+
+    def answer(model_id: str, sink: PredictionLog | None) -> RegimeLabelResponse:
+        detector, info = rebuild(registry, model_id, RegimeDetector)
+        reply = detector.to_response(bars, model_id=info.model_id, model_version=info.version,
+                                     include_probabilities=request.include_probabilities)
+        capture.regime(sink, request, info, detector, bars, reply)
+        return reply
+
+    return serving.serve(request, deployments, log, answer, _shadow_summary)
+
+
+def _shadow_summary(reply: RegimeLabelResponse) -> dict[str, object]:
+    return {"label": reply.current_label, "probability": reply.current_probability}

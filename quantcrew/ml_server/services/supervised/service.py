@@ -53,7 +53,9 @@ from quantcrew.ml_server.schemas.supervised import (
     SupervisedPredictResponse,
     SupervisedRequestBase,
 )
+from quantcrew.ml_server.services import serving
 from quantcrew.ml_server.services.adapter import rebuild, store_fit
+from quantcrew.ml_server.services.deployment import DeploymentStore
 from quantcrew.ml_server.services.matrix import Matrix, matrix_from_payload
 from quantcrew.ml_server.services.monitor import capture
 from quantcrew.ml_server.services.monitor.predictions import PredictionLog
@@ -123,28 +125,36 @@ def _span(timestamps: list[datetime] | None) -> dict[str, str]:
     return {"data_start": timestamps[0].isoformat(), "data_end": timestamps[-1].isoformat()}
 
 
-def predict(request: SupervisedPredictRequest, registry: ModelRegistry,
-            log: PredictionLog | None = None) -> SupervisedPredictResponse:
+def predict(request: SupervisedPredictRequest, registry: ModelRegistry, log: PredictionLog | None = None,
+            deployments: DeploymentStore | None = None) -> SupervisedPredictResponse:
     """Predict rows with a stored model; columns must match the model's by name and order (logged on ``log``).
+
+    The model is the pinned ``model_id``, or the version the deployment stages of ``name`` route the
+    request to (its shadows run too: see :mod:`~quantcrew.ml_server.services.serving`).
 
     Raises:
         ModelNotFoundError: unknown id, or not a supervised model (404).
+        NotFoundError: a name with no deployed version (404).
         ArtifactIntegrityError: the stored artifact is refused or does not rebuild (409).
         InvalidInputError: other columns, values beyond the magnitude limit, or non-finite predictions.
     """
-    model, info = rebuild(registry, request.model_id, SupervisedModel)
     matrix = matrix_from_payload(request.features, min_rows=1, field="features")
-    model.check_columns(matrix.columns, "features")
-    check_magnitude(matrix.values, "features.values")
-    proba = model.predict_proba(matrix.values) if request.include_probabilities else None
-    reply = SupervisedPredictResponse(
-        model_id=info.model_id, model_version=info.version, method_used=model.method, fallback=False,
-        data_hash=matrix.data_hash, seed=info.metadata.get("params", {}).get("seed"), as_of=matrix.as_of,
-        predictions=model.predict(matrix.values), probabilities=None if proba is None else proba.tolist(),
-        classes=model.classes_,
-    )
-    capture.supervised(log, request, info, model, matrix, reply)
-    return reply
+
+    def answer(model_id: str, sink: PredictionLog | None) -> SupervisedPredictResponse:
+        model, info = rebuild(registry, model_id, SupervisedModel)
+        model.check_columns(matrix.columns, "features")
+        check_magnitude(matrix.values, "features.values")
+        proba = model.predict_proba(matrix.values) if request.include_probabilities else None
+        reply = SupervisedPredictResponse(
+            model_id=info.model_id, model_version=info.version, method_used=model.method, fallback=False,
+            data_hash=matrix.data_hash, seed=info.metadata.get("params", {}).get("seed"), as_of=matrix.as_of,
+            predictions=model.predict(matrix.values), probabilities=None if proba is None else proba.tolist(),
+            classes=model.classes_,
+        )
+        capture.supervised(sink, request, info, model, matrix, reply)
+        return reply
+
+    return serving.serve(request, deployments, log, answer, lambda reply: {"prediction": reply.predictions[-1]})
 
 
 def _data_hash(matrix: Matrix, target: list[float] | list[str]) -> str:
