@@ -55,8 +55,10 @@ async def compare(req: CompareRequest, registry: RegistryDep, deployments: Deplo
     """Champion against challenger on the same rows: per-row losses of both and a paired test.
 
     Ensemble: log loss of P(up) against the next bar's direction on ``data``. Supervised: squared
-    error or log loss on ``features`` and ``target``. Fewer pairs than ``min_samples``: decision
-    ``insufficient``.
+    error or log loss on ``features`` and ``target``. Regime: minus the one-step predictive
+    log-likelihood of each bar's features. RL: minus the net return after costs of the policy's
+    position. Execution: minus the return of the position sized for ``signals`` (required). Fewer
+    pairs than ``min_samples``: decision ``insufficient``.
     """
     return model_response(await compare_service.compare(req, registry, deployments, runtime))
 

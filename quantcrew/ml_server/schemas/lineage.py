@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from quantcrew.ml_server.schemas.common import FiniteFloat, ModelInfo, OHLCVPayload, WireModel
 from quantcrew.ml_server.schemas.ensemble import DeploymentInfo
+from quantcrew.ml_server.schemas.execution import StrategicSignal
 from quantcrew.ml_server.schemas.gate import GateVerdict
 from quantcrew.ml_server.schemas.matrix import MatrixPayload
 
@@ -168,6 +169,14 @@ class CompareRequest(WireModel):
     score_from: datetime | None = Field(
         default=None, description="Bars data: only bars at or after this time are scored (a holdout); the earlier "
                                   "ones are the models' warm-up context. Default: every bar a model can predict.")
+    signals: list[StrategicSignal] | None = Field(
+        default=None, min_length=1,
+        description="Execution: the strategic signal at each of the last len(signals) bars of `data` (the "
+                    "network sizes a signal, it does not make one); both versions size the same signals.")
+    cost_bps: float = Field(default=1.0, ge=0.0, le=500.0,
+                            description="RL: commission per unit of turnover, in basis points.")
+    slippage_bps: float = Field(default=1.0, ge=0.0, le=500.0,
+                                description="RL: slippage per unit of turnover, in basis points; added to cost_bps.")
 
     @model_validator(mode="after")
     def _inputs(self) -> CompareRequest:
@@ -178,6 +187,8 @@ class CompareRequest(WireModel):
         if self.features is not None and self.target is not None and len(self.target) != len(self.features.values):
             raise ValueError(f"target has {len(self.target)} values but features has {len(self.features.values)} "
                              "rows")
+        if self.signals is not None and (self.data is None or len(self.signals) > len(self.data.timestamps)):
+            raise ValueError("`signals` go with `data`, one for each of its last len(signals) bars at most")
         return self
 
 
