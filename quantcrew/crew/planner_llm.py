@@ -231,8 +231,9 @@ class PlannerLLM(BaseLLM):
             function = dict(tool).get("function")
             if isinstance(function, Mapping) and function.get("name"):
                 offered.setdefault(str(function["name"]), dict(function))
-        plan = self.tool_plan or {}
-        keys = [key for key in (getattr(task, "name", None), getattr(agent, "role", None)) if key]
+        # keys compared stripped: a role written as a folded YAML block (``role: >``) ends in a newline
+        plan = {str(key).strip(): names for key, names in (self.tool_plan or {}).items()}
+        keys = [str(key).strip() for key in (getattr(task, "name", None), getattr(agent, "role", None)) if key]
         planned = next((plan[key] for key in keys if key in plan), None)
         if planned is None:
             return [schema for name, schema in offered.items() if name not in _CREWAI_INTERNAL_TOOLS]

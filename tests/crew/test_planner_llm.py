@@ -168,6 +168,13 @@ def test_call_with_tool_plan_falls_back_to_agent_role_then_to_all_tools() -> Non
     assert [c["function"]["name"] for c in llm.call(_prompt(), tools=tools)] == ["regime", "risk"]
 
 
+def test_a_role_written_as_a_folded_yaml_block_still_finds_its_tool_plan() -> None:
+    agent = Agent(role="Trading Strategy Specialist\n", goal="g", backstory="b", llm=PlannerLLM())
+    tools = [_schema("ensemble_signal", "symbol"), _schema("explain_signal", "symbol")]
+    llm = PlannerLLM(INPUTS, tool_plan={"Trading Strategy Specialist": ["ensemble_signal"]})
+    assert [c["function"]["name"] for c in llm.call(_prompt(), tools=tools, from_agent=agent)] == ["ensemble_signal"]
+
+
 def test_call_skips_crewai_delegation_tools_unless_planned() -> None:
     tools = [_schema("delegate_work_to_coworker", "task", "context", "coworker"), _schema("regime", "symbol")]
     calls = PlannerLLM(INPUTS).call(_prompt(), tools=tools)
