@@ -4,6 +4,8 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 BENCH_HOME ?= .bench-home
 STAMP  := $(VENV)/.quantcrew-installed
+# the suite on every core, at most 4 workers; each test module stays on one worker (its fixtures start once)
+PYTEST_WORKERS ?= -n auto --maxprocesses 4 --dist loadscope
 
 .PHONY: install demo test test-fast server bench lint typecheck clean constraints
 
@@ -12,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned: the CPU wheel; an unpinned torch would pull GBs of CUDA packages.
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	# every other package at the version the suite passed with (constraints.txt; `make constraints` refreshes it)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[server,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[server,dev,ray]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -23,10 +25,10 @@ demo: $(STAMP)
 	$(VENV)/bin/quantcrew run --symbols SP500,NASDAQ
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_WORKERS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_WORKERS)
 
 server: $(STAMP)
 	$(VENV)/bin/quantcrew-server
@@ -56,6 +58,9 @@ bench: $(STAMP)
 	$(PY) bench/drift_scenario.py
 	$(PY) bench/alert_storm.py
 	$(PY) bench/retraining_scenario.py
+	$(PY) bench/mcp_roundtrip.py
+	$(PY) bench/failover.py
+	if command -v wrk >/dev/null; then $(PY) bench/ray_serve.py; else echo "bench/ray_serve.py skipped: it needs wrk (apt-get install wrk)"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check quantcrew tests bench examples
@@ -73,8 +78,8 @@ constraints:
 	rm -rf .venv-constraints
 	$(PYTHON) -m venv .venv-constraints
 	.venv-constraints/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	.venv-constraints/bin/python -m pip install --quiet --disable-pip-version-check -e ".[server,dev]"
-	.venv-constraints/bin/python -m pytest -q
+	.venv-constraints/bin/python -m pip install --quiet --disable-pip-version-check -e ".[server,dev,ray]"
+	.venv-constraints/bin/python -m pytest -q $(PYTEST_WORKERS)
 	{ echo "# Versions the whole suite passed with (Python 3.11). Used by make and CI: pip install -c constraints.txt."; \
 	  echo "# Refresh: make constraints (see README, 'Reproducible installs')."; \
 	  .venv-constraints/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' | grep -v '^#'; } > constraints.txt

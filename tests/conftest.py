@@ -17,6 +17,13 @@ from tests.support.offline import CREWAI_OFFLINE_ENV
 for _name, _value in CREWAI_OFFLINE_ENV.items():
     os.environ.setdefault(_name, _value)
 
+# pytest-xdist runs each worker with COLUMNS=80 in its environment; the CLI's consoles read it (the user's
+# choice wins over their pipe width), so under workers every table would be squeezed to 80 columns where a
+# plain run lays it out whole. Tests that need a width set it themselves.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

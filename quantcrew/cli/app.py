@@ -13,6 +13,7 @@ import typer
 from quantcrew.cli.alerts import alerts_app
 from quantcrew.cli.backtest import backtest_command
 from quantcrew.cli.data import data_app
+from quantcrew.cli.flow import flow_app
 from quantcrew.cli.models import models_app
 from quantcrew.cli.outcomes import outcomes
 from quantcrew.cli.retrain import retrain_command, schedule_add_training
@@ -59,6 +60,7 @@ app.command("scheduler")(scheduler_command)
 app.add_typer(alerts_app, name="alerts")
 app.command("retrain")(retrain_command)
 schedule_app.command("add-training")(schedule_add_training)
+app.add_typer(flow_app, name="flow")
 
 
 def main() -> None:

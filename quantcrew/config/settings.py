@@ -2,22 +2,30 @@
 
 Sources, highest first: keyword overrides, environment (``QUANTCREW_`` prefix, ``__``
 between nested names, e.g. ``QUANTCREW_SERVER__PORT=9000``), a ``.env`` file, an optional
-YAML file (``QUANTCREW_CONFIG_FILE`` or ``load_settings(config_file=...)``), then the
+YAML file (``QUANTCREW_CONFIG_FILE`` or ``load_settings(config_file=...)``), secret files, then the
 defaults below. Invalid values stop start-up with a message naming the setting.
+
+Secret files: with ``QUANTCREW_SECRETS_DIR`` set (a container's ``/run/secrets``), each file in that
+folder named like a variable, e.g. ``quantcrew_server__api_key``, sets that setting to its stripped
+content, so that a key need not travel in the environment.
 
 This is the only module that reads the process environment.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NestedSecretsSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -39,6 +47,7 @@ __all__ = [
 ]
 
 CONFIG_FILE_ENV = "QUANTCREW_CONFIG_FILE"
+SECRETS_DIR_ENV = "QUANTCREW_SECRETS_DIR"
 
 
 class SettingsError(ValueError):
@@ -101,6 +110,13 @@ class ServerSettings(_Section):
                     "in memory (least recently used first out).",
     )
     max_timesteps: int = Field(default=2_000_000, gt=0, description="Most timesteps one RL training job may ask for.")
+    shared_home: bool = Field(
+        default=False,
+        description="Several server processes (the replicas of one deployment) share this home: each takes the "
+                    "home's lock shared instead of exclusive, owns the jobs it starts, and marks interrupted only "
+                    "jobs whose owning process is gone. An exclusive server and shared replicas never mix.",
+    )
+    mcp: bool = Field(default=True, description="Serve the families as MCP tools at /mcp (streamable HTTP).")
     max_abs_reward: float = Field(
         default=1e6, gt=0.0, le=1e100,
         description="Largest |reward| /v1/bandit/reward accepts (a larger one is a 422 naming this bound). "
@@ -159,9 +175,19 @@ class InferenceSettings(_Section):
 
 
 class ClientSettings(_Section):
-    """How tools reach the ML server."""
+    """How tools reach the ML server, or a list of servers to fail over between.
+
+    ``url`` and ``urls`` may both be set: ``url`` is then the primary, followed by ``urls`` in their order (a URL
+    listed twice counts once). When only ``urls`` is set, ``url`` is filled with its first entry, so that whatever
+    asks "is a server named?" (``url is None`` starts a local one in the CLI) reads the primary.
+    """
 
     url: str | None = Field(default=None, description="Base URL; unset means the CLI starts a local server.")
+    urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Servers in order of preference, for failover (the first healthy one answers); in the "
+                    "environment a JSON list or a comma-separated string.",
+    )
     api_key: SecretStr | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
@@ -176,9 +202,63 @@ class ClientSettings(_Section):
     def _http_url(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {v!r}")
-        return v.rstrip("/")
+        return _checked_url(v)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split_urls(cls, v: Any) -> Any:
+        """The environment's string: a JSON list (``["http://a:8765", ...]``) or comma-separated URLs."""
+        if not isinstance(v, str):
+            return v
+        text = v.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list of URLs ({exc.args[0]}): {text!r}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, v: list[str]) -> list[str]:
+        urls: list[str] = []
+        for i, url in enumerate(v):
+            try:
+                checked = _checked_url(url)
+            except ValueError as exc:
+                raise ValueError(f"entry {i}: {exc.args[0]}") from None
+            if checked not in urls:
+                urls.append(checked)
+        return urls
+
+    @model_validator(mode="after")
+    def _primary(self) -> ClientSettings:
+        if self.url is None and self.urls:
+            self.url = self.urls[0]
+        return self
+
+    @property
+    def server_urls(self) -> list[str]:
+        """Every server to call, primary first: ``url``, then ``urls`` (each once); empty when neither is set."""
+        urls = [self.url] if self.url is not None else []
+        return urls + [url for url in self.urls if url not in urls]
+
+
+def _checked_url(value: str) -> str:
+    """An ``http(s)://host[:port][/path]`` URL without its trailing slash; ValueError naming what is wrong."""
+    url = value.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {value!r}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port raises on a bad one
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc.args[0]}): {value!r}") from None
+    if not parts.hostname:
+        raise ValueError(f"names no host: {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must not have a query or fragment: {value!r}")
+    return url
 
 
 class DataSettings(_Section):
@@ -254,6 +334,38 @@ class MonitorSettings(_Section):
                                description="Versions kept per model name; older ones are deleted unless deployed.")
 
 
+class RaySettings(_Section):
+    """Scale-out on Ray Serve (``quantcrew-server --ray``; the optional ``ray`` extra)."""
+
+    replicas: int = Field(default=2, ge=1, le=256, description="Replicas of the server (fixed when no autoscaling).")
+    min_replicas: int | None = Field(default=None, ge=0, le=256,
+                                     description="Autoscaling lower bound; set with max_replicas to autoscale.")
+    max_replicas: int | None = Field(default=None, ge=1, le=256, description="Autoscaling upper bound.")
+    target_ongoing_requests: float = Field(default=8.0, gt=0.0,
+                                           description="Autoscaling: requests in flight per replica to aim for.")
+    num_gpus: float | None = Field(default=None, ge=0.0, le=8.0,
+                                   description="GPUs per replica; unset: the cluster's GPUs shared out over the "
+                                               "replicas, at most 1 each (0 without a GPU).")
+    num_cpus: float = Field(default=1.0, gt=0.0, le=256.0, description="CPUs Ray reserves per replica.")
+    address: str | None = Field(default=None, description="A running Ray cluster to join; unset starts a local one.")
+    max_ongoing_requests: int = Field(
+        default=64, ge=1, le=10_000,
+        description="Requests one replica works on at once; more wait in Serve's queue (Ray's own default, 5, "
+                    "would cap the ensemble batcher's batches at 5 rows).")
+    graceful_shutdown_s: float = Field(default=10.0, ge=0.0, le=600.0,
+                                       description="Seconds a stopping replica has to finish its requests.")
+    dashboard: bool = Field(default=False,
+                            description="Start Ray's dashboard with a local cluster (behind Ray's token auth).")
+    token_auth: bool = Field(
+        default=True,
+        description="Ray's token auth (RAY_AUTH_MODE=token) for the cluster started or joined: its processes, "
+                    "drivers and dashboard admit only holders of the token. False: RAY_AUTH_MODE=disabled.")
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="The cluster's token (as RAY_AUTH_TOKEN); unset: Ray's own sources (RAY_AUTH_TOKEN, "
+                    "RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token), and a local cluster generates one there.")
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -274,6 +386,7 @@ class Settings(BaseSettings):
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     limits: RiskLimitsSettings = Field(default_factory=RiskLimitsSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
@@ -304,7 +417,8 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
         if yaml_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
-        sources.append(file_secret_settings)
+        # files named like the variables (quantcrew_server__api_key), in the folder load_settings was given
+        sources.append(NestedSecretsSettingsSource(file_secret_settings, secrets_dir=_secrets_dir_var["path"]))
         return tuple(sources)
 
     @property
@@ -326,26 +440,33 @@ class Settings(BaseSettings):
 # The YAML path is chosen per load, not per class; pydantic-settings builds sources in a
 # classmethod, so the chosen path is handed over through this small holder.
 _yaml_file_var: dict[str, Path | None] = {"path": None}
+_secrets_dir_var: dict[str, Path | None] = {"path": None}  # the same, for the secrets folder
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from overrides, environment, .env and an optional YAML file.
+    """Build settings from overrides, environment, .env, an optional YAML file and secret files.
 
     Raises:
-        SettingsError: a setting is invalid or the YAML file is missing; the message
+        SettingsError: a setting is invalid, or the YAML file or the secrets folder is missing; the message
             lists every bad setting by its dotted name and env variable.
     """
     path = config_file if config_file is not None else os.environ.get(CONFIG_FILE_ENV)
     yaml_path = Path(path).expanduser() if path else None
     if yaml_path is not None and not yaml_path.is_file():
         raise SettingsError(f"config file not found: {yaml_path} (from {CONFIG_FILE_ENV} or --config)")
+    secrets = os.environ.get(SECRETS_DIR_ENV)
+    secrets_dir = Path(secrets).expanduser() if secrets else None
+    if secrets_dir is not None and not secrets_dir.is_dir():
+        raise SettingsError(f"secrets folder not found: {secrets_dir} (from {SECRETS_DIR_ENV})")
     _yaml_file_var["path"] = yaml_path
+    _secrets_dir_var["path"] = secrets_dir
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from exc
     finally:
         _yaml_file_var["path"] = None
+        _secrets_dir_var["path"] = None
 
 
 def _describe(exc: ValidationError) -> str:

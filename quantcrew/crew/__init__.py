@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["CrewRunError", "Decision", "RiskLimits", "RunOutcome", "decide", "run"]
+__all__ = ["CrewRunError", "DailyFlow", "DailyState", "Decision", "QuantCrew", "RiskLimits", "RunOutcome", "decide",
+           "run"]
 
 _WHERE = {
     "CrewRunError": "quantcrew.crew.kickoff",
@@ -18,10 +19,16 @@ _WHERE = {
     "Decision": "quantcrew.crew.decision",
     "RiskLimits": "quantcrew.crew.decision",
     "decide": "quantcrew.crew.decision",
+    "QuantCrew": "quantcrew.crew.base",
+    "DailyFlow": "quantcrew.crew.daily_flow",
+    "DailyState": "quantcrew.crew.flow_state",
 }
 
 if TYPE_CHECKING:
+    from quantcrew.crew.base import QuantCrew
+    from quantcrew.crew.daily_flow import DailyFlow
     from quantcrew.crew.decision import Decision, RiskLimits, decide
+    from quantcrew.crew.flow_state import DailyState
     from quantcrew.crew.kickoff import CrewRunError, RunOutcome, run
 
 

@@ -22,7 +22,8 @@ from quantcrew.tools.client import MLClient, make_client
 if TYPE_CHECKING:
     from quantcrew.crew.outcomes import SettleReport
 
-__all__ = ["CrewRunError", "RunOutcome", "normalise_inputs", "run", "unanswered"]
+__all__ = ["CrewRunError", "RunOutcome", "check_server", "make_tools", "normalise_inputs", "run",
+           "settle_known_outcomes", "unanswered", "view_builder"]
 
 
 class CrewRunError(RuntimeError):
@@ -64,7 +65,7 @@ class RunOutcome:
         return any(r.gated for r in self.tool_results)
 
 
-def _settle(store: RunsStore, settings: Settings, client: MLClient | None, as_of: str | None
+def settle_known_outcomes(store: RunsStore, settings: Settings, client: MLClient | None, as_of: str | None
             ) -> tuple[SettleReport | None, list[str]]:
     """Settle earlier decisions whose outcome bars lie on or before ``as_of`` (None: in the data) and reward
     the bandit for them. Never raises: a failure becomes a degraded note."""
@@ -87,7 +88,7 @@ def _settle(store: RunsStore, settings: Settings, client: MLClient | None, as_of
     return report, notes
 
 
-def _check_server(client: MLClient | None, url: str | None) -> tuple[str | None, list[str]]:
+def check_server(client: MLClient | None, url: str | None) -> tuple[str | None, list[str]]:
     """Ask the server one cheap question before the crew starts: is our key accepted, does it answer?
 
     Returns:
@@ -171,7 +172,7 @@ def normalise_inputs(kind: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return full
 
 
-def _view_builder(results: list[ToolResult], decision: Callable[[], Decision | None], symbols: list[str]
+def view_builder(results: list[ToolResult], decision: Callable[[], Decision | None], symbols: list[str]
                   ) -> Callable[[type[BaseModel]], BaseModel | None]:
     from quantcrew.crew.views import RegimeView, RiskView, StrategyView, regime_view, risk_view, strategy_view
 
@@ -189,7 +190,7 @@ def _view_builder(results: list[ToolResult], decision: Callable[[], Decision | N
     return build
 
 
-def _make_tools(spec: CrewSpec, settings: Settings, client: MLClient | None, keep: Callable[[ToolResult], None],
+def make_tools(spec: CrewSpec, settings: Settings, client: MLClient | None, keep: Callable[[ToolResult], None],
                 results: list[ToolResult], limits: RiskLimits) -> tuple[dict[str, list[Any]], Any]:
     tools: dict[str, list[Any]] = spec.make_agent_tools(settings, client=client, on_result=keep)
     decision_tool = None
@@ -250,14 +251,14 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
     if client is None and settings.client.url is not None:
         # one client (one connection pool, one breaker) for every tool of the crew
         client = owned = make_client(settings.client)
-    refused, degraded_notes = _check_server(client, settings.client.url)
+    refused, degraded_notes = check_server(client, settings.client.url)
     settled: SettleReport | None = None
     if refused is None:
         # outcomes close the loop: earlier decisions are settled (and the bandit rewarded) before this one is
         # made, using only outcome bars on or before this run's as-of date
-        settled, notes = _settle(store, settings, client, spec_inputs.get("end_date"))
+        settled, notes = settle_known_outcomes(store, settings, client, spec_inputs.get("end_date"))
         degraded_notes += notes
-    tools, decision_tool = _make_tools(spec, settings, client, keep, results, limits)
+    tools, decision_tool = make_tools(spec, settings, client, keep, results, limits)
 
     def ensure_decision() -> Decision | None:
         """The pipeline's decision; run here if the LLM never called the tool (or a manager answered)."""
@@ -269,7 +270,7 @@ def run(inputs: dict[str, Any], settings: Settings, *, kind: str = "full", llm: 
         decision: Decision | None = decision_tool.decision
         return decision
 
-    structurer = _view_builder(results, ensure_decision,
+    structurer = view_builder(results, ensure_decision,
                                [s.strip() for s in str(spec_inputs.get("symbols", "")).split(",") if s.strip()])
     process = process or settings.crew.process
     tool_plan = dict(spec.tool_plan)

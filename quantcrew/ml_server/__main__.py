@@ -23,6 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--insecure", action="store_true",
                         help="allow a non-loopback --host without an API key (anyone who reaches the port can use "
                              "the server); same as QUANTCREW_SERVER__INSECURE=true")
+    parser.add_argument("--shared-home", action="store_true",
+                        help="share the home with other server processes (replicas of one deployment): the lock is "
+                             "taken shared, each process owns its jobs; same as QUANTCREW_SERVER__SHARED_HOME=true")
+    parser.add_argument("--mcp-stdio", action="store_true",
+                        help="serve the families as MCP tools over stdin/stdout (desktop MCP clients) instead of HTTP")
+    parser.add_argument("--ray", action="store_true",
+                        help="serve the app as Ray Serve replicas (needs the 'ray' extra); implies --shared-home")
+    parser.add_argument("--replicas", type=int, help="with --ray: how many replicas (default from settings: 2)")
     args = parser.parse_args(argv)
 
     from quantcrew.config.settings import SettingsError, load_settings
@@ -41,6 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         server.log_level = args.log_level
     if args.insecure:
         server.insecure = True
+    if args.shared_home or args.ray:
+        server.shared_home = True
+    if args.replicas is not None:
+        if not args.ray:
+            print("quantcrew-server: --replicas needs --ray", file=sys.stderr)
+            return 2
+        if args.replicas < 1:
+            print(f"quantcrew-server: --replicas must be at least 1, got {args.replicas}", file=sys.stderr)
+            return 2
+        settings.ray.replicas = args.replicas
+    if args.ray and args.mcp_stdio:
+        print("quantcrew-server: --ray and --mcp-stdio do not go together", file=sys.stderr)
+        return 2
 
     refusal = bind_refusal(server.host, has_key=server.api_key is not None, insecure=server.insecure)
     if refusal is not None:
@@ -54,14 +75,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quantcrew-server: {exc}", file=sys.stderr)
         return 2
 
+    if args.ray:  # each replica takes the home (shared) in its own process
+        from quantcrew.ml_server.replicas.serve import serve_ray
+
+        return serve_ray(settings)
+
     from quantcrew.config.server_lock import HomeInUseError, hold_home
 
     # one server per home: a second one would share the registry and mark the first one's jobs interrupted.
     # The lock needs only the standard library, so it is taken before the app and its model libraries load
     # (seconds): a refused second server says so at once.
     try:
-        with hold_home(settings.home, _client_url(server.host, server.port)):
-            _serve(settings)
+        if args.mcp_stdio:
+            with hold_home(settings.home, None, shared=server.shared_home):
+                from quantcrew.ml_server.app import create_app
+                from quantcrew.ml_server.mcp_server.stdio import serve_stdio
+
+                serve_stdio(settings, create_app)
+        else:
+            with hold_home(settings.home, _client_url(server.host, server.port), shared=server.shared_home):
+                _serve(settings)
     except HomeInUseError as exc:
         print(f"quantcrew-server: {exc}", file=sys.stderr)
         return 2

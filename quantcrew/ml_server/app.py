@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import asynccontextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
@@ -36,6 +36,9 @@ from quantcrew.ml_server.services.monitor.reference import ReferenceStore
 from quantcrew.ml_server.services.monitor.rules import load_rules
 from quantcrew.ml_server.threads import limit_compute_threads
 
+if TYPE_CHECKING:
+    from quantcrew.ml_server.mcp_server import McpEndpoint
+
 __all__ = ["create_app", "items_setting", "max_items"]
 
 logger = logging.getLogger("quantcrew.ml_server")
@@ -61,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                            cache_size=settings.server.model_cache_size)
         app.state.device = resolve_device(settings.server.device)
         app.state.bandits = BanditStore(settings.registry_db)
-        app.state.jobs = JobManager(settings.registry_db, workers=settings.server.job_workers)
+        app.state.jobs = JobManager(settings.registry_db, workers=settings.server.job_workers,
+                                    shared=settings.server.shared_home)
         app.state.deployments = DeploymentStore(settings.registry_db)
         # stages, promotion, rollback, lineage parents and retention over the two (no store of its own)
         app.state.lifecycle = Lifecycle(app.state.registry, app.state.deployments,
@@ -77,7 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.info("quantcrew ML server ready on device %s with %d models",
                     app.state.device, app.state.registry.count())
         try:
-            yield
+            async with mcp.serving() if mcp is not None else nullcontext():  # after the state it serves opens
+                yield
         finally:
             app.state.alerts.close()
             app.state.jobs.shutdown()
@@ -126,6 +131,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     include(docs.router)
     for router in [*(family.router for family in FAMILIES.values()), models.router, jobs.router]:
         include(router, prefix="/v1", dependencies=keyed)
+    mcp: McpEndpoint | None = None
+    if settings.server.mcp:  # the families as MCP tools at /mcp
+        from quantcrew.ml_server.mcp_server import McpEndpoint
+
+        mcp = app.state.mcp = McpEndpoint(app)
+        app.router.routes.append(mcp.route)
+        index.add(mcp.route, [mcp.route.path])
     install_error_handlers(app)
     # Added innermost first. Metrics sees every request, refused ones included; the key is checked from the
     # headers before anything reads the body; the size limits refuse a body before the parser sees it.

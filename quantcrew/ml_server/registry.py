@@ -151,19 +151,25 @@ class ModelRegistry:
         self._lock = threading.RLock()
         # (model_id, variant) -> (stamp, entry, object); variant "" holds the deserialised artifact itself
         self._cache: OrderedDict[tuple[str, str], tuple[_Stamp, ModelInfo, Any]] = OrderedDict()
-        if "models" not in self._db.table_names():
-            self._db["models"].create(  # type: ignore[union-attr]
-                {"model_id": str, "name": str, "version": int, "family": str, "method": str, "format": str,
-                 "sha256": str, "file": str, "created_at": str, "stage": str, "metadata": str},
-                pk="model_id",
-            )
-            self._db["models"].create_index(["name", "version"], unique=True)  # type: ignore[union-attr]
-        if "lineage" not in self._db["models"].columns_dict:
-            try:  # a registry written before lineage: its rows read with an empty one
-                self._db.conn.execute("alter table models add column lineage text")
-            except sqlite3.OperationalError as exc:  # another process added it meanwhile
-                if "duplicate column" not in str(exc):
-                    raise
+        # Replicas on a shared home may open a fresh file together: the schema is made in one write
+        # transaction taken up front (sqlite-utils would read in a deferred one first, then fail to write
+        # at once with "database is locked" when another process wrote meanwhile).
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "models" not in self._db.table_names():
+                self._db["models"].create(  # type: ignore[union-attr]
+                    {"model_id": str, "name": str, "version": int, "family": str, "method": str, "format": str,
+                     "sha256": str, "file": str, "created_at": str, "stage": str, "metadata": str},
+                    pk="model_id",
+                )
+                self._db["models"].create_index(["name", "version"], unique=True)  # type: ignore[union-attr]
+            if "lineage" not in self._db["models"].columns_dict:
+                # a registry written before lineage: its rows read with an empty one
+                conn.execute("alter table models add column lineage text")
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
         self.parent_of: Callable[[str], str | None] | None = None
         """The model id of a name's full deployment (set by the server): a new version's parent."""
         self.after_save: list[Callable[[ModelInfo], None]] = []

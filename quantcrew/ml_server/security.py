@@ -5,8 +5,8 @@ headers alone, before anything reads the body (a keyless client cannot make the 
 and parse megabytes), and :func:`require_api_key` is the route dependency that declares the
 bearer scheme in the OpenAPI document and checks again behind the middleware.
 
-Which paths need the key: every ``/v1`` route; ``/ready``, ``/metrics``, ``/docs`` and
-``/openapi.json`` too unless ``server.protect_ops`` is false; ``/health`` never (liveness).
+Which paths need the key: every ``/v1`` route and ``/mcp`` (the same routes as MCP tools); ``/ready``,
+``/metrics``, ``/docs`` and ``/openapi.json`` too unless ``server.protect_ops`` is false; ``/health`` never (liveness).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ bearer_scheme = HTTPBearer(
 
 def needs_key(path: str, *, protect_ops: bool) -> bool:
     """Whether a request to ``path`` must carry the key (when the server has one)."""
-    if path == "/v1" or path.startswith("/v1/"):
+    if path == "/v1" or path.startswith("/v1/") or path == "/mcp" or path.startswith("/mcp/"):
         return True
     return protect_ops and path in OPS_PATHS
 

@@ -7,6 +7,7 @@
     half_open: ONE trial call goes through, others are refused
       trial succeeds (or the server answers with a 4xx) -> closed
       trial fails with a server fault                   -> open again, timer restarted
+    trip(): open at once (a client with several servers moving away from a faulty one)
 
 Only server faults count (``quantcrew.tools.errors.is_server_fault``): a 4xx reply proves
 the server is up and answering, so it counts as a success.
@@ -172,6 +173,12 @@ class CircuitBreaker:
                 self._trial_in_flight = False
 
     @property
+    def retry_in_s(self) -> float:
+        """Seconds until an open breaker lets a trial call through (0 when closed or half-open)."""
+        with self._lock:
+            return self._retry_in_locked() if self._state_locked() is BreakerState.OPEN else 0.0
+
+    @property
     def pending_trips(self) -> int:
         """Openings not yet handed over for reporting."""
         return len(self._trips)
@@ -189,6 +196,17 @@ class CircuitBreaker:
             newer = list(self._trips)
             self._trips.clear()
             self._trips.extend([*trips, *newer][-_MAX_TRIPS:])
+
+    def trip(self) -> None:
+        """Open now, whatever the count: a client with another server to go to stops calling this one at its
+        first fault (``quantcrew.tools.servers``). An opening from closed is kept for reporting; an open or
+        half-open breaker starts a new full pause."""
+        with self._lock:
+            if self._opened_at is None:
+                self._failures += 1
+                self._trips.append(BreakerTrip(datetime.now(UTC), self._failures))
+            self._opened_at = self._clock()
+            self._trial_in_flight = False
 
     def reset(self) -> None:
         """Close the breaker and forget all failures."""

@@ -8,7 +8,9 @@ body. The endpoints themselves are a table, :mod:`quantcrew.tools.endpoints`.
 
 The HTTP client is injected: ``make_client(settings)`` builds the production one (keep-alive
 pool, timeouts, bearer key, User-Agent); tests pass an ``httpx.MockTransport`` client or
-Starlette's ``TestClient``.
+Starlette's ``TestClient``. With several server URLs (``client.urls``) one pool serves them all,
+each URL has its own circuit breaker, and a call fails over between them as
+:mod:`quantcrew.tools.servers` states.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
@@ -35,7 +37,7 @@ from quantcrew.ml_server.schemas.monitor import ModelQuality, OutcomeList
 from quantcrew.tools import endpoints as ep
 from quantcrew.tools.breaker import CircuitBreaker
 from quantcrew.tools.endpoints import Endpoint
-from quantcrew.tools.exchange import DEFAULT_MAX_BACKOFF_S, CallInfo, MLClientBase, Send, Wait
+from quantcrew.tools.exchange import DEFAULT_MAX_BACKOFF_S, DEFAULT_PROBE_TIMEOUT_S, CallInfo, MLClientBase, Send, Wait
 from quantcrew.tools.flow import adrive, drive
 
 __all__ = ["AsyncMLClient", "CallInfo", "MLClient", "make_async_client", "make_client"]
@@ -68,6 +70,11 @@ class MLClient(MLClientBase[httpx.Client]):
         sleep: How to wait between attempts (tests pass a recorder).
         rng: Source of jitter (tests pass a seeded one).
         report_trips: Report the breaker's openings to the server, best effort (``POST /v1/monitor/events``).
+        urls: Several servers to fail over between, primary first (:mod:`quantcrew.tools.servers`); requests
+            then go to these absolute URLs, not to ``http``'s base URL. None: ``http``'s base URL alone.
+        breakers: One breaker per URL of ``urls`` (default: a new ``CircuitBreaker()`` each; ``breaker`` is
+            for one server).
+        probe_timeout_s: Limit on the ``GET /health`` asked of a recovering server before it gets calls again.
 
     Raises:
         quantcrew.tools.errors.MLClientError: from every endpoint method; see that module's tree.
@@ -84,10 +91,13 @@ class MLClient(MLClientBase[httpx.Client]):
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         report_trips: bool = False,
+        urls: Sequence[str] | None = None,
+        breakers: Sequence[CircuitBreaker] | None = None,
+        probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
     ) -> None:
         super().__init__(
             http, retries=retries, backoff_s=backoff_s, breaker=breaker, max_backoff_s=max_backoff_s, rng=rng,
-            report_trips=report_trips,
+            report_trips=report_trips, urls=urls, breakers=breakers, probe_timeout_s=probe_timeout_s,
         )
         self._sleep = sleep
 
@@ -226,6 +236,11 @@ class AsyncMLClient(MLClientBase[httpx.AsyncClient]):
         sleep: How to wait between attempts (tests pass a recorder).
         rng: Source of jitter (tests pass a seeded one).
         report_trips: Report the breaker's openings to the server, best effort (``POST /v1/monitor/events``).
+        urls: Several servers to fail over between, primary first (:mod:`quantcrew.tools.servers`); requests
+            then go to these absolute URLs, not to ``http``'s base URL. None: ``http``'s base URL alone.
+        breakers: One breaker per URL of ``urls`` (default: a new ``CircuitBreaker()`` each; ``breaker`` is
+            for one server).
+        probe_timeout_s: Limit on the ``GET /health`` asked of a recovering server before it gets calls again.
 
     Raises:
         quantcrew.tools.errors.MLClientError: from every endpoint method; see that module's tree.
@@ -242,10 +257,13 @@ class AsyncMLClient(MLClientBase[httpx.AsyncClient]):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         report_trips: bool = False,
+        urls: Sequence[str] | None = None,
+        breakers: Sequence[CircuitBreaker] | None = None,
+        probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
     ) -> None:
         super().__init__(
             http, retries=retries, backoff_s=backoff_s, breaker=breaker, max_backoff_s=max_backoff_s, rng=rng,
-            report_trips=report_trips,
+            report_trips=report_trips, urls=urls, breakers=breakers, probe_timeout_s=probe_timeout_s,
         )
         self._sleep = sleep
 
@@ -385,23 +403,22 @@ def make_client(
     """Build the production ``MLClient`` from settings.
 
     Args:
-        settings: Timeouts, pool size, retries, backoff, breaker and API key.
-        base_url: Server URL; wins over ``settings.url`` (the CLI passes the local server's).
-        breaker: A breaker to share with other clients; default a new one from settings.
+        settings: Server URL(s), timeouts, pool size, retries, backoff, breaker and API key. With several
+            URLs (``settings.server_urls``: ``url`` then ``urls``) the client fails over between them, one
+            breaker per URL (:mod:`quantcrew.tools.servers`).
+        base_url: Server URL; wins over ``settings.url`` and ``settings.urls`` (the CLI passes the local
+            server's).
+        breaker: A breaker to share with other clients (one server only); default a new one from settings.
         transport: An httpx transport to send through instead of the network (tests, or
             ``httpx.WSGITransport``); the pool limits then belong to that transport.
 
     Raises:
-        ValueError: neither ``base_url`` nor ``settings.url`` is set.
+        ValueError: no URL is set (neither ``base_url`` nor ``settings.url``/``settings.urls``), or ``breaker``
+            is given with several URLs.
     """
-    http = httpx.Client(transport=transport, **_http_options(settings, base_url))
-    return MLClient(
-        http,
-        retries=settings.retries,
-        backoff_s=settings.backoff_s,
-        breaker=breaker if breaker is not None else _breaker_from(settings),
-        report_trips=True,
-    )
+    urls = _urls(settings, base_url, breaker)
+    http = httpx.Client(transport=transport, **_http_options(settings, urls[0]))
+    return MLClient(http, **_client_options(settings, urls, breaker))
 
 
 def make_async_client(
@@ -416,22 +433,35 @@ def make_async_client(
     ``transport`` may be an ``httpx.ASGITransport(app)`` to talk to the app in process.
 
     Raises:
-        ValueError: neither ``base_url`` nor ``settings.url`` is set.
+        ValueError: as ``make_client``.
     """
-    http = httpx.AsyncClient(transport=transport, **_http_options(settings, base_url))
-    return AsyncMLClient(
-        http,
-        retries=settings.retries,
-        backoff_s=settings.backoff_s,
-        breaker=breaker if breaker is not None else _breaker_from(settings),
-        report_trips=True,
-    )
+    urls = _urls(settings, base_url, breaker)
+    http = httpx.AsyncClient(transport=transport, **_http_options(settings, urls[0]))
+    return AsyncMLClient(http, **_client_options(settings, urls, breaker))
 
 
-def _http_options(settings: ClientSettings, base_url: str | None) -> dict[str, Any]:
-    url = base_url or settings.url
-    if not url:
-        raise ValueError("no ML server URL: set QUANTCREW_CLIENT__URL (client.url) or pass base_url")
+def _urls(settings: ClientSettings, base_url: str | None, breaker: CircuitBreaker | None) -> list[str]:
+    urls = [base_url] if base_url else settings.server_urls
+    if not urls:
+        raise ValueError("no ML server URL: set QUANTCREW_CLIENT__URL (client.url) or QUANTCREW_CLIENT__URLS "
+                         "(client.urls), or pass base_url")
+    if breaker is not None and len(urls) > 1:
+        raise ValueError(f"one breaker cannot serve {len(urls)} URLs ({', '.join(urls)}): each has its own, "
+                         "built from the settings")
+    return urls
+
+
+def _client_options(settings: ClientSettings, urls: list[str], breaker: CircuitBreaker | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"retries": settings.retries, "backoff_s": settings.backoff_s, "report_trips": True}
+    if len(urls) == 1:
+        options["breaker"] = breaker if breaker is not None else _breaker_from(settings)
+    else:
+        options.update(urls=urls, breakers=[_breaker_from(settings) for _ in urls],
+                       probe_timeout_s=settings.connect_timeout_s)
+    return options
+
+
+def _http_options(settings: ClientSettings, url: str) -> dict[str, Any]:
     headers = {"user-agent": f"quantcrew/{_package_version()}", "accept": "application/json"}
     if settings.api_key is not None:
         headers["authorization"] = f"Bearer {settings.api_key.get_secret_value()}"

@@ -24,6 +24,10 @@ Two questions a tool asks of an error, each answered by a class attribute:
   was wrong, so a fallback would only hide it; report it instead.
 * ``retryable``: a retry of an idempotent call may succeed (unavailable, timeout, 503).
 
+A client with several servers (:mod:`quantcrew.tools.servers`) also asks ``nothing_sent`` (no byte of the
+request left: a call that must not be made twice may still go to the next server) and names the servers
+it tried in ``servers_tried`` and in the message.
+
 ``PayloadTooLarge`` sits under ``InvalidModelInput`` because both say "this payload cannot be
 used, send a different one": the server refuses over-limit arrays by rows or columns with 422
 and by bytes with 413, so whoever catches ``InvalidModelInput`` sees every size limit at once.
@@ -71,10 +75,18 @@ _SNIPPET_CHARS = 200
 
 
 class MLClientError(Exception):
-    """Root of every error the ML client raises."""
+    """Root of every error the ML client raises.
+
+    Attributes:
+        nothing_sent: No byte of the request left the client (the connection could not be made, or the breaker
+            refused the call): even a call that must not be made twice may go to another server.
+        servers_tried: The URLs a client with several servers tried, in order (empty for a one-server client).
+    """
 
     server_fault: ClassVar[bool] = False
     retryable: ClassVar[bool] = False
+    nothing_sent: bool = False
+    servers_tried: tuple[str, ...] = ()
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -97,6 +109,7 @@ class CircuitOpenError(MLServerUnavailable):
     """
 
     retryable = False  # retrying at once is what the breaker exists to prevent
+    nothing_sent = True
 
     def __init__(self, message: str, *, retry_in_s: float, failures: int) -> None:
         super().__init__(message)
@@ -243,14 +256,21 @@ def map_transport_errors() -> Iterator[None]:
 
     Timeouts become ``MLServerTimeout``; every other ``httpx.TransportError`` (connect,
     read, write, protocol, proxy, unsupported scheme) becomes ``MLServerUnavailable``.
-    The httpx error is kept as ``__cause__``. Works around ``await`` as well.
+    A connection that could not be made (``ConnectError``, ``ConnectTimeout``, ``PoolTimeout``)
+    sent nothing: the error's ``nothing_sent`` says so. The httpx error is kept as ``__cause__``.
+    Works around ``await`` as well.
     """
+    error: MLClientError
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise MLServerTimeout(f"no reply from the ML server in time{_target(exc)}: {_describe(exc)}") from exc
+        error = MLServerTimeout(f"no reply from the ML server in time{_target(exc)}: {_describe(exc)}")
+        error.nothing_sent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+        raise error from exc
     except httpx.TransportError as exc:
-        raise MLServerUnavailable(f"cannot reach the ML server{_target(exc)}: {_describe(exc)}") from exc
+        error = MLServerUnavailable(f"cannot reach the ML server{_target(exc)}: {_describe(exc)}")
+        error.nothing_sent = isinstance(exc, httpx.ConnectError)
+        raise error from exc
 
 
 def is_server_fault(exc: BaseException) -> bool:

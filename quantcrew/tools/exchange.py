@@ -19,6 +19,11 @@ When the breaker opens, a client made with ``report_trips`` (``make_client`` doe
 server (``POST /v1/monitor/events``, kind ``breaker_open``, which the server's alert rules count),
 best effort, after the next call that succeeds (never past an open breaker: a struggling server is
 not sent more). A report that fails is kept for the next chance; it never raises into the call.
+
+Several servers (``urls``): one breaker per URL, and a call that fails on one URL may move on to the
+next in the same call; :mod:`quantcrew.tools.servers` states the rules (which call may move on, when
+a URL is skipped, how a recovered primary gets its traffic back). A breaker's opening is then reported
+to the server that answered next, naming the URL whose breaker opened.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar, overload
@@ -42,17 +47,30 @@ from quantcrew.tools import endpoints as ep
 from quantcrew.tools.breaker import BreakerState, CircuitBreaker
 from quantcrew.tools.endpoints import Endpoint
 from quantcrew.tools.errors import (
+    CircuitOpenError,
     MLClientError,
     MLResponseError,
     MLServerFault,
     error_from_response,
     map_transport_errors,
 )
+from quantcrew.tools.servers import (
+    Hop,
+    Server,
+    all_open_error,
+    build_servers,
+    describe_fault,
+    may_fail_over,
+    name_servers,
+    route,
+)
 
-__all__ = ["DEFAULT_MAX_BACKOFF_S", "CallInfo", "MLClientBase", "Send", "Wait"]
+__all__ = ["DEFAULT_MAX_BACKOFF_S", "DEFAULT_PROBE_TIMEOUT_S", "CallInfo", "MLClientBase", "Send", "Wait"]
 
 DEFAULT_MAX_BACKOFF_S = 5.0
 """Default cap on one backoff (and on a server's Retry-After), in seconds."""
+DEFAULT_PROBE_TIMEOUT_S = 2.0
+"""Default limit on the ``GET /health`` that a client with several servers asks a recovering one."""
 
 _T = TypeVar("_T")
 _Req = TypeVar("_Req", bound=WireModel)
@@ -71,6 +89,7 @@ class CallInfo:
         elapsed_ms: Wall time of the whole call, retries and backoff included.
         status_code: Status of the last reply, or None when there was none.
         ok: Whether the call returned a result.
+        url: The server that answered it (None when it failed).
     """
 
     endpoint: str
@@ -78,6 +97,7 @@ class CallInfo:
     elapsed_ms: float
     status_code: int | None
     ok: bool
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,19 +195,27 @@ class MLClientBase(Generic[_H]):
         max_backoff_s: float,
         rng: random.Random | None,
         report_trips: bool = False,
+        urls: Sequence[str] | None = None,
+        breakers: Sequence[CircuitBreaker] | None = None,
+        probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         if backoff_s < 0 or max_backoff_s < 0:
             raise ValueError(f"backoff_s and max_backoff_s must be >= 0, got {backoff_s} and {max_backoff_s}")
+        if not probe_timeout_s > 0:
+            raise ValueError(f"probe_timeout_s must be positive, got {probe_timeout_s}")
         self._http: _H = http
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self.breaker = breaker
+        self.probe_timeout_s = probe_timeout_s
+        self._servers, self._relative = build_servers(str(http.base_url), breaker, urls, breakers)
+        self._multi = len(self._servers) > 1
+        self._one_hop = [Hop(0, False)]
         self._rng = rng if rng is not None else random.Random()
         self.last_call: CallInfo | None = None
-        self._urls: dict[str, Any] = {}
+        self._urls: dict[tuple[int, str], Any] = {}
         self._urls_base: object = None
         self.report_trips = report_trips
         """Whether the breaker's openings are reported to the server (``make_client`` turns it on)."""
@@ -196,8 +224,18 @@ class MLClientBase(Generic[_H]):
 
     @property
     def base_url(self) -> httpx.URL:
-        """The server's base URL, from the injected HTTP client."""
+        """The server's base URL, from the injected HTTP client (with several URLs, the primary's)."""
         return self._http.base_url
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The circuit breaker of the (first) server, or None for none."""
+        return self._servers[0].breaker
+
+    @property
+    def servers(self) -> tuple[Server, ...]:
+        """The servers this client calls, primary first, each with its own breaker."""
+        return tuple(self._servers)
 
     @property
     def last_call_ms(self) -> float | None:
@@ -205,6 +243,8 @@ class MLClientBase(Generic[_H]):
         return self.last_call.elapsed_ms if self.last_call is not None else None
 
     def __repr__(self) -> str:
+        if self._multi:
+            return f"{type(self).__name__}(urls={[s.url for s in self._servers]!r}, retries={self.retries})"
         return f"{type(self).__name__}(base_url={str(self.base_url)!r}, retries={self.retries})"
 
     regime_label = _Post(ep.REGIME_LABEL)
@@ -259,64 +299,145 @@ class MLClientBase(Generic[_H]):
     def _exchange(
         self, endpoint: Endpoint[Any, _T], body: WireModel | None, path_id: str | None
     ) -> Generator[Send | Wait, Any, _T]:
-        """One call, retries included: yields ``Send`` and ``Wait`` steps, returns the parsed reply.
+        """One call, retries and failover included: yields ``Send`` and ``Wait`` steps, returns the parsed reply.
+
+        Each round walks the route (:func:`quantcrew.tools.servers.route`; with one server, that server),
+        moving to the next server after a fault that allows it; a round that ends in a fault is followed
+        by a backoff and a new round while the retry policy allows.
 
         Raises:
             TypeError: ``body`` is not the endpoint's request type (before anything is sent).
             ValueError: an empty ``path_id``.
-            quantcrew.tools.errors.MLClientError: the call failed (after any retries).
+            quantcrew.tools.errors.MLClientError: the call failed (after any retries and failover).
         """
-        request = self._build_request(endpoint, body, path_id)
+        requests = {0: self._build_request(endpoint, body, path_id, 0)}
         started = time.perf_counter()
-        attempts, status, recorded = 0, None, False
+        attempts, status, recorded, retry = 0, None, False, 0
+        last: MLClientError | None = None
+        tried: list[tuple[str, str]] = []
+        reached: str | None = None
         try:
             while True:
-                try:
-                    with self._guard(endpoint):
-                        attempts += 1
-                        with map_transport_errors():
-                            response: httpx.Response = yield Send(request)
-                        status = response.status_code
-                        result = self._parse(endpoint, response)
-                except MLClientError as exc:
-                    delay = self._retry_delay(endpoint, exc, attempts - 1)
-                    if delay is None:
-                        raise
-                    yield Wait(delay)
-                    continue
-                self._record(endpoint, attempts, started, status, True)
-                recorded = True
-                yield from self._report_trips()
-                return result
+                hops = self._route(endpoint)
+                tried_this_round = False
+                for n, hop in enumerate(hops):
+                    server = self._servers[hop.index]
+                    if hop.probe and not (yield from self._probe(hop.index)):
+                        tried.append((server.url, "health probe failed"))
+                        continue
+                    request = requests.get(hop.index)
+                    if request is None:
+                        request = requests[hop.index] = self._build_request(endpoint, body, path_id, hop.index)
+                    tried_this_round = True
+                    try:
+                        with self._guard(server, endpoint):
+                            attempts += 1
+                            with map_transport_errors():
+                                response: httpx.Response = yield Send(request)
+                            status = response.status_code
+                            result = self._parse(endpoint, response)
+                    except MLClientError as exc:
+                        last = exc
+                        if not self._multi:
+                            break
+                        tried.append((server.url, describe_fault(exc)))
+                        if n < len(hops) - 1 and self._move_on(server, endpoint, exc):
+                            continue
+                        if not endpoint.idempotent and exc.server_fault and not exc.nothing_sent:
+                            reached = server.url
+                        break
+                    self._record(endpoint, attempts, started, status, True, server.url)
+                    recorded = True
+                    yield from self._report_trips(hop.index)
+                    return result
+                if last is None:
+                    raise all_open_error(self._servers)  # several servers, none would take the call
+                delay = self._retry_delay(endpoint, last, retry) if tried_this_round else None
+                if delay is None:
+                    if self._multi:
+                        name_servers(last, tried, reached=reached)
+                    raise last
+                yield Wait(delay)
+                retry += 1
         except BaseException:
             if not recorded:
-                self._record(endpoint, attempts, started, status, False)
+                self._record(endpoint, attempts, started, status, False, None)
             raise
 
-    def _report_trips(self) -> Generator[Send, Any, None]:
-        """Send the breaker's unreported openings, best effort: one attempt each, past the breaker; what is not
-        taken is kept for the next chance, and nothing raises (a cancellation is passed on)."""
-        if not self.report_trips or self.breaker is None or not self.breaker.pending_trips:
+    def _route(self, endpoint: Endpoint[Any, Any]) -> list[Hop]:
+        """The servers this call tries now, in order."""
+        if not self._multi:
+            return self._one_hop
+        if endpoint.probe:  # "is it up?" asks every server in turn, whatever its breaker says
+            return [Hop(i, False) for i in range(len(self._servers))]
+        return route([server.state for server in self._servers])
+
+    def _move_on(self, server: Server, endpoint: Endpoint[Any, Any], exc: MLClientError) -> bool:
+        """Whether the call goes on to the next server after ``exc`` on ``server``; trips ``server`` if it does."""
+        if endpoint.probe:
+            return exc.server_fault
+        if not may_fail_over(endpoint.idempotent, exc):
+            return False
+        if server.breaker is not None and not isinstance(exc, CircuitOpenError):
+            server.breaker.trip()  # the calls after this one go straight to the next server
+        return True
+
+    def _probe(self, index: int) -> Generator[Send, Any, bool]:
+        """Ask a server whose breaker is half-open ``GET /health`` as the breaker's trial: True closes it."""
+        breaker = self._servers[index].breaker
+        if breaker is None:
+            return True
+        try:
+            trial = breaker.before_call()
+        except CircuitOpenError:  # another call holds the trial, or the breaker opened again
+            return False
+        url = self._servers[index].url + ep.HEALTH.path
+        try:
+            request = self._http.build_request("GET", url, timeout=self.probe_timeout_s)
+            with map_transport_errors():
+                response: httpx.Response = yield Send(request)
+        except MLClientError:
+            breaker.record_failure(trial)
+            return False
+        except BaseException:
+            breaker.release(trial)
+            raise
+        if response.status_code == 200:
+            breaker.record_success(trial)
+            return True
+        breaker.record_failure(trial)
+        return False
+
+    def _report_trips(self, via: int) -> Generator[Send, Any, None]:
+        """Send the breakers' unreported openings to server ``via`` (the one that just answered), best effort: one
+        attempt each, past the breaker; what is not taken is kept for the next chance, and nothing raises (a
+        cancellation is passed on). Each event names the server whose breaker opened."""
+        if not self.report_trips:
             return
-        trips = self.breaker.take_trips()
-        for i, trip in enumerate(trips):
-            event = MonitorEventRequest(kind="breaker_open", client=self.client_id, server=str(self.base_url),
-                                        at=trip.at, failures=trip.failures, event_id=trip.event_id)
-            try:
-                response: httpx.Response = yield Send(self._build_request(ep.MONITOR_EVENT, event, None))
-            except Exception:  # noqa: BLE001 - best effort: the server went away again; report later
-                self.breaker.return_trips(trips[i:])
-                return
-            except BaseException:
-                self.breaker.return_trips(trips[i:])
-                raise
-            if response.status_code >= 500 or response.status_code in (408, 429):
-                self.breaker.return_trips(trips[i:])
-                return
-            # a 2xx took it; another 4xx (a server without the route) never will: dropped
+        for server in self._servers:
+            breaker = server.breaker
+            if breaker is None or not breaker.pending_trips:
+                continue
+            about = server.url if self._multi else str(self.base_url)
+            trips = breaker.take_trips()
+            for i, trip in enumerate(trips):
+                event = MonitorEventRequest(kind="breaker_open", client=self.client_id, server=about,
+                                            at=trip.at, failures=trip.failures, event_id=trip.event_id)
+                try:
+                    response: httpx.Response = yield Send(self._build_request(ep.MONITOR_EVENT, event, None, via))
+                except Exception:  # noqa: BLE001 - best effort: the server went away again; report later
+                    breaker.return_trips(trips[i:])
+                    return
+                except BaseException:
+                    breaker.return_trips(trips[i:])
+                    raise
+                if response.status_code >= 500 or response.status_code in (408, 429):
+                    breaker.return_trips(trips[i:])
+                    return
+                # a 2xx took it; another 4xx (a server without the route) never will: dropped
 
     def _build_request(
-        self, endpoint: Endpoint[Any, Any], body: WireModel | None, path_id: str | None
+        self, endpoint: Endpoint[Any, Any], body: WireModel | None, path_id: str | None, index: int = 0
     ) -> httpx.Request:
         if endpoint.request_type is not None and type(body) is not endpoint.request_type:
             raise TypeError(f"{endpoint.name} takes a {endpoint.request_type.__name__}, got {type(body).__name__}")
@@ -325,16 +446,18 @@ class MLClientBase(Generic[_H]):
             if not path_id:
                 raise ValueError(f"{endpoint.name}: the id must not be empty")
             url = endpoint.path.format(id=quote(path_id, safe=""))
+            if not self._relative:
+                url = self._servers[index].url + url
         else:
-            url = self._url(endpoint.path)
+            url = self._url(endpoint.path, index)
         if body is None:
             return self._http.build_request(endpoint.method, url)
         return self._http.build_request(
             endpoint.method, url, content=body.model_dump_json().encode(), headers=_JSON_HEADERS
         )
 
-    def _url(self, path: str) -> Any:
-        """The absolute URL of an endpoint's fixed path, joined to the base URL by the HTTP client once.
+    def _url(self, path: str, index: int = 0) -> Any:
+        """The absolute URL of an endpoint's fixed path on server ``index``, built by the HTTP client once.
 
         Joining a relative path parses two URLs, more than half of what building a request costs;
         a request built on an absolute URL of the HTTP client's own type skips that. The cache is
@@ -343,15 +466,18 @@ class MLClientBase(Generic[_H]):
         base = self._http.base_url
         if base is not self._urls_base:
             self._urls, self._urls_base = {}, base
-        url = self._urls.get(path)
+        key = (index, path)
+        url = self._urls.get(key)
         if url is None:
-            url = self._urls[path] = self._http.build_request("GET", path).url
+            target = path if self._relative else self._servers[index].url + path
+            url = self._urls[key] = self._http.build_request("GET", target).url
         return url
 
-    def _guard(self, endpoint: Endpoint[Any, Any]) -> AbstractContextManager[None]:
-        if self.breaker is None or endpoint.probe:
+    @staticmethod
+    def _guard(server: Server, endpoint: Endpoint[Any, Any]) -> AbstractContextManager[None]:
+        if server.breaker is None or endpoint.probe:
             return nullcontext()
-        return self.breaker.guard()
+        return server.breaker.guard()
 
     @staticmethod
     def _parse(endpoint: Endpoint[Any, _T], response: httpx.Response) -> _T:
@@ -373,7 +499,7 @@ class MLClientBase(Generic[_H]):
         """Seconds to wait before retry number ``attempt + 1``, or None to give up and raise ``exc``."""
         if not (endpoint.idempotent and not endpoint.probe and exc.retryable and attempt < self.retries):
             return None
-        if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
+        if all(s.breaker is not None and s.breaker.state is BreakerState.OPEN for s in self._servers):
             return None  # the next attempt would only be refused; report the real fault instead
         ceiling = min(self.max_backoff_s, self.backoff_s * 2.0**attempt)
         delay = ceiling * self._rng.uniform(0.5, 1.0)  # jitter keeps clients from retrying in step
@@ -382,10 +508,11 @@ class MLClientBase(Generic[_H]):
         return delay
 
     def _record(
-        self, endpoint: Endpoint[Any, Any], attempts: int, started: float, status: int | None, ok: bool
+        self, endpoint: Endpoint[Any, Any], attempts: int, started: float, status: int | None, ok: bool,
+        url: str | None,
     ) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        self.last_call = CallInfo(endpoint.name, attempts, elapsed_ms, status, ok)
+        self.last_call = CallInfo(endpoint.name, attempts, elapsed_ms, status, ok, url)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from quantcrew.cli import app, main
 
 COMMANDS = ["setup", "run", "risk", "train", "outcomes", "server", "backtest", "scheduler", "retrain", "runs",
-            "schedule", "data", "models", "alerts"]
+            "schedule", "data", "models", "alerts", "flow"]
 
 
 def test_app_registers_every_command_group_in_help_order() -> None:

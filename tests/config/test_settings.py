@@ -106,3 +106,30 @@ def test_no_getenv_outside_config() -> None:
         and ("os.getenv" in p.read_text() or "os.environ.get" in p.read_text() or "environ[" in p.read_text())
     ]
     assert offenders == []
+
+
+def test_secret_files_named_like_variables_set_nested_settings_below_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "quantcrew_server__api_key").write_text("key-from-a-file\n")  # a trailing newline is stripped
+    (secrets / "QUANTCREW_CLIENT__API_KEY").write_text("client-key")  # names match whatever their case
+    (secrets / "api_key").write_text("named like no setting: ignored")
+    monkeypatch.setenv("QUANTCREW_SECRETS_DIR", str(secrets))
+    s = load_settings()
+    assert s.server.api_key is not None and s.server.api_key.get_secret_value() == "key-from-a-file"
+    assert s.client.api_key is not None and s.client.api_key.get_secret_value() == "client-key"
+    monkeypatch.setenv("QUANTCREW_SERVER__API_KEY", "key-from-env")
+    env_wins = load_settings().server.api_key
+    assert env_wins is not None and env_wins.get_secret_value() == "key-from-env"
+
+
+def test_a_blank_secret_file_or_a_missing_secrets_folder_is_refused_by_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "quantcrew_server__api_key").write_text("\n")
+    monkeypatch.setenv("QUANTCREW_SECRETS_DIR", str(tmp_path))
+    with pytest.raises(SettingsError, match="QUANTCREW_SERVER__API_KEY.*blank"):
+        load_settings()
+    monkeypatch.setenv("QUANTCREW_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="secrets folder not found: .*missing.*QUANTCREW_SECRETS_DIR"):
+        load_settings()

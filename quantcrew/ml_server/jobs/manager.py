@@ -5,10 +5,29 @@ and replies with the job's :class:`~quantcrew.ml_server.schemas.jobs.JobInfo` at
 function runs on a worker thread, independent of any request, so the server carries on when
 the client that started it goes away.
 
-Every job is recorded in the ``jobs`` table (:mod:`quantcrew.ml_server.jobs.store`); jobs a
-previous process left ``queued`` or ``running`` are marked ``interrupted`` when the next one
-starts. Workers are daemon threads: a job that ignores cancellation can delay
-:meth:`JobManager.shutdown` by its timeout, never hang the process on exit.
+Every job is recorded in the ``jobs`` table (:mod:`quantcrew.ml_server.jobs.store`) with its
+owner, the manager that runs it (:mod:`quantcrew.ml_server.jobs.owner`). Workers are daemon
+threads: a job that ignores cancellation can delay :meth:`JobManager.shutdown` by its timeout,
+never hang the process on exit.
+
+Jobs left unfinished by a process that is gone are marked ``interrupted``. How a manager knows
+which are gone depends on how its server holds the home:
+
+* **exclusive** (the default; one server per home, enforced by the home's lock): no other live
+  process can own a job, so every job left ``queued`` or ``running`` is marked ``interrupted``
+  when the manager starts.
+* **shared** (``shared=True``: replicas of one deployment on one registry). A manager marks
+  ``interrupted`` only the jobs whose owner is gone (:func:`~quantcrew.ml_server.jobs.owner.owner_gone`:
+  no owner recorded, a dead PID on this host, or a heartbeat older than ``lease_s``), when it
+  starts and again every ``poll_s`` while it runs, so a replica that crashed does not leave its
+  jobs ``running``: on one host they are marked within ``poll_s`` of the crash, across hosts
+  within ``lease_s``. A keeper thread moves the heartbeat of the manager's own unfinished jobs
+  every ``heartbeat_s`` and, every ``poll_s``, picks up cancels that another replica recorded
+  (``cancel_requested``). Any replica answers for any job from the table:
+  reading it (status, progress as last written, result), waiting for it (by polling the row) and
+  cancelling it: a queued job is marked ``cancelled`` in its row at once (its owner never starts a
+  job that is no longer queued there), a running one gets ``cancel_requested`` in its row and its
+  owner raises the job's cancel flag within ``poll_s``, as a cancel on the owner would.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ from quantcrew.ml_server.errors import ConflictError, MLServerError, ModelNotRea
 from quantcrew.ml_server.handlers import with_location
 from quantcrew.ml_server.jobs.context import JobCancelled, JobContext, JobFn
 from quantcrew.ml_server.jobs.jsonable import dumps
+from quantcrew.ml_server.jobs.owner import JobOwner, owner_gone
 from quantcrew.ml_server.jobs.store import JobStore, error_record, job_info
 from quantcrew.ml_server.schemas.jobs import FINISHED_STATUSES, JobInfo, JobProgress
 
@@ -37,6 +57,13 @@ __all__ = ["INTERRUPTED_MESSAGE", "JobManager"]
 logger = logging.getLogger("quantcrew.ml_server")
 
 INTERRUPTED_MESSAGE = "the server stopped before this job finished"
+HEARTBEAT_S = 5.0
+"""Shared mode: how often a manager moves the heartbeat of its unfinished jobs."""
+LEASE_S = 60.0
+"""Shared mode: how old an owner's heartbeat may be before its unfinished jobs are marked interrupted."""
+POLL_S = 0.5
+"""Shared mode: how often a manager looks for cancels of its jobs recorded by another process, and for jobs whose
+owner is gone (two reads)."""
 
 _Outcome = tuple[str, dict[str, Any] | None, dict[str, Any] | None]  # status, result, error
 
@@ -59,23 +86,45 @@ class JobManager:
     Args:
         db_path: SQLite file (the model registry's); the table is created if missing.
         workers: Jobs run at once; more wait queued, first in first out.
+        shared: Other server processes share the file (see the module docstring).
+        heartbeat_s: Shared mode: the heartbeat interval.
+        lease_s: Shared mode: the age of a heartbeat past which its owner is gone (well above
+            ``heartbeat_s``).
+        poll_s: Shared mode: how often cancels recorded by other processes, and orphaned jobs, are looked for.
     """
 
-    def __init__(self, db_path: Path, *, workers: int = 1) -> None:
+    def __init__(self, db_path: Path, *, workers: int = 1, shared: bool = False, heartbeat_s: float = HEARTBEAT_S,
+                 lease_s: float = LEASE_S, poll_s: float = POLL_S) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        if not 0 < heartbeat_s < lease_s or poll_s <= 0:
+            raise ValueError(f"need 0 < heartbeat_s < lease_s and poll_s > 0, got heartbeat_s={heartbeat_s}, "
+                             f"lease_s={lease_s}, poll_s={poll_s}")
         self.db_path = Path(db_path)
         self.workers = workers
+        self.shared = shared
+        self.heartbeat_s, self.lease_s, self.poll_s = heartbeat_s, lease_s, poll_s
+        self.owner = JobOwner()
         # one lock over the in-memory jobs and the table, so the two never disagree
         self._lock = threading.RLock()
         self._store = JobStore(self.db_path)
-        stale = self._store.interrupt_unfinished(error_record("interrupted", INTERRUPTED_MESSAGE))
-        if stale:
-            logger.warning("%d job(s) left unfinished by a previous server process marked interrupted", stale)
         self._jobs: dict[str, _Job] = {}
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._closing = False
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+        if shared:
+            stale = self.interrupt_orphans()
+            if stale:
+                logger.warning("%d job(s) left unfinished by server processes that are gone marked interrupted",
+                               stale)
+            self._keeper = threading.Thread(target=self._keep, name="quantcrew-job-keeper", daemon=True)
+            self._keeper.start()
+        else:
+            stale = self._store.interrupt_unfinished(error_record("interrupted", INTERRUPTED_MESSAGE))
+            if stale:
+                logger.warning("%d job(s) left unfinished by a previous server process marked interrupted", stale)
 
     # -- submitting and reading ---------------------------------------------------------------
 
@@ -101,7 +150,7 @@ class JobManager:
         with self._lock:
             if self._closing:
                 raise ModelNotReadyError("the server is shutting down: no new jobs are accepted")
-            self._store.insert(job_id, kind, created, params_json)
+            self._store.insert(job_id, kind, created, params_json, self.owner)
             self._jobs[job_id] = job
             while len(self._threads) < self.workers:
                 thread = threading.Thread(target=self._work, name=f"quantcrew-job-{len(self._threads)}", daemon=True)
@@ -149,8 +198,7 @@ class JobManager:
                                     details={"job_id": job_id, "status": status})
             job = self._jobs.get(job_id)
             if job is None:
-                raise ConflictError(f"job {job_id} is {status} in another server process using this database; "
-                                    "cancel it there", details={"job_id": job_id, "status": status})
+                return self._cancel_elsewhere(row)
             if job.status == "queued":
                 self._cancel_queued(job)
                 logger.info("job %s (%s) cancelled before it started", job_id, job.kind)
@@ -158,6 +206,22 @@ class JobManager:
                 self._request_cancel(job)
                 logger.info("job %s (%s) asked to stop", job_id, job.kind)
             return self.get(job_id)
+
+    def _cancel_elsewhere(self, row: sqlite3.Row) -> JobInfo:
+        """Cancel a job that another process owns (lock held): recorded in its row for the owner to act on."""
+        job_id, status = row["job_id"], row["status"]
+        if not self.shared:
+            raise ConflictError(f"job {job_id} is {status} in another server process using this database; "
+                                "cancel it there", details={"job_id": job_id, "status": status})
+        if self._store.cancel_queued(job_id):  # its owner will not start it (see _run)
+            logger.info("job %s (%s) of %s cancelled before it started", job_id, row["kind"], row["owner"])
+        elif self._interrupt_if_orphaned(row) or not self._store.mark_cancel_requested(job_id):
+            now = self.get(job_id)  # its owner is gone (just marked), or it finished meanwhile
+            raise ConflictError(f"job {job_id} already finished ({now.status}); nothing to cancel",
+                                details={"job_id": job_id, "status": now.status})
+        else:
+            logger.info("job %s (%s) of %s asked to stop through the table", job_id, row["kind"], row["owner"])
+        return self.get(job_id)
 
     def wait(self, job_id: str, timeout_s: float | None = None) -> JobInfo:
         """Block until the job has finished and return its entry.
@@ -187,6 +251,9 @@ class JobManager:
         A job still running after the timeout is recorded 'interrupted' and left to its daemon
         thread; whatever it does later is not recorded. Calling this again does nothing.
         """
+        self._stop.set()
+        if self._keeper is not None:
+            self._keeper.join(max(timeout_s, 1.0))
         with self._lock:
             if self._closing:
                 return
@@ -214,6 +281,68 @@ class JobManager:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    # -- shared mode: orphans, heartbeat, cancels from elsewhere --------------------------------
+
+    def interrupt_orphans(self) -> int:
+        """Mark 'interrupted' the unfinished jobs whose owner is gone; returns how many.
+
+        A job whose owner moved its heartbeat since it was read is left alone. Called when a
+        shared manager starts and by its keeper thread.
+        """
+        with self._lock:
+            if self._store.closed:
+                return 0
+            rows = self._store.unfinished_of_others(self.owner.owner)
+            return sum(self._interrupt_if_orphaned(row) for row in rows)
+
+    def _interrupt_if_orphaned(self, row: sqlite3.Row) -> bool:
+        heartbeat = row["heartbeat_at"]
+        if not owner_gone(self.owner, owner=row["owner"], host=row["owner_host"], pid=row["owner_pid"],
+                          heartbeat_at=None if heartbeat is None else datetime.fromisoformat(heartbeat),
+                          now=datetime.now(UTC), lease_s=self.lease_s):
+            return False
+        marked = self._store.interrupt(row["job_id"], error_record("interrupted", INTERRUPTED_MESSAGE,
+                                                                   {"owner": row["owner"]}),
+                                       heartbeat_at=heartbeat)
+        if marked:
+            logger.warning("job %s (%s) marked interrupted: its server process (%s) is gone", row["job_id"],
+                           row["kind"], row["owner"])
+        return marked
+
+    def _keep(self) -> None:
+        """The keeper thread (shared mode): cancels from elsewhere and orphans every poll, the heartbeat less often."""
+        last_beat = time.monotonic()
+        while not self._stop.wait(self.poll_s):
+            try:
+                self._take_cancels()
+                self.interrupt_orphans()
+                if time.monotonic() - last_beat >= self.heartbeat_s:
+                    last_beat = time.monotonic()
+                    self._beat()
+            except (sqlite3.Error, MLServerError) as exc:  # a busy or closing database: try again next round
+                logger.warning("job keeper: %s", exc)
+
+    def _beat(self) -> None:
+        with self._lock:
+            if self._jobs and not self._store.closed:
+                self._store.heartbeat(self.owner.owner)
+
+    def _take_cancels(self) -> None:
+        with self._lock:
+            if not self._jobs or self._store.closed:
+                return
+            for job_id, status in self._store.cancels_requested(list(self._jobs)).items():
+                job = self._jobs.get(job_id)
+                if job is None or job.ctx.cancelled:
+                    continue
+                if job.status == "queued" and status == "cancelled":  # marked so by the other process
+                    self._drop_cancelled(job)
+                elif job.status == "queued":
+                    self._cancel_queued(job)
+                else:
+                    job.ctx.request_cancel()
+                logger.info("job %s (%s) cancelled through the table by another server process", job_id, job.kind)
+
     # -- workers ------------------------------------------------------------------------------
 
     def _work(self) -> None:
@@ -227,8 +356,10 @@ class JobManager:
         with self._lock:
             if job.status != "queued" or self._closing:
                 return  # cancelled while it waited
+            if not self._store.mark_running(job.job_id):  # cancelled through the table by another process
+                self._drop_cancelled(job)
+                return
             job.status = "running"
-            self._store.mark_running(job.job_id)
         logger.info("job %s (%s) started", job.job_id, job.kind)
         started = time.monotonic()
         outcome: _Outcome = ("failed", None, error_record("internal_error", "the job stopped without an outcome"))
@@ -270,6 +401,13 @@ class JobManager:
     def _cancel_queued(self, job: _Job) -> None:
         self._request_cancel(job)
         self._write_outcome(job, "cancelled", None, None)
+
+    def _drop_cancelled(self, job: _Job) -> None:
+        """Forget a queued job that another process marked cancelled in its row (nothing more to write)."""
+        job.ctx.request_cancel()
+        job.status = "cancelled"
+        self._jobs.pop(job.job_id, None)
+        job.finished.set()
 
     def _request_cancel(self, job: _Job) -> None:
         job.ctx.request_cancel()

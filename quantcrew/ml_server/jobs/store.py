@@ -3,6 +3,12 @@
 Jobs are recorded in the registry's SQLite file through a connection of their own (WAL), so
 finished jobs stay readable after a restart. Times are stored as ISO text in UTC; params,
 metrics, result and error as JSON text.
+
+Each row also names its owner (``owner``, ``owner_host``, ``owner_pid``, ``heartbeat_at``; see
+:mod:`~quantcrew.ml_server.jobs.owner`), so that server processes sharing the file (replicas on a
+shared home) can tell their own jobs from another's and a dead owner's. A table written before
+these columns gets them when it is opened (rows without an owner read as the jobs of a server
+that is gone).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 from quantcrew.ml_server.errors import ModelNotReadyError
 from quantcrew.ml_server.jobs.context import progress_fraction
 from quantcrew.ml_server.jobs.jsonable import dumps, jsonable
+from quantcrew.ml_server.jobs.owner import JobOwner
 from quantcrew.ml_server.schemas.common import ErrorDetail
 from quantcrew.ml_server.schemas.jobs import JobInfo, JobProgress
 
@@ -38,9 +45,16 @@ create table if not exists jobs (
     progress_at text,
     params text not null default '{}',
     result text,
-    error text
+    error text,
+    owner text,
+    owner_host text,
+    owner_pid integer,
+    heartbeat_at text
 )
 """
+_OWNER_COLUMNS = (("owner", "text"), ("owner_host", "text"), ("owner_pid", "integer"), ("heartbeat_at", "text"))
+"""Added by :meth:`JobStore._migrate` to a table written before owners were recorded."""
+_UNFINISHED = "status in ('queued', 'running')"
 
 
 class JobStore:
@@ -61,8 +75,22 @@ class JobStore:
         self._db.execute("pragma journal_mode=wal")
         with self._db:
             self._db.execute(_SCHEMA)
+            self._migrate()
             self._db.execute("create index if not exists jobs_created_at on jobs (created_at)")
+            self._db.execute("create index if not exists jobs_status on jobs (status)")
         self._closed = False
+
+    def _migrate(self) -> None:
+        """Add the owner columns to a table written before them (another process may be doing the same)."""
+        present = {row["name"] for row in self._db.execute("pragma table_info(jobs)")}
+        for column, kind in _OWNER_COLUMNS:
+            if column in present:
+                continue
+            try:
+                self._db.execute(f"alter table jobs add column {column} {kind}")
+            except sqlite3.OperationalError as exc:  # added by another process meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
 
     @property
     def closed(self) -> bool:
@@ -80,12 +108,52 @@ class JobStore:
         """
         with self._db:
             return self._db.execute(
-                "update jobs set status = 'interrupted', finished_at = ?, error = ? "
-                "where status in ('queued', 'running')",
+                f"update jobs set status = 'interrupted', finished_at = ?, error = ? where {_UNFINISHED}",
                 (_now(), dumps(error)),
             ).rowcount
 
-    def insert(self, job_id: str, kind: str, created: datetime, params_json: str) -> None:
+    def interrupt(self, job_id: str, error: dict[str, Any], *, heartbeat_at: str | None) -> bool:
+        """Mark one unfinished job 'interrupted', unless its owner's heartbeat moved since it was read.
+
+        Args:
+            job_id: The job.
+            error: The stored error (see :func:`error_record`).
+            heartbeat_at: The heartbeat read when its owner was judged gone (the guard).
+
+        Returns:
+            Whether the row was marked.
+        """
+        with self._db:
+            return self._db.execute(
+                f"update jobs set status = 'interrupted', finished_at = ?, error = ? where job_id = ? "
+                f"and {_UNFINISHED} and heartbeat_at is ?",
+                (_now(), dumps(error), job_id, heartbeat_at),
+            ).rowcount > 0
+
+    def unfinished_of_others(self, owner: str) -> Sequence[sqlite3.Row]:
+        """Queued or running rows that ``owner`` does not own (with their owner columns).
+
+        Raises:
+            ModelNotReadyError: the store is closed (503).
+        """
+        return self._select(f"where {_UNFINISHED} and (owner is null or owner != ?)", (owner,))
+
+    def heartbeat(self, owner: str) -> int:
+        """Move the heartbeat of ``owner``'s unfinished jobs to now; returns how many rows."""
+        with self._db:
+            return self._db.execute(f"update jobs set heartbeat_at = ? where owner = ? and {_UNFINISHED}",
+                                    (_now(), owner)).rowcount
+
+    def cancels_requested(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Of ``job_ids``, those whose cancelling was asked for (by any process), with their status now."""
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" for _ in job_ids)
+        return {row["job_id"]: row["status"] for row in self._select(
+            f"where cancel_requested = 1 and job_id in ({marks})", tuple(job_ids))}
+
+    def insert(self, job_id: str, kind: str, created: datetime, params_json: str,
+               owner: JobOwner | None = None) -> None:
         """Add a 'queued' row.
 
         Args:
@@ -93,21 +161,33 @@ class JobStore:
             kind: What the job does.
             created: When it was submitted (UTC).
             params_json: Its params as JSON text.
+            owner: The process that runs it (None: none recorded); its heartbeat starts now.
         """
         with self._db:
-            self._db.execute("insert into jobs (job_id, kind, status, created_at, params) values (?, ?, ?, ?, ?)",
-                             (job_id, kind, "queued", _iso(created), params_json))
+            self._db.execute(
+                "insert into jobs (job_id, kind, status, created_at, params, owner, owner_host, owner_pid, "
+                "heartbeat_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, kind, "queued", _iso(created), params_json, None if owner is None else owner.owner,
+                 None if owner is None else owner.host, None if owner is None else owner.pid,
+                 None if owner is None else _now()))
 
-    def mark_running(self, job_id: str) -> None:
-        """Set the job 'running', started now."""
+    def mark_running(self, job_id: str) -> bool:
+        """Set a 'queued' job 'running', started now; False when it is no longer queued (cancelled elsewhere)."""
         with self._db:
-            self._db.execute("update jobs set status = 'running', started_at = ? where job_id = ?",
-                             (_now(), job_id))
+            return self._db.execute("update jobs set status = 'running', started_at = ? where job_id = ? "
+                                    "and status = 'queued'", (_now(), job_id)).rowcount > 0
 
-    def mark_cancel_requested(self, job_id: str) -> None:
-        """Record that cancelling the job was asked for."""
+    def cancel_queued(self, job_id: str) -> bool:
+        """Mark a job that is still 'queued' 'cancelled' now; returns whether it was queued."""
         with self._db:
-            self._db.execute("update jobs set cancel_requested = 1 where job_id = ?", (job_id,))
+            return self._db.execute("update jobs set status = 'cancelled', cancel_requested = 1, finished_at = ? "
+                                    "where job_id = ? and status = 'queued'", (_now(), job_id)).rowcount > 0
+
+    def mark_cancel_requested(self, job_id: str) -> bool:
+        """Record that cancelling the job was asked for, unless it has finished; returns whether it was."""
+        with self._db:
+            return self._db.execute(f"update jobs set cancel_requested = 1 where job_id = ? and {_UNFINISHED}",
+                                    (job_id,)).rowcount > 0
 
     def write_outcome(self, job_id: str, status: str, result: dict[str, Any] | None,
                       error: dict[str, Any] | None, progress: JobProgress) -> None:

@@ -157,16 +157,18 @@ class DeploymentStore:
         self._db = sqlite_utils.Database(conn)
         self._db.enable_wal()
         self._lock = threading.RLock()
-        deployments = self._db.table("deployments")
-        deployments.create(_SCHEMA, pk="model_id", not_null=set(_SCHEMA), if_not_exists=True)
-        deployments.create_index(["name", "stage"], if_not_exists=True)
-        log = self._db.table("shadow_log")
-        log.create(_LOG_SCHEMA, pk="id", not_null=set(_LOG_SCHEMA) - {"id"}, if_not_exists=True)
-        log.create_index(["model_id", "at"], if_not_exists=True)
-        events = self._db.table("deployment_events")
-        events.create(_EVENT_SCHEMA, pk="id", not_null=set(_EVENT_SCHEMA) - _EVENT_NULLABLE, if_not_exists=True)
-        events.create_index(["name", "id"], if_not_exists=True)
-        events.create_index(["model_id", "id"], if_not_exists=True)
+        # one write transaction taken up front: replicas on a shared home may open a fresh file together
+        with self._transaction():
+            deployments = self._db.table("deployments")
+            deployments.create(_SCHEMA, pk="model_id", not_null=set(_SCHEMA), if_not_exists=True)
+            deployments.create_index(["name", "stage"], if_not_exists=True)
+            log = self._db.table("shadow_log")
+            log.create(_LOG_SCHEMA, pk="id", not_null=set(_LOG_SCHEMA) - {"id"}, if_not_exists=True)
+            log.create_index(["model_id", "at"], if_not_exists=True)
+            events = self._db.table("deployment_events")
+            events.create(_EVENT_SCHEMA, pk="id", not_null=set(_EVENT_SCHEMA) - _EVENT_NULLABLE, if_not_exists=True)
+            events.create_index(["name", "id"], if_not_exists=True)
+            events.create_index(["model_id", "id"], if_not_exists=True)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -228,6 +230,8 @@ class DeploymentStore:
                 raise ConflictError(
                     f"model '{model_id}' is deployed as '{row[0]}' version {row[1]}, not '{name}' version {version}",
                     details=[{"loc": ["model_id"], "msg": "deployed under another name or version"}])
+            if action == "auto" and row is not None and row[2] == stage:
+                return self._get(db, model_id)  # the same automatic step, made by another process meanwhile
             keep_start = row is not None and row[2] == stage and stage != "gradual"
             started_at = row[3] if keep_start and row is not None else at
             created_at = row[4] if row is not None else at
@@ -327,6 +331,12 @@ class DeploymentStore:
         return [m for m in order if (current is None or m != current.model_id) and not rolled_back[m]]
 
     # -- reading -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, model_id: str) -> Deployment:
+        cursor = db.execute("SELECT * FROM deployments WHERE model_id = ?", (model_id,))
+        names = [d[0] for d in cursor.description]
+        return _deployment(dict(zip(names, cursor.fetchone(), strict=True)))
 
     def get(self, model_id: str) -> Deployment | None:
         """The deployment of ``model_id``, or None when it was never deployed."""

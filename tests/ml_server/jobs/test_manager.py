@@ -6,7 +6,7 @@ import logging
 import re
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +272,146 @@ def test_workers_run_jobs_concurrently(db_path: Path) -> None:
         assert {jobs.wait(i, WAIT_S).status for i in ids} == {"succeeded"}
     finally:
         jobs.shutdown()
+
+
+# -- shared mode: several processes on one file ----------------------------------------------------------------
+
+def _shared(db_path: Path, *, lease_s: float = 2.0) -> JobManager:
+    """A shared-mode manager with quick rounds (heartbeat 0.1 s, polls 0.05 s)."""
+    return JobManager(db_path, shared=True, heartbeat_s=0.1, lease_s=lease_s, poll_s=0.05)
+
+
+_CHILD = """\
+import sys, time
+from pathlib import Path
+from quantcrew.ml_server.jobs import JobManager
+
+def forever(ctx):
+    while True:
+        ctx.report(done=1, total=2)
+        time.sleep(0.01)
+
+jobs = JobManager(Path(sys.argv[1]), shared=True)
+running = jobs.submit("rl_train", forever, params={})
+queued = jobs.submit("rl_train", forever, params={})
+while jobs.get(running.job_id).status != "running":
+    time.sleep(0.01)
+print(running.job_id, queued.job_id, flush=True)
+time.sleep(60)
+"""
+
+
+def test_shared_managers_read_and_cancel_each_others_jobs_and_leave_them_running(db_path: Path) -> None:
+    a = _shared(db_path)
+    started = threading.Event()
+    b: JobManager | None = None
+    try:
+        running = a.submit("rl_train", until_cancelled(started), params={"n": 1})
+        queued = a.submit("rl_train", lambda ctx: {"ran": True}, params={})
+        assert started.wait(WAIT_S)
+        b = _shared(db_path)  # starting beside A: A's jobs are not its to interrupt
+        time.sleep(0.25)  # and B's keeper rounds leave them alone too
+        seen = b.get(running.job_id)
+        assert seen.status == "running" and seen.progress.done >= 1 and seen.params == {"n": 1}
+        assert [j.job_id for j in b.list(status="running")] == [running.job_id]
+        dropped = b.cancel(queued.job_id)  # queued on A: cancelled in the table at once, never started there
+        assert dropped.status == "cancelled" and dropped.cancel_requested
+        asked = b.cancel(running.job_id)  # running on A: A's keeper raises its cancel flag
+        assert asked.status == "running" and asked.cancel_requested
+        assert b.wait(running.job_id, WAIT_S).status == "cancelled"
+        never = a.wait(queued.job_id, WAIT_S)
+        assert never.status == "cancelled" and never.started_at is None and never.result is None
+        with pytest.raises(ConflictError, match="already finished"):
+            b.cancel(running.job_id)
+        b.shutdown()  # a clean stop of one replica touches only its own jobs
+        b = None
+        later = a.submit("rl_train", lambda ctx: {"ok": 1}, params={})
+        assert a.wait(later.job_id, WAIT_S).status == "succeeded"
+    finally:
+        if b is not None:
+            b.shutdown()
+        a.shutdown()
+
+
+def test_a_shared_manager_starting_interrupts_the_jobs_of_a_killed_process_only(db_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from quantcrew.ml_server.jobs.owner import JobOwner
+    from quantcrew.ml_server.jobs.store import JobStore
+
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(db_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        running, queued = child.stdout.readline().split()
+    finally:
+        os.kill(child.pid, signal.SIGKILL)  # a crash: nothing of its own shutdown runs
+        child.wait(10)
+    store = JobStore(db_path)  # two rows of a live owner on another node: one beating, one silent past its lease
+    beating, silent = JobOwner(host="node-2/pid:[1]", pid=1), JobOwner(host="node-3/pid:[1]", pid=1)
+    now = datetime.now(UTC)
+    store.insert("job-000000000000beat", "rl_train", now, "{}", beating)
+    store.insert("job-0000000000silent", "rl_train", now, "{}", silent)
+    store._db.execute("update jobs set heartbeat_at = ? where job_id = 'job-0000000000silent'",  # noqa: SLF001
+                      ((now - timedelta(minutes=5)).isoformat(),))
+    store._db.commit()  # noqa: SLF001
+    store.close()
+    jobs = JobManager(db_path, shared=True, lease_s=60.0)
+    try:
+        for job_id in (running, queued, "job-0000000000silent"):
+            info = jobs.get(job_id)
+            assert info.status == "interrupted" and info.finished_at is not None, job_id
+            assert info.error is not None and info.error.message == INTERRUPTED_MESSAGE
+        assert jobs.get(running).progress.done == 1  # what it had reported stays
+        assert jobs.get("job-000000000000beat").status == "queued"  # its owner is alive elsewhere
+    finally:
+        jobs.shutdown()
+
+
+def test_the_keeper_moves_the_heartbeat_and_interrupts_an_orphan_while_it_runs(db_path: Path) -> None:
+    from quantcrew.ml_server.jobs.owner import JobOwner
+    from quantcrew.ml_server.jobs.store import JobStore
+    from tests.ml_server.jobs.support import raw_row
+
+    jobs = _shared(db_path, lease_s=0.5)
+    started = threading.Event()
+    store = JobStore(db_path)
+    try:
+        mine = jobs.submit("rl_train", until_cancelled(started), params={})
+        assert started.wait(WAIT_S)
+        first = raw_row(db_path, mine.job_id)["heartbeat_at"]
+        # an owner on another node that stops beating once this manager is already running
+        store.insert("job-00000000000other", "rl_train", datetime.now(UTC), "{}", JobOwner(host="node-2", pid=1))
+        deadline = time.monotonic() + WAIT_S
+        while jobs.get("job-00000000000other").status != "interrupted":
+            assert time.monotonic() < deadline, "the orphan was never interrupted"
+            time.sleep(0.05)
+        assert raw_row(db_path, mine.job_id)["heartbeat_at"] > first  # ours kept beating
+        assert jobs.get(mine.job_id).status == "running"
+    finally:
+        store.close()
+        jobs.shutdown()
+
+
+def test_an_exclusive_manager_leaves_another_process_job_to_its_owner(db_path: Path) -> None:
+    from quantcrew.ml_server.jobs.store import JobStore
+
+    jobs = JobManager(db_path)
+    store = JobStore(db_path)  # a row this manager does not run (written after it started)
+    store.insert("job-00000000elsewhere", "rl_train", datetime.now(UTC), "{}")
+    store.close()
+    try:
+        with pytest.raises(ConflictError, match="another server process") as err:
+            jobs.cancel("job-00000000elsewhere")
+        assert err.value.details == {"job_id": "job-00000000elsewhere", "status": "queued"}
+    finally:
+        jobs.shutdown()
+
+
+@pytest.mark.parametrize(("heartbeat_s", "lease_s", "poll_s"), [(5.0, 5.0, 0.5), (0.0, 60.0, 0.5), (5.0, 60.0, 0.0)])
+def test_shared_timings_out_of_order_are_refused(db_path: Path, heartbeat_s: float, lease_s: float,
+                                                 poll_s: float) -> None:
+    with pytest.raises(ValueError, match="heartbeat_s"):
+        JobManager(db_path, shared=True, heartbeat_s=heartbeat_s, lease_s=lease_s, poll_s=poll_s)

@@ -91,3 +91,31 @@ def test_store_rows_read_back_as_entries_and_reads_stop_once_closed(db_path: Pat
     assert store.closed
     with pytest.raises(ModelNotReadyError, match="shut down"):
         store.row("job-0000000000000001")
+
+
+def test_a_jobs_table_written_before_owners_gets_their_columns_and_keeps_its_rows(db_path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:  # the table as an earlier version wrote it
+        conn.execute("create table jobs (job_id text primary key, kind text not null, status text not null, "
+                     "cancel_requested integer not null default 0, created_at text not null, started_at text, "
+                     "finished_at text, done integer not null default 0, total integer not null default 0, "
+                     "message text, metrics text not null default '{}', progress_at text, "
+                     "params text not null default '{}', result text, error text)")
+        conn.execute("insert into jobs (job_id, kind, status, created_at, params) values "
+                     "('job-00000000000older', 'rl_train', 'running', '2024-05-06T07:08:09+00:00', '{\"a\": 1}')")
+    conn.close()
+    jobs = JobManager(db_path, shared=True)  # a row with no owner: its server is gone
+    try:
+        old = jobs.get("job-00000000000older")
+        assert old.status == "interrupted" and old.params == {"a": 1}
+        new = jobs.wait(jobs.submit("rl_train", lambda ctx: {"ok": True}, params={}).job_id, WAIT_S)
+        assert new.status == "succeeded"
+        row = raw_row(db_path, new.job_id)
+        assert row["owner"] == jobs.owner.owner and row["owner_pid"] == jobs.owner.pid
+        assert row["owner_host"] == jobs.owner.host and row["heartbeat_at"] is not None
+    finally:
+        jobs.shutdown()
+    again = JobStore(db_path)  # opened again: the columns are there, nothing is added twice
+    assert again.row("job-00000000000older") is not None
+    again.close()

@@ -112,6 +112,25 @@ def test_route_gradual_ramps_with_time_and_promotes(store: DeploymentStore) -> N
     assert old is not None and old.stage == "retired"
 
 
+def test_a_ramp_finished_in_two_processes_is_promoted_once(store: DeploymentStore, tmp_path: Path) -> None:
+    # replicas on a shared home: each routes, and both may see the ramp end before either has promoted it
+    other = DeploymentStore(tmp_path / "registry.db")
+    try:
+        _deploy(store, 1, "full")
+        _deploy(store, 2, "gradual", share=0.0, ramp_seconds=100)
+        done = T0 + timedelta(seconds=100)
+        assert store.route("ens", "k", now=done).primary.model_id == "ens-v2"
+        # the other replica's promotion, decided on what it read before the first one committed
+        again = other.set(model_id="ens-v2", name="ens", version=2, stage="full", now=done + timedelta(seconds=1),
+                          action="auto", reason="gradual rollout reached 100%")
+        assert again.stage == "full" and again.started_at == done  # the first promotion stands, unchanged
+        autos = [e for e in other.events(name="ens") if e.action == "auto"]
+        assert [(e.model_id, e.from_stage, e.to_stage) for e in autos] == [("ens-v2", "gradual", "full")]
+        assert other.route("ens", "k", now=done).primary.model_id == "ens-v2"
+    finally:
+        other.close()
+
+
 def test_set_gradual_defaults_share_and_restarts_ramp(store: DeploymentStore) -> None:
     v2 = _deploy(store, 2, "gradual", ramp_seconds=60)
     assert (v2.share, v2.ramp_seconds, v2.started_at) == (0.1, 60.0, T0)

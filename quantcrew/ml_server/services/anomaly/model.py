@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import IsolationForest
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from quantcrew.ml_server.errors import InvalidInputError
 from quantcrew.ml_server.schemas.anomaly import AnomalyFeature, AnomalyPoint, AnomalyResponse
@@ -24,6 +21,10 @@ from quantcrew.ml_server.schemas.common import ModelInfo
 from quantcrew.ml_server.services.adapter import Artifact, NotFittedError
 from quantcrew.ml_server.services.anomaly.features import build_features, resolve_features, warmup_bars
 from quantcrew.ml_server.services.bars import Bars
+
+if TYPE_CHECKING:  # scikit-learn loads on the first fit or load, not when the server imports its routes
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import Pipeline
 
 __all__ = ["METHOD", "REFERENCE_POINTS", "AnomalyDetector", "AnomalyScores"]
 
@@ -121,6 +122,10 @@ class AnomalyDetector:
                           "rows": len(bars)}],
             )
         table = build_features(bars, names, window=self.zscore_window)
+        from sklearn.ensemble import IsolationForest
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
         pipeline = Pipeline([
             ("scale", StandardScaler()),
             ("forest", IsolationForest(n_estimators=self.n_estimators, contamination=self.contamination,
@@ -252,6 +257,9 @@ class AnomalyDetector:
         """
         if metadata.get("format") != _METADATA_FORMAT:
             raise ValueError(f"unsupported anomaly metadata format {metadata.get('format')!r}")
+        from sklearn.ensemble import IsolationForest
+        from sklearn.pipeline import Pipeline
+
         if not isinstance(pipeline, Pipeline) or not isinstance(pipeline[-1], IsolationForest):
             raise ValueError(f"expected a Pipeline ending in an IsolationForest, got {type(pipeline).__name__}")
         det = cls(**metadata["params"])

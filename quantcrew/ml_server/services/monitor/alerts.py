@@ -18,6 +18,12 @@ alert resolved automatically within the cooldown is reopened rather than duplica
 
 :meth:`Alerts.raise_alert` raises an alert directly (the retraining pipeline's "rolled back"); such an alert has
 no rule to clear it and stays until it is resolved.
+
+Several server processes may share the alert tables (replicas on a shared home, each with its own engine and
+loop). The open alerts kept in memory are therefore read again from the table inside each write transaction
+(``BEGIN IMMEDIATE``, one writer at a time across processes) and before each read: an alert fired, acknowledged
+or resolved by one replica is seen by the others, never fired twice nor written back over with a stale copy.
+What stays per process: the pending series (each replica's own ``for`` clock), the notification rate limit.
 """
 
 from __future__ import annotations
@@ -140,6 +146,7 @@ class Alerts:
             skipped: dict[str, str] = {}
             judged = 0
             with self.store.transaction():
+                self._sync()
                 for rule in chosen:
                     n, why = self._evaluate_rule(rule, now, changed)
                     judged += n
@@ -198,6 +205,7 @@ class Alerts:
                 changed[row.alert_id] = row
             return
         if row is not None:
+            self._pending.pop(fp, None)  # fired by another replica meanwhile
             row.count += 1
             row.last_seen, row.value, row.samples = now, value, sample.n
             if self._escalates(rule, row, now):
@@ -323,6 +331,7 @@ class Alerts:
         with self._lock:
             now = self.clock()
             with self.store.transaction():
+                self._sync()
                 row = self._open.get(fp)
                 if row is not None:
                     row.count += 1
@@ -348,7 +357,8 @@ class Alerts:
             NotFoundError: no such alert (404).
             ConflictError: it is resolved (409).
         """
-        with self._lock:
+        with self._lock, self.store.transaction():
+            self._sync()
             row = self._row(alert_id)
             if row.status == "resolved":
                 raise ConflictError(f"alert {alert_id} is resolved; there is nothing to acknowledge",
@@ -356,9 +366,8 @@ class Alerts:
             if row.status == "firing":
                 now = self.clock()
                 row.status, row.acknowledged_at, row.acknowledged_by = "acknowledged", now, by
-                with self.store.transaction():
-                    self.store.save(row)
-                    self.store.event(alert_id, now, "acknowledged", {"by": by, "note": note})
+                self.store.save(row)
+                self.store.event(alert_id, now, "acknowledged", {"by": by, "note": note})
                 logger.info("alert %d acknowledged by %s", alert_id, by or "someone")
             return row.info()
 
@@ -369,14 +378,18 @@ class Alerts:
             NotFoundError: no such alert (404).
         """
         with self._lock:
-            row = self._row(alert_id)
-            if row.status != "resolved":
-                now = self.clock()
-                with self.store.transaction():
-                    self._close(row, now, by=by or "api", note=note)
-                self._pending.pop(row.fingerprint, None)
-                self._update_gauge()
+            with self.store.transaction():
+                self._sync()
+                row = self._row(alert_id)
+                if row.status != "resolved":
+                    self._close(row, self.clock(), by=by or "api", note=note)
+                    self._pending.pop(row.fingerprint, None)
+            self._update_gauge()
             return row.info()
+
+    def _sync(self) -> None:
+        """The open alerts as the table has them now (another replica may have changed them); lock held."""
+        self._open = {row.fingerprint: row for row in self.store.open_alerts()}
 
     def _row(self, alert_id: int) -> AlertRow:
         for row in self._open.values():
@@ -396,12 +409,14 @@ class Alerts:
             NotFoundError: no such alert (404).
         """
         with self._lock:
+            self._sync()
             return self._row(alert_id).info(events=self.store.events(alert_id))
 
     def list(self, *, status: str | None = None, severity: str | None = None, rule: str | None = None,
              limit: int = 100) -> AlertList:
         """Alerts newest first."""
         with self._lock:
+            self._sync()
             rows = self.store.list(status=status, severity=severity, rule=rule, limit=limit)
             live = {row.alert_id: row for row in self._open.values()}
             return AlertList(alerts=[live.get(row.alert_id, row).info() for row in rows])

@@ -193,10 +193,12 @@ class ReferenceStore:
         self._db = sqlite_utils.Database(conn)
         self._db.enable_wal()
         self._lock = threading.RLock()
-        self._db.table("drift_references").create(_SCHEMA, pk="model_id", not_null=set(_SCHEMA) - {"output"},
-                                                  if_not_exists=True)
-        self._db.table("drift_bar_quality").create(_QUALITY_SCHEMA, pk="model_id", not_null=set(_QUALITY_SCHEMA),
-                                                   if_not_exists=True)
+        # one write transaction taken up front: replicas on a shared home may open a fresh file together
+        with self._transaction():
+            self._db.table("drift_references").create(_SCHEMA, pk="model_id", not_null=set(_SCHEMA) - {"output"},
+                                                      if_not_exists=True)
+            self._db.table("drift_bar_quality").create(_QUALITY_SCHEMA, pk="model_id",
+                                                       not_null=set(_QUALITY_SCHEMA), if_not_exists=True)
 
     def close(self) -> None:
         """Close the database connection."""

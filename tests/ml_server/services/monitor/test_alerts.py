@@ -293,3 +293,35 @@ def test_a_metric_that_raises_skips_its_rule_only(tmp_path: Path) -> None:
         assert "store closed" in result.skipped["a"] and [a.rule for a in result.changed] == ["b"]
     finally:
         alerts.close()
+
+
+def test_two_engines_on_one_file_fire_once_and_never_write_back_a_stale_alert(tmp_path: Path) -> None:
+    # two server processes sharing a home: each runs its own engine over the same alert tables
+    gauge = Gauge()
+    catalogue = Catalogue()
+    catalogue.register(MetricSpec("test.gauge", gauge, labels=("model_id",)))
+    catalogue.register(MetricSpec("test.count", Gauge(), absent_is_zero=True))
+    clock = Clock()
+    engines = [Alerts(AlertStore(tmp_path / "registry.db"), parse_rules(RULES, catalogue=catalogue),
+                      catalogue=catalogue, clock=clock, notify_per_minute=1000) for _ in range(2)]
+    a, b = engines
+    try:
+        gauge.set(0.9, model_id="m1")
+        a.evaluate(), b.evaluate()
+        clock.tick(61)
+        fired = a.evaluate().changed
+        assert [x.status for x in fired] == ["firing"]
+        assert b.evaluate().changed == []  # B sees A's alert: it counts it, never fires a second one
+        assert [x.alert_id for x in b.list().alerts] == [fired[0].alert_id]
+        b.acknowledge(fired[0].alert_id, by="ops")
+        clock.tick(60)
+        a.evaluate()  # A's copy was firing: it must not write 'firing' back over B's acknowledgement
+        seen = a.get(fired[0].alert_id)
+        assert seen.status == "acknowledged" and seen.acknowledged_by == "ops" and seen.count == 3
+        a.resolve(fired[0].alert_id, by="ops")
+        assert b.get(fired[0].alert_id).status == "resolved"
+        with pytest.raises(ConflictError):
+            b.acknowledge(fired[0].alert_id)
+    finally:
+        for engine in engines:
+            engine.close()
