@@ -57,6 +57,12 @@ def test_server_argv_leaves_out_options_not_given() -> None:
     assert server_module.server_argv("", 0, None)[3:] == ["--port", "0"]
 
 
+def test_server_argv_passes_the_replica_and_mcp_flags_through() -> None:
+    argv = server_module.server_argv(None, None, None, ray=True, replicas=3, shared_home=True, mcp_stdio=False)
+    assert argv[3:] == ["--ray", "--replicas", "3", "--shared-home"]
+    assert server_module.server_argv(None, None, None, mcp_stdio=True)[3:] == ["--mcp-stdio"]
+
+
 def test_server_exit_code_and_message_are_the_entry_points_when_settings_are_bad() -> None:
     env = {**os.environ, "QUANTCREW_CLIENT__TIMEOUT_S": "-1"}
     proc = subprocess.run([sys.executable, "-m", "quantcrew.cli", "server"], env=env, capture_output=True,

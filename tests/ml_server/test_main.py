@@ -48,6 +48,17 @@ def test_server_exits_2_on_a_blank_key_naming_the_setting() -> None:
     assert "QUANTCREW_SERVER__API_KEY" in proc.stderr and "blank" in proc.stderr
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--replicas", "2"), "--replicas needs --ray"),
+    (("--ray", "--replicas", "0"), "--replicas must be at least 1, got 0"),
+    (("--ray", "--mcp-stdio"), "--ray and --mcp-stdio do not go together"),
+])
+def test_server_exits_2_on_flags_that_do_not_go_together(flags: tuple[str, ...], message: str) -> None:
+    proc = _server(*flags)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"quantcrew-server: {message}"
+
+
 HEAVY = ("quantcrew.ml_server.app", "fastapi", "uvicorn", "torch", "sklearn", "scipy", "hmmlearn")
 """What a served process loads; a refused one must not have."""
 
