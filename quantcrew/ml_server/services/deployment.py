@@ -38,8 +38,7 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +49,7 @@ import sqlite_utils
 from quantcrew.ml_server.errors import ConflictError, InvalidInputError, NotFoundError
 from quantcrew.ml_server.schemas.ensemble import DeploymentInfo
 from quantcrew.ml_server.schemas.lineage import DeploymentEvent
+from quantcrew.ml_server.transaction import immediate
 
 __all__ = ["STAGES", "Deployment", "DeploymentStore", "Route", "bucket", "deployment_info"]
 
@@ -175,16 +175,8 @@ class DeploymentStore:
         with self._lock:
             self._db.conn.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db.conn)
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -33,8 +33,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +47,7 @@ from quantcrew.ml_server.services.bandit.params import ParamError
 from quantcrew.ml_server.services.bandit.policies import make_policy, restore_policy
 from quantcrew.ml_server.services.bandit.policy import ArmStats, BanditPolicy
 from quantcrew.ml_server.services.bandit.replay_record import ReplayRecord, replay_row
+from quantcrew.ml_server.transaction import immediate
 
 __all__ = ["BanditRecord", "BanditStore", "Choice", "Learned", "RegimeSnapshot", "RegimeView"]
 
@@ -209,15 +209,8 @@ class BanditStore:
             self._live.clear()
             self._conn.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._conn)
 
     # -- bandits -----------------------------------------------------------------------------
 

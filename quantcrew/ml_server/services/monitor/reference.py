@@ -26,8 +26,8 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ import numpy.typing as npt
 import sqlite_utils
 
 from quantcrew.config.settings import get_settings
+from quantcrew.ml_server.transaction import immediate
 
 __all__ = [
     "OUTPUT",
@@ -211,16 +212,8 @@ class ReferenceStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db.conn)
 
     def put(self, reference: DriftReference) -> None:
         """Store ``reference`` (replacing any earlier one of the same model id)."""
