@@ -352,6 +352,12 @@ class RaySettings(_Section):
         default=64, ge=1, le=10_000,
         description="Requests one replica works on at once; more wait in Serve's queue (Ray's own default, 5, "
                     "would cap the ensemble batcher's batches at 5 rows).")
+    fan_out: bool = Field(
+        default=True,
+        description="Run a training job's independent pieces (RL runs, ensemble walk-forward folds) as Ray tasks "
+                    "when the server runs on Ray and the cluster has ray.task_num_cpus CPUs free; else in turn.")
+    task_num_cpus: float = Field(default=1.0, gt=0.0, le=64.0,
+                                 description="CPUs each training task reserves (and its compute threads).")
     graceful_shutdown_s: float = Field(default=10.0, ge=0.0, le=600.0,
                                        description="Seconds a stopping replica has to finish its requests.")
     dashboard: bool = Field(default=False,

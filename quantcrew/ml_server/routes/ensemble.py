@@ -18,6 +18,7 @@ from quantcrew.ml_server.deps import (
     RegistryDep,
     SettingsDep,
 )
+from quantcrew.ml_server.fanout import TaskPool
 from quantcrew.ml_server.limits import check_matrix, check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.ensemble import (
@@ -45,7 +46,8 @@ def train(req: EnsembleTrainRequest, settings: SettingsDep, registry: RegistryDe
     """
     check_rows(req.data, max_rows=settings.server.max_rows)
     info = service.train(req, registry, jobs, deployments, device=request_device,
-                         min_rows=settings.server.min_rows, compute_threads=settings.server.compute_threads)
+                         min_rows=settings.server.min_rows, compute_threads=settings.server.compute_threads,
+                         pool=TaskPool.from_settings(settings))
     return model_response(info, status_code=202)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from quantcrew.ml_server.deps import DeploymentsDep, JobsDep, PredictionLogDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.fanout import TaskPool
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.jobs import JobInfo
@@ -35,7 +36,7 @@ def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, job
     check_rows(req.data, max_rows=settings.server.max_rows)
     info = service.train(req, registry, jobs, max_timesteps=settings.server.max_timesteps,
                          min_rows=settings.server.min_rows, compute_threads=settings.server.compute_threads,
-                         deployments=deployments)
+                         deployments=deployments, pool=TaskPool.from_settings(settings))
     return model_response(info, status_code=202)
 
 

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from anyio import to_thread
 
 from quantcrew.ml_server.errors import InvalidInputError, NotFoundError
+from quantcrew.ml_server.fanout import TaskPool
 from quantcrew.ml_server.inference import InferenceRuntime, check_samples
 from quantcrew.ml_server.jobs import JobManager
 from quantcrew.ml_server.registry import ModelRegistry
@@ -88,7 +89,7 @@ _MODEL_MODULE = "quantcrew.ml_server.services.ensemble.model"
 
 
 def train(req: EnsembleTrainRequest, registry: ModelRegistry, jobs: JobManager, deployments: DeploymentStore, *,
-          device: str, min_rows: int, compute_threads: int) -> JobInfo:
+          device: str, min_rows: int, compute_threads: int, pool: TaskPool | None = None) -> JobInfo:
     """Start a walk-forward training job.
 
     Features, labels and folds are checked first, so a series too short for the window,
@@ -97,7 +98,7 @@ def train(req: EnsembleTrainRequest, registry: ModelRegistry, jobs: JobManager, 
     from quantcrew.ml_server.services.ensemble import training  # torch loads with the first job
 
     bars = bars_from_payload(req.data, min_rows=min_rows)
-    plan = training.prepare_plan(req, bars, device=device, compute_threads=compute_threads)
+    plan = training.prepare_plan(req, bars, device=device, compute_threads=compute_threads, pool=pool or TaskPool())
     iso = bars.iso()
     params = {
         "name": plan.name, "symbol": req.symbol, "architectures": list(req.architectures), "members": req.members,

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import torch
 
 from quantcrew.ml_server.errors import InvalidInputError
+from quantcrew.ml_server.fanout import TaskPool, Watch
 from quantcrew.ml_server.jobs import JobCancelled, JobContext
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.common import ModelInfo
@@ -91,13 +92,15 @@ class EnsemblePlan:
     folds: list[Fold]
     device: str
     compute_threads: int
+    pool: TaskPool = TaskPool()
 
 
 def _bad(field_name: str, msg: str) -> InvalidInputError:
     return InvalidInputError(msg, details=[{"loc": [field_name], "msg": msg}])
 
 
-def prepare_plan(req: EnsembleTrainRequest, bars: Bars, *, device: str, compute_threads: int) -> EnsemblePlan:
+def prepare_plan(req: EnsembleTrainRequest, bars: Bars, *, device: str, compute_threads: int,
+                 pool: TaskPool | None = None) -> EnsemblePlan:
     """Features, labels and folds; every problem found here is a 422 before any job starts."""
     n = len(bars)
     first = WARMUP + req.window - 1
@@ -124,7 +127,8 @@ def prepare_plan(req: EnsembleTrainRequest, bars: Bars, *, device: str, compute_
     features = build_features(bars.open, bars.high, bars.low, bars.close, bars.volume)
     labels, _ = direction_labels(bars.close, horizon=req.horizon, up=req.up_threshold, down=req.down_threshold)
     name = req.name or ensemble_name(req.symbol)
-    return EnsemblePlan(req, bars, name, features, labels, first, stop, folds, device, compute_threads)
+    return EnsemblePlan(req, bars, name, features, labels, first, stop, folds, device, compute_threads,
+                        pool or TaskPool())
 
 
 # -- one fit -----------------------------------------------------------------------------------
@@ -163,6 +167,13 @@ class _Progress:
         self.done += self._left
         self._left = 0
 
+    def reach(self, done: int, message: str) -> None:
+        """At least ``done`` epochs are done (a fold trained as a Ray task reports nothing until it ends)."""
+        self.settle()
+        if done > self.done:
+            self.done = done
+            self.ctx.report(done=self.done, total=self.total, message=message)
+
 
 def _config(req: EnsembleTrainRequest, arch: str) -> NetConfig:
     return NetConfig(arch=arch, members=req.members, n_features=len(FEATURE_NAMES), window=req.window,
@@ -180,8 +191,8 @@ class _Fitted:
     n_val: int
 
 
-def _fit(plan: EnsemblePlan, start: int, stop: int, seed: int, progress: _Progress, what: str,
-         ctx: JobContext) -> _Fitted:
+def _fit(plan: EnsemblePlan, start: int, stop: int, seed: int,
+         on_epoch: Callable[[str, int, int, float, float], None], cancelled: Callable[[], bool]) -> _Fitted:
     req = plan.req
     fit_rows, val_rows = holdout_split(start, stop, fraction=req.validation_fraction, gap=req.horizon,
                                        min_rows=_MIN_FIT)
@@ -190,12 +201,35 @@ def _fit(plan: EnsemblePlan, start: int, stop: int, seed: int, progress: _Progre
     model = EnsembleModel({a: _config(req, a) for a in req.architectures}, window=req.window, horizon=req.horizon,
                           up_threshold=req.up_threshold, down_threshold=req.down_threshold, symbol=req.symbol,
                           feature_names=FEATURE_NAMES, train=train, mc_samples=req.mc_samples, device=plan.device)
-    model.fit(plan.features, plan.labels, fit_rows, val_rows, on_epoch=progress.epoch(what),
-              should_stop=lambda: ctx.cancelled)
+    model.fit(plan.features, plan.labels, fit_rows, val_rows, on_epoch=on_epoch, should_stop=cancelled)
     if model.cancelled_:
         raise JobCancelled()
-    progress.settle()
     return _Fitted(model, fit_rows[1] - fit_rows[0], val_rows[1] - val_rows[0])
+
+
+@dataclass(frozen=True)
+class _FoldOut:
+    """One fold's fit and out-of-sample probabilities: plain data, so a fold trained in a Ray task comes back
+    without pickling a model."""
+
+    n_fit: int
+    n_val: int
+    temperatures: dict[str, float]
+    weights: dict[str, float]
+    ens: dict[str, FloatArray]
+    mcd: dict[str, FloatArray]
+    mc_mix: FloatArray
+    unc: calibration.Uncertainty
+
+
+def _fold(plan: EnsemblePlan, fold: Fold, watch: Watch) -> _FoldOut:
+    """Fit on the fold's training span, predict its test rows (a piece of the job)."""
+    seed = plan.req.seed + 1000 * fold.index
+    fitted = _fit(plan, fold.train_start, fold.train_stop, seed, watch.report, watch.cancelled)
+    ens, mcd, mc_mix, unc = _predict(plan, fitted.model, _rows(fold.test_start, fold.test_stop), seed)
+    model = fitted.model
+    return _FoldOut(fitted.n_fit, fitted.n_val, dict(model.temperatures_), dict(model.weights_), ens, mcd, mc_mix,
+                    unc)
 
 
 def _predict(plan: EnsemblePlan, model: EnsembleModel, rows: npt.NDArray[np.int64],
@@ -254,11 +288,23 @@ def _train(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentS
     oos_mix: list[FloatArray] = []
     oos_mc_mix: list[FloatArray] = []
     oos_unc: list[calibration.Uncertainty] = []
-    for fold in plan.folds:
-        seed = req.seed + 1000 * fold.index
-        fitted = _fit(plan, fold.train_start, fold.train_stop, seed, progress, f"fold {fold.index + 1}", ctx)
+    per_fold = archs * req.epochs
+    ended: list[int] = []
+
+    def fold_epoch(k: int, *args: Any) -> None:
+        progress.epoch(f"fold {k + 1}")(*args)
+
+    def fold_ended(k: int, _out: _FoldOut) -> None:
+        ended.append(k)
+        progress.reach(len(ended) * per_fold, f"fold {k + 1} done ({len(ended)} of {len(plan.folds)})")
+
+    began = time.perf_counter()
+    outs, where = plan.pool.map(_fold, plan, plan.folds, cancelled=lambda: ctx.cancelled, progress=fold_epoch,
+                                finished=fold_ended, device=plan.device)
+    folds_seconds = round(time.perf_counter() - began, 3)
+    for fold, out in zip(plan.folds, outs, strict=True):
+        ens, mcd, mc_mix, unc = out.ens, out.mcd, out.mc_mix, out.unc
         rows = _rows(fold.test_start, fold.test_stop)
-        ens, mcd, mc_mix, unc = _predict(plan, fitted.model, rows, seed)
         y = plan.labels[rows]
         oos_rows.append(rows)
         for a in req.architectures:
@@ -269,9 +315,8 @@ def _train(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentS
         oos_unc.append(unc)
         fold_reports.append(FoldReport(
             fold=fold.index, train_start=iso[fold.train_start], train_end=iso[fold.train_stop - 1],
-            test_start=iso[fold.test_start], test_end=iso[fold.test_stop - 1], n_train=fitted.n_fit,
-            n_validation=fitted.n_val, n_test=len(rows), temperatures=fitted.model.temperatures_,
-            weights=fitted.model.weights_,
+            test_start=iso[fold.test_start], test_end=iso[fold.test_stop - 1], n_train=out.n_fit,
+            n_validation=out.n_val, n_test=len(rows), temperatures=out.temperatures, weights=out.weights,
             ensemble=_report("ensemble", unc.probs, y), mc_dropout=_report("mc_dropout", mc_mix, y),
         ))
     rows_all = np.concatenate(oos_rows)
@@ -284,7 +329,9 @@ def _train(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentS
             oos.append(_report(f"mc_dropout:{a}", np.concatenate(oos_mc[a]), y_all))
 
     gate = _ensemble_gate(plan, np.concatenate(oos_mix), rows_all)
-    final = _fit(plan, plan.first, plan.stop, req.seed + 999_983, progress, "final fit", ctx).model
+    final = _fit(plan, plan.first, plan.stop, req.seed + 999_983, progress.epoch("final fit"),
+                 lambda: ctx.cancelled).model
+    progress.settle()
     balance = np.bincount(plan.labels[plan.first:plan.stop], minlength=3) / (plan.stop - plan.first)
     meta = {
         "seed": req.seed, "data_hash": plan.bars.data_hash, "train_start": iso[plan.first],
@@ -292,6 +339,7 @@ def _train(plan: EnsemblePlan, registry: ModelRegistry, deployments: DeploymentS
         "out_of_sample": {r.method: {"ece": r.ece, "brier": r.brier, "nll": r.nll, "accuracy": r.accuracy}
                           for r in oos},
         "gate": gate.model_dump(mode="json"),
+        "folds_trained_on": where, "folds_seconds": folds_seconds,
     }
     model = adapter.store(registry, final, name=plan.name, metadata=meta,
                           stage=req.stage if gate.passed else GATED_STAGE, trigger=req.trigger)

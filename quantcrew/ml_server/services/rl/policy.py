@@ -164,6 +164,15 @@ class PolicyModel:
         self._set_state(policy_state(algo.policy))
         return self
 
+    def load_state(self, state: Mapping[str, torch.Tensor]) -> Self:
+        """Answer with these trained weights (a state dict of this architecture), as :meth:`fit` leaves it.
+
+        Raises:
+            ValueError: the tensors do not fit the policy.
+        """
+        self._set_state(state)
+        return self
+
     def _set_state(self, state: Mapping[str, torch.Tensor]) -> None:
         obs_space, act_space = observation_space(self.obs_dim), action_space(self.action_mode)
         policy: BasePolicy

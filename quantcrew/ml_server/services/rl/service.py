@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from quantcrew.ml_server.errors import ArtifactIntegrityError, InvalidInputError, ModelNotReadyError, NotFoundError
+from quantcrew.ml_server.fanout import TaskPool
 from quantcrew.ml_server.jobs import JobManager
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.common import ModelInfo
@@ -91,7 +92,7 @@ def check_timesteps(timesteps: int, cap: int, runs: int = 1) -> None:
 
 
 def train(req: RLTrainRequest, registry: ModelRegistry, jobs: JobManager, *, max_timesteps: int, min_rows: int,
-          compute_threads: int, deployments: DeploymentStore | None = None) -> JobInfo:
+          compute_threads: int, deployments: DeploymentStore | None = None, pool: TaskPool | None = None) -> JobInfo:
     """Start a training job (one policy kept per agent; each that passes its gate is deployed in ``deployments``).
 
     The request is checked before the job starts (timesteps cap over every run, enough
@@ -106,7 +107,7 @@ def train(req: RLTrainRequest, registry: ModelRegistry, jobs: JobManager, *, max
     # torch and stable-baselines3 load with the first job (about 3 s), not when the server starts
     from quantcrew.ml_server.services.rl import training
 
-    plan = training.TrainingPlan(req, bars, last, compute_threads=compute_threads)
+    plan = training.TrainingPlan(req, bars, last, compute_threads=compute_threads, pool=pool or TaskPool())
     iso = bars.iso()
     params = {
         "agents": list(req.agents), "algorithm": req.algorithm, "timesteps": req.timesteps, "seed": req.seed,

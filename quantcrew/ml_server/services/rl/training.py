@@ -42,6 +42,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from quantcrew.ml_server.fanout import TaskPool, Watch
 from quantcrew.ml_server.jobs import JobCancelled, JobContext
 from quantcrew.ml_server.registry import ModelRegistry
 from quantcrew.ml_server.schemas.common import ModelInfo
@@ -95,6 +96,7 @@ class TrainingPlan:
     bars: Bars
     train_last: int
     compute_threads: int = 1
+    pool: TaskPool = TaskPool()
 
     @property
     def fit_last(self) -> int:
@@ -175,13 +177,38 @@ def deploy_if_passed(deployments: DeploymentStore | None, info: ModelInfo, *, ag
 
 @dataclass
 class _Run:
-    """One trained run, its test positions and its figures."""
+    """One trained run, its test positions and its figures.
+
+    ``weights`` is the trained policy's state dict as arrays: plain data, so that a run trained
+    in a Ray task comes back without pickling a policy (:func:`_policy` rebuilds it).
+    """
 
     spec: RunSpec
     record: RLSeedRun
     positions: FloatArray
-    policy: PolicyModel
+    weights: dict[str, npt.NDArray[Any]]
     last_episode_reward: float | None
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What every run of one agent reads (put into Ray's object store once when runs are tasks)."""
+
+    plan: TrainingPlan
+    market: Market
+    agent: str
+    spans: _Spans
+
+
+def _new_policy(plan: TrainingPlan, market: Market, spec: RunSpec) -> PolicyModel:
+    req = plan.request
+    return PolicyModel(algorithm=req.algorithm, action_mode=req.action_mode, obs_dim=market.scaled.shape[1] + 1,
+                       seed=spec.seed, learning_rate=spec.learning_rate, ent_coef=spec.ent_coef)
+
+
+def _policy(plan: TrainingPlan, market: Market, run: _Run) -> PolicyModel:
+    """The run's trained policy, rebuilt from its weights (as a stored policy is rebuilt from the registry)."""
+    return _new_policy(plan, market, run.spec).load_state({k: torch.tensor(v) for k, v in run.weights.items()})
 
 
 @dataclass(frozen=True)
@@ -196,18 +223,18 @@ class _Spans:
     test_ppy: int
 
 
-def _train_run(plan: TrainingPlan, market: Market, agent: str, spec: RunSpec, spans: _Spans, ctx: JobContext,
-               report: Callable[[int, float | None], None]) -> _Run:
+def _train_run(search: _Search, spec: RunSpec, watch: Watch) -> _Run:
+    """One run: train, then judge on the validation bars and figure on the test bars (a piece of the job)."""
+    plan, market, agent, spans = search.plan, search.market, search.agent, search.spans
     req = plan.request
     env = DummyVecEnv([_env_factory(market, agent, plan, spec.reward_scale) for _ in range(req.n_envs)])
-    policy = PolicyModel(algorithm=req.algorithm, action_mode=req.action_mode, obs_dim=market.scaled.shape[1] + 1,
-                         seed=spec.seed, learning_rate=spec.learning_rate, ent_coef=spec.ent_coef)
-    callback = _Progress(report, lambda: ctx.cancelled)
+    policy = _new_policy(plan, market, spec)
+    callback = _Progress(watch.report, watch.cancelled)
     began = time.perf_counter()
     policy.fit(env, timesteps=req.timesteps, callback=callback)
     seconds = time.perf_counter() - began
     env.close()
-    if ctx.cancelled:
+    if watch.cancelled():
         raise JobCancelled(f"cancelled while training {agent} (seed {spec.seed})")
     costs = {"cost_bps": req.cost_bps, "slippage_bps": req.slippage_bps}
     # the validation first: its score is fixed before any test bar is looked at
@@ -232,24 +259,24 @@ def _train_run(plan: TrainingPlan, market: Market, agent: str, spec: RunSpec, sp
         test_beats_buy_and_hold=better and metrics.sharpe > bh_metrics.sharpe, chosen=False,
         train_seconds=round(seconds, 3),
     )
-    return _Run(spec, record, positions, policy, callback.last_episode_reward)
+    weights = {k: v.detach().cpu().numpy() for k, v in policy.state_.items()}
+    return _Run(spec, record, positions, weights, callback.last_episode_reward)
 
 
-def _search(plan: TrainingPlan, market: Market, agent: str, spans: _Spans, ctx: JobContext,
-            report_at: Callable[[int, int, float | None], None]) -> tuple[_Run, list[RLSeedRun]]:
-    """Every run of one agent; returns the chosen one and every run's record (the chosen one marked)."""
-    runs: list[_Run] = []
-    for k, spec in enumerate(plan_runs(plan.request)):
+def _search(search: _Search, ctx: JobContext,
+            report_at: Callable[[int, int, float | None], None]) -> tuple[_Run, list[RLSeedRun], str]:
+    """Every run of one agent (as Ray tasks when the pool can); the chosen run, every run's record (the chosen
+    one marked) and where the runs trained."""
+    timesteps = search.plan.request.timesteps
 
-        def report(done: int, reward: float | None, _k: int = k) -> None:
-            report_at(_k, done, reward)
+    def finished(k: int, run: _Run) -> None:
+        report_at(k, timesteps, run.last_episode_reward)
 
-        run = _train_run(plan, market, agent, spec, spans, ctx, report)
-        runs.append(run)
-        report_at(k, plan.request.timesteps, run.last_episode_reward)
+    runs, where = search.plan.pool.map(_train_run, search, plan_runs(search.plan.request),
+                                       cancelled=lambda: ctx.cancelled, progress=report_at, finished=finished)
     chosen = choose([r.record.validation_score for r in runs])
     records = [r.record.model_copy(update={"chosen": i == chosen}) for i, r in enumerate(runs)]
-    return runs[chosen], records
+    return runs[chosen], records, where
 
 
 def train_agents(plan: TrainingPlan, registry: ModelRegistry, ctx: JobContext,
@@ -287,8 +314,10 @@ def train_agents(plan: TrainingPlan, registry: ModelRegistry, ctx: JobContext,
                        message=f"training {_agent} (run {k + 1} of {n_runs})",
                        metrics={} if reward is None else {"episode_reward": reward})
 
-        chosen, records = _search(plan, market, agent, spans, ctx, report_at)
-        policy = chosen.policy
+        began = time.perf_counter()
+        chosen, records, where = _search(_Search(plan, market, agent, spans), ctx, report_at)
+        wall = round(time.perf_counter() - began, 3)
+        policy = _policy(plan, market, chosen)
         evaluation = evaluate_positions(agent, "pending", req.algorithm, chosen.positions, market, start, end,
                                         cost_bps=req.cost_bps, slippage_bps=req.slippage_bps)
         verdict = gate_positions(agent, chosen.positions, market, start, end, cost_bps=req.cost_bps,
@@ -297,7 +326,8 @@ def train_agents(plan: TrainingPlan, registry: ModelRegistry, ctx: JobContext,
         seconds = round(sum(r.train_seconds for r in records), 3)
         spec = chosen.spec
         search = {"runs": [r.model_dump(mode="json") for r in records], "configurations": len(records),
-                  "seeds": req.seeds, "grid": req.grid.model_dump(mode="json"),
+                  "trained_on": where, "wall_seconds": wall, "seeds": req.seeds,
+                  "grid": req.grid.model_dump(mode="json"),
                   "validation_fraction": req.validation_fraction, "fit_end": iso[fit_last],
                   "validation_start": iso[fit_last], "validation_end": iso[plan.train_last]}
         # the observation pipeline (features, scaler, regime model) and the provenance; the

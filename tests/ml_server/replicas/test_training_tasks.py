@@ -1,0 +1,35 @@
+"""Training jobs on the Ray Serve deployment fan their pieces out as Ray tasks of the replicas' cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantcrew.data import generate_regime_market, to_payload_dict
+from quantcrew.ml_server.schemas.jobs import JobInfo
+from quantcrew.ml_server.schemas.rl import RLTrainResult
+from tests.ml_server.replicas.conftest import RayServer
+from tests.support.jobs import wait_job
+
+RUNS = {"agents": ["aggressive"], "algorithm": "a2c", "timesteps": 256, "regime_features": False, "n_envs": 2,
+        "seeds": 3, "grid": {"reward_scale": [1.0]}}
+
+
+def _bars() -> dict[str, Any]:
+    return to_payload_dict(generate_regime_market(600, seed=5).bars)
+
+
+def test_an_rl_search_trains_its_runs_as_ray_tasks(ray_server: RayServer) -> None:
+    with ray_server.client() as http:
+        resp = http.post("/v1/rl/train", json={"data": _bars(), **RUNS, "name_prefix": "ray-tasks"})
+        assert resp.status_code == 202, resp.text
+        done = wait_job(http, JobInfo.model_validate(resp.json()).job_id, 180.0)  # any replica reads the job
+        assert done.status == "succeeded", done.error
+        assert done.progress.done == done.progress.total == 3 * 256
+        policy = RLTrainResult.model_validate(done.result).policies[0]
+        assert len(policy.runs) == 3 and sum(r.chosen for r in policy.runs) == 1
+        info = http.get(f"/v1/models/{policy.model_id}")
+        assert info.status_code == 200, info.text
+        search = info.json()["metadata"]["search"]
+        assert search["trained_on"] == "ray", ray_server.log.read_text(errors="replace")[-2000:]
+        acted = http.post("/v1/rl/act", json={"data": _bars(), "model_ids": [policy.model_id]})
+        assert acted.status_code == 200, acted.text  # the policy rebuilt from a task's weights answers
