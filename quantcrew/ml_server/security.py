@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from quantcrew.ml_server.errors import AuthError
-from quantcrew.ml_server.handlers import domain_error_response
+from quantcrew.ml_server.handlers import body_pending, domain_error_response
 
 __all__ = ["OPS_PATHS", "APIKeyMiddleware", "bearer_scheme", "check_key", "needs_key", "require_api_key"]
 
@@ -69,8 +69,9 @@ class APIKeyMiddleware:
                 break
         error = check_key(header, self.key)
         if error is not None:
-            # outside Starlette's exception middleware: rendered by the error map directly
-            await domain_error_response(error)(scope, receive, send)
+            # outside Starlette's exception middleware: rendered by the error map directly; a body the
+            # client is still sending is not read: the connection closes after the 401
+            await domain_error_response(error, close=body_pending(scope))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
