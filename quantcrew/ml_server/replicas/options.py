@@ -11,7 +11,7 @@ from typing import Any
 
 from quantcrew.config.settings import Settings
 
-__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "OptionsError", "deployment_options", "gpus_per_replica",
+__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "OptionsError", "cluster_cpus", "deployment_options", "gpus_per_replica",
            "http_options", "logging_config", "most_replicas", "serve_url"]
 
 APP_NAME = "quantcrew"
@@ -45,6 +45,19 @@ def most_replicas(settings: Settings) -> int:
     """How many replicas may run at once: ``ray.replicas``, or ``ray.max_replicas`` when autoscaling."""
     bounds = _autoscaling(settings)
     return settings.ray.replicas if bounds is None else bounds[1]
+
+
+def cluster_cpus(settings: Settings, replicas: int, machine_cpus: int) -> int:
+    """Logical CPUs of a local cluster started for ``replicas`` replicas on a machine with ``machine_cpus`` cores.
+
+    The machine's cores, and never fewer than the replicas reserve (so that more replicas than cores
+    still start: they share the cores) plus, with ``ray.fan_out``, one training task: replicas hold
+    their CPUs for as long as they run, and a cluster whose CPUs all sat under replicas would run
+    every training job's pieces in turn.
+    """
+    reserved = math.ceil(settings.ray.num_cpus * replicas)
+    task = math.ceil(settings.ray.task_num_cpus) if settings.ray.fan_out else 0
+    return max(machine_cpus, reserved + task)
 
 
 def gpus_per_replica(settings: Settings, cluster_gpus: float) -> float:

@@ -21,7 +21,6 @@ Who checks what:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import socket
@@ -35,6 +34,7 @@ from quantcrew.config.settings import RaySettings, Settings, SettingsError, load
 from quantcrew.ml_server.replicas.options import (
     APP_NAME,
     OptionsError,
+    cluster_cpus,
     http_options,
     logging_config,
     most_replicas,
@@ -140,8 +140,7 @@ def _start_ray(settings: Settings, replicas: int) -> None:
     if settings.ray.address is not None:
         ray.init(address=settings.ray.address, logging_level=level, log_to_driver=True)
         return
-    # logical CPUs: enough for every replica, so that more replicas than cores still start (they share the cores)
-    cpus = max(os.cpu_count() or 1, math.ceil(settings.ray.num_cpus * replicas))
+    cpus = cluster_cpus(settings, replicas, os.cpu_count() or 1)
     ray.init(num_cpus=cpus, include_dashboard=settings.ray.dashboard, logging_level=level, log_to_driver=True)
 
 

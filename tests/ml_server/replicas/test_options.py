@@ -10,6 +10,7 @@ from quantcrew.config.settings import Settings, load_settings
 from quantcrew.ml_server.replicas.options import (
     DEPLOYMENT_NAME,
     OptionsError,
+    cluster_cpus,
     deployment_options,
     gpus_per_replica,
     http_options,
@@ -73,6 +74,13 @@ def test_the_gpu_share_never_asks_for_more_than_the_cluster_has(replicas: int, g
     assert share * replicas <= gpus + 1e-9
     if gpus >= replicas:
         assert share == 1.0
+
+
+def test_a_local_cluster_has_room_for_the_replicas_and_one_training_task() -> None:
+    assert cluster_cpus(Settings(ray={"num_cpus": 1.0}), 2, machine_cpus=16) == 16
+    assert cluster_cpus(Settings(ray={"num_cpus": 1.0}), 2, machine_cpus=2) == 3  # 2 held by replicas, 1 for a task
+    assert cluster_cpus(Settings(ray={"num_cpus": 0.5, "task_num_cpus": 2}), 3, machine_cpus=1) == 4
+    assert cluster_cpus(Settings(ray={"num_cpus": 1.0, "fan_out": False}), 2, machine_cpus=2) == 2
 
 
 def test_http_options_and_url_follow_the_server_settings() -> None:
