@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -20,3 +21,15 @@ def wait_job(client: TestClient, job_id: str, timeout_s: float = 120.0) -> JobIn
             return job
         assert time.monotonic() < deadline, f"job still {job.status}"
         time.sleep(0.05)
+
+
+def train_policy(client: TestClient, bars: dict[str, Any]) -> str:
+    """Train one small RL policy (aggressive, A2C, 256 steps) through ``client``; its model id."""
+    job = client.post("/v1/rl/train", json={
+        "data": bars, "agents": ["aggressive"], "algorithm": "a2c", "timesteps": 256, "regime_features": False,
+        "n_envs": 2, "seeds": 1, "grid": {"reward_scale": [1.0]}})
+    assert job.status_code == 202, job.text
+    done = wait_job(client, job.json()["job_id"], 120.0)
+    assert done.status == "succeeded", done.error
+    assert done.result is not None
+    return str(done.result["policies"][0]["model_id"])

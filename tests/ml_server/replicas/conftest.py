@@ -58,7 +58,21 @@ def tail(log: Path, lines: int = 40) -> str:
 
 
 @pytest.fixture(scope="package")
-def ray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayServer]:
+def ray_turn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist each worker sets the package up for its own modules: their Ray clusters take turns."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        yield
+        return
+    import fcntl
+
+    # the workers' base temp folders share this parent, one per run
+    with open(tmp_path_factory.getbasetemp().parent / "ray-cluster.lock", "w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="package")
+def ray_server(tmp_path_factory: pytest.TempPathFactory, ray_turn: None) -> Iterator[RayServer]:
     pytest.importorskip("ray.serve")
     reason = cannot_run_ray()
     if reason is not None:

@@ -18,7 +18,7 @@ from quantcrew.ml_server.app import create_app
 from quantcrew.ml_server.schemas.explain import ExplainGlobalResponse, ExplainLocalResponse
 from quantcrew.ml_server.services.ensemble.features import FEATURE_NAMES
 from quantcrew.ml_server.services.explain import service
-from tests.support.jobs import wait_job
+from tests.support.jobs import train_policy, wait_job
 from tests.support.replies import assert_finite, invalid_input
 
 COLUMNS = ["signal", "noise_1", "noise_2", "noise_3"]
@@ -46,37 +46,35 @@ def _fit(client: TestClient, body: dict[str, Any]) -> str:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]:
     """One app and a tiny model of each explainable family (and a cluster model, which cannot be explained)."""
     settings = load_settings(home=tmp_path_factory.mktemp("explain-home"))
+    with TestClient(create_app(settings)) as client:
+        yield fit_served(client)
+
+
+def fit_served(client: TestClient) -> _Served:
+    """A tiny model of each explainable family and a cluster model, fitted through ``client`` (any server's)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(240, 4))
     features = {"columns": COLUMNS, "values": x.round(6).tolist()}
     bars = to_payload_dict(generate_regime_market(420, seed=5).bars)
-    with TestClient(create_app(settings)) as client:
-        regression_id = _fit(client, {"features": features, "target": (3.0 * x[:, 0]).tolist(),
-                                      "task": "regression", "n_estimators": 30, "max_depth": 5, "name": "reg"})
-        classifier_id = _fit(client, {"features": features, "target": np.where(x[:, 0] > 0, "up", "down").tolist(),
-                                      "task": "classification", "n_estimators": 30, "max_depth": 4, "name": "cls"})
-        job = client.post("/v1/ensemble/train", json={
-            "data": bars, "symbol": "SYN", "members": 1, "window": 5, "hidden": 4, "heads": 1, "epochs": 1,
-            "folds": 2, "batch_size": 128, "mc_samples": 2})
-        assert job.status_code == 202, job.text
-        done = wait_job(client, job.json()["job_id"], 120.0)
-        assert done.status == "succeeded", done.error
-        assert done.result is not None
-        ensemble_id = done.result["model"]["model_id"]
-        deployed = client.post("/v1/ensemble/deployments", json={"model_id": ensemble_id, "stage": "full"})
-        assert deployed.status_code == 200, deployed.text
-        job = client.post("/v1/rl/train", json={
-            "data": bars, "agents": ["aggressive"], "algorithm": "a2c", "timesteps": 256, "regime_features": False,
-            "n_envs": 2, "seeds": 1, "grid": {"reward_scale": [1.0]}})
-        assert job.status_code == 202, job.text
-        done = wait_job(client, job.json()["job_id"], 120.0)
-        assert done.status == "succeeded", done.error
-        assert done.result is not None
-        policy_id = done.result["policies"][0]["model_id"]
-        cluster = client.post("/v1/cluster/fit", json={"data": features, "n_clusters": 2})
-        assert cluster.status_code == 200, cluster.text
-        yield _Served(client, features, regression_id, classifier_id, bars, ensemble_id, policy_id,
-                      cluster.json()["model_id"])
+    regression_id = _fit(client, {"features": features, "target": (3.0 * x[:, 0]).tolist(),
+                                  "task": "regression", "n_estimators": 30, "max_depth": 5, "name": "reg"})
+    classifier_id = _fit(client, {"features": features, "target": np.where(x[:, 0] > 0, "up", "down").tolist(),
+                                  "task": "classification", "n_estimators": 30, "max_depth": 4, "name": "cls"})
+    job = client.post("/v1/ensemble/train", json={
+        "data": bars, "symbol": "SYN", "members": 1, "window": 5, "hidden": 4, "heads": 1, "epochs": 1,
+        "folds": 2, "batch_size": 128, "mc_samples": 2})
+    assert job.status_code == 202, job.text
+    done = wait_job(client, job.json()["job_id"], 120.0)
+    assert done.status == "succeeded", done.error
+    assert done.result is not None
+    ensemble_id = done.result["model"]["model_id"]
+    deployed = client.post("/v1/ensemble/deployments", json={"model_id": ensemble_id, "stage": "full"})
+    assert deployed.status_code == 200, deployed.text
+    policy_id = train_policy(client, bars)
+    cluster = client.post("/v1/cluster/fit", json={"data": features, "n_clusters": 2})
+    assert cluster.status_code == 200, cluster.text
+    return _Served(client, features, regression_id, classifier_id, bars, ensemble_id, policy_id,
+                   cluster.json()["model_id"])
 
 
 def _global(served: _Served, body: dict[str, Any]) -> ExplainGlobalResponse:

@@ -22,7 +22,7 @@ from quantcrew.ml_server.services.execution.net import ExecutionConfig
 from quantcrew.ml_server.services.regime.features import build_features
 from quantcrew.ml_server.services.regime.filter import forward_filter, gaussian_log_likelihood, stationary_distribution
 from quantcrew.ml_server.services.regime.model import RegimeDetector
-from tests.support.jobs import wait_job
+from tests.support.jobs import train_policy
 from tests.support.replies import invalid_input
 
 
@@ -108,14 +108,7 @@ def test_regime_compare_refuses_versions_of_other_features(client: TestClient) -
 def test_rl_compare_of_identical_policies_never_promotes_and_scores_each_bar_with_a_next_bar(
         client: TestClient) -> None:
     bars = to_payload_dict(generate_regime_market(400, seed=5).bars)
-    job = client.post("/v1/rl/train", json={
-        "data": bars, "agents": ["aggressive"], "algorithm": "a2c", "timesteps": 256, "regime_features": False,
-        "n_envs": 2, "seeds": 1, "grid": {"reward_scale": [1.0]}})
-    assert job.status_code == 202, job.text
-    done = wait_job(client, job.json()["job_id"], 120.0)
-    assert done.status == "succeeded", done.error
-    assert done.result is not None
-    policy = done.result["policies"][0]["model_id"]
+    policy = train_policy(client, bars)
     same = _compare(client, policy, policy, data=bars, score_from=bars["timestamps"][-61], min_samples=30)
     # the last 61 bars scored but the very last (it has no next bar)
     assert same.family == "rl" and same.n == 60 and same.decision == "reject" and not same.passed
