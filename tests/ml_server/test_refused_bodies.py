@@ -4,7 +4,6 @@ client's next call works on a new one. A small refused request keeps its connect
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
