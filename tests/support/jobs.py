@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Any
-
-from fastapi.testclient import TestClient
+from typing import Any, Protocol
 
 from quantcrew.ml_server.schemas.jobs import JobInfo
 
 
-def wait_job(client: TestClient, job_id: str, timeout_s: float = 120.0) -> JobInfo:
+class HTTPClient(Protocol):
+    """What the helpers need of a client: an in-process TestClient or an ``httpx.Client`` on a live server."""
+
+    def get(self, url: str) -> Any: ...
+
+    def post(self, url: str, *, json: Any = None) -> Any: ...
+
+
+def wait_job(client: HTTPClient, job_id: str, timeout_s: float = 120.0) -> JobInfo:
     """Poll ``GET /v1/jobs/{job_id}`` until the job is no longer queued or running; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -23,7 +29,7 @@ def wait_job(client: TestClient, job_id: str, timeout_s: float = 120.0) -> JobIn
         time.sleep(0.05)
 
 
-def train_policy(client: TestClient, bars: dict[str, Any]) -> str:
+def train_policy(client: HTTPClient, bars: dict[str, Any]) -> str:
     """Train one small RL policy (aggressive, A2C, 256 steps) through ``client``; its model id."""
     job = client.post("/v1/rl/train", json={
         "data": bars, "agents": ["aggressive"], "algorithm": "a2c", "timesteps": 256, "regime_features": False,
