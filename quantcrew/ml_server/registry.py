@@ -51,6 +51,7 @@ import sqlite_utils
 
 from quantcrew.ml_server.errors import ArtifactIntegrityError, ModelNotFoundError
 from quantcrew.ml_server.schemas.common import Lineage, ModelInfo
+from quantcrew.ml_server.transaction import immediate
 
 __all__ = ["LIBRARIES", "TRUSTED_TYPES", "ArtifactFormat", "ModelRegistry"]
 
@@ -154,8 +155,7 @@ class ModelRegistry:
         # Replicas on a shared home may open a fresh file together: the schema is made in one write
         # transaction taken up front (sqlite-utils would read in a deferred one first, then fail to write
         # at once with "database is locked" when another process wrote meanwhile).
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             if "models" not in self._db.table_names():
                 self._db["models"].create(  # type: ignore[union-attr]
                     {"model_id": str, "name": str, "version": int, "family": str, "method": str, "format": str,
@@ -166,10 +166,6 @@ class ModelRegistry:
             if "lineage" not in self._db["models"].columns_dict:
                 # a registry written before lineage: its rows read with an empty one
                 conn.execute("alter table models add column lineage text")
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
         self.parent_of: Callable[[str], str | None] | None = None
         """The model id of a name's full deployment (set by the server): a new version's parent."""
         self.after_save: list[Callable[[ModelInfo], None]] = []
@@ -235,9 +231,7 @@ class ModelRegistry:
         IMMEDIATE`` takes SQLite's write lock before the last version is read, so two writers
         cannot both read version n and both write n + 1 (the unique index would refuse one).
         """
-        conn = self._db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._db.conn) as conn:
             row = conn.execute("select model_id, version from models where name = ? order by version desc limit 1",
                                [name]).fetchone()
             version = int(row[1]) + 1 if row is not None else 1
@@ -249,10 +243,6 @@ class ModelRegistry:
             columns = ["version", *values, "lineage"]
             conn.execute(f"insert into models ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
                          [version, *values.values(), lineage.model_dump_json()])
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
         return version, lineage
 
     def delete(self, model_id: str) -> ModelInfo:

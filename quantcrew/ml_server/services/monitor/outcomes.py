@@ -21,6 +21,7 @@ from pathlib import Path
 from quantcrew.ml_server.errors import ConflictError
 from quantcrew.ml_server.schemas.monitor import Outcome, OutcomeInfo
 from quantcrew.ml_server.services.monitor.predictions import as_of_key
+from quantcrew.ml_server.transaction import immediate
 
 __all__ = ["OutcomeStore", "StoredOutcome"]
 
@@ -104,25 +105,18 @@ class OutcomeStore:
         now = datetime.now(UTC).isoformat(timespec="microseconds")
         rows = [self._stored(o, now) for o in outcomes]
         inserted = known = 0
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                seen: dict[str, StoredOutcome] = {}
-                for i, row in enumerate(rows):
-                    prior = seen.get(row.outcome_id) or self._get(row.outcome_id)
-                    if prior is not None:
-                        self._check_same(prior, row, index=i)
-                        known += 1
-                        continue
-                    conn.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 (row.outcome_id, *row.values(), row.received_at))
-                    seen[row.outcome_id] = row
-                    inserted += 1
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, immediate(self._conn) as conn:
+            seen: dict[str, StoredOutcome] = {}
+            for i, row in enumerate(rows):
+                prior = seen.get(row.outcome_id) or self._get(row.outcome_id)
+                if prior is not None:
+                    self._check_same(prior, row, index=i)
+                    known += 1
+                    continue
+                conn.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (row.outcome_id, *row.values(), row.received_at))
+                seen[row.outcome_id] = row
+                inserted += 1
         return inserted, known
 
     @staticmethod

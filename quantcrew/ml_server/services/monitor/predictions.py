@@ -33,6 +33,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from quantcrew.ml_server.transaction import immediate
+
 if TYPE_CHECKING:
     from quantcrew.ml_server.metrics import Metrics
 
@@ -325,15 +327,9 @@ class PredictionLog:
             return
         assert self._conn is not None
         start = time.perf_counter()
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._conn) as conn:
             conn.executemany(_INSERT, rows)
             conn.executemany(_UPSERT_MODEL, list(models.values()))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         self.written += len(rows)
         if self._metrics is not None:
             self._metrics.prediction_log_write.observe(time.perf_counter() - start)
@@ -360,17 +356,11 @@ class PredictionLog:
         """
         assert self._conn is not None
         cutoff = (time.time() if now is None else now) - self.retention_days * 86_400.0
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._conn) as conn:
             gone = conn.execute("DELETE FROM predictions WHERE at < ?", (cutoff,)).rowcount
             gone += conn.execute(
                 "DELETE FROM predictions WHERE id <= (SELECT MAX(id) FROM predictions) - ?",
                 (self.retention_rows,)).rowcount
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return int(gone)
 
     # -- control and reading -------------------------------------------------------------------
