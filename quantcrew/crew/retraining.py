@@ -275,7 +275,10 @@ def retrain_symbol(server: RetrainServer, store: RetrainStore, policy: RetrainPo
     report = RetrainReport(symbol=symbol, name=name)
 
     def note(step: Step, **kwargs: Any) -> None:
-        report.events.append(store.record(RetrainEvent(symbol=symbol, name=name, step=step, **kwargs), schedule_id))
+        # stamped by the firing's own clock, the one its cooldown is judged by (not the wall clock at the write)
+        at = now().isoformat(timespec="microseconds")
+        report.events.append(store.record(RetrainEvent(symbol=symbol, name=name, step=step, at=at, **kwargs),
+                                          schedule_id))
 
     try:
         for step in _steps(server, store, policy, symbol, name, bars, now):
