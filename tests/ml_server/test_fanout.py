@@ -36,8 +36,11 @@ def refuse(_shared: None, item: int, _watch: Watch) -> None:
     time.sleep(0.05)
 
 
-def sleep_long(_shared: None, _item: int, _watch: Watch) -> None:
-    time.sleep(60)
+def sleep_long(_shared: None, _item: int, watch: Watch) -> None:
+    """A piece that runs for a minute unless its watch says the job was cancelled (inert in a task)."""
+    end = time.monotonic() + 60.0
+    while time.monotonic() < end and not watch.cancelled():
+        time.sleep(0.05)
 
 
 class _Ctx:
@@ -85,6 +88,13 @@ def test_in_turn_a_cancelled_job_stops_before_the_next_piece() -> None:
     assert ended == [0]
 
 
+def test_in_turn_a_piece_watching_its_job_stops_when_the_job_is_cancelled() -> None:
+    began = time.monotonic()
+    with pytest.raises(JobCancelled):
+        FAN_OUT.map(sleep_long, None, [0, 1], cancelled=lambda: time.monotonic() - began > 0.3)
+    assert time.monotonic() - began < 5.0  # the first piece saw the cancel through its watch, the second never ran
+
+
 # -- as Ray tasks ------------------------------------------------------------------------------
 
 
@@ -105,7 +115,18 @@ def ray_cluster() -> Iterator[None]:
             ray.shutdown()
 
 
-def test_in_a_ray_cluster_pieces_run_as_tasks_in_order(ray_cluster: None) -> None:
+@pytest.fixture
+def idle_cluster(ray_cluster: None) -> None:
+    """The module's cluster with both its CPUs free: tasks an earlier test cancelled give theirs back late."""
+    import ray
+
+    deadline = time.monotonic() + 30.0
+    while ray.available_resources().get("CPU", 0.0) < 2.0:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.1)
+
+
+def test_in_a_ray_cluster_pieces_run_as_tasks_in_order(idle_cluster: None) -> None:
     ended: list[int] = []
     results, where = FAN_OUT.map(square, 10, [1, 2, 3, 4], cancelled=lambda: False,
                                  finished=lambda k, _r: ended.append(k))
@@ -122,19 +143,20 @@ def test_one_piece_or_too_few_free_cpus_run_in_turn(ray_cluster: None) -> None:
     assert TaskPool(fan_out=False).where(4) == IN_TURN
 
 
-def test_a_task_error_is_raised_as_itself(ray_cluster: None) -> None:
+def test_a_task_error_is_raised_as_itself(idle_cluster: None) -> None:
     with pytest.raises(InvalidInputError, match="piece 2 refused") as caught:
         FAN_OUT.map(refuse, None, [0, 1, 2, 3], cancelled=lambda: False)
     assert caught.value.details == [{"loc": ["item"], "msg": "two"}]
 
 
-def test_a_cancelled_job_cancels_its_tasks(ray_cluster: None) -> None:
+def test_a_cancelled_job_cancels_its_tasks(idle_cluster: None) -> None:
     import ray
 
+    assert FAN_OUT.where(2) == RAY
     began = time.monotonic()
     with pytest.raises(JobCancelled):
         FAN_OUT.map(sleep_long, None, [0, 1], cancelled=lambda: time.monotonic() - began > 1.0)
-    assert time.monotonic() - began < 10.0
+    assert time.monotonic() - began < 10.0  # the tasks' watches are inert: only the cancel stopped them
     deadline = time.monotonic() + 20.0
     while ray.available_resources().get("CPU", 0.0) < 2.0:  # the cancelled tasks give their CPUs back
         assert time.monotonic() < deadline, ray.available_resources()
@@ -156,7 +178,7 @@ def _rl(pool: TaskPool, registry: ModelRegistry) -> RLTrainResult:
     return RLTrainResult.model_validate(rl_training.train_agents(plan, registry, _Ctx()))
 
 
-def test_rl_runs_as_tasks_give_the_same_policies_as_in_turn(ray_cluster: None, tmp_path: Path) -> None:
+def test_rl_runs_as_tasks_give_the_same_policies_as_in_turn(idle_cluster: None, tmp_path: Path) -> None:
     here = ModelRegistry(tmp_path / "a" / "registry.db", tmp_path / "a" / "artifacts")
     tasks = ModelRegistry(tmp_path / "b" / "registry.db", tmp_path / "b" / "artifacts")
     in_turn, fanned = _rl(TaskPool(), here), _rl(FAN_OUT, tasks)
@@ -181,7 +203,7 @@ def _ensemble(pool: TaskPool, registry: ModelRegistry, tmp_path: Path) -> tuple[
     return EnsembleTrainResult.model_validate(training.train_ensemble(plan, registry, deployments, ctx)), ctx
 
 
-def test_ensemble_folds_as_tasks_give_the_same_figures_as_in_turn(ray_cluster: None, tmp_path: Path) -> None:
+def test_ensemble_folds_as_tasks_give_the_same_figures_as_in_turn(idle_cluster: None, tmp_path: Path) -> None:
     here = ModelRegistry(tmp_path / "a" / "registry.db", tmp_path / "a" / "artifacts")
     tasks = ModelRegistry(tmp_path / "b" / "registry.db", tmp_path / "b" / "artifacts")
     (a, _), (b, ctx) = _ensemble(TaskPool(), here, tmp_path), _ensemble(FAN_OUT, tasks, tmp_path)
