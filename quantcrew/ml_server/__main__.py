@@ -116,7 +116,7 @@ def _serve(settings: Settings) -> None:
     from quantcrew.ml_server.app import create_app
 
     uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level=server.log_level,
-                access_log=False, timeout_graceful_shutdown=5)
+                access_log=False, timeout_graceful_shutdown=5, loop=server.event_loop)
 
 
 def is_loopback(host: str) -> bool:

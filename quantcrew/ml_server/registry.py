@@ -12,6 +12,9 @@ checked before it is loaded; a file that no longer matches is refused
 The registry also owns the server's one cache of rebuilt models (:meth:`ModelRegistry.rebuild`):
 least recently used first out, its size from ``server.model_cache_size``. An entry is reused only
 while the artifact's recorded SHA-256 and the file's size and mtime are those it was built from.
+The rows read are kept too, each tagged with the home's write counter
+(:class:`~quantcrew.ml_server.generation.Generation`, bumped after every commit by any process on
+the file): a predict on a cached model runs no statement until someone writes.
 
 No request ever names a path or URL: artifacts are addressed by ``model_id`` only, and the
 file name is derived from it.
@@ -50,6 +53,7 @@ from typing import Any, Literal, TypeVar
 import sqlite_utils
 
 from quantcrew.ml_server.errors import ArtifactIntegrityError, ModelNotFoundError
+from quantcrew.ml_server.generation import Generation
 from quantcrew.ml_server.schemas.common import Lineage, ModelInfo
 from quantcrew.ml_server.transaction import immediate
 
@@ -117,6 +121,8 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
 }
 
 _SUFFIX: dict[str, str] = {"skops": ".skops", "torch": ".pt", "json": ".json"}
+_ROWS_KEPT = 4096
+"""How many rows the registry keeps read (a few kB each): the models a server predicts with."""
 _REBUILD_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError)
 """What a rebuild raises when a stored artifact does not make the model it claims to be."""
 
@@ -152,6 +158,11 @@ class ModelRegistry:
         self._lock = threading.RLock()
         # (model_id, variant) -> (stamp, entry, object); variant "" holds the deserialised artifact itself
         self._cache: OrderedDict[tuple[str, str], tuple[_Stamp, ModelInfo, Any]] = OrderedDict()
+        # model_id -> (generation when read, row): a predict reads its row without a statement while
+        # no process sharing the file has written since (see quantcrew.ml_server.generation)
+        self._generation = Generation(self.db_path.with_name(self.db_path.name + ".generation"))
+        self._rows: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+        self._rows_lock = threading.Lock()  # held for dict operations only: nothing in it releases the GIL
         # Replicas on a shared home may open a fresh file together: the schema is made in one write
         # transaction taken up front (sqlite-utils would read in a deferred one first, then fail to write
         # at once with "database is locked" when another process wrote meanwhile).
@@ -166,6 +177,7 @@ class ModelRegistry:
             if "lineage" not in self._db["models"].columns_dict:
                 # a registry written before lineage: its rows read with an empty one
                 conn.execute("alter table models add column lineage text")
+        self._generation.bump()
         self.parent_of: Callable[[str], str | None] | None = None
         """The model id of a name's full deployment (set by the server): a new version's parent."""
         self.after_save: list[Callable[[ModelInfo], None]] = []
@@ -174,6 +186,7 @@ class ModelRegistry:
     def close(self) -> None:
         with self._lock:
             self._db.conn.close()
+        self._generation.close()
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -243,6 +256,7 @@ class ModelRegistry:
             columns = ["version", *values, "lineage"]
             conn.execute(f"insert into models ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
                          [version, *values.values(), lineage.model_dump_json()])
+        self._generation.bump()
         return version, lineage
 
     def delete(self, model_id: str) -> ModelInfo:
@@ -255,6 +269,7 @@ class ModelRegistry:
         with self._lock:
             self._db.conn.execute("delete from models where model_id = ?", [model_id])
             self._db.conn.commit()
+            self._generation.bump()
             for key in [k for k in self._cache if k[0] == model_id]:
                 del self._cache[key]
         (self.artifacts_dir / row["file"]).unlink(missing_ok=True)
@@ -375,15 +390,30 @@ class ModelRegistry:
             return len(self._cache)
 
     def _row(self, model_id: str) -> dict[str, Any]:
-        # one plain indexed SELECT: sqlite-utils' rows_where runs four statements (about 5x slower),
-        # and this read is on every predict's path, cache hits included
+        """The row of ``model_id``, read again only when a process sharing the file has written since.
+
+        The copy is shared by callers: read it, never change it.
+        """
+        generation = self._generation.read()  # taken before the read it tags
+        with self._rows_lock:
+            kept = self._rows.get(model_id)
+            if kept is not None and kept[0] == generation:
+                self._rows.move_to_end(model_id)
+                return kept[1]
+        # one plain indexed SELECT: sqlite-utils' rows_where runs four statements (about 5x slower)
         with self._lock:
             cursor = self._db.conn.execute("select * from models where model_id = ?", [model_id])
             found = cursor.fetchone()
             names = [d[0] for d in cursor.description]
         if found is None:
             raise ModelNotFoundError(f"no model with id '{model_id}'", details={"model_id": model_id})
-        return dict(zip(names, found, strict=True))
+        row = dict(zip(names, found, strict=True))
+        with self._rows_lock:
+            self._rows[model_id] = (generation, row)
+            self._rows.move_to_end(model_id)
+            while len(self._rows) > _ROWS_KEPT:
+                self._rows.popitem(last=False)
+        return row
 
 
 def _same_entry(info: ModelInfo, row: dict[str, Any]) -> bool:

@@ -87,3 +87,24 @@ def test_server_exits_2_on_a_bad_alert_rules_file_naming_its_line(tmp_path: Path
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("quantcrew-server: ") and "Traceback" not in proc.stderr
     assert f"{rules}:3:" in proc.stderr and "no.such.metric" in proc.stderr
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_server_is_served_on_the_event_loop_its_settings_name(
+        loop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from quantcrew.config.settings import load_settings
+    from quantcrew.ml_server import __main__ as entry
+
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(kwargs))
+    # compute_threads 0: nothing capped in this test process
+    entry._serve(load_settings(home=tmp_path, server={"preload": False, "event_loop": loop, "compute_threads": 0}))
+    assert served["loop"] == loop
+
+
+def test_asyncio_is_the_default_event_loop(tmp_path: Path) -> None:
+    from quantcrew.config.settings import load_settings
+
+    assert load_settings(home=tmp_path).server.event_loop == "asyncio"

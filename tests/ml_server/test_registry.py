@@ -273,3 +273,42 @@ def test_a_failing_after_save_callback_never_fails_the_save(registry: ModelRegis
     registry.after_save.append(boom)
     info = registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
     assert registry.get(info.model_id).version == 1
+
+
+def test_a_cached_row_is_served_without_a_statement(registry: ModelRegistry) -> None:
+    info = registry.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    registry.rebuild(info.model_id, family="regime", build=lambda obj, _info: obj)
+    statements: list[str] = []
+    registry._db.conn.set_trace_callback(statements.append)
+    registry.rebuild(info.model_id, family="regime", build=lambda obj, _info: obj)
+    registry.get(info.model_id)
+    assert statements == []
+
+
+def test_a_row_deleted_by_another_registry_on_the_file_is_not_served_from_the_cache(tmp_path: Path) -> None:
+    # two registries on one file stand for two replicas on one home: neither sees the other's cache
+    here = ModelRegistry(tmp_path / "registry.db", tmp_path / "artifacts")
+    there = ModelRegistry(tmp_path / "registry.db", tmp_path / "artifacts")
+    kept = here.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    gone = here.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    assert here.get(gone.model_id).version == 2  # read and kept
+    there.delete(gone.model_id)
+    with pytest.raises(ModelNotFoundError):
+        here.get(gone.model_id)
+    assert here.get(kept.model_id).model_id == kept.model_id
+    here.close()
+    there.close()
+
+
+def test_a_row_written_by_another_registry_is_read_fresh_after_the_write(tmp_path: Path) -> None:
+    here = ModelRegistry(tmp_path / "registry.db", tmp_path / "artifacts")
+    there = ModelRegistry(tmp_path / "registry.db", tmp_path / "artifacts")
+    first = here.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    here.get(first.model_id)
+    statements: list[str] = []
+    here._db.conn.set_trace_callback(statements.append)
+    there.save(family="regime", name="spx", method="hmm", obj=_hmm(), fmt="skops")
+    assert here.get(first.model_id).version == 1
+    assert any("select" in s.lower() for s in statements)  # the other's write made the copy stale
+    here.close()
+    there.close()

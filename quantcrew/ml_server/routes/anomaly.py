@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from quantcrew.ml_server import offload
 from quantcrew.ml_server.deps import DeploymentsDep, MetricsDep, PredictionLogDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
@@ -38,11 +39,12 @@ def fit(req: AnomalyFitRequest, settings: SettingsDep, registry: RegistryDep, me
 
 
 @router.post("/score", response_model=AnomalyResponse, responses=ERROR_RESPONSES)
-def score(req: AnomalyScoreRequest, settings: SettingsDep, registry: RegistryDep,
-          predictions: PredictionLogDep, deployments: DeploymentsDep) -> Response:
+async def score(req: AnomalyScoreRequest, settings: SettingsDep, registry: RegistryDep,
+                predictions: PredictionLogDep, deployments: DeploymentsDep) -> Response:
     """Score new bars with a stored model: the fit's scaler, forest and threshold, no refit.
 
     The model is a pinned `model_id`, or the version the deployment stages of `name` route the request to.
     """
     check_rows(req.data, max_rows=settings.server.max_rows)
-    return model_response(service.score(req, registry, predictions, deployments))
+    inline = offload.is_light(registry, req.model_id, len(req.data))
+    return model_response(await offload.run(inline, service.score, req, registry, predictions, deployments))

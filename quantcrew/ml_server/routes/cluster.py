@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from quantcrew.ml_server import offload
 from quantcrew.ml_server.deps import DeploymentsDep, MetricsDep, PredictionLogDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_matrix
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
@@ -40,11 +41,12 @@ def fit(req: ClusterFitRequest, settings: SettingsDep, registry: RegistryDep, me
 
 
 @router.post("/predict", response_model=ClusterPredictResponse, responses=ERROR_RESPONSES)
-def predict(req: ClusterPredictRequest, settings: SettingsDep, registry: RegistryDep,
-            predictions: PredictionLogDep, deployments: DeploymentsDep) -> Response:
+async def predict(req: ClusterPredictRequest, settings: SettingsDep, registry: RegistryDep,
+                  predictions: PredictionLogDep, deployments: DeploymentsDep) -> Response:
     """Assign new rows to a stored model's clusters (no refit).
 
     The model is a pinned `model_id`, or the version the deployment stages of `name` route the request to.
     """
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    return model_response(service.predict(req, registry, predictions, deployments))
+    inline = offload.is_light(registry, req.model_id, len(req.data.values))
+    return model_response(await offload.run(inline, service.predict, req, registry, predictions, deployments))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from quantcrew.ml_server import offload
 from quantcrew.ml_server.deps import DeploymentsDep, MetricsDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_matrix
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
@@ -39,11 +40,12 @@ def fit(req: DecomposeFitRequest, settings: SettingsDep, registry: RegistryDep, 
 
 
 @router.post("/transform", response_model=DecomposeTransformResponse, responses=ERROR_RESPONSES)
-def transform(req: DecomposeTransformRequest, settings: SettingsDep, registry: RegistryDep,
-              deployments: DeploymentsDep) -> Response:
+async def transform(req: DecomposeTransformRequest, settings: SettingsDep, registry: RegistryDep,
+                    deployments: DeploymentsDep) -> Response:
     """Project new rows onto a stored model's components (no refit).
 
     The model is a pinned `model_id`, or the version the deployment stages of `name` route the request to.
     """
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    return model_response(service.transform(req, registry, deployments))
+    inline = offload.is_light(registry, req.model_id, len(req.data.values))
+    return model_response(await offload.run(inline, service.transform, req, registry, deployments))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from starlette.concurrency import run_in_threadpool
 
+from quantcrew.ml_server import offload
 from quantcrew.ml_server.deps import DeploymentsDep, JobsDep, MetricsDep, PredictionLogDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
@@ -19,9 +19,8 @@ from quantcrew.ml_server.schemas.regime import (
 )
 from quantcrew.ml_server.services.regime import causal, service
 
-# A predict on this many bars takes a few milliseconds: cheaper on the event loop than the
-# worker-thread hop FastAPI makes for sync handlers. Longer inputs (and every fit) go to a thread.
-_INLINE_ROWS = 5_000
+# A predict on this many bars takes a few milliseconds on the event loop (see offload)
+_LIGHT_ROWS = 5_000
 
 router = APIRouter(prefix="/regime", tags=["regime"], route_class=ORJSONRoute)
 
@@ -63,6 +62,5 @@ async def predict(req: RegimePredictRequest, settings: SettingsDep, registry: Re
     The model is a pinned `model_id`, or the version the deployment stages of `name` route the request to.
     """
     check_rows(req.data, max_rows=settings.server.max_rows)
-    if len(req.data) <= _INLINE_ROWS:
-        return model_response(service.predict(req, registry, predictions, deployments))
-    return model_response(await run_in_threadpool(service.predict, req, registry, predictions, deployments))
+    inline = offload.is_light(registry, req.model_id, len(req.data), max_rows=_LIGHT_ROWS)
+    return model_response(await offload.run(inline, service.predict, req, registry, predictions, deployments))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from quantcrew.ml_server import offload
 from quantcrew.ml_server.deps import DeploymentsDep, MetricsDep, PredictionLogDep, RegistryDep, SettingsDep
 from quantcrew.ml_server.limits import check_matrix
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
@@ -42,12 +43,13 @@ def fit(req: SupervisedFitRequest, settings: SettingsDep, registry: RegistryDep,
 
 
 @router.post("/predict", response_model=SupervisedPredictResponse, responses=ERROR_RESPONSES)
-def predict(req: SupervisedPredictRequest, settings: SettingsDep, registry: RegistryDep,
-            predictions: PredictionLogDep, deployments: DeploymentsDep) -> Response:
+async def predict(req: SupervisedPredictRequest, settings: SettingsDep, registry: RegistryDep,
+                  predictions: PredictionLogDep, deployments: DeploymentsDep) -> Response:
     """Predict rows with a stored model; columns must match the model's by name and order.
 
     The model is a pinned `model_id`, or the version the deployment stages of `name` route the request to.
     """
     check_matrix(req.features, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns,
                  field="features")
-    return model_response(service.predict(req, registry, predictions, deployments))
+    inline = offload.is_light(registry, req.model_id, len(req.features.values))
+    return model_response(await offload.run(inline, service.predict, req, registry, predictions, deployments))
