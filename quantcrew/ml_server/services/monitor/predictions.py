@@ -3,9 +3,15 @@
 :meth:`PredictionLog.record` appends a small tuple to a bounded in-memory queue and returns at
 once: it never blocks a reply and never raises into a request. A full queue drops the new
 record and counts it (``quantcrew_predictions_dropped_total``). A writer thread drains the
-queue every ``flush_ms`` (sooner when many records wait) and writes the batch with one
-``executemany`` in one transaction; features given as a callable are computed there, and every
-record is serialised there too, so the request thread only builds a tuple.
+queue every ``flush_ms`` (sooner when many records wait) and writes the batch in one
+transaction; features given as a callable are computed there, and every record is serialised
+there too, so the request thread only builds a tuple.
+
+The batch goes in as multi-row ``INSERT`` statements of 1,024, 512, ... 1 rows (a handful of
+steps, each statement text one of eleven kept prepared), not an ``executemany`` of one step per
+row: ``sqlite3`` releases the GIL around every step, and while requests keep the event loop busy
+each release is a hand-off between the two threads. Measured at 64 concurrent light predicts,
+the per-row version cost about 0.19 ms of CPU per request, a third of the request.
 
 Retention runs in the writer now and then: rows beyond ``retention_rows`` (oldest first) and rows
 older than ``retention_days`` are deleted.
@@ -26,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,7 +95,9 @@ CREATE TABLE IF NOT EXISTS prediction_models (
 _UPSERT_MODEL = ("INSERT INTO prediction_models (model_id, name, version, family, last_at) VALUES (?, ?, ?, ?, ?) "
                  "ON CONFLICT (model_id) DO UPDATE SET last_at = excluded.last_at")
 _INSERT = ("INSERT INTO predictions (at, model_id, name, version, family, route, request_hash, subject, as_of, "
-           "features, output, label, confidence, shadow) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           "features, output, label, confidence, shadow) VALUES ")
+_ROW_MARKS = "(" + ", ".join("?" * 14) + ")"
+_CHUNK_ROWS = 1024  # 14,336 parameters: under SQLite's 32,766
 _COLUMNS = ("id, at, model_id, name, version, family, route, request_hash, subject, as_of, features, output, label, "
             "confidence, shadow")
 
@@ -192,6 +201,22 @@ def feature_json(features: FeaturesArg) -> bytes:
     return orjson.dumps(out)
 
 
+@cache
+def _insert(rows: int) -> str:
+    """The ``INSERT`` of ``rows`` rows (a power of two, so few texts)."""
+    return _INSERT + ", ".join([_ROW_MARKS] * rows)
+
+
+def _chunks(rows: Sequence[tuple[Any, ...]]) -> Iterable[Sequence[tuple[Any, ...]]]:
+    """``rows`` in runs of 1,024, then the largest powers of two that fit the rest."""
+    start, size = 0, _CHUNK_ROWS
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        yield rows[start:start + size]
+        start += size
+
+
 class PredictionLog:
     """A bounded queue of predictions and the thread that writes them to SQLite.
 
@@ -276,20 +301,28 @@ class PredictionLog:
             self._wake.clear()
             stopping = self._stop
             try:
-                self._drain()
+                self._drain(everything=stopping)
                 self._maybe_prune()
             except Exception:  # the writer must outlive one bad batch or a locked file
                 logger.exception("prediction log: a batch could not be written")
             if stopping:
                 return
 
-    def _drain(self) -> None:
-        while self._queue:
+    def _drain(self, *, everything: bool = False) -> None:
+        """Write what waited when the writer woke (``everything``: until the queue is empty).
+
+        Records queued meanwhile wait for the next turn: a writer that chased them would write the
+        one or two a busy server adds during each write, one transaction apiece (measured: 1.4
+        thread wake-ups per request at 1,000 requests a second).
+        """
+        due = len(self._queue)
+        while self._queue and (due > 0 or everything):
             batch: list[tuple[Any, ...]] = []
             with self._take_lock:
-                while self._queue and len(batch) < 5_000:
+                while self._queue and len(batch) < 5_000 and (len(batch) < due or everything):
                     batch.append(self._queue.popleft())
                 self._taken += len(batch)
+            due -= len(batch)
             try:
                 self._write(batch)
             finally:
@@ -328,7 +361,8 @@ class PredictionLog:
         assert self._conn is not None
         start = time.perf_counter()
         with immediate(self._conn) as conn:
-            conn.executemany(_INSERT, rows)
+            for chunk in _chunks(rows):
+                conn.execute(_insert(len(chunk)), [value for row in chunk for value in row])
             conn.executemany(_UPSERT_MODEL, list(models.values()))
         self.written += len(rows)
         if self._metrics is not None:

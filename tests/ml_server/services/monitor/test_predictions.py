@@ -45,6 +45,36 @@ def test_records_are_written_in_batches_by_the_writer(tmp_path: Path) -> None:
         log.close()
 
 
+def test_a_steady_stream_of_records_is_written_a_few_batches_a_second_not_one_per_record(tmp_path: Path) -> None:
+    # a busy server adds a record every fraction of a millisecond: a writer that chased them after
+    # each write wrote one or two per transaction, hundreds of transactions a second
+    metrics = Metrics()
+    log = PredictionLog(tmp_path / "r.db", flush_ms=200.0, metrics=metrics)
+    try:
+        sent, deadline = 0, time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert _record(log, sent)
+            sent += 1
+            busy_until = time.perf_counter() + 0.0005
+            while time.perf_counter() < busy_until:  # holding the GIL, as a request on the event loop does
+                pass
+            time.sleep(0)  # and letting it go now and then, as its socket calls do
+        assert log.flush()
+        assert _count(tmp_path / "r.db") == sent
+        batches = metrics.registry.get_sample_value("quantcrew_prediction_log_write_seconds_count")
+        assert batches is not None and batches <= 15, f"{batches} transactions for {sent} records in 1 s"
+    finally:
+        log.close()
+
+
+def test_records_queued_until_close_are_all_written(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "r.db", flush_ms=60_000.0)
+    for i in range(700):  # past the eager wake-up: the writer is busy while more arrive
+        assert _record(log, i)
+    log.close()
+    assert _count(tmp_path / "r.db") == 700
+
+
 def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
     metrics = Metrics()
     log = PredictionLog(tmp_path / "r.db", flush_ms=60_000.0, queue_max=100, metrics=metrics)
