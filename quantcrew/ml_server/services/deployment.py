@@ -38,7 +38,8 @@ import json
 import math
 import sqlite3
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ from typing import Any
 import sqlite_utils
 
 from quantcrew.ml_server.errors import ConflictError, InvalidInputError, NotFoundError
+from quantcrew.ml_server.generation import Generation
 from quantcrew.ml_server.schemas.ensemble import DeploymentInfo
 from quantcrew.ml_server.schemas.lineage import DeploymentEvent
 from quantcrew.ml_server.transaction import immediate
@@ -140,6 +142,8 @@ _EVENT_SCHEMA = {
     "action": str, "reason": str, "actor": str, "gate": str,
 }
 _EVENT_NULLABLE = {"id", "from_stage", "reason", "actor", "gate"}
+_ROUTES_KEPT = 1024
+"""Most model names whose routed versions are kept read."""
 
 
 class DeploymentStore:
@@ -157,6 +161,10 @@ class DeploymentStore:
         self._db = sqlite_utils.Database(conn)
         self._db.enable_wal()
         self._lock = threading.RLock()
+        # name -> (generation when read, its routed versions): a request by name reads no statement while
+        # no process on the file has written (the registry's counter: see quantcrew.ml_server.generation)
+        self._generation = Generation(self.db_path.with_name(self.db_path.name + ".generation"))
+        self._routes: dict[str, tuple[int, builtins.list[Deployment]]] = {}
         # one write transaction taken up front: replicas on a shared home may open a fresh file together
         with self._transaction():
             deployments = self._db.table("deployments")
@@ -174,9 +182,20 @@ class DeploymentStore:
         """Close the database connection."""
         with self._lock:
             self._db.conn.close()
+        self._generation.close()
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return immediate(self._db.conn)
+
+    @contextmanager
+    def _change(self) -> Iterator[sqlite3.Connection]:
+        """A write to the deployments: every process's kept routes are read again after its commit."""
+        with self._lock:
+            try:
+                with self._transaction() as db:
+                    yield db
+            finally:
+                self._generation.bump()  # also after a rollback: a bump too many costs one read
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -215,7 +234,7 @@ class DeploymentStore:
         share_value, ramp_value = _validate(model_id=model_id, name=name, version=version, stage=stage,
                                             share=share, ramp_seconds=ramp_seconds)
         at = _iso(_utc(now) if now is not None else datetime.now(UTC))
-        with self._lock, self._transaction() as db:
+        with self._change() as db:
             row = db.execute("SELECT name, version, stage, started_at, created_at FROM deployments "
                              "WHERE model_id = ?", (model_id,)).fetchone()
             if row is not None and (row[0], int(row[1])) != (name, int(version)):
@@ -273,7 +292,7 @@ class DeploymentStore:
     def forget(self, model_id: str) -> bool:
         """Drop a retired version's deployment row (its model was deleted); its events stay. Returns whether
         a row was dropped (a version deployed at any other stage is never dropped)."""
-        with self._lock, self._transaction() as db:
+        with self._change() as db:
             cursor = db.execute("DELETE FROM deployments WHERE model_id = ? AND stage = 'retired'", (model_id,))
             return cursor.rowcount > 0
 
@@ -376,10 +395,21 @@ class DeploymentStore:
         return Route(primary=full, variant="full", shadows=shadows, bucket=u)
 
     def _routed(self, name: str) -> builtins.list[Deployment]:
+        """The name's full, candidate and shadow versions, newest first; read again only after a write."""
+        generation = self._generation.read()  # taken before the read it tags
+        kept = self._routes.get(name)
+        if kept is not None and kept[0] == generation:
+            return list(kept[1])
         marks = ", ".join("?" for _ in _ROUTED)
-        rows = self._db.table("deployments").rows_where(
-            f"name = ? AND stage IN ({marks})", [name, *_ROUTED], order_by="created_at DESC, version DESC")
-        return [_deployment(r) for r in rows]
+        cursor = self._db.conn.execute(
+            f"SELECT * FROM deployments WHERE name = ? AND stage IN ({marks}) ORDER BY created_at DESC, version DESC",
+            [name, *_ROUTED])
+        columns = [d[0] for d in cursor.description]
+        live = [_deployment(dict(zip(columns, r, strict=True))) for r in cursor.fetchall()]
+        if len(self._routes) >= _ROUTES_KEPT:
+            self._routes.clear()
+        self._routes[name] = (generation, live)
+        return list(live)
 
     # -- shadow log --------------------------------------------------------------------------
 

@@ -270,3 +270,31 @@ def test_previous_champions_are_newest_first_and_skip_the_ones_rolled_back_from(
     assert store.champion("ens") is not None and store.champion("ens").model_id == "ens-v2"  # type: ignore[union-attr]
     assert not store.forget("ens-v2")  # deployed: kept
     assert store.forget("ens-v3") and store.get("ens-v3") is None
+
+
+def test_a_route_read_again_runs_no_statement_until_a_write(store: DeploymentStore) -> None:
+    _deploy(store, 1, "full")
+    store.route("ens", "SPY")
+    statements: list[str] = []
+    store._db.conn.set_trace_callback(statements.append)
+    assert store.route("ens", "SPY").primary.version == 1
+    assert statements == []
+    _deploy(store, 2, "full")
+    statements.clear()
+    assert store.route("ens", "SPY").primary.version == 2
+    assert any("FROM deployments" in s for s in statements)
+
+
+def test_a_version_deployed_by_another_process_is_routed_to_at_the_next_request(tmp_path: Path) -> None:
+    here, there = DeploymentStore(tmp_path / "registry.db"), DeploymentStore(tmp_path / "registry.db")
+    try:
+        _deploy(here, 1, "full")
+        assert here.route("ens", "SPY").primary.version == 1  # read and kept
+        _deploy(there, 2, "full")
+        assert here.route("ens", "SPY").primary.version == 2
+        there.set(model_id="ens-v2", name="ens", version=2, stage="shadow", now=T0)  # v1 retired: nothing full
+        with pytest.raises(NotFoundError):
+            here.route("ens", "SPY")
+    finally:
+        here.close()
+        there.close()
