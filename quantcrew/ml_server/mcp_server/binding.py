@@ -7,8 +7,8 @@ signature once, as FastAPI does:
 * the parameter typed with a pydantic model is the JSON body: the tool's input is that model;
 * a handler without one takes path and query parameters: the tool's input is a model of exactly those
   parameters, with their constraints (``max_length``, ``ge``...), built from the signature;
-* every ``Annotated[..., Depends(get_x)]`` parameter is one of ``quantcrew.ml_server.deps``' getters
-  (or a route's own), called with a request that carries only the app, as they read nothing else.
+* every ``Annotated[..., Depends(get_x)]`` parameter is ``quantcrew.ml_server.deps``' ``get_server``
+  (or a route's own getter), called with a request that carries only the app, as it reads nothing else.
 
 A handler that is a plain ``def`` runs in the thread pool, as FastAPI runs it; an ``async def`` one runs
 on the event loop and decides for itself what to hand to a thread.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from quantcrew.config.settings import Settings
-from quantcrew.ml_server.deps import DeploymentsDep, InferenceDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import ServerDep
 from quantcrew.ml_server.limits import check_matrix, check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.explain import (
@@ -35,24 +35,24 @@ def _check_size(req: ExplainRequestBase, settings: Settings) -> None:
 
 
 @router.post("/global", response_model=ExplainGlobalResponse, responses=ERROR_RESPONSES)
-async def explain_global(req: ExplainGlobalRequest, settings: SettingsDep, registry: RegistryDep,
-                         deployments: DeploymentsDep, runtime: InferenceDep) -> Response:
+async def explain_global(req: ExplainGlobalRequest, server: ServerDep) -> Response:
     """Which features move a stored model's output over the last ``rows`` rows, and a tree that mimics it.
 
     Permutation importance of the output (or mean absolute SHAP values with ``method: "shap"``)
     and a shallow surrogate tree fitted to the output, with its fidelity on the last rows.
     """
+    settings, registry, deployments, runtime = server.settings, server.registry, server.deployments, server.inference
     _check_size(req, settings)
     return model_response(await service.explain_global(req, registry, deployments, runtime))
 
 
 @router.post("/local", response_model=ExplainLocalResponse, responses=ERROR_RESPONSES)
-async def explain_local(req: ExplainLocalRequest, settings: SettingsDep, registry: RegistryDep,
-                        deployments: DeploymentsDep, runtime: InferenceDep) -> Response:
+async def explain_local(req: ExplainLocalRequest, server: ServerDep) -> Response:
     """What each feature's value did to one prediction (the last bar or row, or ``row``).
 
     Each feature is moved by +-k robust std and set to its median over the reference rows
     (or SHAP values with ``method: "shap"``); features are ranked by the size of their effect.
     """
+    settings, registry, deployments, runtime = server.settings, server.registry, server.deployments, server.inference
     _check_size(req, settings)
     return model_response(await service.explain_local(req, registry, deployments, runtime))

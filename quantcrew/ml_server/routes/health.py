@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from quantcrew import __version__
-from quantcrew.ml_server.deps import MetricsDep, RegistryDep
+from quantcrew.ml_server.deps import ServerDep
 from quantcrew.ml_server.errors import ModelNotReadyError
 from quantcrew.ml_server.schemas.common import HealthResponse, ReadyResponse
 
@@ -26,8 +26,9 @@ def health() -> HealthResponse:
 
 
 @ops_router.get("/ready", responses={503: {"description": "Not ready yet"}})
-def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
+def ready(request: Request, server: ServerDep) -> ReadyResponse:
     """Readiness: registry open and the compute device resolved."""
+    registry = server.registry
     device: str | None = getattr(request.app.state, "device", None)
     if device is None:
         raise ModelNotReadyError("server is starting: device not resolved yet")
@@ -36,8 +37,9 @@ def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
 
 
 @ops_router.get("/metrics", response_class=Response)
-def metrics(metrics: MetricsDep, registry: RegistryDep) -> Response:
+def metrics(server: ServerDep) -> Response:
     """Prometheus exposition of request counts, latencies and model fits."""
+    metrics, registry = server.metrics, server.registry
     metrics.models.set(registry.count())
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

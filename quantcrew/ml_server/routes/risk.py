@@ -6,11 +6,9 @@ nothing is stored and every reply has ``model_id = null``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Depends, Request, Response
-
-from quantcrew.ml_server.deps import MetricsDep, SettingsDep
+from quantcrew.ml_server.deps import ServerDep
 from quantcrew.ml_server.limits import check_matrix
 from quantcrew.ml_server.metrics import Metrics
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
@@ -21,18 +19,10 @@ from quantcrew.ml_server.services.risk import service
 router = APIRouter(prefix="/risk", tags=["risk"], route_class=ORJSONRoute)
 
 
-async def _device_or_cpu(request: Request) -> str:
-    # unlike DeviceDep, no 503 while the device is still being probed: these fits run fine on the CPU
-    device: str | None = getattr(request.app.state, "device", None)
-    return device or "cpu"
-
-
-DeviceOrCpuDep = Annotated[str, Depends(_device_or_cpu)]
-
-
 @router.post("/covariance", response_model=CovarianceResponse, responses=ERROR_RESPONSES)
-def covariance(req: CovarianceRequest, settings: SettingsDep, metrics: MetricsDep) -> Response:
+def covariance(req: CovarianceRequest, server: ServerDep) -> Response:
     """Estimate the covariance of asset returns (sample, Ledoit-Wolf, OAS or constant correlation)."""
+    settings, metrics = server.settings, server.metrics
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
     reply = service.covariance(req, min_rows=settings.server.min_rows)
     metrics.fits.labels("risk", reply.method_used, "false").inc()
@@ -40,8 +30,9 @@ def covariance(req: CovarianceRequest, settings: SettingsDep, metrics: MetricsDe
 
 
 @router.post("/var", response_model=VarResponse, responses=ERROR_RESPONSES)
-def var(req: VarRequest, device: DeviceOrCpuDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
+def var(req: VarRequest, server: ServerDep) -> Response:
     """Portfolio VaR and CVaR by historical, parametric, Monte Carlo and filtered historical methods."""
+    device, settings, metrics = server.device_or_cpu, server.settings, server.metrics
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
     reply = service.var(req, device=device, min_rows=settings.server.min_rows)
     _count_fits(metrics, "var", req.methods, fell_back=reply.fallback)
@@ -49,12 +40,13 @@ def var(req: VarRequest, device: DeviceOrCpuDep, settings: SettingsDep, metrics:
 
 
 @router.post("/backtest", response_model=VarBacktestResponse, responses=ERROR_RESPONSES)
-def backtest(req: VarBacktestRequest, device: DeviceOrCpuDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
+def backtest(req: VarBacktestRequest, server: ServerDep) -> Response:
     """Rolling out-of-sample one-day VaR per method, with Kupiec and Christoffersen coverage tests.
 
     A full 18-year daily backtest of all five methods takes 10-50 s on two cores (the GARCH
     refits dominate); the client's timeout must allow for it.
     """
+    device, settings, metrics = server.device_or_cpu, server.settings, server.metrics
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
     reply = service.backtest(req, device=device)
     _count_fits(metrics, "backtest", req.methods, fell_back=reply.fallback)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from quantcrew.ml_server.deps import DeploymentsDep, JobsDep, PredictionLogDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import ServerDep
 from quantcrew.ml_server.fanout import TaskPool
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
@@ -22,8 +22,7 @@ router = APIRouter(prefix="/rl", tags=["rl"], route_class=ORJSONRoute)
 
 
 @router.post("/train", response_model=JobInfo, status_code=202, responses=ERROR_RESPONSES)
-def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, jobs: JobsDep,
-          deployments: DeploymentsDep) -> Response:
+def train(req: RLTrainRequest, server: ServerDep) -> Response:
     """Start a training job (one policy kept per agent); poll ``GET /v1/jobs/{job_id}`` for progress and the result.
 
     Each agent is trained once per seed and grid configuration on the first part of the training
@@ -33,6 +32,7 @@ def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, job
     request is checked before the job starts (steps cap over every run, enough training,
     validation and test bars), so bad input is a 422 here, not a failed job later.
     """
+    settings, registry, jobs, deployments = server.settings, server.registry, server.jobs, server.deployments
     check_rows(req.data, max_rows=settings.server.max_rows)
     info = service.train(req, registry, jobs, max_timesteps=settings.server.max_timesteps,
                          min_rows=settings.server.min_rows, compute_threads=settings.server.compute_threads,
@@ -41,20 +41,24 @@ def train(req: RLTrainRequest, settings: SettingsDep, registry: RegistryDep, job
 
 
 @router.post("/act", response_model=RLActResponse, responses=ERROR_RESPONSES)
-def act(req: RLActRequest, settings: SettingsDep, registry: RegistryDep, deployments: DeploymentsDep,
-        predictions: PredictionLogDep) -> Response:
+def act(req: RLActRequest, server: ServerDep) -> Response:
     """Each selected policy's action at the last bar, with its probabilities (or Q-values).
 
     With a ``symbol``, the policies deployed for it answer (those that passed their gate); agents
     whose policies were gated are listed in ``gated``, not answered.
     """
+    settings = server.settings
+    registry = server.registry
+    deployments = server.deployments
+    predictions = server.predictions
     check_rows(req.data, max_rows=settings.server.max_rows)
     return model_response(service.act(req, registry, deployments, predictions))
 
 
 @router.post("/evaluate", response_model=RLEvaluateResponse, responses=ERROR_RESPONSES)
-def evaluate(req: RLEvaluateRequest, settings: SettingsDep, registry: RegistryDep) -> Response:
+def evaluate(req: RLEvaluateRequest, server: ServerDep) -> Response:
     """Out-of-sample backtest of each selected policy after costs, beside buy-and-hold and flat, with the quality
     gate's verdict on that span; annualised with the bars per year of the bars' own calendar (``periods_per_year``)."""
+    settings, registry = server.settings, server.registry
     check_rows(req.data, max_rows=settings.server.max_rows)
     return model_response(service.evaluate(req, registry))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from quantcrew.ml_server import offload
-from quantcrew.ml_server.deps import DeploymentsDep, MetricsDep, PredictionLogDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import ServerDep
 from quantcrew.ml_server.limits import check_matrix
 from quantcrew.ml_server.routing import ERROR_RESPONSES, ORJSONRoute, model_response
 from quantcrew.ml_server.schemas.supervised import (
@@ -21,8 +21,9 @@ router = APIRouter(prefix="/supervised", tags=["supervised"], route_class=ORJSON
 
 
 @router.post("/analyze", response_model=SupervisedFitResponse, responses=ERROR_RESPONSES)
-def analyze(req: SupervisedAnalyzeRequest, settings: SettingsDep, metrics: MetricsDep) -> Response:
+def analyze(req: SupervisedAnalyzeRequest, server: ServerDep) -> Response:
     """Fit on the first rows, evaluate on the chronological holdout, optionally predict new rows (nothing kept)."""
+    settings, metrics = server.settings, server.metrics
     limits = {"max_rows": settings.server.max_rows, "max_columns": settings.server.max_columns}
     check_matrix(req.features, field="features", **limits)
     if req.predict_features is not None:
@@ -33,8 +34,9 @@ def analyze(req: SupervisedAnalyzeRequest, settings: SettingsDep, metrics: Metri
 
 
 @router.post("/fit", response_model=SupervisedFitResponse, responses=ERROR_RESPONSES)
-def fit(req: SupervisedFitRequest, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep) -> Response:
+def fit(req: SupervisedFitRequest, server: ServerDep) -> Response:
     """Fit and evaluate like /analyze, and store the model as a new version of ``name``."""
+    settings, registry, metrics = server.settings, server.registry, server.metrics
     check_matrix(req.features, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns,
                  field="features")
     reply = service.fit(req, registry, min_rows=settings.server.min_rows)
@@ -43,12 +45,15 @@ def fit(req: SupervisedFitRequest, settings: SettingsDep, registry: RegistryDep,
 
 
 @router.post("/predict", response_model=SupervisedPredictResponse, responses=ERROR_RESPONSES)
-async def predict(req: SupervisedPredictRequest, settings: SettingsDep, registry: RegistryDep,
-                  predictions: PredictionLogDep, deployments: DeploymentsDep) -> Response:
+async def predict(req: SupervisedPredictRequest, server: ServerDep) -> Response:
     """Predict rows with a stored model; columns must match the model's by name and order.
 
     The model is a pinned `model_id`, or the version the deployment stages of `name` route the request to.
     """
+    settings = server.settings
+    registry = server.registry
+    predictions = server.predictions
+    deployments = server.deployments
     check_matrix(req.features, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns,
                  field="features")
     inline = offload.is_light(registry, req.model_id, len(req.features.values))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from fastapi import Query, Response
 
-from quantcrew.ml_server.deps import MetricsDep, PredictionLogDep, ReferencesDep, RegistryDep, SettingsDep
+from quantcrew.ml_server.deps import ServerDep
 from quantcrew.ml_server.limits import check_rows
 from quantcrew.ml_server.routes.monitor.shared import monitor_router
 from quantcrew.ml_server.routing import ERROR_RESPONSES, model_response
@@ -27,21 +27,25 @@ router = monitor_router  # routes below are added to the family's one router
 
 
 @router.get("/drift/{model_id}", response_model=DriftReport, responses=ERROR_RESPONSES)
-def drift_of_traffic(model_id: str, registry: RegistryDep, references: ReferencesDep,
-                     predictions: PredictionLogDep, settings: SettingsDep, metrics: MetricsDep,
+def drift_of_traffic(model_id: str, server: ServerDep,
                      window: int | None = Query(default=None, ge=1, le=100_000,
                                                 description="Recent predictions compared (default "
                                                             "monitor.drift_window).")) -> Response:
     """Drift of a model's recent logged predictions (inputs and output) against its training reference."""
+    registry = server.registry
+    references = server.references
+    predictions = server.predictions
+    settings = server.settings
+    metrics = server.metrics
     return model_response(service.drift_of_traffic(model_id, registry=registry, references=references,
                                                    predictions=predictions, settings=settings, metrics=metrics,
                                                    window=window))
 
 
 @router.post("/drift", response_model=DriftReport, responses=ERROR_RESPONSES)
-def drift_of_bars(req: DriftRequest, registry: RegistryDep, references: ReferencesDep, settings: SettingsDep,
-                  metrics: MetricsDep) -> Response:
+def drift_of_bars(req: DriftRequest, server: ServerDep) -> Response:
     """Drift of a model on new bars (its features from them, its outputs where cheap), with their quality."""
+    registry, references, settings, metrics = server.registry, server.references, server.settings, server.metrics
     check_rows(req.data, max_rows=settings.server.max_rows)
     return model_response(service.drift_of_bars(req, registry=registry, references=references, settings=settings,
                                                 metrics=metrics, inputs=bar_inputs))
