@@ -240,6 +240,8 @@ def test_uncertainty_metrics_stay_in_unit_interval() -> None:
     [
         (np.full((2, 3), 1 / 3), None, "member_probs"),
         (np.full((2, 4, 3), 0.5), None, "member_probs"),
+        (np.full((2, 4, 3), 0.3), None, "sum to 1"),  # rows of 0.9: every entry in [0, 1]
+        (np.array([[[0.5, 0.5, np.nan]]]), None, "member_probs"),
         (np.full((2, 4, 3), 1 / 3), np.ones(3), "weights"),
         (np.full((2, 4, 3), 1 / 3), np.zeros(2), "weights"),
     ],
