@@ -57,6 +57,15 @@ class Generation:
                 os.ftruncate(self._fd, _COUNTER.size)  # grown with zeros: the counter starts at 0
         self._map = mmap.mmap(self._fd, _COUNTER.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
+    @classmethod
+    def of(cls, db_path: Path) -> Generation:
+        """The counter of the SQLite file ``db_path``: ``<db_path>.generation``, beside it.
+
+        Every store on one file (the registry, the deployment stages) shares it, so a write to any
+        of them is seen by the others' kept reads too.
+        """
+        return cls(Path(db_path).with_name(Path(db_path).name + ".generation"))
+
     def read(self) -> int:
         """The counter now: the tag to keep with whatever is read from the store next."""
         return int(_COUNTER.unpack_from(self._map, 0)[0])

@@ -160,7 +160,7 @@ class ModelRegistry:
         self._cache: OrderedDict[tuple[str, str], tuple[_Stamp, ModelInfo, Any]] = OrderedDict()
         # model_id -> (generation when read, row): a predict reads its row without a statement while
         # no process sharing the file has written since (see quantcrew.ml_server.generation)
-        self._generation = Generation(self.db_path.with_name(self.db_path.name + ".generation"))
+        self._generation = Generation.of(self.db_path)
         self._rows: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
         self._rows_lock = threading.Lock()  # held for dict operations only: nothing in it releases the GIL
         # Replicas on a shared home may open a fresh file together: the schema is made in one write

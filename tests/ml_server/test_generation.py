@@ -57,3 +57,9 @@ def test_bumps_from_threads_and_another_process_at_once_are_all_counted(tmp_path
     assert proc.wait(60) == 0
     assert counter.read() == 5000
     counter.close()
+
+
+def test_the_counter_of_a_database_file_lies_beside_it(tmp_path: Path) -> None:
+    counter = Generation.of(tmp_path / "registry.db")
+    assert counter.path == tmp_path / "registry.db.generation"
+    counter.close()

@@ -163,7 +163,7 @@ class DeploymentStore:
         self._lock = threading.RLock()
         # name -> (generation when read, its routed versions): a request by name reads no statement while
         # no process on the file has written (the registry's counter: see quantcrew.ml_server.generation)
-        self._generation = Generation(self.db_path.with_name(self.db_path.name + ".generation"))
+        self._generation = Generation.of(self.db_path)
         self._routes: dict[str, tuple[int, builtins.list[Deployment]]] = {}
         # one write transaction taken up front: replicas on a shared home may open a fresh file together
         with self._transaction():
