@@ -14,7 +14,7 @@ more than reading the app's state.
 from __future__ import annotations
 
 from concurrent.futures import Executor
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from starlette.datastructures import State
@@ -39,6 +39,8 @@ __all__ = ["Server", "ServerDep", "get_server"]
 
 _NO_LOG = PredictionLog.disabled()
 
+T = TypeVar("T")
+
 
 class Server:
     """The parts of the running server a route reads, from the app's state, when it reads them.
@@ -52,10 +54,12 @@ class Server:
     def __init__(self, state: State) -> None:
         self._state = state
 
-    def _part(self, name: str, what: str) -> object:
+    def _part(self, name: str, what: str, kind: type[T]) -> T:
+        """The state's ``name``, a ``kind``; 503 naming ``what`` while the lifespan has not opened it."""
         value = getattr(self._state, name, None)
         if value is None:
             raise ModelNotReadyError(f"server is starting: {what} is not ready yet")
+        assert isinstance(value, kind)
         return value
 
     @property
@@ -70,43 +74,31 @@ class Server:
 
     @property
     def registry(self) -> ModelRegistry:
-        registry = self._part("registry", "the model registry")
-        assert isinstance(registry, ModelRegistry)
-        return registry
+        return self._part("registry", "the model registry", ModelRegistry)
 
     @property
     def jobs(self) -> JobManager:
-        jobs = self._part("jobs", "the job manager")
-        assert isinstance(jobs, JobManager)
-        return jobs
+        return self._part("jobs", "the job manager", JobManager)
 
     @property
     def bandits(self) -> BanditStore:
-        store = self._part("bandits", "the bandit store")
-        assert isinstance(store, BanditStore)
-        return store
+        return self._part("bandits", "the bandit store", BanditStore)
 
     @property
     def deployments(self) -> DeploymentStore:
-        store = self._part("deployments", "the deployment store")
-        assert isinstance(store, DeploymentStore)
-        return store
+        return self._part("deployments", "the deployment store", DeploymentStore)
 
     @property
     def lifecycle(self) -> Lifecycle:
-        lifecycle = self._part("lifecycle", "the model lifecycle")
-        assert isinstance(lifecycle, Lifecycle)
-        return lifecycle
+        return self._part("lifecycle", "the model lifecycle", Lifecycle)
 
     @property
     def batchers(self) -> BatcherPool:
-        pool = self._part("batchers", "the batcher pool")
-        assert isinstance(pool, BatcherPool)
-        return pool
+        return self._part("batchers", "the batcher pool", BatcherPool)
 
     @property
     def device(self) -> str:
-        return str(self._part("device", "the device"))
+        return self._part("device", "the device", str)
 
     @property
     def device_or_cpu(self) -> str:
@@ -116,21 +108,15 @@ class Server:
 
     @property
     def device_executor(self) -> Executor:
-        executor = self._part("device_executor", "the device thread")
-        assert isinstance(executor, Executor)
-        return executor
+        return self._part("device_executor", "the device thread", Executor)
 
     @property
     def alerts(self) -> Alerts:
-        alerts = self._part("alerts", "the alert engine")
-        assert isinstance(alerts, Alerts)
-        return alerts
+        return self._part("alerts", "the alert engine", Alerts)
 
     @property
     def references(self) -> ReferenceStore:
-        store = self._part("references", "the drift reference store")
-        assert isinstance(store, ReferenceStore)
-        return store
+        return self._part("references", "the drift reference store", ReferenceStore)
 
     @property
     def predictions(self) -> PredictionLog:
@@ -140,15 +126,11 @@ class Server:
 
     @property
     def outcomes(self) -> OutcomeStore:
-        store = self._part("outcomes", "the outcome store")
-        assert isinstance(store, OutcomeStore)
-        return store
+        return self._part("outcomes", "the outcome store", OutcomeStore)
 
     @property
     def quality(self) -> LiveQuality:
-        quality = self._part("quality", "live quality")
-        assert isinstance(quality, LiveQuality)
-        return quality
+        return self._part("quality", "live quality", LiveQuality)
 
     @property
     def inference(self) -> InferenceRuntime:
