@@ -20,9 +20,17 @@ from it, the same way in both modes.
 
 The :class:`Watch` a piece gets reports progress and reads the job's cancel flag in turn; in a
 Ray task it is inert (a task cannot reach the job's context), so progress is reported as each
-task ends, and a cancelled job cancels its tasks (``ray.cancel(force=True)``) and raises
+task ends, and a cancelled job cancels its tasks and raises
 :class:`~quantcrew.ml_server.jobs.JobCancelled`. A piece's exception is re-raised as itself, so
 the error map answers as for a job run in turn.
+
+Cancelling is gentle first: ``ray.cancel(force=False)`` raises ``KeyboardInterrupt`` in a running
+task and leaves its worker alive; only a task still running :data:`_GRACE_S` later is killed with
+its worker (``force=True``). A forced cancel reaches its worker asynchronously, and a worker whose
+task ended meanwhile may already run the next job's task, which would then die with it. A task
+lost with its worker (that cancel, the kernel's OOM killer) is run again once (``max_retries=1``):
+pieces are deterministic in their seeds, so a rerun gives the same result; a cancelled task is
+never rerun.
 """
 
 from __future__ import annotations
@@ -54,6 +62,10 @@ IN_TURN = "process"
 """Where pieces ran: one after another in the job's own thread."""
 _POLL_S = 0.25
 """How often a job waiting on its tasks looks at its cancel flag."""
+_GRACE_S = 3.0
+"""How long a gently cancelled task has to stop before it is killed with its worker."""
+_RETRIES = 1
+"""How many times a task lost with its worker runs again."""
 
 
 def _ignore(*_args: Any, **_kwargs: Any) -> None:
@@ -166,9 +178,9 @@ class TaskPool:
     def _as_tasks(self, piece: Callable[[S, T, Watch], R], shared: S, items: Sequence[T], *,
                   cancelled: Callable[[], bool], finished: Callable[[int, R], None]) -> list[R]:
         import ray
-        from ray.exceptions import RayTaskError, TaskCancelledError
+        from ray.exceptions import RayTaskError
 
-        remote = _remote().options(num_cpus=self.num_cpus, max_retries=0)
+        remote = _remote().options(num_cpus=self.num_cpus, max_retries=_RETRIES)
         shared_ref = ray.put(shared)
         refs = [remote.remote(piece, shared_ref, item, k, self.threads) for k, item in enumerate(items)]
         index = {ref: k for k, ref in enumerate(refs)}
@@ -189,7 +201,22 @@ class TaskPool:
                 raise cause from None
             raise
         finally:
-            for ref in pending:
-                with contextlib.suppress(TaskCancelledError, ValueError):  # ended meanwhile
-                    ray.cancel(ref, force=True)
+            _cancel(pending)
         return [results[k] for k in range(len(items))]
+
+
+def _cancel(refs: list[Any]) -> None:
+    """Cancel ``refs`` gently, then kill the workers of those still running after :data:`_GRACE_S`."""
+    if not refs:
+        return
+    import ray
+    from ray.exceptions import TaskCancelledError
+
+    for ref in refs:
+        with contextlib.suppress(TaskCancelledError, ValueError):  # ended meanwhile
+            ray.cancel(ref, force=False)
+    _ended, running = ray.wait(refs, num_returns=len(refs), timeout=_GRACE_S)
+    for ref in running:
+        log.warning("a cancelled task did not stop within %.0f s: its worker is killed", _GRACE_S)
+        with contextlib.suppress(TaskCancelledError, ValueError):
+            ray.cancel(ref, force=True)

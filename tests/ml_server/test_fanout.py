@@ -43,6 +43,34 @@ def sleep_long(_shared: None, _item: int, watch: Watch) -> None:
         time.sleep(0.05)
 
 
+def sleep_noting_pid(folder: Path, item: int, _watch: Watch) -> None:
+    """A piece that notes the process running it, then sleeps for a minute in short naps (as a training loop steps)."""
+    (folder / f"{item}.pid").write_text(str(os.getpid()))
+    end = time.monotonic() + 60.0
+    while time.monotonic() < end:
+        time.sleep(0.05)
+
+
+def sleep_through_interrupts(folder: Path, item: int, _watch: Watch) -> None:
+    """A piece that notes its process, then sleeps for a minute whatever interrupts it."""
+    (folder / f"{item}.pid").write_text(str(os.getpid()))
+    end = time.monotonic() + 60.0
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            continue
+
+
+def die_once(folder: Path, item: int, _watch: Watch) -> int:
+    """A piece whose process dies the first time it runs (as the OOM killer would end it), then returns."""
+    tried = folder / f"{item}.tried"
+    if not tried.exists():
+        tried.write_text("")
+        os._exit(1)
+    return item * 10
+
+
 class _Ctx:
     job_id = "job-fanout"
 
@@ -161,6 +189,55 @@ def test_a_cancelled_job_cancels_its_tasks(idle_cluster: None) -> None:
     while ray.available_resources().get("CPU", 0.0) < 2.0:  # the cancelled tasks give their CPUs back
         assert time.monotonic() < deadline, ray.available_resources()
         time.sleep(0.2)
+
+
+def _pids(folder: Path, count: int) -> list[int]:
+    deadline = time.monotonic() + 20.0
+    while len(list(folder.glob("*.pid"))) < count:
+        assert time.monotonic() < deadline, "the tasks never started"
+        time.sleep(0.05)
+    return [int(f.read_text()) for f in sorted(folder.glob("*.pid"))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_cancel_stops_a_running_task_without_killing_its_worker(idle_cluster: None, tmp_path: Path) -> None:
+    began = time.monotonic()
+    with pytest.raises(JobCancelled):
+        FAN_OUT.map(sleep_noting_pid, tmp_path, [0, 1],
+                    cancelled=lambda: len(list(tmp_path.glob("*.pid"))) == 2)
+    assert time.monotonic() - began < 10.0
+    pids = _pids(tmp_path, 2)
+    time.sleep(1.0)  # a forced cancel would have killed them by now
+    assert all(_alive(pid) for pid in pids), pids
+
+
+def test_a_task_that_ignores_the_cancel_is_killed_with_its_worker(idle_cluster: None, tmp_path: Path) -> None:
+    import ray
+
+    began = time.monotonic()
+    with pytest.raises(JobCancelled):
+        FAN_OUT.map(sleep_through_interrupts, tmp_path, [0, 1],
+                    cancelled=lambda: len(list(tmp_path.glob("*.pid"))) == 2)
+    assert time.monotonic() - began < 15.0  # the grace, then the kill; not the piece's minute
+    pids = _pids(tmp_path, 2)
+    deadline = time.monotonic() + 20.0
+    while any(_alive(pid) for pid in pids) or ray.available_resources().get("CPU", 0.0) < 2.0:
+        assert time.monotonic() < deadline, (pids, ray.available_resources())
+        time.sleep(0.2)
+
+
+def test_a_task_lost_with_its_worker_runs_again_once(idle_cluster: None, tmp_path: Path) -> None:
+    results, where = FAN_OUT.map(die_once, tmp_path, [1, 2], cancelled=lambda: False)
+    assert where == RAY
+    assert results == [10, 20]
+    assert sorted(f.name for f in tmp_path.glob("*.tried")) == ["1.tried", "2.tried"]
 
 
 def _payload() -> OHLCVPayload:
