@@ -17,6 +17,9 @@ Every side is a real uvicorn process on a loopback port, started here:
   prediction log). Its ratio is printed beside the target's.
 * ``ours-nolog`` (``--prediction-log both``): our server again with the prediction log off
   (``--prediction-log off`` turns it off on ``ours`` instead; it is on by default, as shipped).
+* ``ours-by-name`` (``--by-name``): the same server process as ``ours`` (and likewise for every
+  server of ours), the model staged ``full`` and asked for by its deployment name (``name`` and
+  ``request_key``) instead of its id, as a scoring client of a deployed model calls it.
 * ``ours@DIR`` (``--compare-src DIR``, repeatable): the server from another source tree, e.g.
   ``git archive HEAD quantcrew | tar -x -C DIR``, to measure a change before and after in one run.
 
@@ -30,7 +33,8 @@ noisy than req/s on a shared machine. The 1-minute load average is printed besid
 Targets: ours >= 0.8x ``bare`` and >= 1,000 req/s, 0 errors.
 
 Needs wrk (``apt-get install wrk``). Run:
-``.venv/bin/python bench/light_throughput.py [--seconds 10] [--connections 64] [--runs 3] [--compare-src DIR]``
+``.venv/bin/python bench/light_throughput.py [--seconds 10] [--connections 64] [--runs 3] [--by-name]
+[--compare-src DIR]``
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PATH = "/v1/cluster/predict"
 COLUMNS = ["a", "b", "c", "d"]
 ROW = [0.1, -0.2, 0.3, 0.05]
+MODEL_NAME = "bench-kmeans"
 TARGET_RATIO = 0.8
 TARGET_RPS = 1000.0
 _NATIVE_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -135,12 +140,21 @@ def _fit(side: Side) -> str:
     """Fit the KMeans on ``side`` (same data and seed everywhere); the predict body."""
     rng = np.random.default_rng(0)
     table = {"columns": COLUMNS, "values": rng.normal(size=(200, len(COLUMNS))).round(4).tolist()}
-    reply = httpx.post(side.url + "/v1/cluster/fit", json={"data": table, "method": "kmeans", "n_clusters": 3},
-                       timeout=120.0)
+    reply = httpx.post(side.url + "/v1/cluster/fit", json={"data": table, "method": "kmeans", "n_clusters": 3,
+                                                           "name": MODEL_NAME}, timeout=120.0)
     reply.raise_for_status()
     model_id: str = reply.json()["model"]["model_id"]
     side.body = json.dumps({"model_id": model_id, "data": {"columns": COLUMNS, "values": [ROW]}}).encode()
     return model_id
+
+
+def _by_name(side: Side, model_id: str) -> Side:
+    """``side``'s own server process, asked for the model by deployment name (staged ``full`` here)."""
+    reply = httpx.post(f"{side.url}/v1/models/{model_id}/stage", json={"stage": "full"}, timeout=30.0)
+    reply.raise_for_status()
+    body = json.dumps({"name": MODEL_NAME, "request_key": "SPY", "data": {"columns": COLUMNS, "values": [ROW]}})
+    return Side(f"{side.name}-by-name", side.cmd, side.cwd, side.env, side.port, home=side.home,
+                body=body.encode(), proc=side.proc)
 
 
 def _pickle_pipeline(side: Side, model_id: str, out: Path) -> None:
@@ -235,6 +249,8 @@ def main() -> None:
     parser.add_argument("--compare-src", action="append", default=[], type=Path,
                         help="another source tree whose server is measured too (its quantcrew/ package)")
     parser.add_argument("--no-bare", action="store_true", help="measure only our server(s)")
+    parser.add_argument("--by-name", action="store_true",
+                        help="also ask our server for the model by deployment name ('ours-by-name')")
     parser.add_argument("--prediction-log", choices=("on", "off", "both"), default="on",
                         help="our server's prediction log (monitor.prediction_log); 'both' measures a second "
                              "server with it off ('ours-nolog')")
@@ -261,6 +277,9 @@ def main() -> None:
                             body=sides[0].body)
                 sides.append(bare)
                 _start(bare, workdir)
+        if args.by_name:  # each of our servers once more, asked by name: ours, ours-by-name, ours@DIR, ...
+            ours = list(zip(sides[:len(model_ids)], model_ids, strict=True))
+            sides[:len(model_ids)] = [x for side, model_id in ours for x in (side, _by_name(side, model_id))]
         _check_same_answer(sides)
         luas = {side.name: _lua(side.body, workdir, f"side{i}") for i, side in enumerate(sides)}
         for side in sides:

@@ -51,5 +51,5 @@ async def score(req: AnomalyScoreRequest, server: ServerDep) -> Response:
     predictions = server.predictions
     deployments = server.deployments
     check_rows(req.data, max_rows=settings.server.max_rows)
-    inline = offload.is_light(registry, req.model_id, len(req.data))
+    inline = offload.is_light(registry, deployments, req, len(req.data))
     return model_response(await offload.run(inline, service.score, req, registry, predictions, deployments))

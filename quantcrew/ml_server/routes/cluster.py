@@ -53,5 +53,5 @@ async def predict(req: ClusterPredictRequest, server: ServerDep) -> Response:
     predictions = server.predictions
     deployments = server.deployments
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    inline = offload.is_light(registry, req.model_id, len(req.data.values))
+    inline = offload.is_light(registry, deployments, req, len(req.data.values))
     return model_response(await offload.run(inline, service.predict, req, registry, predictions, deployments))

@@ -49,5 +49,5 @@ async def transform(req: DecomposeTransformRequest, server: ServerDep) -> Respon
     """
     settings, registry, deployments = server.settings, server.registry, server.deployments
     check_matrix(req.data, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns)
-    inline = offload.is_light(registry, req.model_id, len(req.data.values))
+    inline = offload.is_light(registry, deployments, req, len(req.data.values))
     return model_response(await offload.run(inline, service.transform, req, registry, deployments))

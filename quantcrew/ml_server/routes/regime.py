@@ -68,5 +68,5 @@ async def predict(req: RegimePredictRequest, server: ServerDep) -> Response:
     predictions = server.predictions
     deployments = server.deployments
     check_rows(req.data, max_rows=settings.server.max_rows)
-    inline = offload.is_light(registry, req.model_id, len(req.data), max_rows=_LIGHT_ROWS)
+    inline = offload.is_light(registry, deployments, req, len(req.data), max_rows=_LIGHT_ROWS)
     return model_response(await offload.run(inline, service.predict, req, registry, predictions, deployments))

@@ -56,5 +56,5 @@ async def predict(req: SupervisedPredictRequest, server: ServerDep) -> Response:
     deployments = server.deployments
     check_matrix(req.features, max_rows=settings.server.max_rows, max_columns=settings.server.max_columns,
                  field="features")
-    inline = offload.is_light(registry, req.model_id, len(req.features.values))
+    inline = offload.is_light(registry, deployments, req, len(req.features.values))
     return model_response(await offload.run(inline, service.predict, req, registry, predictions, deployments))

@@ -377,22 +377,36 @@ class DeploymentStore:
             NotFoundError: ``name`` has neither a full version nor a candidate.
         """
         at = _utc(now) if now is not None else datetime.now(UTC)
-        u = bucket(name, request_key)
         with self._lock:
             live = self._routed(name)
-            candidate = next((d for d in live if d.stage in _CANDIDATES), None)
+            candidate = _candidate(live)
             if candidate is not None and candidate.stage == "gradual" and candidate.current_share(at) >= 1.0:
                 self.set(model_id=candidate.model_id, name=name, version=candidate.version, stage="full", now=at,
                          action="auto", reason="gradual rollout reached 100%")
-                live, candidate = self._routed(name), None
-        full = next((d for d in live if d.stage == "full"), None)
-        shadows = [d for d in live if d.stage == "shadow"]
-        if candidate is not None and (full is None or u < candidate.current_share(at)):
-            return Route(primary=candidate, variant=candidate.stage, shadows=shadows, bucket=u)
-        if full is None:
-            raise NotFoundError(f"no deployed version of '{name}'",
-                                details=[{"loc": ["name"], "msg": "no full, canary or gradual version"}])
-        return Route(primary=full, variant="full", shadows=shadows, bucket=u)
+                live = self._routed(name)
+        return _pick(name, live, bucket(name, request_key), at)
+
+    def peek(self, name: str, request_key: str, now: datetime | None = None) -> Route | None:
+        """:meth:`route`'s answer when it needs no statement, no write and no lock; else None.
+
+        That is: the name's versions were read since the last write by any process on the file, none
+        is a shadow (a shadow's answer is written to the shadow log) and no gradual rollout is due to
+        be promoted. A request by name may then be answered on the event loop (see
+        :mod:`quantcrew.ml_server.offload`); None sends it to a worker thread, which calls :meth:`route`.
+        """
+        kept = self._routes.get(name)  # one dict read: atomic, safe beside a writer holding the lock
+        if kept is None or kept[0] != self._generation.read():
+            return None
+        live = kept[1]
+        at = _utc(now) if now is not None else datetime.now(UTC)
+        candidate = _candidate(live)
+        if any(d.stage == "shadow" for d in live) or (
+                candidate is not None and candidate.stage == "gradual" and candidate.current_share(at) >= 1.0):
+            return None
+        try:
+            return _pick(name, live, bucket(name, request_key), at)
+        except NotFoundError:
+            return None  # the thread's route() raises it, with the request's own error path
 
     def _routed(self, name: str) -> builtins.list[Deployment]:
         """The name's full, candidate and shadow versions, newest first; read again only after a write."""
@@ -482,6 +496,23 @@ def _validate(*, model_id: str, name: str, version: int, stage: str, share: floa
 
 def _invalid(message: str, field: str) -> InvalidInputError:
     return InvalidInputError(message, details=[{"loc": [field], "msg": message}])
+
+
+def _candidate(live: list[Deployment]) -> Deployment | None:
+    return next((d for d in live if d.stage in _CANDIDATES), None)
+
+
+def _pick(name: str, live: list[Deployment], u: float, at: datetime) -> Route:
+    """The route of bucket ``u`` among the name's ``live`` versions at ``at`` (see :meth:`DeploymentStore.route`)."""
+    candidate = _candidate(live)
+    full = next((d for d in live if d.stage == "full"), None)
+    shadows = [d for d in live if d.stage == "shadow"]
+    if candidate is not None and (full is None or u < candidate.current_share(at)):
+        return Route(primary=candidate, variant=candidate.stage, shadows=shadows, bucket=u)
+    if full is None:
+        raise NotFoundError(f"no deployed version of '{name}'",
+                            details=[{"loc": ["name"], "msg": "no full, canary or gradual version"}])
+    return Route(primary=full, variant="full", shadows=shadows, bucket=u)
 
 
 def _utc(moment: datetime) -> datetime:

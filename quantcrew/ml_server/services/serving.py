@@ -26,14 +26,16 @@ from quantcrew.ml_server.schemas.serving import ServedBy, ServedReply
 from quantcrew.ml_server.services.deployment import Deployment, DeploymentStore
 from quantcrew.ml_server.services.monitor.predictions import PredictionLog
 
-__all__ = ["Served", "ShadowView", "request_key", "resolve", "serve"]
+__all__ = ["Named", "Served", "ShadowView", "request_key", "resolve", "serve"]
 
 logger = logging.getLogger(__name__)
 
 Reply = TypeVar("Reply", bound=ServedReply)
 
 
-class _Named(Protocol):
+class Named(Protocol):
+    """A request that names its model: a pinned ``model_id``, or a deployment ``name`` and sticky key."""
+
     model_id: str | None
     name: str | None
     request_key: str | None
@@ -56,12 +58,12 @@ class Served:
     request_key: str
 
 
-def request_key(req: _Named) -> str:
+def request_key(req: Named) -> str:
     """The sticky key of a request: its ``request_key``, else its symbol, else the model name."""
     return str(req.request_key or getattr(req, "symbol", None) or req.name or "")
 
 
-def resolve(req: _Named, deployments: DeploymentStore | None) -> Served:
+def resolve(req: Named, deployments: DeploymentStore | None) -> Served:
     """The pinned version, or the version the deployment stages of ``req.name`` route the request key to.
 
     Raises:
@@ -103,7 +105,7 @@ Answer = Callable[[str, Any], Reply]
 """``answer(model_id, log)``: one version's reply, recorded on ``log`` (a PredictionLog, a ShadowView or None)."""
 
 
-def serve(req: _Named, deployments: DeploymentStore | None, log: PredictionLog | None, answer: Answer[Reply],
+def serve(req: Named, deployments: DeploymentStore | None, log: PredictionLog | None, answer: Answer[Reply],
           summary: Callable[[Reply], Mapping[str, Any]]) -> Reply:
     """Answer ``req`` with the version it names (pinned, or routed by name) and run the name's shadows.
 

@@ -298,3 +298,40 @@ def test_a_version_deployed_by_another_process_is_routed_to_at_the_next_request(
     finally:
         here.close()
         there.close()
+
+
+def test_peek_answers_as_route_once_the_names_versions_are_kept(store: DeploymentStore) -> None:
+    _deploy(store, 1, "full")
+    _deploy(store, 2, "canary", share=0.5)
+    assert store.peek("ens", "SPY", now=T0) is None  # never read: route() would run a statement
+    store.route("ens", "SPY", now=T0)
+    statements: list[str] = []
+    store._db.conn.set_trace_callback(statements.append)
+    for key in KEYS[:200]:
+        peeked = store.peek("ens", key, now=T0)
+        assert peeked is not None
+        assert peeked == store.route("ens", key, now=T0)
+    assert statements == []
+    assert store.peek("nothing", "SPY") is None
+
+
+def test_peek_declines_after_a_write_a_shadow_or_a_due_promotion(store: DeploymentStore) -> None:
+    _deploy(store, 1, "full")
+    store.route("ens", "SPY", now=T0)
+    _deploy(store, 2, "gradual", share=0.0, ramp_seconds=100)
+    assert store.peek("ens", "SPY", now=T0) is None  # written since it was read
+    store.route("ens", "SPY", now=T0)
+    assert store.peek("ens", "SPY", now=T0) is not None
+    done = T0 + timedelta(seconds=100)
+    assert store.peek("ens", "SPY", now=done) is None  # route() would promote v2: a write
+    assert store.route("ens", "SPY", now=done).primary.model_id == "ens-v2"
+    _deploy(store, 3, "shadow")
+    store.route("ens", "SPY", now=done)
+    assert store.peek("ens", "SPY", now=done) is None  # a shadow's answer is written to the shadow log
+
+
+def test_peek_declines_a_name_with_nothing_answering(store: DeploymentStore) -> None:
+    _deploy(store, 1, "shadow")
+    with pytest.raises(NotFoundError):
+        store.route("ens", "SPY")
+    assert store.peek("ens", "SPY") is None  # route() raises the 404 on the request's own path
