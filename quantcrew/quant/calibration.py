@@ -56,7 +56,7 @@ def _float_array(a: Any, name: str) -> FloatArray:
         raise ValueError(f"{name} must be an array of numbers") from exc
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():  # the method: np.all adds ~2 us of dispatch per call
         raise ValueError(f"{name} must hold finite numbers")
     return arr
 
@@ -95,7 +95,7 @@ def _check_simplex(arr: FloatArray, name: str) -> None:
     if arr.min() < 0.0 or arr.max() > 1.0 + _PROB_ATOL:
         raise ValueError(f"{name} must hold probabilities in [0, 1]")
     # np.allclose's comparison without its overhead (it is on every ensemble predict): NaN fails it too
-    if not bool(np.all(np.abs(arr.sum(axis=-1) - 1.0) <= _PROB_ATOL)):
+    if not bool((np.abs(arr.sum(axis=-1) - 1.0) <= _PROB_ATOL).all()):
         raise ValueError(f"{name} rows must sum to 1")
 
 
@@ -301,6 +301,13 @@ def _entropy(p: FloatArray) -> FloatArray:
     return out
 
 
+def _weighted(w: FloatArray, x: FloatArray) -> FloatArray:
+    """``sum_k w[k] * x[k]`` over the first axis: one ``dot`` (``np.tensordot`` costs ~18 us of Python
+    around the same product; this runs on every ensemble predict)."""
+    out: FloatArray = np.dot(w, x.reshape(x.shape[0], -1)).reshape(x.shape[1:])
+    return out
+
+
 def uncertainty(member_probs: np.ndarray, weights: np.ndarray | None = None) -> Uncertainty:
     """Reduce ``(K, N, C)`` member probabilities to the ensemble's probabilities and uncertainty.
 
@@ -316,14 +323,14 @@ def uncertainty(member_probs: np.ndarray, weights: np.ndarray | None = None) -> 
         raise ValueError(f"member_probs must be (K, N, C) with C >= 2, got shape {p.shape}")
     _check_simplex(p, "member_probs")
     w = _weights(weights, p.shape[0])
-    mean: FloatArray = np.tensordot(w, p, axes=1)
+    mean = _weighted(w, p)
     chosen = mean.argmax(axis=1)
     rows = np.arange(p.shape[1])
-    agreement = np.tensordot(w, (p.argmax(axis=2) == chosen[None, :]).astype(np.float64), axes=1)
-    consensus = np.tensordot(w, p[:, rows, chosen], axes=1)
+    agreement = _weighted(w, (p.argmax(axis=2) == chosen[None, :]).astype(np.float64))
+    consensus = _weighted(w, p[:, rows, chosen])
     log_c = math.log(p.shape[2])
     h_mean = _entropy(mean)
-    mutual = h_mean - np.tensordot(w, _entropy(p), axes=1)
+    mutual = h_mean - _weighted(w, _entropy(p))
     return Uncertainty(
         probs=mean,
         agreement_score=agreement,

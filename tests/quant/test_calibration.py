@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantcrew.quant.calibration import (
     Uncertainty,
@@ -223,6 +225,29 @@ def test_uncertainty_weights() -> None:
     np.testing.assert_allclose(u.consensus_strength, [0.75])
     h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)
     np.testing.assert_allclose(u.divergence_metric, [h])
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 6), n=st.integers(1, 5), c=st.integers(2, 4), seed=st.integers(0, 2**32 - 1))
+def test_uncertainty_reductions_are_the_weighted_sums_over_members(k: int, n: int, c: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    members = rng.dirichlet(np.full(c, 0.7), size=(k, n))
+    raw = rng.uniform(0.1, 3.0, size=k)
+    u = uncertainty(members, weights=raw)
+    w = raw / raw.sum()
+    mean = sum(w[j] * members[j] for j in range(k))
+    chosen = mean.argmax(axis=1)
+
+    def entropy(p: np.ndarray) -> np.ndarray:
+        return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=-1)
+
+    np.testing.assert_allclose(u.probs, mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(u.agreement_score, sum(w[j] * (members[j].argmax(axis=1) == chosen) for j in range(k)),
+                               atol=1e-12)
+    np.testing.assert_allclose(u.consensus_strength, sum(w[j] * members[j][np.arange(n), chosen] for j in range(k)),
+                               atol=1e-12)
+    mutual = entropy(mean) - sum(w[j] * entropy(members[j]) for j in range(k))
+    np.testing.assert_allclose(u.divergence_metric, np.clip(mutual / math.log(c), 0.0, 1.0), atol=1e-12)
 
 
 def test_uncertainty_metrics_stay_in_unit_interval() -> None:
