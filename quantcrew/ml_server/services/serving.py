@@ -77,7 +77,7 @@ def resolve(req: Named, deployments: DeploymentStore | None) -> Served:
         raise InvalidInputError(f"model '{name}' is asked for by name, and no deployment store routes names here",
                                 details=[{"loc": ["name"], "msg": "give model_id"}])
     key = request_key(req)
-    route = deployments.route(name, key)
+    route = deployments.peek(name, key) or deployments.route(name, key)  # no lock while nothing changed
     p = route.primary
     return Served(p.model_id, ServedBy(model_id=p.model_id, name=p.name, version=p.version, stage=p.stage,
                                        variant=route.variant, bucket=route.bucket), list(route.shadows), key)
