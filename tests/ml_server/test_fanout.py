@@ -207,12 +207,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _CancelOnceStarted:
+    """A job's cancel flag that turns on once ``count`` pieces have noted their process; when it did."""
+
+    def __init__(self, folder: Path, count: int) -> None:
+        self.folder, self.count = folder, count
+        self.at: float | None = None
+
+    def __call__(self) -> bool:
+        if self.at is None and len(list(self.folder.glob("*.pid"))) >= self.count:
+            self.at = time.monotonic()
+        return self.at is not None
+
+    def seconds_since(self) -> float:
+        assert self.at is not None
+        return time.monotonic() - self.at
+
+
 def test_a_cancel_stops_a_running_task_without_killing_its_worker(idle_cluster: None, tmp_path: Path) -> None:
-    began = time.monotonic()
+    cancel = _CancelOnceStarted(tmp_path, 2)
     with pytest.raises(JobCancelled):
-        FAN_OUT.map(sleep_noting_pid, tmp_path, [0, 1],
-                    cancelled=lambda: len(list(tmp_path.glob("*.pid"))) == 2)
-    assert time.monotonic() - began < 10.0
+        FAN_OUT.map(sleep_noting_pid, tmp_path, [0, 1], cancelled=cancel)
+    assert cancel.seconds_since() < 10.0  # from the cancel: the tasks stopped, not the piece's minute
     pids = _pids(tmp_path, 2)
     time.sleep(1.0)  # a forced cancel would have killed them by now
     assert all(_alive(pid) for pid in pids), pids
@@ -221,11 +237,10 @@ def test_a_cancel_stops_a_running_task_without_killing_its_worker(idle_cluster: 
 def test_a_task_that_ignores_the_cancel_is_killed_with_its_worker(idle_cluster: None, tmp_path: Path) -> None:
     import ray
 
-    began = time.monotonic()
+    cancel = _CancelOnceStarted(tmp_path, 2)
     with pytest.raises(JobCancelled):
-        FAN_OUT.map(sleep_through_interrupts, tmp_path, [0, 1],
-                    cancelled=lambda: len(list(tmp_path.glob("*.pid"))) == 2)
-    assert time.monotonic() - began < 15.0  # the grace, then the kill; not the piece's minute
+        FAN_OUT.map(sleep_through_interrupts, tmp_path, [0, 1], cancelled=cancel)
+    assert cancel.seconds_since() < 15.0  # the grace, then the kill; not the piece's minute
     pids = _pids(tmp_path, 2)
     deadline = time.monotonic() + 20.0
     while any(_alive(pid) for pid in pids) or ray.available_resources().get("CPU", 0.0) < 2.0:
